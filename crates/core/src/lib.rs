@@ -1,0 +1,17 @@
+//! Interplab core: a hooked transformer runtime on candle.
+//!
+//! Where things live:
+//! - [`error`]: the one error type of the crate.
+//! - [`config`]: the architecture-neutral model config (TransformerLens' `HookedTransformerConfig`).
+//! - [`gguf`]: a bounds-checked GGUF reader and dequantiser.
+//! - [`tokenizer`]: tokenizers from `tokenizer.json` or GGUF metadata, and chat templates.
+//! - [`source`]: model sources (`path`, `pip:`, `hf:`), aliases and the local cache.
+//! - [`model`]: the hooked transformer itself, its hook points and activation cache.
+
+pub mod error;
+pub mod config;
+pub mod gguf;
+pub mod tokenizer;
+pub mod source;
+
+pub use error::{Error, Result};
