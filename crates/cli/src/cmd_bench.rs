@@ -1,0 +1,165 @@
+//! `interplab bench MODEL`: load time, forward tokens/s and `run_with_cache` tokens/s with peak
+//! memory, on the same workload as `scripts/peer/bench_peer.py` (batch × seq random token ids).
+//!
+//! Each measurement runs in a fresh child process so its peak RSS is its own.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::Tensor;
+use clap::Args;
+use interplab_core::model::NameFilter;
+use serde_json::json;
+
+use crate::ui::load_model;
+
+/// Arguments of `interplab bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model: alias, path, pip:... or hf:...
+    #[arg(default_value = "smollm2-135m")]
+    model: String,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed runs per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Comma-separated: load, forward, cache.
+    #[arg(long, default_value = "load,forward,cache")]
+    what: String,
+    /// Also write the results as a JSON array here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Internal: run one measurement in this process.
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The peer script's tokens: a fixed-seed stream of ids in [1000, 40000).
+fn bench_tokens(batch: usize, seq: usize) -> Vec<u32> {
+    let mut state = 0x5eed_u64;
+    (0..batch * seq)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            1000 + ((state >> 33) % 39_000) as u32
+        })
+        .collect()
+}
+
+fn measure(a: &BenchArgs, what: &str) -> anyhow::Result<serde_json::Value> {
+    let runs = a.runs.max(1);
+    match what {
+        "load" => {
+            // Fetch first (not timed), then time loads.
+            let _ = load_model(&a.model)?;
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let m = load_model(&a.model)?;
+                times.push(t0.elapsed().as_secs_f64());
+                drop(m);
+            }
+            Ok(json!({"name": "interplab_load", "median_s": median(times), "runs": runs}))
+        }
+        "forward" | "cache" => {
+            let m = load_model(&a.model)?;
+            let ids = bench_tokens(a.batch, a.seq);
+            let tokens = Tensor::from_vec(ids, (a.batch, a.seq), m.model.device())?;
+            let all = NameFilter::all();
+            let mut cache_bytes = 0usize;
+            let mut step = || -> anyhow::Result<()> {
+                if what == "forward" {
+                    m.model.forward(&tokens)?;
+                } else {
+                    let (_, cache) = m.model.run_with_cache(&tokens, &all)?;
+                    cache_bytes = cache.size_bytes();
+                }
+                Ok(())
+            };
+            step()?; // warm-up
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                step()?;
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            let med = median(times);
+            let mut v = json!({
+                "name": format!("interplab_{}", if what == "forward" { "forward" } else { "run_with_cache" }),
+                "median_s": med,
+                "tokens_per_s": (a.batch * a.seq) as f64 / med,
+                "batch": a.batch, "seq": a.seq, "runs": runs,
+                "peak_rss_bytes": peak_rss(),
+            });
+            if what == "cache" {
+                v["cache_bytes"] = json!(cache_bytes);
+            }
+            Ok(v)
+        }
+        other => bail!("unknown measurement `{other}` (load, forward, cache)"),
+    }
+}
+
+/// Run the benchmark: one child process per measurement, one JSON line each.
+pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    if a.child {
+        let v = measure(&a, &a.what)?;
+        println!("{v}");
+        return Ok(());
+    }
+    // Fetch once up front so no child times a download.
+    let _ = load_model(&a.model)?;
+    let exe = std::env::current_exe().context("finding the interplab binary")?;
+    let mut results = Vec::new();
+    for what in a.what.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut cmd = Command::new(&exe);
+        if let Ok(t) = std::env::var("RAYON_NUM_THREADS") {
+            cmd.args(["--threads", &t]);
+        }
+        cmd.args(["bench", &a.model, "--child", "--what", what])
+            .args(["--batch", &a.batch.to_string(), "--seq", &a.seq.to_string()])
+            .args(["--runs", &a.runs.to_string()]);
+        let out = cmd.output().with_context(|| format!("running the {what} measurement"))?;
+        if !out.status.success() {
+            bail!(
+                "the {what} measurement failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("parsing the {what} measurement's output"))?;
+        println!("{v}");
+        results.push(v);
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,735 @@
+//! The hooked transformer: one config-driven model for GPT-2, GPT-NeoX, Llama and Gemma 3,
+//! exposing every activation under TransformerLens' hook names.
+
+pub mod hooks;
+pub mod weights;
+mod ops;
+pub mod generate;
+
+use candle_core::{DType, Device, Tensor, D};
+
+pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
+pub use generate::GenerateOptions;
+pub use weights::{AttnWeights, BlockWeights, MlpWeights, NormWeights, Weights};
+
+use crate::config::{ModelConfig, NormKind, Positions};
+use crate::{Error, Result};
+use hooks::HookRuntime;
+
+/// Optional hook points that cost extra memory or compute, off by default (as in TransformerLens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookSettings {
+    /// Per-head attention outputs `attn.hook_result` `[batch, pos, head, d_model]`.
+    pub use_attn_result: bool,
+    /// Per-head inputs `hook_q_input`, `hook_k_input`, `hook_v_input` `[batch, pos, head, d_model]`.
+    pub use_split_qkv_input: bool,
+    /// `hook_attn_in` `[batch, pos, d_model]`: the residual as attention reads it.
+    pub use_attn_in: bool,
+    /// `hook_mlp_in` `[batch, pos, d_model]`: the residual as the MLP reads it.
+    pub use_hook_mlp_in: bool,
+}
+
+/// What a call starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Token ids `[batch, pos]` (u32).
+    Tokens(&'a Tensor),
+    /// A residual stream `[batch, pos, d_model]` entering block `start_at_layer`.
+    Resid(&'a Tensor),
+}
+
+/// Options of one forward call.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions<'a> {
+    /// `[batch, pos]`, 1 for real tokens and 0 for padding (left or right).
+    pub attention_mask: Option<&'a Tensor>,
+    /// Start at this block; the input must then be [`Input::Resid`] (`blocks.L.hook_resid_pre`).
+    pub start_at_layer: Option<usize>,
+    /// Stop before this block and return its `hook_resid_pre` instead of logits.
+    pub stop_at_layer: Option<usize>,
+    /// Use only differentiable ops (training, gradients at hooks).
+    pub differentiable: bool,
+}
+
+/// Keys and values of earlier positions, for generation.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// Per layer: rotated keys and values `[batch, n_kv_heads, pos, d_head]`.
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Attention mask over every position seen so far `[batch, pos]`.
+    mask: Option<Vec<Vec<u8>>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The hooked transformer.
+#[derive(Debug, Clone)]
+pub struct HookedTransformer {
+    pub cfg: ModelConfig,
+    pub weights: Weights,
+    pub settings: HookSettings,
+    device: Device,
+}
+
+/// Per-call geometry: positions and attention biases.
+struct Geometry {
+    batch: usize,
+    /// Query positions in this call.
+    q_len: usize,
+    /// Key positions (past + this call).
+    k_len: usize,
+    /// Position ids `[batch, q_len]` (u32) for positional embeddings.
+    positions: Vec<u32>,
+    /// Additive attention bias for global layers, `[batch or 1, 1, q_len, k_len]`.
+    bias_global: Tensor,
+    /// Additive bias per sliding window size.
+    bias_window: Vec<(usize, Tensor)>,
+}
+
+impl HookedTransformer {
+    /// Build from a config and weights, checking shapes.
+    pub fn new(cfg: ModelConfig, weights: Weights, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        weights.check_shapes(&cfg)?;
+        Ok(HookedTransformer {
+            cfg,
+            weights,
+            settings: HookSettings::default(),
+            device,
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every hook point name this model exposes with its current settings, in forward order.
+    pub fn hook_names(&self) -> Vec<String> {
+        let c = &self.cfg;
+        let s = &self.settings;
+        let has_norm = c.norm != NormKind::None;
+        let rotary = matches!(c.positions, Positions::Rotary { .. });
+        let mut v = vec!["hook_embed".to_string()];
+        if c.positions == Positions::Learned {
+            v.push("hook_pos_embed".into());
+        }
+        for l in 0..c.n_layers {
+            let p = format!("blocks.{l}");
+            v.push(format!("{p}.hook_resid_pre"));
+            if s.use_split_qkv_input {
+                for x in ["q", "k", "v"] {
+                    v.push(format!("{p}.hook_{x}_input"));
+                }
+            } else if s.use_attn_in {
+                v.push(format!("{p}.hook_attn_in"));
+            }
+            if has_norm {
+                v.push(format!("{p}.ln1.hook_scale"));
+                v.push(format!("{p}.ln1.hook_normalized"));
+            }
+            for x in ["q", "k", "v"] {
+                v.push(format!("{p}.attn.hook_{x}"));
+            }
+            if rotary {
+                v.push(format!("{p}.attn.hook_rot_q"));
+                v.push(format!("{p}.attn.hook_rot_k"));
+            }
+            v.push(format!("{p}.attn.hook_attn_scores"));
+            v.push(format!("{p}.attn.hook_pattern"));
+            v.push(format!("{p}.attn.hook_z"));
+            if s.use_attn_result {
+                v.push(format!("{p}.attn.hook_result"));
+            }
+            v.push(format!("{p}.hook_attn_out"));
+            if !c.attn_only {
+                if !c.parallel_attn_mlp {
+                    v.push(format!("{p}.hook_resid_mid"));
+                }
+                if s.use_hook_mlp_in {
+                    v.push(format!("{p}.hook_mlp_in"));
+                }
+                if has_norm {
+                    v.push(format!("{p}.ln2.hook_scale"));
+                    v.push(format!("{p}.ln2.hook_normalized"));
+                }
+                v.push(format!("{p}.mlp.hook_pre"));
+                if c.gated_mlp {
+                    v.push(format!("{p}.mlp.hook_pre_linear"));
+                }
+                v.push(format!("{p}.mlp.hook_post"));
+                v.push(format!("{p}.hook_mlp_out"));
+            }
+            v.push(format!("{p}.hook_resid_post"));
+        }
+        if has_norm {
+            v.push("ln_final.hook_scale".into());
+            v.push("ln_final.hook_normalized".into());
+        }
+        v.push("unembed.hook_out".into());
+        v
+    }
+
+    /// Logits `[batch, pos, d_vocab]` for token ids `[batch, pos]`.
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let mut rt = HookRuntime::none();
+        self.run_inner(Input::Tokens(tokens), &RunOptions::default(), &mut rt, None)
+    }
+
+    /// Logits and the activations selected by `filter` (names or globs).
+    pub fn run_with_cache(
+        &self,
+        tokens: &Tensor,
+        filter: &NameFilter,
+    ) -> Result<(Tensor, ActivationCache)> {
+        self.run(Input::Tokens(tokens), &RunOptions::default(), None, Some(filter))
+    }
+
+    /// Logits with hooks that may read or replace activations.
+    pub fn run_with_hooks(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        Ok(self
+            .run(Input::Tokens(tokens), &RunOptions::default(), Some(hooks), None)?
+            .0)
+    }
+
+    /// The general call: any input, options, hooks and cache. Returns logits, or the residual
+    /// stream before `stop_at_layer` when that is set, and the cache.
+    pub fn run(
+        &self,
+        input: Input,
+        opts: &RunOptions,
+        hooks: Option<&mut Hooks>,
+        cache: Option<&NameFilter>,
+    ) -> Result<(Tensor, ActivationCache)> {
+        let names = self.hook_names();
+        let mut rt = HookRuntime::new(&names, hooks, cache)?;
+        let out = self.run_inner(input, opts, &mut rt, None)?;
+        Ok((out, rt.cache))
+    }
+
+    /// Forward over new tokens `[batch, new]` given earlier positions in `kv`, which it extends;
+    /// returns logits for the new positions. `attention_mask` covers only the new tokens.
+    pub fn forward_with_kv(
+        &self,
+        tokens: &Tensor,
+        kv: &mut KvCache,
+        attention_mask: Option<&Tensor>,
+        hooks: Option<&mut Hooks>,
+    ) -> Result<Tensor> {
+        let names = self.hook_names();
+        let mut rt = HookRuntime::new(&names, hooks, None)?;
+        let opts = RunOptions {
+            attention_mask,
+            ..Default::default()
+        };
+        self.run_inner(Input::Tokens(tokens), &opts, &mut rt, Some(kv))
+    }
+
+    fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {
+        let (b, p) = tokens
+            .dims2()
+            .map_err(|_| Error::Input(format!("tokens must be [batch, pos], got {:?}", tokens.dims())))?;
+        if p == 0 || b == 0 {
+            return Err(Error::Input("empty token batch".into()));
+        }
+        let ids: Vec<u32> = tokens.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.cfg.d_vocab) {
+            return Err(Error::Input(format!(
+                "token id {bad} is out of the vocabulary (size {})",
+                self.cfg.d_vocab
+            )));
+        }
+        Ok((b, p))
+    }
+
+    fn geometry(
+        &self,
+        batch: usize,
+        q_len: usize,
+        mask: Option<&Tensor>,
+        kv: Option<&mut KvCache>,
+    ) -> Result<Geometry> {
+        let past = kv.as_ref().map_or(0, |k| k.len);
+        let k_len = past + q_len;
+        if k_len > self.cfg.n_ctx {
+            return Err(Error::Input(format!(
+                "{k_len} positions exceed the model's context length {}",
+                self.cfg.n_ctx
+            )));
+        }
+        let new_mask: Option<Vec<Vec<u8>>> = match mask {
+            None => None,
+            Some(m) => {
+                let dims = m.dims().to_vec();
+                if dims != [batch, q_len] {
+                    return Err(Error::Input(format!(
+                        "attention mask has shape {dims:?}, tokens are [{batch}, {q_len}]"
+                    )));
+                }
+                let rows: Vec<Vec<f32>> = m.to_dtype(DType::F32)?.to_vec2()?;
+                Some(
+                    rows.into_iter()
+                        .map(|r| r.into_iter().map(|x| (x != 0.0) as u8).collect())
+                        .collect(),
+                )
+            }
+        };
+        // The full mask over past and new positions (None = all real).
+        let full_mask: Option<Vec<Vec<u8>>> = match kv {
+            Some(kv) => {
+                if kv.mask.is_none() && new_mask.is_some() {
+                    kv.mask = Some(vec![vec![1u8; past]; batch]);
+                }
+                if let Some(m) = kv.mask.as_mut() {
+                    if m.len() != batch {
+                        return Err(Error::Input("batch size changed between calls".into()));
+                    }
+                    for (row, b) in m.iter_mut().zip(0..batch) {
+                        match &new_mask {
+                            Some(n) => row.extend_from_slice(&n[b]),
+                            None => row.extend(std::iter::repeat(1u8).take(q_len)),
+                        }
+                    }
+                }
+                kv.mask.clone()
+            }
+            None => new_mask,
+        };
+        let mut positions = Vec::with_capacity(batch * q_len);
+        for b in 0..batch {
+            match &full_mask {
+                None => positions.extend((past..k_len).map(|p| p as u32)),
+                Some(m) => {
+                    // Position of a real token = number of real tokens before it; pads get 0.
+                    let mut count = 0u32;
+                    let mut pos = Vec::with_capacity(k_len);
+                    for &x in &m[b] {
+                        pos.push(if x == 1 { count } else { 0 });
+                        count += x as u32;
+                    }
+                    positions.extend_from_slice(&pos[past..]);
+                }
+            }
+        }
+        let bias = |window: Option<usize>| -> Result<Tensor> {
+            let rows = if full_mask.is_some() { batch } else { 1 };
+            let mut v = vec![0f32; rows * q_len * k_len];
+            for b in 0..rows {
+                for i in 0..q_len {
+                    let qi = past + i;
+                    for j in 0..k_len {
+                        let mut ok = j <= qi;
+                        if let Some(w) = window {
+                            ok &= qi - j.min(qi) < w;
+                        }
+                        if let Some(m) = &full_mask {
+                            ok &= m[b][j] == 1;
+                        }
+                        // A padding query would see nothing; let it see itself so no row is all -inf.
+                        if !ok && j != qi {
+                            v[(b * q_len + i) * k_len + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            Ok(Tensor::from_vec(v, (rows, 1, q_len, k_len), &self.device)?)
+        };
+        let bias_global = bias(None)?;
+        let mut bias_window = Vec::new();
+        for w in self.cfg.layer_windows.iter().flatten() {
+            if *w < k_len && !bias_window.iter().any(|(x, _)| x == w) {
+                bias_window.push((*w, bias(Some(*w))?));
+            }
+        }
+        Ok(Geometry {
+            batch,
+            q_len,
+            k_len,
+            positions,
+            bias_global,
+            bias_window,
+        })
+    }
+
+    fn run_inner(
+        &self,
+        input: Input,
+        opts: &RunOptions,
+        rt: &mut HookRuntime,
+        mut kv: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let start = opts.start_at_layer.unwrap_or(0);
+        let stop = opts.stop_at_layer.unwrap_or(c.n_layers);
+        if start > c.n_layers || stop > c.n_layers || start > stop {
+            return Err(Error::Input(format!(
+                "start_at_layer {start} / stop_at_layer {stop} out of range for {} layers",
+                c.n_layers
+            )));
+        }
+        let (batch, q_len) = match input {
+            Input::Tokens(t) => self.check_tokens(t)?,
+            Input::Resid(r) => {
+                let (b, p, d) = r.dims3().map_err(|_| {
+                    Error::Input(format!("residual must be [batch, pos, d_model], got {:?}", r.dims()))
+                })?;
+                if d != c.d_model {
+                    return Err(Error::Input(format!("residual width {d} != d_model {}", c.d_model)));
+                }
+                (b, p)
+            }
+        };
+        let geo = self.geometry(batch, q_len, opts.attention_mask, kv.as_deref_mut())?;
+        if let Some(kv) = kv.as_deref_mut() {
+            if kv.layers.is_empty() {
+                kv.layers = vec![None; c.n_layers];
+            }
+        }
+        let mut x = match input {
+            Input::Tokens(tokens) => {
+                if start != 0 {
+                    return Err(Error::Input(
+                        "start_at_layer needs a residual stream input, not tokens".into(),
+                    ));
+                }
+                self.embed(tokens, &geo, rt)?
+            }
+            Input::Resid(r) => {
+                if start == 0 && opts.start_at_layer.is_none() {
+                    return Err(Error::Input("a residual input needs start_at_layer".into()));
+                }
+                r.clone()
+            }
+        };
+        let diff = opts.differentiable;
+        for l in start..stop {
+            let cache = kv.as_deref_mut().map(|k| &mut k.layers[l]);
+            x = self.block(l, x, &geo, rt, cache, diff)?;
+        }
+        if let Some(kv) = kv {
+            kv.len = geo.k_len;
+        }
+        if stop < c.n_layers {
+            return Ok(x);
+        }
+        let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, rt, diff)?;
+        let (b, p, d) = x.dims3()?;
+        let w_u = self.weights.unembed()?;
+        let mut logits = x.reshape((b * p, d))?.matmul(&w_u)?;
+        if let Some(bu) = &self.weights.b_u {
+            logits = logits.broadcast_add(bu)?;
+        }
+        if let Some(cap) = c.final_logit_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        let logits = logits.reshape((b, p, c.d_vocab))?;
+        rt.point(|| "unembed.hook_out".into(), None, logits)
+    }
+
+    fn embed(&self, tokens: &Tensor, geo: &Geometry, rt: &mut HookRuntime) -> Result<Tensor> {
+        let c = &self.cfg;
+        let ids = tokens.to_dtype(DType::U32)?.flatten_all()?;
+        let mut e = self.weights.w_e.index_select(&ids, 0)?;
+        if let Some(s) = c.embed_scale {
+            e = (e * s)?;
+        }
+        let e = e.reshape((geo.batch, geo.q_len, c.d_model))?;
+        let mut x = rt.point(|| "hook_embed".into(), None, e)?;
+        if let Some(w_pos) = &self.weights.w_pos {
+            let pos = Tensor::from_slice(&geo.positions, geo.positions.len(), &self.device)?;
+            let pe = w_pos
+                .index_select(&pos, 0)?
+                .reshape((geo.batch, geo.q_len, c.d_model))?;
+            let pe = rt.point(|| "hook_pos_embed".into(), None, pe)?;
+            x = (x + pe)?;
+        }
+        Ok(x)
+    }
+
+    /// A norm with its `hook_scale` and `hook_normalized` (TransformerLens: LayerNorm's
+    /// `hook_normalized` is after `w`, `b`; RMSNorm's is before `w`).
+    fn norm(
+        &self,
+        n: &NormWeights,
+        x: &Tensor,
+        prefix: &str,
+        layer: Option<usize>,
+        rt: &mut HookRuntime,
+        diff: bool,
+    ) -> Result<Tensor> {
+        let eps = self.cfg.norm_eps;
+        match self.cfg.norm {
+            NormKind::None => Ok(x.clone()),
+            NormKind::LayerNorm => {
+                let (normed, scale) = ops::layer_norm(x, n.w.as_ref(), n.b.as_ref(), eps, diff)?;
+                rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+                rt.point(|| format!("{prefix}.hook_normalized"), layer, normed)
+            }
+            NormKind::RmsNorm => {
+                let hooked = rt.wants(|| format!("{prefix}.hook_normalized"));
+                let w = if hooked { None } else { n.w.as_ref() };
+                let (normed, scale) = ops::rms_norm(x, w, eps, diff)?;
+                rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+                if hooked {
+                    let normed = rt.point(|| format!("{prefix}.hook_normalized"), layer, normed)?;
+                    match &n.w {
+                        Some(w) => Ok(normed.broadcast_mul(w)?),
+                        None => Ok(normed),
+                    }
+                } else {
+                    Ok(normed)
+                }
+            }
+        }
+    }
+
+    /// A norm outside the hooked ones (post-norms, QK-norm): RMSNorm or LayerNorm by config.
+    fn plain_norm(&self, n: &NormWeights, x: &Tensor, diff: bool) -> Result<Tensor> {
+        let eps = self.cfg.norm_eps;
+        Ok(match self.cfg.norm {
+            NormKind::LayerNorm => ops::layer_norm(x, n.w.as_ref(), n.b.as_ref(), eps, diff)?.0,
+            _ => ops::rms_norm(x, n.w.as_ref(), eps, diff)?.0,
+        })
+    }
+
+    fn block(
+        &self,
+        l: usize,
+        x: Tensor,
+        geo: &Geometry,
+        rt: &mut HookRuntime,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        diff: bool,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let bw = &self.weights.blocks[l];
+        let ly = Some(l);
+        let resid_pre = rt.point(|| format!("blocks.{l}.hook_resid_pre"), ly, x)?;
+        let mut attn_out = self.attention(l, &resid_pre, geo, rt, kv, diff)?;
+        if let Some(n) = &bw.ln1_post {
+            attn_out = self.plain_norm(n, &attn_out, diff)?;
+        }
+        let attn_out = rt.point(|| format!("blocks.{l}.hook_attn_out"), ly, attn_out)?;
+        if c.attn_only {
+            let resid_post = (resid_pre + attn_out)?;
+            return rt.point(|| format!("blocks.{l}.hook_resid_post"), ly, resid_post);
+        }
+        let (mlp_src, resid_mid) = if c.parallel_attn_mlp {
+            (resid_pre.clone(), None)
+        } else {
+            let mid = (&resid_pre + &attn_out)?;
+            let mid = rt.point(|| format!("blocks.{l}.hook_resid_mid"), ly, mid)?;
+            (mid.clone(), Some(mid))
+        };
+        let mlp_in = if self.settings.use_hook_mlp_in {
+            rt.point(|| format!("blocks.{l}.hook_mlp_in"), ly, mlp_src)?
+        } else {
+            mlp_src
+        };
+        let n2 = self.norm(&bw.ln2, &mlp_in, &format!("blocks.{l}.ln2"), ly, rt, diff)?;
+        let mut mlp_out = self.mlp(l, &n2, rt, diff)?;
+        if let Some(n) = &bw.ln2_post {
+            mlp_out = self.plain_norm(n, &mlp_out, diff)?;
+        }
+        let mlp_out = rt.point(|| format!("blocks.{l}.hook_mlp_out"), ly, mlp_out)?;
+        let resid_post = match resid_mid {
+            Some(mid) => (mid + mlp_out)?,
+            None => ((resid_pre + attn_out)? + mlp_out)?,
+        };
+        rt.point(|| format!("blocks.{l}.hook_resid_post"), ly, resid_post)
+    }
+
+    fn attention(
+        &self,
+        l: usize,
+        resid_pre: &Tensor,
+        geo: &Geometry,
+        rt: &mut HookRuntime,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        diff: bool,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let a = &self.weights.blocks[l].attn;
+        let ly = Some(l);
+        let (b, p, d) = resid_pre.dims3()?;
+        let (h, kvh, dh) = (c.n_heads, c.n_kv_heads, c.d_head);
+        let ln1 = format!("blocks.{l}.ln1");
+
+        let (q, k, v) = if self.settings.use_split_qkv_input {
+            // Each head gets its own copy of the residual, normalised separately (TransformerLens).
+            let mut proj = |which: &str, n: usize, w: &Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
+                let inp = resid_pre.unsqueeze(2)?.broadcast_as((b, p, n, d))?.contiguous()?;
+                let inp = rt.point(|| format!("blocks.{l}.hook_{which}_input"), ly, inp)?;
+                let normed = self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt, diff)?;
+                // [b, p, n, d] x [n, d, dh] -> [b, p, n, dh]
+                let w_heads = w.reshape((d, n, dh))?.transpose(0, 1)?.contiguous()?;
+                let x = normed
+                    .permute((2, 0, 1, 3))?
+                    .contiguous()?
+                    .reshape((n, b * p, d))?;
+                let y = x.matmul(&w_heads)?.reshape((n, b, p, dh))?.permute((1, 2, 0, 3))?;
+                let mut y = y.contiguous()?;
+                if let Some(bias) = bias {
+                    y = y.broadcast_add(&bias.reshape((n, dh))?)?;
+                }
+                Ok(y)
+            };
+            let q = proj("q", h, &a.w_q, &a.b_q)?;
+            let k = proj("k", kvh, &a.w_k, &a.b_k)?;
+            let v = proj("v", kvh, &a.w_v, &a.b_v)?;
+            (q, k, v)
+        } else {
+            let attn_in = if self.settings.use_attn_in {
+                rt.point(|| format!("blocks.{l}.hook_attn_in"), ly, resid_pre.clone())?
+            } else {
+                resid_pre.clone()
+            };
+            let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, &ln1, ly, rt, diff)?;
+            let x2 = n1.reshape((b * p, d))?;
+            let lin = |w: &Tensor, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
+                let mut y = x2.matmul(w)?;
+                if let Some(bias) = bias {
+                    y = y.broadcast_add(bias)?;
+                }
+                Ok(y.reshape((b, p, n, dh))?)
+            };
+            (lin(&a.w_q, &a.b_q, h)?, lin(&a.w_k, &a.b_k, kvh)?, lin(&a.w_v, &a.b_v, kvh)?)
+        };
+        let q = rt.point(|| format!("blocks.{l}.attn.hook_q"), ly, q)?;
+        let k = rt.point(|| format!("blocks.{l}.attn.hook_k"), ly, k)?;
+        let v = rt.point(|| format!("blocks.{l}.attn.hook_v"), ly, v)?;
+        let (mut q, mut k) = (q, k);
+        if let Some(n) = &a.q_norm {
+            q = ops::rms_norm(&q, n.w.as_ref(), c.norm_eps, diff)?.0;
+        }
+        if let Some(n) = &a.k_norm {
+            k = ops::rms_norm(&k, n.w.as_ref(), c.norm_eps, diff)?.0;
+        }
+        let window = c.layer_windows[l];
+        if let Positions::Rotary { dim, base, local_base } = c.positions {
+            let base = match (window, local_base) {
+                (Some(_), Some(lb)) => lb,
+                _ => base,
+            };
+            let (cos, sin) = ops::rotary_tables(&geo.positions, b, p, dim, base, &self.device)?;
+            q = ops::apply_rotary(&q, &cos, &sin, dim)?;
+            k = ops::apply_rotary(&k, &cos, &sin, dim)?;
+            q = rt.point(|| format!("blocks.{l}.attn.hook_rot_q"), ly, q)?;
+            k = rt.point(|| format!("blocks.{l}.attn.hook_rot_k"), ly, k)?;
+        }
+        // [b, p, n, dh] -> [b, n, p, dh]
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let mut k = k.transpose(1, 2)?.contiguous()?;
+        let mut v = v.transpose(1, 2)?.contiguous()?;
+        if let Some(slot) = kv {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let kl = geo.k_len;
+        let rep = h / kvh;
+        // Grouped-query attention without copying keys: query heads of one kv group side by side.
+        let qg = q.reshape((b, kvh, rep * p, dh))?;
+        let scores = qg.matmul(&k.transpose(2, 3)?)?.reshape((b, h, p, kl))?;
+        let mut scores = (scores / c.attn_scale)?;
+        if let Some(cap) = c.attn_logit_softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let bias = match window {
+            Some(w) => geo
+                .bias_window
+                .iter()
+                .find(|(x, _)| *x == w)
+                .map(|(_, t)| t)
+                .unwrap_or(&geo.bias_global),
+            None => &geo.bias_global,
+        };
+        let scores = scores.broadcast_add(bias)?;
+        let scores = rt.point(|| format!("blocks.{l}.attn.hook_attn_scores"), ly, scores)?;
+        let pattern = ops::softmax_last_dim(&scores, diff)?;
+        let pattern = rt.point(|| format!("blocks.{l}.attn.hook_pattern"), ly, pattern)?;
+        let z = pattern
+            .reshape((b, kvh, rep * p, kl))?
+            .matmul(&v)?
+            .reshape((b, h, p, dh))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let z = rt.point(|| format!("blocks.{l}.attn.hook_z"), ly, z)?;
+        let out = if self.settings.use_attn_result {
+            // [b, p, h, dh] x [h, dh, d] -> [b, p, h, d]
+            let w_o = a.w_o.reshape((h, dh, d))?;
+            let zh = z.permute((2, 0, 1, 3))?.contiguous()?.reshape((h, b * p, dh))?;
+            let result = zh
+                .matmul(&w_o)?
+                .reshape((h, b, p, d))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?;
+            let result = rt.point(|| format!("blocks.{l}.attn.hook_result"), ly, result)?;
+            result.sum(2)?
+        } else {
+            z.reshape((b * p, h * dh))?.matmul(&a.w_o)?.reshape((b, p, d))?
+        };
+        Ok(match &a.b_o {
+            Some(bo) => out.broadcast_add(bo)?,
+            None => out,
+        })
+    }
+
+    fn mlp(&self, l: usize, x: &Tensor, rt: &mut HookRuntime, diff: bool) -> Result<Tensor> {
+        let c = &self.cfg;
+        let m = self.weights.blocks[l]
+            .mlp
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported(format!("block {l} has no MLP weights")))?;
+        let ly = Some(l);
+        let (b, p, d) = x.dims3()?;
+        let x2 = x.reshape((b * p, d))?;
+        let lin = |w: &Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
+            let y = x2.matmul(w)?;
+            let y = match bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            };
+            Ok(y.reshape((b, p, c.d_mlp))?)
+        };
+        let post = match &m.w_gate {
+            Some(wg) => {
+                let pre = rt.point(|| format!("blocks.{l}.mlp.hook_pre"), ly, lin(wg, &m.b_gate)?)?;
+                let pre_linear = rt.point(
+                    || format!("blocks.{l}.mlp.hook_pre_linear"),
+                    ly,
+                    lin(&m.w_in, &m.b_in)?,
+                )?;
+                ops::act_mul(&pre, &pre_linear, c.act, diff)?
+            }
+            None => {
+                let pre = rt.point(|| format!("blocks.{l}.mlp.hook_pre"), ly, lin(&m.w_in, &m.b_in)?)?;
+                ops::act(&pre, c.act, diff)?
+            }
+        };
+        let post = rt.point(|| format!("blocks.{l}.mlp.hook_post"), ly, post)?;
+        let mut out = post.reshape((b * p, c.d_mlp))?.matmul(&m.w_out)?;
+        if let Some(bo) = &m.b_out {
+            out = out.broadcast_add(bo)?;
+        }
+        Ok(out.reshape((b, p, d))?)
+    }
+}
+
+/// Log-softmax over the vocabulary in f32 (f64 accumulation happens in metrics, not here).
+pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(logits, D::Minus1)?)
+}

@@ -1,0 +1,110 @@
+//! The model's numerical building blocks. With `diff` set, only ops whose gradients candle 0.11
+//! computes correctly are used (its fused softmax, norms and rope drop gradients); otherwise the
+//! fast fused versions.
+
+use candle_core::{Device, Tensor, D};
+
+use crate::config::Activation;
+use crate::Result;
+
+/// RMSNorm as TransformerLens: `scale = sqrt(mean(x²) + eps)`, returns `(x / scale · w, scale)`.
+pub fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f64, _diff: bool) -> Result<(Tensor, Tensor)> {
+    let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    let normed = x.broadcast_div(&scale)?;
+    let normed = match w {
+        Some(w) => normed.broadcast_mul(w)?,
+        None => normed,
+    };
+    Ok((normed, scale))
+}
+
+/// LayerNorm as TransformerLens: centre, `scale = sqrt(mean(x²) + eps)`, returns
+/// `((x - mean) / scale · w + b, scale)`.
+pub fn layer_norm(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    b: Option<&Tensor>,
+    eps: f64,
+    _diff: bool,
+) -> Result<(Tensor, Tensor)> {
+    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let scale = (xc.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    let mut normed = xc.broadcast_div(&scale)?;
+    if let Some(w) = w {
+        normed = normed.broadcast_mul(w)?;
+    }
+    if let Some(b) = b {
+        normed = normed.broadcast_add(b)?;
+    }
+    Ok((normed, scale))
+}
+
+/// Softmax over the last dimension; rows may hold `-inf` (masked) entries.
+pub fn softmax_last_dim(x: &Tensor, diff: bool) -> Result<Tensor> {
+    if diff {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(x)?)
+    }
+}
+
+/// `act(x)`.
+pub fn act(x: &Tensor, a: Activation, _diff: bool) -> Result<Tensor> {
+    Ok(match a {
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::GeluNew => x.gelu()?,
+        Activation::Relu => x.relu()?,
+        Activation::Silu => x.silu()?,
+    })
+}
+
+/// `act(gate) · up` for gated MLPs.
+pub fn act_mul(gate: &Tensor, up: &Tensor, a: Activation, diff: bool) -> Result<Tensor> {
+    Ok((act(gate, a, diff)? * up)?)
+}
+
+/// Cosine and sine tables `[batch, pos, 1, dim/2]` for rotary embeddings at the given positions,
+/// computed in f32 the way Hugging Face does (`inv_freq = 1 / base^(2i/dim)`, angle = pos · inv_freq).
+pub fn rotary_tables(
+    positions: &[u32],
+    batch: usize,
+    pos: usize,
+    dim: usize,
+    base: f64,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for &f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let shape = (batch, pos, 1, half);
+    Ok((
+        Tensor::from_vec(cos, shape, device)?,
+        Tensor::from_vec(sin, shape, device)?,
+    ))
+}
+
+/// Rotate-half rotary embedding on the first `dim` features of each head of `x` `[b, p, n, d_head]`.
+pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize) -> Result<Tensor> {
+    let d_head = x.dim(D::Minus1)?;
+    let half = dim / 2;
+    let x1 = x.narrow(3, 0, half)?;
+    let x2 = x.narrow(3, half, half)?;
+    let o1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let o2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    if dim == d_head {
+        Ok(Tensor::cat(&[o1, o2], 3)?)
+    } else {
+        let pass = x.narrow(3, dim, d_head - dim)?;
+        Ok(Tensor::cat(&[o1, o2, pass], 3)?)
+    }
+}

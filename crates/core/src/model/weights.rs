@@ -1,0 +1,239 @@
+//! The hooked transformer's parameters, in compute layout, with TransformerLens names.
+//!
+//! Matrices are stored `[in, out]` so a forward is `x @ W` on contiguous memory:
+//! `W_Q` is `[d_model, n_heads * d_head]` (TransformerLens' `[n_heads, d_model, d_head]` is
+//! [`AttnWeights::w_q_heads`]), `W_O` is `[n_heads * d_head, d_model]`, `W_in`/`W_gate` are
+//! `[d_model, d_mlp]`, `W_out` is `[d_mlp, d_model]`, `W_U` is `[d_model, d_vocab]`.
+
+use candle_core::{Tensor, Var};
+
+use crate::config::ModelConfig;
+use crate::Result;
+
+/// A norm's weight and bias (absent when folded away or not used).
+#[derive(Debug, Clone, Default)]
+pub struct NormWeights {
+    pub w: Option<Tensor>,
+    pub b: Option<Tensor>,
+}
+
+/// One attention layer.
+#[derive(Debug, Clone)]
+pub struct AttnWeights {
+    pub w_q: Tensor,
+    pub w_k: Tensor,
+    pub w_v: Tensor,
+    pub w_o: Tensor,
+    pub b_q: Option<Tensor>,
+    pub b_k: Option<Tensor>,
+    pub b_v: Option<Tensor>,
+    pub b_o: Option<Tensor>,
+    /// RMSNorm over `d_head` applied to queries (QK-norm).
+    pub q_norm: Option<NormWeights>,
+    /// RMSNorm over `d_head` applied to keys (QK-norm).
+    pub k_norm: Option<NormWeights>,
+}
+
+impl AttnWeights {
+    /// `W_Q` as TransformerLens shapes it: `[n_heads, d_model, d_head]`.
+    pub fn w_q_heads(&self, n_heads: usize) -> Result<Tensor> {
+        Ok(split_heads_in(&self.w_q, n_heads)?)
+    }
+
+    /// `W_K` as `[n_kv_heads, d_model, d_head]`.
+    pub fn w_k_heads(&self, n_kv_heads: usize) -> Result<Tensor> {
+        Ok(split_heads_in(&self.w_k, n_kv_heads)?)
+    }
+
+    /// `W_V` as `[n_kv_heads, d_model, d_head]`.
+    pub fn w_v_heads(&self, n_kv_heads: usize) -> Result<Tensor> {
+        Ok(split_heads_in(&self.w_v, n_kv_heads)?)
+    }
+
+    /// `W_O` as `[n_heads, d_head, d_model]`.
+    pub fn w_o_heads(&self, n_heads: usize) -> Result<Tensor> {
+        let (hd, d) = self.w_o.dims2()?;
+        Ok(self.w_o.reshape((n_heads, hd / n_heads, d))?)
+    }
+}
+
+fn split_heads_in(w: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let (d, hd) = w.dims2()?;
+    w.reshape((d, n, hd / n))?.transpose(0, 1)?.contiguous()
+}
+
+/// One MLP.
+#[derive(Debug, Clone)]
+pub struct MlpWeights {
+    pub w_in: Tensor,
+    pub b_in: Option<Tensor>,
+    /// Present for gated MLPs: `act(x W_gate) * (x W_in)`.
+    pub w_gate: Option<Tensor>,
+    pub b_gate: Option<Tensor>,
+    pub w_out: Tensor,
+    pub b_out: Option<Tensor>,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct BlockWeights {
+    pub ln1: NormWeights,
+    pub attn: AttnWeights,
+    /// Norm on the attention output before it joins the residual (Gemma).
+    pub ln1_post: Option<NormWeights>,
+    pub ln2: NormWeights,
+    pub mlp: Option<MlpWeights>,
+    /// Norm on the MLP output before it joins the residual (Gemma).
+    pub ln2_post: Option<NormWeights>,
+}
+
+/// All parameters of a model.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// Token embedding `[d_vocab, d_model]`.
+    pub w_e: Tensor,
+    /// Learned positions `[n_ctx, d_model]`.
+    pub w_pos: Option<Tensor>,
+    pub blocks: Vec<BlockWeights>,
+    pub ln_final: NormWeights,
+    /// Unembedding `[d_model, d_vocab]`; `None` means tied: `W_E` transposed.
+    pub w_u: Option<Tensor>,
+    pub b_u: Option<Tensor>,
+}
+
+impl Weights {
+    /// Visit every parameter with its TransformerLens-style name (compute layout, see module doc).
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        fn opt(
+            f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
+            name: &str,
+            t: &mut Option<Tensor>,
+        ) -> Result<()> {
+            match t {
+                Some(t) => f(name, t),
+                None => Ok(()),
+            }
+        }
+        fn norm(
+            f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
+            prefix: &str,
+            n: &mut NormWeights,
+        ) -> Result<()> {
+            opt(f, &format!("{prefix}.w"), &mut n.w)?;
+            opt(f, &format!("{prefix}.b"), &mut n.b)
+        }
+        f("embed.W_E", &mut self.w_e)?;
+        opt(f, "pos_embed.W_pos", &mut self.w_pos)?;
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("blocks.{l}");
+            norm(f, &format!("{p}.ln1"), &mut b.ln1)?;
+            let a = &mut b.attn;
+            f(&format!("{p}.attn.W_Q"), &mut a.w_q)?;
+            f(&format!("{p}.attn.W_K"), &mut a.w_k)?;
+            f(&format!("{p}.attn.W_V"), &mut a.w_v)?;
+            f(&format!("{p}.attn.W_O"), &mut a.w_o)?;
+            opt(f, &format!("{p}.attn.b_Q"), &mut a.b_q)?;
+            opt(f, &format!("{p}.attn.b_K"), &mut a.b_k)?;
+            opt(f, &format!("{p}.attn.b_V"), &mut a.b_v)?;
+            opt(f, &format!("{p}.attn.b_O"), &mut a.b_o)?;
+            if let Some(n) = a.q_norm.as_mut() {
+                norm(f, &format!("{p}.attn.q_norm"), n)?;
+            }
+            if let Some(n) = a.k_norm.as_mut() {
+                norm(f, &format!("{p}.attn.k_norm"), n)?;
+            }
+            if let Some(n) = b.ln1_post.as_mut() {
+                norm(f, &format!("{p}.ln1_post"), n)?;
+            }
+            norm(f, &format!("{p}.ln2"), &mut b.ln2)?;
+            if let Some(m) = b.mlp.as_mut() {
+                f(&format!("{p}.mlp.W_in"), &mut m.w_in)?;
+                opt(f, &format!("{p}.mlp.b_in"), &mut m.b_in)?;
+                opt(f, &format!("{p}.mlp.W_gate"), &mut m.w_gate)?;
+                opt(f, &format!("{p}.mlp.b_gate"), &mut m.b_gate)?;
+                f(&format!("{p}.mlp.W_out"), &mut m.w_out)?;
+                opt(f, &format!("{p}.mlp.b_out"), &mut m.b_out)?;
+            }
+            if let Some(n) = b.ln2_post.as_mut() {
+                norm(f, &format!("{p}.ln2_post"), n)?;
+            }
+        }
+        norm(f, "ln_final", &mut self.ln_final)?;
+        opt(f, "unembed.W_U", &mut self.w_u)?;
+        opt(f, "unembed.b_U", &mut self.b_u)?;
+        Ok(())
+    }
+
+    /// Every parameter with its name.
+    pub fn named(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut me = self.clone();
+        let mut out = Vec::new();
+        me.visit_mut(&mut |n, t| {
+            out.push((n.to_string(), t.clone()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Replace every parameter by a trainable [`Var`] (the tensors then share the Vars' storage)
+    /// and return the Vars with their names, for optimisers and gradient checks.
+    pub fn make_trainable(&mut self) -> Result<Vec<(String, Var)>> {
+        let mut vars = Vec::new();
+        self.visit_mut(&mut |n, t| {
+            let v = Var::from_tensor(t)?;
+            *t = v.as_tensor().clone();
+            vars.push((n.to_string(), v));
+            Ok(())
+        })?;
+        Ok(vars)
+    }
+
+    /// The unembedding matrix `[d_model, d_vocab]` (a transposed view of `W_E` when tied).
+    pub fn unembed(&self) -> Result<Tensor> {
+        match &self.w_u {
+            Some(w) => Ok(w.clone()),
+            None => Ok(self.w_e.t()?),
+        }
+    }
+
+    /// Check every shape against the config.
+    pub fn check_shapes(&self, cfg: &ModelConfig) -> Result<()> {
+        let bad = |what: &str, got: &[usize], want: &[usize]| {
+            Err(crate::Error::Unsupported(format!(
+                "weight {what} has shape {got:?}, config wants {want:?}"
+            )))
+        };
+        let check = |what: &str, t: &Tensor, want: &[usize]| -> Result<()> {
+            if t.dims() != want {
+                return bad(what, t.dims(), want);
+            }
+            Ok(())
+        };
+        let (d, h, kv, dh, m) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp);
+        check("embed.W_E", &self.w_e, &[cfg.d_vocab, d])?;
+        if self.blocks.len() != cfg.n_layers {
+            return Err(crate::Error::Unsupported(format!(
+                "{} blocks for {} layers",
+                self.blocks.len(),
+                cfg.n_layers
+            )));
+        }
+        for (l, b) in self.blocks.iter().enumerate() {
+            check(&format!("blocks.{l}.attn.W_Q"), &b.attn.w_q, &[d, h * dh])?;
+            check(&format!("blocks.{l}.attn.W_K"), &b.attn.w_k, &[d, kv * dh])?;
+            check(&format!("blocks.{l}.attn.W_V"), &b.attn.w_v, &[d, kv * dh])?;
+            check(&format!("blocks.{l}.attn.W_O"), &b.attn.w_o, &[h * dh, d])?;
+            if let Some(mlp) = &b.mlp {
+                check(&format!("blocks.{l}.mlp.W_in"), &mlp.w_in, &[d, m])?;
+                check(&format!("blocks.{l}.mlp.W_out"), &mlp.w_out, &[m, d])?;
+                if let Some(g) = &mlp.w_gate {
+                    check(&format!("blocks.{l}.mlp.W_gate"), g, &[d, m])?;
+                }
+            }
+        }
+        if let Some(w) = &self.w_u {
+            check("unembed.W_U", w, &[d, cfg.d_vocab])?;
+        }
+        Ok(())
+    }
+}
