@@ -286,11 +286,15 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Weights)
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        // Weights are `model.safetensors` or its shards `model-0000N-of-0000M.safetensors`.
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "safetensors")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("model"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::malformed(dir, "no *.safetensors files"));
+        return Err(Error::malformed(dir, "no model*.safetensors weight files"));
     }
     let st = SafetensorsFile::open_many(&files)?;
     let mut map = HashMap::new();

@@ -457,8 +457,8 @@ impl HookedTransformer {
         Ok(x)
     }
 
-    /// A norm with its `hook_scale` and `hook_normalized` (TransformerLens: LayerNorm's
-    /// `hook_normalized` is after `w`, `b`; RMSNorm's is before `w`).
+    /// A norm with its `hook_scale` and `hook_normalized`; as in TransformerLens,
+    /// `hook_normalized` is `(x - mean) / scale` (LayerNorm) or `x / scale` (RMSNorm), before `w`, `b`.
     fn norm(
         &self,
         n: &NormWeights,
@@ -469,29 +469,28 @@ impl HookedTransformer {
         diff: bool,
     ) -> Result<Tensor> {
         let eps = self.cfg.norm_eps;
-        match self.cfg.norm {
-            NormKind::None => Ok(x.clone()),
-            NormKind::LayerNorm => {
-                let (normed, scale) = ops::layer_norm(x, n.w.as_ref(), n.b.as_ref(), eps, diff)?;
-                rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
-                rt.point(|| format!("{prefix}.hook_normalized"), layer, normed)
-            }
-            NormKind::RmsNorm => {
-                let hooked = rt.wants(|| format!("{prefix}.hook_normalized"));
-                let w = if hooked { None } else { n.w.as_ref() };
-                let (normed, scale) = ops::rms_norm(x, w, eps, diff)?;
-                rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
-                if hooked {
-                    let normed = rt.point(|| format!("{prefix}.hook_normalized"), layer, normed)?;
-                    match &n.w {
-                        Some(w) => Ok(normed.broadcast_mul(w)?),
-                        None => Ok(normed),
-                    }
-                } else {
-                    Ok(normed)
-                }
-            }
+        if self.cfg.norm == NormKind::None {
+            return Ok(x.clone());
         }
+        // Only split the weight off when someone looks at the normalised value.
+        let hooked = rt.wants(|| format!("{prefix}.hook_normalized"));
+        let (w, b) = if hooked { (None, None) } else { (n.w.as_ref(), n.b.as_ref()) };
+        let (normed, scale) = match self.cfg.norm {
+            NormKind::LayerNorm => ops::layer_norm(x, w, b, eps, diff)?,
+            _ => ops::rms_norm(x, w, eps, diff)?,
+        };
+        rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+        if !hooked {
+            return Ok(normed);
+        }
+        let mut out = rt.point(|| format!("{prefix}.hook_normalized"), layer, normed)?;
+        if let Some(w) = &n.w {
+            out = out.broadcast_mul(w)?;
+        }
+        if let Some(b) = &n.b {
+            out = out.broadcast_add(b)?;
+        }
+        Ok(out)
     }
 
     /// A norm outside the hooked ones (post-norms, QK-norm): RMSNorm or LayerNorm by config.

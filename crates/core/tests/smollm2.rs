@@ -1,0 +1,187 @@
+//! SmolLM2-135M-Instruct from its GGUF against Hugging Face transformers (logits) and
+//! TransformerLens (hook values), on the shared reference prompts.
+
+mod common;
+
+use candle_core::{DType, Tensor};
+use common::{fixture, ids_of, max_abs_diff, read_st, smollm2, tokens};
+use interplab_core::model::NameFilter;
+
+#[test]
+fn logits_and_tokens_match_transformers() {
+    let m = smollm2();
+    let r = read_st(&fixture("reference/smollm2/hf_logits_slim.safetensors"));
+    let prompts = [
+        "When Mary and John went to the store, John gave a drink to",
+        "The Eiffel Tower is located in the city of",
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    ];
+    for (i, p) in prompts.iter().enumerate() {
+        let want_ids = ids_of(&r[&format!("tokens_{i}")]);
+        let ids = m.tokenizer.encode(p, false).unwrap();
+        assert_eq!(ids, want_ids, "prompt {i} token ids");
+        let logits = m.model.forward(&tokens(&ids)).unwrap().squeeze(0).unwrap();
+        let last = &r[&format!("logits_last_{i}")];
+        let k = last.dim(0).unwrap();
+        let ours = logits.narrow(0, ids.len() - k, k).unwrap();
+        let d = max_abs_diff(&ours, last);
+        assert!(d < 1e-3, "prompt {i}: last-position logits differ by {d}");
+        let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+        assert_eq!(argmax, ids_of(&r[&format!("argmax_{i}")]), "prompt {i} argmax");
+        let max = logits.max(1).unwrap();
+        let d = max_abs_diff(&max, &r[&format!("max_{i}")]);
+        assert!(d < 1e-3, "prompt {i}: per-position max logit differs by {d}");
+    }
+}
+
+#[test]
+fn hooks_match_transformer_lens() {
+    let m = smollm2();
+    let r = read_st(&fixture("reference/smollm2/tl_activations.safetensors"));
+    let ids = m
+        .tokenizer
+        .encode("When Mary and John went to the store, John gave a drink to", false)
+        .unwrap();
+    let names: Vec<String> = r.keys().cloned().collect();
+    let (_, cache) = m
+        .model
+        .run_with_cache(&tokens(&ids), &NameFilter::new(&names))
+        .unwrap();
+    for n in &names {
+        let ours = cache.get(n).unwrap().squeeze(0).unwrap();
+        let d = max_abs_diff(&ours, &r[n]);
+        assert!(d < 1e-3, "{n} differs from TransformerLens by {d}");
+    }
+}
+
+#[test]
+fn replaying_every_cached_hook_reproduces_the_logits() {
+    let m = smollm2();
+    let ids = m.tokenizer.encode("The Eiffel Tower is located in", false).unwrap();
+    let t = tokens(&ids);
+    let (logits, cache) = m.model.run_with_cache(&t, &NameFilter::all()).unwrap();
+    assert_eq!(cache.len(), m.model.hook_names().len());
+    let mut hooks = interplab_core::model::Hooks::new();
+    hooks.add("*", |_x: &Tensor, p| Ok(Some(cache.get(p.name)?.clone())));
+    let replayed = m.model.run_with_hooks(&t, &mut hooks).unwrap();
+    assert_eq!(max_abs_diff(&logits, &replayed), 0.0);
+}
+
+#[test]
+fn start_at_layer_reproduces_the_full_forward() {
+    let m = smollm2();
+    let ids = m.tokenizer.encode("The Eiffel Tower is located in", false).unwrap();
+    let t = tokens(&ids);
+    let (logits, cache) = m
+        .model
+        .run_with_cache(&t, &NameFilter::parse("blocks.*.hook_resid_pre"))
+        .unwrap();
+    for l in [1usize, 14, 29] {
+        let resid = cache.get(&format!("blocks.{l}.hook_resid_pre")).unwrap();
+        let opts = interplab_core::model::RunOptions {
+            start_at_layer: Some(l),
+            ..Default::default()
+        };
+        let (out, _) = m
+            .model
+            .run(interplab_core::model::Input::Resid(resid), &opts, None, None)
+            .unwrap();
+        assert_eq!(max_abs_diff(&out, &logits), 0.0, "start_at_layer {l}");
+    }
+    // stop_at_layer returns the residual entering that block.
+    let opts = interplab_core::model::RunOptions {
+        stop_at_layer: Some(14),
+        ..Default::default()
+    };
+    let (resid, _) = m
+        .model
+        .run(interplab_core::model::Input::Tokens(&t), &opts, None, None)
+        .unwrap();
+    assert_eq!(max_abs_diff(&resid, cache.get("blocks.14.hook_resid_pre").unwrap()), 0.0);
+}
+
+#[test]
+fn left_and_right_padding_give_the_same_per_sequence_results() {
+    let m = smollm2();
+    let a = m.tokenizer.encode("The Eiffel Tower is located in the city of", false).unwrap();
+    let b = m.tokenizer.encode("Hello there", false).unwrap();
+    let n = a.len();
+    let pad = 0u32;
+    let single = |ids: &[u32]| m.model.forward(&tokens(ids)).unwrap().squeeze(0).unwrap();
+    let (la, lb) = (single(&a), single(&b));
+    for left in [true, false] {
+        let mut rows = Vec::new();
+        let mut mask = Vec::new();
+        for ids in [&a, &b] {
+            let padding = n - ids.len();
+            let (mut r, mut mk) = (Vec::new(), Vec::new());
+            if left {
+                r.extend(std::iter::repeat(pad).take(padding));
+                mk.extend(std::iter::repeat(0u32).take(padding));
+            }
+            r.extend_from_slice(ids);
+            mk.extend(std::iter::repeat(1u32).take(ids.len()));
+            if !left {
+                r.extend(std::iter::repeat(pad).take(padding));
+                mk.extend(std::iter::repeat(0u32).take(padding));
+            }
+            rows.extend(r);
+            mask.extend(mk);
+        }
+        let t = Tensor::from_vec(rows, (2, n), &candle_core::Device::Cpu).unwrap();
+        let mask = Tensor::from_vec(mask, (2, n), &candle_core::Device::Cpu).unwrap();
+        let opts = interplab_core::model::RunOptions {
+            attention_mask: Some(&mask),
+            ..Default::default()
+        };
+        let (logits, _) = m
+            .model
+            .run(interplab_core::model::Input::Tokens(&t), &opts, None, None)
+            .unwrap();
+        let row_a = logits.get(0).unwrap();
+        let row_b = logits.get(1).unwrap();
+        let off = if left { n - b.len() } else { 0 };
+        let got_b = row_b.narrow(0, off, b.len()).unwrap();
+        let da = max_abs_diff(&row_a, &la);
+        let db = max_abs_diff(&got_b, &lb);
+        assert!(da < 1e-3 && db < 1e-3, "left={left}: {da} {db}");
+    }
+}
+
+#[test]
+fn generation_with_kv_cache_matches_full_forward_greedy() {
+    let m = smollm2();
+    let ids = m.tokenizer.encode("The Eiffel Tower is located in", false).unwrap();
+    let opts = interplab_core::model::GenerateOptions {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let out = m.model.generate(&ids, &opts, None).unwrap();
+    // Without a cache: argmax of a full forward each step.
+    let mut seq = ids.clone();
+    for _ in 0..6 {
+        let logits = m.model.forward(&tokens(&seq)).unwrap();
+        let last = logits.get(0).unwrap().get(seq.len() - 1).unwrap();
+        seq.push(last.argmax(0).unwrap().to_dtype(DType::U32).unwrap().to_scalar::<u32>().unwrap());
+    }
+    assert_eq!(out, seq[ids.len()..].to_vec());
+}
+
+#[test]
+fn chat_answer_names_paris() {
+    let m = smollm2();
+    let chat = m.chat.as_ref().expect("SmolLM2 has a chat template");
+    let text = chat.render(
+        &[interplab_core::tokenizer::ChatMessage::user("What is the capital of France?")],
+        true,
+    );
+    let ids = m.tokenizer.encode(&text, false).unwrap();
+    let opts = interplab_core::model::GenerateOptions {
+        max_new_tokens: 24,
+        stop_ids: m.tokenizer.eos_ids().to_vec(),
+        ..Default::default()
+    };
+    let out = m.model.generate(&ids, &opts, None).unwrap();
+    let answer = m.tokenizer.decode(&out).unwrap();
+    assert!(answer.contains("Paris"), "answer: {answer}");
+}
