@@ -13,5 +13,9 @@ pub mod config;
 pub mod gguf;
 pub mod tokenizer;
 pub mod source;
+pub mod kernels;
+pub mod model;
+pub mod safetensors_file;
+pub mod loader;
 
 pub use error::{Error, Result};

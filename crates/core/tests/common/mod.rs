@@ -83,3 +83,21 @@ pub fn ids_of(t: &Tensor) -> Vec<u32> {
         .map(|x| x as u32)
         .collect()
 }
+
+/// Max over elements of |a - b| / max(1, |b|): absolute error for ordinary values, relative
+/// error for the few huge ones (SmolLM2's residual reaches 2e4 at the first position, where one
+/// f32 ulp is 2e-3, so no two f32 implementations agree there to 1e-3 absolute).
+pub fn max_mixed_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    let denom = b.abs().unwrap().maximum(1f32).unwrap();
+    ((a - &b).unwrap().abs().unwrap() / denom)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
