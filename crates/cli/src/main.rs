@@ -41,6 +41,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when piped into `head`: exit quietly on a closed pipe.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle reads RAYON_NUM_THREADS at each parallel op; the global pool must agree.
