@@ -144,7 +144,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         cmd.args(["bench", &a.model, "--child", "--what", what])
             .args(["--batch", &a.batch.to_string(), "--seq", &a.seq.to_string()])
             .args(["--runs", &a.runs.to_string()]);
-        let out = cmd.output().with_context(|| format!("running the {what} measurement"))?;
+        let out = cmd
+            .output()
+            .with_context(|| format!("running the {what} measurement"))?;
         if !out.status.success() {
             bail!(
                 "the {what} measurement failed: {}",

@@ -28,7 +28,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     println!("model        {}", m.resolved.source);
     println!("path         {}", m.resolved.path.display());
     println!("sha256       {}", m.resolved.sha256);
-    println!("format       {}  (loaded in {:.2} s)", m.format, m.load_seconds);
+    println!(
+        "format       {}  (loaded in {:.2} s)",
+        m.format, m.load_seconds
+    );
     println!("architecture {:?}", c.architecture);
     println!(
         "sizes        {} layers, d_model {}, {} heads ({} kv) of {}, d_mlp {}, vocab {}, context {}",
@@ -41,7 +44,11 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         "mlp          {:?}{}{}",
         c.act,
         if c.gated_mlp { ", gated" } else { "" },
-        if c.parallel_attn_mlp { ", parallel with attention" } else { "" }
+        if c.parallel_attn_mlp {
+            ", parallel with attention"
+        } else {
+            ""
+        }
     );
     let windows: Vec<String> = c
         .layer_windows
@@ -52,7 +59,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     if !windows.is_empty() {
         println!("sliding      {}", windows.join(" "));
     }
-    println!("chat         {}", if m.chat.is_some() { "yes" } else { "no" });
+    println!(
+        "chat         {}",
+        if m.chat.is_some() { "yes" } else { "no" }
+    );
     let hooks = m.model.hook_names();
     println!("hook points  {} in all", hooks.len());
     for h in &hooks {
@@ -62,7 +72,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         }
     }
     if !a.all_hooks {
-        println!("  (blocks.1 … blocks.{} have the same; --all-hooks lists every one)", c.n_layers - 1);
+        println!(
+            "  (blocks.1 … blocks.{} have the same; --all-hooks lists every one)",
+            c.n_layers - 1
+        );
     }
     Ok(())
 }

@@ -98,13 +98,22 @@ fn prompt_ids(
 
 /// Display form of a token for tables.
 pub fn show_token(m: &interplab_core::loader::LoadedModel, id: u32) -> String {
-    let s = m.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"));
+    let s = m
+        .tokenizer
+        .decode(&[id])
+        .unwrap_or_else(|_| format!("<{id}>"));
     format!("{s:?}")
 }
 
 /// Run one prompt, print the top next tokens and write a run directory.
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let bos = if a.bos { Some(true) } else if a.no_bos { Some(false) } else { None };
+    let bos = if a.bos {
+        Some(true)
+    } else if a.no_bos {
+        Some(false)
+    } else {
+        None
+    };
     let m = load_model(&a.model)?;
     let ids = prompt_ids(&m, &a.prompt, a.chat, bos)?;
     let tokens = Tensor::new(ids.as_slice(), m.model.device())?.unsqueeze(0)?;
@@ -126,7 +135,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .to_vec1()?;
     let top = top_k(&last, a.top_k);
     println!("prompt: {} tokens; next-token prediction:", ids.len());
-    println!("{:>4}  {:>6}  {:>10}  {:>8}  token", "rank", "id", "logit", "prob");
+    println!(
+        "{:>4}  {:>6}  {:>10}  {:>8}  token",
+        "rank", "id", "logit", "prob"
+    );
     for (r, t) in top.iter().enumerate() {
         println!(
             "{:>4}  {:>6}  {:>10.4}  {:>8.4}  {}",

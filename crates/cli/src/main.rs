@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "interplab", version, about = "Mechanistic interpretability workbench")]
+#[command(
+    name = "interplab",
+    version,
+    about = "Mechanistic interpretability workbench"
+)]
 struct Cli {
     /// CPU threads for tensor work (default: all cores).
     #[arg(long, global = true)]
@@ -50,7 +54,9 @@ fn main() -> ExitCode {
     if let Some(n) = cli.threads {
         // candle reads RAYON_NUM_THREADS at each parallel op; the global pool must agree.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     let result = match cli.command {
         Command::Models => cmd_models::models(),

@@ -133,7 +133,10 @@ impl ModelConfig {
         }
         if let Positions::Rotary { dim, .. } = self.positions {
             if dim == 0 || dim > self.d_head || dim % 2 != 0 {
-                return bad(format!("rotary dim {dim} must be even and at most d_head {}", self.d_head));
+                return bad(format!(
+                    "rotary dim {dim} must be even and at most d_head {}",
+                    self.d_head
+                ));
             }
         }
         Ok(())

@@ -72,7 +72,10 @@ pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(Model
         .unwrap_or(d_head);
     let w_e = bag.take("token_embd.weight")?;
     let d_vocab = w_e.dim(0)?;
-    let w_u = bag.take_opt("output.weight").map(|w| w.t()?.contiguous()).transpose()?;
+    let w_u = bag
+        .take_opt("output.weight")
+        .map(|w| w.t()?.contiguous())
+        .transpose()?;
     let tied = w_u.is_none();
 
     let (architecture, act, qk_norm, post_norms, layer_windows, embed_scale, local_base, bos) =
@@ -223,15 +226,15 @@ pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(Model
 fn unpermute_rotary(w: &Tensor, n: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let half = rows / n / 2;
-    Ok(w
-        .reshape((n, half, 2, cols))?
+    Ok(w.reshape((n, half, 2, cols))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((rows, cols))?)
 }
 
 fn get<'a>(cfg: &'a Value, keys: &[&str]) -> Option<&'a Value> {
-    keys.iter().find_map(|k| cfg.get(*k).filter(|v| !v.is_null()))
+    keys.iter()
+        .find_map(|k| cfg.get(*k).filter(|v| !v.is_null()))
 }
 
 fn get_usize(cfg: &Value, path: &Path, keys: &[&str]) -> Result<usize> {
@@ -262,7 +265,11 @@ fn activation(name: &str) -> Result<Activation> {
 /// Rope base from either the old flat keys or transformers 5's `rope_parameters`.
 fn rope_theta(cfg: &Value, kind: &str, default: f64) -> f64 {
     if let Some(rp) = cfg.get("rope_parameters") {
-        if let Some(t) = rp.get(kind).and_then(|k| k.get("rope_theta")).and_then(Value::as_f64) {
+        if let Some(t) = rp
+            .get(kind)
+            .and_then(|k| k.get("rope_theta"))
+            .and_then(Value::as_f64)
+        {
             return t;
         }
         if let Some(t) = rp.get("rope_theta").and_then(Value::as_f64) {
@@ -289,7 +296,9 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Weights)
         // Weights are `model.safetensors` or its shards `model-0000N-of-0000M.safetensors`.
         .filter(|p| {
             p.extension().is_some_and(|x| x == "safetensors")
-                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("model"))
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("model"))
         })
         .collect();
     files.sort();
@@ -375,8 +384,14 @@ fn load_gpt2(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
     let d = get_usize(cfg, path, &["n_embd", "hidden_size"])?;
     let n_layers = get_usize(cfg, path, &["n_layer", "num_hidden_layers"])?;
     let h = get_usize(cfg, path, &["n_head", "num_attention_heads"])?;
-    let d_mlp = get(cfg, &["n_inner"]).and_then(Value::as_u64).map_or(4 * d, |x| x as usize);
-    let act = activation(get(cfg, &["activation_function"]).and_then(Value::as_str).unwrap_or("gelu_new"))?;
+    let d_mlp = get(cfg, &["n_inner"])
+        .and_then(Value::as_u64)
+        .map_or(4 * d, |x| x as usize);
+    let act = activation(
+        get(cfg, &["activation_function"])
+            .and_then(Value::as_str)
+            .unwrap_or("gelu_new"),
+    )?;
     let w_e = bag.take("wte.weight")?;
     let mut c = base_config(Architecture::Gpt2);
     c.d_model = d;
@@ -386,7 +401,11 @@ fn load_gpt2(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
     c.d_head = d / h;
     c.d_mlp = d_mlp;
     c.d_vocab = w_e.dim(0)?;
-    c.n_ctx = get_usize(cfg, path, &["n_positions", "n_ctx", "max_position_embeddings"])?;
+    c.n_ctx = get_usize(
+        cfg,
+        path,
+        &["n_positions", "n_ctx", "max_position_embeddings"],
+    )?;
     c.norm_eps = get_f64(cfg, &["layer_norm_epsilon"], 1e-5);
     c.act = act;
     c.layer_windows = vec![None; n_layers];
@@ -460,7 +479,11 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
                 .and_then(Value::as_f64)
         })
         .unwrap_or(1.0);
-    let base = rope_theta(cfg, "", get_f64(cfg, &["rotary_emb_base", "rope_theta"], 10_000.0));
+    let base = rope_theta(
+        cfg,
+        "",
+        get_f64(cfg, &["rotary_emb_base", "rope_theta"], 10_000.0),
+    );
     let w_e = bag.take("embed_in.weight")?;
     let mut c = base_config(Architecture::GptNeox);
     c.d_model = d;
@@ -477,7 +500,11 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         base,
         local_base: None,
     };
-    c.act = activation(get(cfg, &["hidden_act"]).and_then(Value::as_str).unwrap_or("gelu"))?;
+    c.act = activation(
+        get(cfg, &["hidden_act"])
+            .and_then(Value::as_str)
+            .unwrap_or("gelu"),
+    )?;
     c.parallel_attn_mlp = get_bool(cfg, &["use_parallel_residual"], true);
     c.layer_windows = vec![None; n_layers];
     c.attn_scale = (dh as f64).sqrt();
@@ -493,7 +520,8 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         let pick_w = |i: usize| -> Result<Tensor> {
             Ok(qkv.narrow(1, i, 1)?.reshape((d, d))?.t()?.contiguous()?)
         };
-        let pick_b = |i: usize| -> Result<Tensor> { Ok(qkv_b.narrow(1, i, 1)?.reshape(d)?.contiguous()?) };
+        let pick_b =
+            |i: usize| -> Result<Tensor> { Ok(qkv_b.narrow(1, i, 1)?.reshape(d)?.contiguous()?) };
         let attn = AttnWeights {
             w_q: pick_w(0)?,
             w_k: pick_w(1)?,
@@ -545,14 +573,25 @@ fn load_llama_like(
     bag: &mut TensorBag,
     gemma: bool,
 ) -> Result<(ModelConfig, Weights)> {
-    strip_prefix(bag, &["model.language_model.", "language_model.model.", "model."]);
+    strip_prefix(
+        bag,
+        &["model.language_model.", "language_model.model.", "model."],
+    );
     let d = get_usize(cfg, path, &["hidden_size"])?;
     let n_layers = get_usize(cfg, path, &["num_hidden_layers"])?;
     let h = get_usize(cfg, path, &["num_attention_heads"])?;
-    let kvh = get(cfg, &["num_key_value_heads"]).and_then(Value::as_u64).map_or(h, |x| x as usize);
-    let dh = get(cfg, &["head_dim"]).and_then(Value::as_u64).map_or(d / h, |x| x as usize);
+    let kvh = get(cfg, &["num_key_value_heads"])
+        .and_then(Value::as_u64)
+        .map_or(h, |x| x as usize);
+    let dh = get(cfg, &["head_dim"])
+        .and_then(Value::as_u64)
+        .map_or(d / h, |x| x as usize);
     let w_e = bag.take("embed_tokens.weight")?;
-    let mut c = base_config(if gemma { Architecture::Gemma3 } else { Architecture::Llama });
+    let mut c = base_config(if gemma {
+        Architecture::Gemma3
+    } else {
+        Architecture::Llama
+    });
     c.d_model = d;
     c.n_layers = n_layers;
     c.n_heads = h;
@@ -580,14 +619,24 @@ fn load_llama_like(
         c.attn_scale = get_f64(cfg, &["query_pre_attn_scalar"], dh as f64).sqrt();
         c.attn_logit_softcap = get(cfg, &["attn_logit_softcapping"]).and_then(Value::as_f64);
         c.final_logit_softcap = get(cfg, &["final_logit_softcapping"]).and_then(Value::as_f64);
-        let window = get(cfg, &["sliding_window"]).and_then(Value::as_u64).map(|x| x as usize);
+        let window = get(cfg, &["sliding_window"])
+            .and_then(Value::as_u64)
+            .map(|x| x as usize);
         c.layer_windows = match cfg.get("layer_types").and_then(Value::as_array) {
             Some(types) => types
                 .iter()
-                .map(|t| if t.as_str() == Some("sliding_attention") { window } else { None })
+                .map(|t| {
+                    if t.as_str() == Some("sliding_attention") {
+                        window
+                    } else {
+                        None
+                    }
+                })
                 .collect(),
             None => {
-                let pattern = get(cfg, &["sliding_window_pattern"]).and_then(Value::as_u64).unwrap_or(6) as usize;
+                let pattern = get(cfg, &["sliding_window_pattern"])
+                    .and_then(Value::as_u64)
+                    .unwrap_or(6) as usize;
                 (0..n_layers)
                     .map(|l| if (l + 1) % pattern == 0 { None } else { window })
                     .collect()
@@ -595,7 +644,11 @@ fn load_llama_like(
         };
         c.positions = Positions::Rotary {
             dim: dh,
-            base: rope_theta(cfg, "full_attention", get_f64(cfg, &["rope_theta"], 1_000_000.0)),
+            base: rope_theta(
+                cfg,
+                "full_attention",
+                get_f64(cfg, &["rope_theta"], 1_000_000.0),
+            ),
             local_base: Some(rope_theta(
                 cfg,
                 "sliding_attention",
@@ -629,8 +682,16 @@ fn load_llama_like(
             b_k: bag.take_opt(&format!("{p}.self_attn.k_proj.bias")),
             b_v: bag.take_opt(&format!("{p}.self_attn.v_proj.bias")),
             b_o: bag.take_opt(&format!("{p}.self_attn.o_proj.bias")),
-            q_norm: if gemma { Some(norm(bag, &format!("{p}.self_attn.q_norm.weight"))?) } else { None },
-            k_norm: if gemma { Some(norm(bag, &format!("{p}.self_attn.k_norm.weight"))?) } else { None },
+            q_norm: if gemma {
+                Some(norm(bag, &format!("{p}.self_attn.q_norm.weight"))?)
+            } else {
+                None
+            },
+            k_norm: if gemma {
+                Some(norm(bag, &format!("{p}.self_attn.k_norm.weight"))?)
+            } else {
+                None
+            },
         };
         let mlp = MlpWeights {
             w_in: bag.linear(&format!("{p}.mlp.up_proj.weight"))?,
@@ -644,10 +705,17 @@ fn load_llama_like(
             (
                 Some(norm(bag, &format!("{p}.post_attention_layernorm.weight"))?),
                 norm(bag, &format!("{p}.pre_feedforward_layernorm.weight"))?,
-                Some(norm(bag, &format!("{p}.post_feedforward_layernorm.weight"))?),
+                Some(norm(
+                    bag,
+                    &format!("{p}.post_feedforward_layernorm.weight"),
+                )?),
             )
         } else {
-            (None, norm(bag, &format!("{p}.post_attention_layernorm.weight"))?, None)
+            (
+                None,
+                norm(bag, &format!("{p}.post_attention_layernorm.weight"))?,
+                None,
+            )
         };
         blocks.push(BlockWeights {
             ln1: norm(bag, &format!("{p}.input_layernorm.weight"))?,
@@ -689,7 +757,10 @@ pub struct LoadedModel {
 }
 
 /// Load a model that is already local (see [`crate::source::resolve`]).
-pub fn load_resolved(resolved: crate::source::ResolvedModel, device: &Device) -> Result<LoadedModel> {
+pub fn load_resolved(
+    resolved: crate::source::ResolvedModel,
+    device: &Device,
+) -> Result<LoadedModel> {
     use crate::tokenizer::{ChatTemplate, Tokenizer};
     let t0 = std::time::Instant::now();
     let path = resolved.path.clone();
@@ -700,7 +771,11 @@ pub fn load_resolved(resolved: crate::source::ResolvedModel, device: &Device) ->
         let chat = std::fs::read_to_string(path.join("tokenizer_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v.get("chat_template").and_then(Value::as_str).map(String::from))
+            .and_then(|v| {
+                v.get("chat_template")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .and_then(|t| ChatTemplate::from_template_source(&t).ok());
         (cfg, weights, tokenizer, chat, "hf-dir")
     } else {

@@ -20,6 +20,10 @@ fn logits_and_tokens_match_transformers() {
         let d = max_abs_diff(&ours, last);
         assert!(d < 1e-3, "prompt {i}: last-position logits differ by {d}");
         let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
-        assert_eq!(argmax, ids_of(&r[&format!("argmax_{i}")]), "prompt {i} argmax");
+        assert_eq!(
+            argmax,
+            ids_of(&r[&format!("argmax_{i}")]),
+            "prompt {i} argmax"
+        );
     }
 }

@@ -28,10 +28,17 @@ fn logits_and_tokens_match_transformers() {
         let d = max_abs_diff(&ours, last);
         assert!(d < 1e-3, "prompt {i}: last-position logits differ by {d}");
         let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
-        assert_eq!(argmax, ids_of(&r[&format!("argmax_{i}")]), "prompt {i} argmax");
+        assert_eq!(
+            argmax,
+            ids_of(&r[&format!("argmax_{i}")]),
+            "prompt {i} argmax"
+        );
         let max = logits.max(1).unwrap();
         let d = max_abs_diff(&max, &r[&format!("max_{i}")]);
-        assert!(d < 1e-3, "prompt {i}: per-position max logit differs by {d}");
+        assert!(
+            d < 1e-3,
+            "prompt {i}: per-position max logit differs by {d}"
+        );
     }
 }
 
@@ -41,10 +48,19 @@ fn hooks_match_transformer_lens() {
     let r = read_st(&fixture("reference/smollm2/tl_activations.safetensors"));
     let ids = m
         .tokenizer
-        .encode("When Mary and John went to the store, John gave a drink to", false)
+        .encode(
+            "When Mary and John went to the store, John gave a drink to",
+            false,
+        )
         .unwrap();
     // The file also holds TransformerLens' `logits`: our name for them is `unembed.hook_out`.
-    let ours_name = |n: &str| if n == "logits" { "unembed.hook_out".to_string() } else { n.to_string() };
+    let ours_name = |n: &str| {
+        if n == "logits" {
+            "unembed.hook_out".to_string()
+        } else {
+            n.to_string()
+        }
+    };
     if let Some(t) = r.get("tokens") {
         assert_eq!(ids_of(t), ids, "reference tokens");
     }
@@ -60,14 +76,20 @@ fn hooks_match_transformer_lens() {
     for n in keys {
         let ours = cache.get(&ours_name(n)).unwrap().squeeze(0).unwrap();
         let d = max_mixed_diff(&ours, &r[n]);
-        assert!(d < 1e-3, "{n} differs from TransformerLens by {d} (abs, or rel where |x| > 1)");
+        assert!(
+            d < 1e-3,
+            "{n} differs from TransformerLens by {d} (abs, or rel where |x| > 1)"
+        );
     }
 }
 
 #[test]
 fn replaying_every_cached_hook_reproduces_the_logits() {
     let m = smollm2();
-    let ids = m.tokenizer.encode("The Eiffel Tower is located in", false).unwrap();
+    let ids = m
+        .tokenizer
+        .encode("The Eiffel Tower is located in", false)
+        .unwrap();
     let t = tokens(&ids);
     let (logits, cache) = m.model.run_with_cache(&t, &NameFilter::all()).unwrap();
     assert_eq!(cache.len(), m.model.hook_names().len());
@@ -80,7 +102,10 @@ fn replaying_every_cached_hook_reproduces_the_logits() {
 #[test]
 fn start_at_layer_reproduces_the_full_forward() {
     let m = smollm2();
-    let ids = m.tokenizer.encode("The Eiffel Tower is located in", false).unwrap();
+    let ids = m
+        .tokenizer
+        .encode("The Eiffel Tower is located in", false)
+        .unwrap();
     let t = tokens(&ids);
     let (logits, cache) = m
         .model
@@ -94,7 +119,12 @@ fn start_at_layer_reproduces_the_full_forward() {
         };
         let (out, _) = m
             .model
-            .run(interplab_core::model::Input::Resid(resid), &opts, None, None)
+            .run(
+                interplab_core::model::Input::Resid(resid),
+                &opts,
+                None,
+                None,
+            )
             .unwrap();
         assert_eq!(max_abs_diff(&out, &logits), 0.0, "start_at_layer {l}");
     }
@@ -107,13 +137,19 @@ fn start_at_layer_reproduces_the_full_forward() {
         .model
         .run(interplab_core::model::Input::Tokens(&t), &opts, None, None)
         .unwrap();
-    assert_eq!(max_abs_diff(&resid, cache.get("blocks.14.hook_resid_pre").unwrap()), 0.0);
+    assert_eq!(
+        max_abs_diff(&resid, cache.get("blocks.14.hook_resid_pre").unwrap()),
+        0.0
+    );
 }
 
 #[test]
 fn left_and_right_padding_give_the_same_per_sequence_results() {
     let m = smollm2();
-    let a = m.tokenizer.encode("The Eiffel Tower is located in the city of", false).unwrap();
+    let a = m
+        .tokenizer
+        .encode("The Eiffel Tower is located in the city of", false)
+        .unwrap();
     let b = m.tokenizer.encode("Hello there", false).unwrap();
     let n = a.len();
     let pad = 0u32;
@@ -161,7 +197,10 @@ fn left_and_right_padding_give_the_same_per_sequence_results() {
 #[test]
 fn generation_with_kv_cache_matches_full_forward_greedy() {
     let m = smollm2();
-    let ids = m.tokenizer.encode("The Eiffel Tower is located in", false).unwrap();
+    let ids = m
+        .tokenizer
+        .encode("The Eiffel Tower is located in", false)
+        .unwrap();
     let opts = interplab_core::model::GenerateOptions {
         max_new_tokens: 6,
         ..Default::default()
@@ -172,7 +211,14 @@ fn generation_with_kv_cache_matches_full_forward_greedy() {
     for _ in 0..6 {
         let logits = m.model.forward(&tokens(&seq)).unwrap();
         let last = logits.get(0).unwrap().get(seq.len() - 1).unwrap();
-        seq.push(last.argmax(0).unwrap().to_dtype(DType::U32).unwrap().to_scalar::<u32>().unwrap());
+        seq.push(
+            last.argmax(0)
+                .unwrap()
+                .to_dtype(DType::U32)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap(),
+        );
     }
     assert_eq!(out, seq[ids.len()..].to_vec());
 }
@@ -182,7 +228,9 @@ fn chat_answer_names_paris() {
     let m = smollm2();
     let chat = m.chat.as_ref().expect("SmolLM2 has a chat template");
     let text = chat.render(
-        &[interplab_core::tokenizer::ChatMessage::user("What is the capital of France?")],
+        &[interplab_core::tokenizer::ChatMessage::user(
+            "What is the capital of France?",
+        )],
         true,
     );
     let ids = m.tokenizer.encode(&text, false).unwrap();

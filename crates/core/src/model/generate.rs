@@ -116,7 +116,11 @@ impl HookedTransformer {
         for _ in 0..opts.max_new_tokens {
             let logits = self.forward_with_kv(&input, &mut kv, None, hooks.as_deref_mut())?;
             let p = logits.dim(1)?;
-            let last: Vec<f32> = logits.narrow(1, p - 1, 1)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            let last: Vec<f32> = logits
+                .narrow(1, p - 1, 1)?
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
             let next = sample(&last, opts, &mut rng);
             out.push(next);
             if opts.stop_ids.contains(&next) {

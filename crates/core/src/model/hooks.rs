@@ -238,10 +238,7 @@ impl ActivationCache {
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.contiguous()?)))
             .collect::<Result<_>>()?;
-        candle_core::safetensors::save(
-            &contiguous.into_iter().collect::<HashMap<_, _>>(),
-            &tmp,
-        )?;
+        candle_core::safetensors::save(&contiguous.into_iter().collect::<HashMap<_, _>>(), &tmp)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
 }
@@ -302,11 +299,7 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             return false;
         }
         let n = name();
-        self.hooked.contains_key(&n)
-            || self
-                .cache_names
-                .as_ref()
-                .is_some_and(|c| c.contains(&n))
+        self.hooked.contains_key(&n) || self.cache_names.as_ref().is_some_and(|c| c.contains(&n))
     }
 
     /// Run the hooks at a point, cache the (possibly replaced) activation, and return it.
@@ -323,10 +316,7 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
         let mut x = x;
         if let (Some(idx), Some(hooks)) = (self.hooked.get(&name), self.hooks.as_deref_mut()) {
             for &i in idx {
-                let point = HookPoint {
-                    name: &name,
-                    layer,
-                };
+                let point = HookPoint { name: &name, layer };
                 if let Some(new) = (hooks.entry_mut(i))(&x, point)? {
                     if new.dims() != x.dims() {
                         return Err(Error::Hook(format!(
@@ -339,11 +329,7 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
                 }
             }
         }
-        if self
-            .cache_names
-            .as_ref()
-            .is_some_and(|c| c.contains(&name))
-        {
+        if self.cache_names.as_ref().is_some_and(|c| c.contains(&name)) {
             self.cache.insert(name, x.clone());
         }
         Ok(x)
@@ -356,17 +342,32 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match("blocks.*.attn.hook_pattern", "blocks.12.attn.hook_pattern"));
-        assert!(!glob_match("blocks.*.attn.hook_pattern", "blocks.12.attn.hook_z"));
+        assert!(glob_match(
+            "blocks.*.attn.hook_pattern",
+            "blocks.12.attn.hook_pattern"
+        ));
+        assert!(!glob_match(
+            "blocks.*.attn.hook_pattern",
+            "blocks.12.attn.hook_z"
+        ));
         assert!(glob_match("*", "hook_embed"));
-        assert!(glob_match("blocks.1?.hook_resid_pre", "blocks.13.hook_resid_pre"));
-        assert!(!glob_match("blocks.1?.hook_resid_pre", "blocks.1.hook_resid_pre"));
+        assert!(glob_match(
+            "blocks.1?.hook_resid_pre",
+            "blocks.13.hook_resid_pre"
+        ));
+        assert!(!glob_match(
+            "blocks.1?.hook_resid_pre",
+            "blocks.1.hook_resid_pre"
+        ));
         assert!(glob_match("*resid*", "blocks.0.hook_resid_mid"));
     }
 
     #[test]
     fn filter_that_matches_nothing_is_an_error() {
-        let names = vec!["hook_embed".to_string(), "blocks.0.hook_resid_pre".to_string()];
+        let names = vec![
+            "hook_embed".to_string(),
+            "blocks.0.hook_resid_pre".to_string(),
+        ];
         let err = NameFilter::parse("blocks.*.hook_resid_pree")
             .resolve(&names)
             .unwrap_err();

@@ -1,15 +1,16 @@
 //! The hooked transformer: one config-driven model for GPT-2, GPT-NeoX, Llama and Gemma 3,
 //! exposing every activation under TransformerLens' hook names.
 
-pub mod hooks;
-pub mod weights;
-mod ops;
 pub mod generate;
+pub mod hooks;
+mod ops;
+pub mod process;
+pub mod weights;
 
 use candle_core::{DType, Device, Tensor, D};
 
-pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
 pub use generate::GenerateOptions;
+pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
 pub use weights::{AttnWeights, BlockWeights, MlpWeights, NormWeights, Weights};
 
 use crate::config::{ModelConfig, NormKind, Positions};
@@ -110,6 +111,66 @@ impl HookedTransformer {
         })
     }
 
+    /// The dtype of the weights (f32 normally; f64 for gradient checks).
+    pub fn dtype(&self) -> DType {
+        self.weights.w_e.dtype()
+    }
+
+    /// A copy with every weight converted to `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let mut m = self.clone();
+        m.weights.visit_mut(&mut |_, t| {
+            *t = t.to_dtype(dtype)?;
+            Ok(())
+        })?;
+        Ok(m)
+    }
+
+    /// Gradients of a scalar `metric` of the logits with respect to the activations at every
+    /// hook point `filter` selects, from one differentiable forward and one backward (a zero
+    /// `Var` is added at each point). Returns the metric, the activations and their gradients.
+    pub fn hook_gradients(
+        &self,
+        input: Input,
+        opts: &RunOptions,
+        filter: &NameFilter,
+        metric: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, ActivationCache, ActivationCache)> {
+        use std::cell::RefCell;
+        let probes: RefCell<Vec<(String, candle_core::Var)>> = RefCell::new(Vec::new());
+        let mut hooks = Hooks::new();
+        hooks.add(filter.clone(), |x: &Tensor, p: HookPoint| {
+            let v = candle_core::Var::zeros(x.dims(), x.dtype(), x.device())?;
+            let out = x.add(v.as_tensor())?;
+            probes.borrow_mut().push((p.name.to_string(), v));
+            Ok(Some(out))
+        });
+        let opts = RunOptions {
+            differentiable: true,
+            ..opts.clone()
+        };
+        let (logits, cache) = self.run(input, &opts, Some(&mut hooks), Some(filter))?;
+        drop(hooks);
+        let value = metric(&logits)?;
+        if value.elem_count() != 1 {
+            return Err(Error::Input(format!(
+                "the metric must be a scalar, got shape {:?}",
+                value.dims()
+            )));
+        }
+        let grads = value.backward()?;
+        let mut out = ActivationCache::new();
+        for (name, v) in probes.into_inner() {
+            let g = match grads.get(v.as_tensor()) {
+                Some(g) => g.clone(),
+                // The metric does not depend on this activation.
+                None => v.as_tensor().zeros_like()?,
+            };
+            out.insert(name, g);
+        }
+        Ok((value, cache, out))
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -193,13 +254,23 @@ impl HookedTransformer {
         tokens: &Tensor,
         filter: &NameFilter,
     ) -> Result<(Tensor, ActivationCache)> {
-        self.run(Input::Tokens(tokens), &RunOptions::default(), None, Some(filter))
+        self.run(
+            Input::Tokens(tokens),
+            &RunOptions::default(),
+            None,
+            Some(filter),
+        )
     }
 
     /// Logits with hooks that may read or replace activations.
     pub fn run_with_hooks(&self, tokens: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         Ok(self
-            .run(Input::Tokens(tokens), &RunOptions::default(), Some(hooks), None)?
+            .run(
+                Input::Tokens(tokens),
+                &RunOptions::default(),
+                Some(hooks),
+                None,
+            )?
             .0)
     }
 
@@ -237,9 +308,12 @@ impl HookedTransformer {
     }
 
     fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {
-        let (b, p) = tokens
-            .dims2()
-            .map_err(|_| Error::Input(format!("tokens must be [batch, pos], got {:?}", tokens.dims())))?;
+        let (b, p) = tokens.dims2().map_err(|_| {
+            Error::Input(format!(
+                "tokens must be [batch, pos], got {:?}",
+                tokens.dims()
+            ))
+        })?;
         if p == 0 || b == 0 {
             return Err(Error::Input("empty token batch".into()));
         }
@@ -343,7 +417,8 @@ impl HookedTransformer {
                     }
                 }
             }
-            Ok(Tensor::from_vec(v, (rows, 1, q_len, k_len), &self.device)?)
+            Ok(Tensor::from_vec(v, (rows, 1, q_len, k_len), &self.device)?
+                .to_dtype(self.dtype())?)
         };
         let bias_global = bias(None)?;
         let mut bias_window = Vec::new();
@@ -382,10 +457,16 @@ impl HookedTransformer {
             Input::Tokens(t) => self.check_tokens(t)?,
             Input::Resid(r) => {
                 let (b, p, d) = r.dims3().map_err(|_| {
-                    Error::Input(format!("residual must be [batch, pos, d_model], got {:?}", r.dims()))
+                    Error::Input(format!(
+                        "residual must be [batch, pos, d_model], got {:?}",
+                        r.dims()
+                    ))
                 })?;
                 if d != c.d_model {
-                    return Err(Error::Input(format!("residual width {d} != d_model {}", c.d_model)));
+                    return Err(Error::Input(format!(
+                        "residual width {d} != d_model {}",
+                        c.d_model
+                    )));
                 }
                 (b, p)
             }
@@ -474,7 +555,11 @@ impl HookedTransformer {
         }
         // Only split the weight off when someone looks at the normalised value.
         let hooked = rt.wants(|| format!("{prefix}.hook_normalized"));
-        let (w, b) = if hooked { (None, None) } else { (n.w.as_ref(), n.b.as_ref()) };
+        let (w, b) = if hooked {
+            (None, None)
+        } else {
+            (n.w.as_ref(), n.b.as_ref())
+        };
         let (normed, scale) = match self.cfg.norm {
             NormKind::LayerNorm => ops::layer_norm(x, w, b, eps, diff)?,
             _ => ops::rms_norm(x, w, eps, diff)?,
@@ -567,23 +652,31 @@ impl HookedTransformer {
 
         let (q, k, v) = if self.settings.use_split_qkv_input {
             // Each head gets its own copy of the residual, normalised separately (TransformerLens).
-            let mut proj = |which: &str, n: usize, w: &Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
-                let inp = resid_pre.unsqueeze(2)?.broadcast_as((b, p, n, d))?.contiguous()?;
-                let inp = rt.point(|| format!("blocks.{l}.hook_{which}_input"), ly, inp)?;
-                let normed = self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt, diff)?;
-                // [b, p, n, d] x [n, d, dh] -> [b, p, n, dh]
-                let w_heads = w.reshape((d, n, dh))?.transpose(0, 1)?.contiguous()?;
-                let x = normed
-                    .permute((2, 0, 1, 3))?
-                    .contiguous()?
-                    .reshape((n, b * p, d))?;
-                let y = x.matmul(&w_heads)?.reshape((n, b, p, dh))?.permute((1, 2, 0, 3))?;
-                let mut y = y.contiguous()?;
-                if let Some(bias) = bias {
-                    y = y.broadcast_add(&bias.reshape((n, dh))?)?;
-                }
-                Ok(y)
-            };
+            let mut proj =
+                |which: &str, n: usize, w: &Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
+                    let inp = resid_pre
+                        .unsqueeze(2)?
+                        .broadcast_as((b, p, n, d))?
+                        .contiguous()?;
+                    let inp = rt.point(|| format!("blocks.{l}.hook_{which}_input"), ly, inp)?;
+                    let normed =
+                        self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt, diff)?;
+                    // [b, p, n, d] x [n, d, dh] -> [b, p, n, dh]
+                    let w_heads = w.reshape((d, n, dh))?.transpose(0, 1)?.contiguous()?;
+                    let x = normed
+                        .permute((2, 0, 1, 3))?
+                        .contiguous()?
+                        .reshape((n, b * p, d))?;
+                    let y = x
+                        .matmul(&w_heads)?
+                        .reshape((n, b, p, dh))?
+                        .permute((1, 2, 0, 3))?;
+                    let mut y = y.contiguous()?;
+                    if let Some(bias) = bias {
+                        y = y.broadcast_add(&bias.reshape((n, dh))?)?;
+                    }
+                    Ok(y)
+                };
             let q = proj("q", h, &a.w_q, &a.b_q)?;
             let k = proj("k", kvh, &a.w_k, &a.b_k)?;
             let v = proj("v", kvh, &a.w_v, &a.b_v)?;
@@ -603,7 +696,11 @@ impl HookedTransformer {
                 }
                 Ok(y.reshape((b, p, n, dh))?)
             };
-            (lin(&a.w_q, &a.b_q, h)?, lin(&a.w_k, &a.b_k, kvh)?, lin(&a.w_v, &a.b_v, kvh)?)
+            (
+                lin(&a.w_q, &a.b_q, h)?,
+                lin(&a.w_k, &a.b_k, kvh)?,
+                lin(&a.w_v, &a.b_v, kvh)?,
+            )
         };
         let q = rt.point(|| format!("blocks.{l}.attn.hook_q"), ly, q)?;
         let k = rt.point(|| format!("blocks.{l}.attn.hook_k"), ly, k)?;
@@ -616,12 +713,18 @@ impl HookedTransformer {
             k = ops::rms_norm(&k, n.w.as_ref(), c.norm_eps, diff)?.0;
         }
         let window = c.layer_windows[l];
-        if let Positions::Rotary { dim, base, local_base } = c.positions {
+        if let Positions::Rotary {
+            dim,
+            base,
+            local_base,
+        } = c.positions
+        {
             let base = match (window, local_base) {
                 (Some(_), Some(lb)) => lb,
                 _ => base,
             };
             let (cos, sin) = ops::rotary_tables(&geo.positions, b, p, dim, base, &self.device)?;
+            let (cos, sin) = (cos.to_dtype(q.dtype())?, sin.to_dtype(q.dtype())?);
             q = ops::apply_rotary(&q, &cos, &sin, dim)?;
             k = ops::apply_rotary(&k, &cos, &sin, dim)?;
             q = rt.point(|| format!("blocks.{l}.attn.hook_rot_q"), ly, q)?;
@@ -670,7 +773,10 @@ impl HookedTransformer {
         let out = if self.settings.use_attn_result {
             // [b, p, h, dh] x [h, dh, d] -> [b, p, h, d]
             let w_o = a.w_o.reshape((h, dh, d))?;
-            let zh = z.permute((2, 0, 1, 3))?.contiguous()?.reshape((h, b * p, dh))?;
+            let zh = z
+                .permute((2, 0, 1, 3))?
+                .contiguous()?
+                .reshape((h, b * p, dh))?;
             let result = zh
                 .matmul(&w_o)?
                 .reshape((h, b, p, d))?
@@ -679,7 +785,9 @@ impl HookedTransformer {
             let result = rt.point(|| format!("blocks.{l}.attn.hook_result"), ly, result)?;
             result.sum(2)?
         } else {
-            z.reshape((b * p, h * dh))?.matmul(&a.w_o)?.reshape((b, p, d))?
+            z.reshape((b * p, h * dh))?
+                .matmul(&a.w_o)?
+                .reshape((b, p, d))?
         };
         Ok(match &a.b_o {
             Some(bo) => out.broadcast_add(bo)?,
@@ -706,7 +814,11 @@ impl HookedTransformer {
         };
         let post = match &m.w_gate {
             Some(wg) => {
-                let pre = rt.point(|| format!("blocks.{l}.mlp.hook_pre"), ly, lin(wg, &m.b_gate)?)?;
+                let pre = rt.point(
+                    || format!("blocks.{l}.mlp.hook_pre"),
+                    ly,
+                    lin(wg, &m.b_gate)?,
+                )?;
                 let pre_linear = rt.point(
                     || format!("blocks.{l}.mlp.hook_pre_linear"),
                     ly,
@@ -715,7 +827,11 @@ impl HookedTransformer {
                 ops::act_mul(&pre, &pre_linear, c.act, diff)?
             }
             None => {
-                let pre = rt.point(|| format!("blocks.{l}.mlp.hook_pre"), ly, lin(&m.w_in, &m.b_in)?)?;
+                let pre = rt.point(
+                    || format!("blocks.{l}.mlp.hook_pre"),
+                    ly,
+                    lin(&m.w_in, &m.b_in)?,
+                )?;
                 ops::act(&pre, c.act, diff)?
             }
         };

@@ -209,7 +209,13 @@ impl Weights {
             }
             Ok(())
         };
-        let (d, h, kv, dh, m) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp);
+        let (d, h, kv, dh, m) = (
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.d_head,
+            cfg.d_mlp,
+        );
         check("embed.W_E", &self.w_e, &[cfg.d_vocab, d])?;
         if self.blocks.len() != cfg.n_layers {
             return Err(crate::Error::Unsupported(format!(
