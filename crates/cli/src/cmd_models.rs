@@ -99,7 +99,7 @@ pub fn fetch(name: &str) -> Result<()> {
 
 /// Turns one fetch event into progress-bar updates; the bar is made on the first event that
 /// means work.
-fn show_progress(bar: &mut Option<ProgressBar>, event: FetchEvent) {
+pub(crate) fn show_progress(bar: &mut Option<ProgressBar>, event: FetchEvent) {
     if event == FetchEvent::Done {
         if let Some(bar) = bar.take() {
             bar.finish_and_clear();

