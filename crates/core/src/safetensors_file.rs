@@ -277,15 +277,14 @@ fn parse_header(path: &Path, buf: &[u8], shard: usize) -> Result<Header> {
             metadata = parse_metadata(value).map_err(&err)?;
             continue;
         }
-        let (dtype, shape, (start, end)) = parse_tensor(name, value, data_len).map_err(&err)?;
+        let entry = parse_tensor(name, value, data_len).map_err(&err)?;
         entries.push((
             name.clone(),
             Entry {
                 shard,
-                dtype,
-                shape,
-                start: data_start + start,
-                end: data_start + end,
+                start: data_start + entry.start,
+                end: data_start + entry.end,
+                ..entry
             },
         ));
     }
@@ -323,12 +322,9 @@ fn parse_metadata(value: &Value) -> std::result::Result<BTreeMap<String, String>
 }
 
 /// Validates one tensor entry: dtype known, shape of non-negative integers whose byte size
-/// does not overflow, offsets inside the data section and matching that size.
-fn parse_tensor(
-    name: &str,
-    value: &Value,
-    data_len: usize,
-) -> std::result::Result<(Dtype, Vec<usize>, (usize, usize)), String> {
+/// does not overflow, offsets inside the data section and matching that size. The entry's
+/// shard is 0 and its range is relative to the data section.
+fn parse_tensor(name: &str, value: &Value, data_len: usize) -> std::result::Result<Entry, String> {
     let Some(obj) = value.as_object() else {
         return Err(format!("tensor `{name}` entry is not a JSON object"));
     };
@@ -395,7 +391,13 @@ fn parse_tensor(
             end - start
         ));
     }
-    Ok((dtype, shape, (start, end)))
+    Ok(Entry {
+        shard: 0,
+        dtype,
+        shape,
+        start,
+        end,
+    })
 }
 
 #[cfg(test)]
