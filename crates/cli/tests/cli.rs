@@ -29,8 +29,14 @@ fn tiny_fixture(name: &str) -> PathBuf {
 /// Asserts a clean failure whose error line mentions `needle`.
 fn assert_clean_error(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "panic instead of an error: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "want one error line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
@@ -54,14 +60,27 @@ fn run_prints_top_tokens_and_writes_a_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("run");
     let out = interplab(&[
-        "run", "smollm2-135m", "--prompt", "The Eiffel Tower is located in the city of",
-        "--top-k", "3", "--cache", "blocks.0.*,hook_embed", "--out", out_dir.to_str().unwrap(),
+        "run",
+        "smollm2-135m",
+        "--prompt",
+        "The Eiffel Tower is located in the city of",
+        "--top-k",
+        "3",
+        "--cache",
+        "blocks.0.*,hook_embed",
+        "--out",
+        out_dir.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("\" Paris\""), "{stdout}");
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(
         manifest["model"]["sha256"],
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -71,8 +90,14 @@ fn run_prints_top_tokens_and_writes_a_run_directory() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let logits = st.tensor("unembed.hook_out").unwrap();
     assert_eq!(logits.shape(), &[1, 10, 49152]);
-    assert_eq!(st.tensor("blocks.0.attn.hook_pattern").unwrap().shape(), &[1, 9, 10, 10]);
-    assert_eq!(st.tensor("blocks.0.attn.hook_k").unwrap().shape(), &[1, 10, 3, 64]);
+    assert_eq!(
+        st.tensor("blocks.0.attn.hook_pattern").unwrap().shape(),
+        &[1, 9, 10, 10]
+    );
+    assert_eq!(
+        st.tensor("blocks.0.attn.hook_k").unwrap().shape(),
+        &[1, 10, 3, 64]
+    );
     assert!(st.tensor("blocks.1.hook_resid_pre").is_err());
     // Nothing temporary left behind.
     for e in std::fs::read_dir(&out_dir).unwrap() {
@@ -86,7 +111,10 @@ fn info_lists_hooks() {
     let out = interplab(&["info", "smollm2-135m"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(stdout.contains("30 layers, d_model 576, 9 heads (3 kv) of 64"), "{stdout}");
+    assert!(
+        stdout.contains("30 layers, d_model 576, 9 heads (3 kv) of 64"),
+        "{stdout}"
+    );
     assert!(stdout.contains("blocks.0.attn.hook_rot_q"), "{stdout}");
 }
 
@@ -122,7 +150,11 @@ fn truncated_gguf() {
 /// The cached SmolLM2 GGUF (fetched by `interplab fetch` if needed).
 fn interplab_core_cache_path() -> PathBuf {
     let out = interplab(&["fetch", "smollm2-135m"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = stdout
         .split_whitespace()
@@ -138,7 +170,10 @@ fn truncated_safetensors() {
     let p = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 1000]).unwrap();
-    assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "model.safetensors");
+    assert_clean_error(
+        &interplab(&["info", dir.path().to_str().unwrap()]),
+        "model.safetensors",
+    );
 }
 
 #[test]
@@ -149,7 +184,10 @@ fn safetensors_header_length_past_end_of_file() {
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
     std::fs::write(&p, &bytes).unwrap();
-    assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "header");
+    assert_clean_error(
+        &interplab(&["info", dir.path().to_str().unwrap()]),
+        "header",
+    );
 }
 
 #[test]
@@ -157,7 +195,9 @@ fn unsupported_architecture() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&tiny_fixture("gpt2-tiny"), dir.path());
     let p = dir.path().join("config.json");
-    let cfg = std::fs::read_to_string(&p).unwrap().replace("\"gpt2\"", "\"bert\"");
+    let cfg = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"gpt2\"", "\"bert\"");
     std::fs::write(&p, cfg).unwrap();
     assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "bert");
 }
@@ -195,7 +235,14 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 #[test]
 fn unknown_hook_name() {
     let p = tiny_fixture("gpt2-tiny");
-    let out = interplab(&["run", p.to_str().unwrap(), "--prompt", "hello", "--cache", "blocks.*.hook_resid_pree"]);
+    let out = interplab(&[
+        "run",
+        p.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--cache",
+        "blocks.*.hook_resid_pree",
+    ]);
     assert_clean_error(&out, "matches no hook point");
 }
 

@@ -32,10 +32,7 @@ fn fixture_tokens(name: &str) -> Tensor {
 }
 
 fn diff_opts() -> RunOptions<'static> {
-    RunOptions {
-        differentiable: true,
-        ..Default::default()
-    }
+    RunOptions::default()
 }
 
 /// Loss of `model` with one weight element moved by `delta`.

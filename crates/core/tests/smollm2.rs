@@ -243,3 +243,16 @@ fn chat_answer_names_paris() {
     let answer = m.tokenizer.decode(&out).unwrap();
     assert!(answer.contains("Paris"), "answer: {answer}");
 }
+
+#[test]
+fn replacing_hook_scale_changes_the_output() {
+    // ln_final.hook_scale doubled halves the normalised residual, so the logits halve.
+    let m = smollm2();
+    let t = tokens(&m.tokenizer.encode("Hello world", false).unwrap());
+    let logits = m.model.forward(&t).unwrap();
+    let mut hooks = interplab_core::model::Hooks::new();
+    hooks.add("ln_final.hook_scale", |s: &Tensor, _| Ok(Some((s * 2.0)?)));
+    let halved = m.model.run_with_hooks(&t, &mut hooks).unwrap();
+    let d = max_abs_diff(&(logits * 0.5).unwrap(), &halved);
+    assert!(d < 1e-4, "{d}");
+}

@@ -302,6 +302,11 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
         self.hooked.contains_key(&n) || self.cache_names.as_ref().is_some_and(|c| c.contains(&n))
     }
 
+    /// Whether a hook (not just the cache) is attached at `name`.
+    pub(crate) fn hooked(&self, name: impl FnOnce() -> String) -> bool {
+        !self.hooked.is_empty() && self.hooked.contains_key(&name())
+    }
+
     /// Run the hooks at a point, cache the (possibly replaced) activation, and return it.
     pub(crate) fn point(
         &mut self,

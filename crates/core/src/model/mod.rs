@@ -48,8 +48,6 @@ pub struct RunOptions<'a> {
     pub start_at_layer: Option<usize>,
     /// Stop before this block and return its `hook_resid_pre` instead of logits.
     pub stop_at_layer: Option<usize>,
-    /// Use only differentiable ops (training, gradients at hooks).
-    pub differentiable: bool,
 }
 
 /// Keys and values of earlier positions, for generation.
@@ -145,11 +143,7 @@ impl HookedTransformer {
             probes.borrow_mut().push((p.name.to_string(), v));
             Ok(Some(out))
         });
-        let opts = RunOptions {
-            differentiable: true,
-            ..opts.clone()
-        };
-        let (logits, cache) = self.run(input, &opts, Some(&mut hooks), Some(filter))?;
+        let (logits, cache) = self.run(input, opts, Some(&mut hooks), Some(filter))?;
         drop(hooks);
         let value = metric(&logits)?;
         if value.elem_count() != 1 {
@@ -493,10 +487,9 @@ impl HookedTransformer {
                 r.clone()
             }
         };
-        let diff = opts.differentiable;
         for l in start..stop {
             let cache = kv.as_deref_mut().map(|k| &mut k.layers[l]);
-            x = self.block(l, x, &geo, rt, cache, diff)?;
+            x = self.block(l, x, &geo, rt, cache)?;
         }
         if let Some(kv) = kv {
             kv.len = geo.k_len;
@@ -504,7 +497,7 @@ impl HookedTransformer {
         if stop < c.n_layers {
             return Ok(x);
         }
-        let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, rt, diff)?;
+        let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, rt)?;
         let (b, p, d) = x.dims3()?;
         let w_u = self.weights.unembed()?;
         let mut logits = x.reshape((b * p, d))?.matmul(&w_u)?;
@@ -547,7 +540,6 @@ impl HookedTransformer {
         prefix: &str,
         layer: Option<usize>,
         rt: &mut HookRuntime,
-        diff: bool,
     ) -> Result<Tensor> {
         let eps = self.cfg.norm_eps;
         if self.cfg.norm == NormKind::None {
@@ -561,10 +553,28 @@ impl HookedTransformer {
             (n.w.as_ref(), n.b.as_ref())
         };
         let (normed, scale) = match self.cfg.norm {
-            NormKind::LayerNorm => ops::layer_norm(x, w, b, eps, diff)?,
-            _ => ops::rms_norm(x, w, eps, diff)?,
+            NormKind::LayerNorm => ops::layer_norm(x, w, b, eps)?,
+            _ => ops::rms_norm(x, w, eps)?,
         };
-        rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+        let normed = if rt.hooked(|| format!("{prefix}.hook_scale")) {
+            // A hook may replace the scale: normalise by whatever it returns.
+            let scale = rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+            let centred = match self.cfg.norm {
+                NormKind::LayerNorm => x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?,
+                _ => x.clone(),
+            };
+            let mut out = centred.broadcast_div(&scale)?;
+            if let Some(w) = w {
+                out = out.broadcast_mul(w)?;
+            }
+            if let Some(b) = b {
+                out = out.broadcast_add(b)?;
+            }
+            out
+        } else {
+            rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+            normed
+        };
         if !hooked {
             return Ok(normed);
         }
@@ -579,11 +589,11 @@ impl HookedTransformer {
     }
 
     /// A norm outside the hooked ones (post-norms, QK-norm): RMSNorm or LayerNorm by config.
-    fn plain_norm(&self, n: &NormWeights, x: &Tensor, diff: bool) -> Result<Tensor> {
+    fn plain_norm(&self, n: &NormWeights, x: &Tensor) -> Result<Tensor> {
         let eps = self.cfg.norm_eps;
         Ok(match self.cfg.norm {
-            NormKind::LayerNorm => ops::layer_norm(x, n.w.as_ref(), n.b.as_ref(), eps, diff)?.0,
-            _ => ops::rms_norm(x, n.w.as_ref(), eps, diff)?.0,
+            NormKind::LayerNorm => ops::layer_norm(x, n.w.as_ref(), n.b.as_ref(), eps)?.0,
+            _ => ops::rms_norm(x, n.w.as_ref(), eps)?.0,
         })
     }
 
@@ -594,15 +604,14 @@ impl HookedTransformer {
         geo: &Geometry,
         rt: &mut HookRuntime,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
-        diff: bool,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let bw = &self.weights.blocks[l];
         let ly = Some(l);
         let resid_pre = rt.point(|| format!("blocks.{l}.hook_resid_pre"), ly, x)?;
-        let mut attn_out = self.attention(l, &resid_pre, geo, rt, kv, diff)?;
+        let mut attn_out = self.attention(l, &resid_pre, geo, rt, kv)?;
         if let Some(n) = &bw.ln1_post {
-            attn_out = self.plain_norm(n, &attn_out, diff)?;
+            attn_out = self.plain_norm(n, &attn_out)?;
         }
         let attn_out = rt.point(|| format!("blocks.{l}.hook_attn_out"), ly, attn_out)?;
         if c.attn_only {
@@ -621,10 +630,10 @@ impl HookedTransformer {
         } else {
             mlp_src
         };
-        let n2 = self.norm(&bw.ln2, &mlp_in, &format!("blocks.{l}.ln2"), ly, rt, diff)?;
-        let mut mlp_out = self.mlp(l, &n2, rt, diff)?;
+        let n2 = self.norm(&bw.ln2, &mlp_in, &format!("blocks.{l}.ln2"), ly, rt)?;
+        let mut mlp_out = self.mlp(l, &n2, rt)?;
         if let Some(n) = &bw.ln2_post {
-            mlp_out = self.plain_norm(n, &mlp_out, diff)?;
+            mlp_out = self.plain_norm(n, &mlp_out)?;
         }
         let mlp_out = rt.point(|| format!("blocks.{l}.hook_mlp_out"), ly, mlp_out)?;
         let resid_post = match resid_mid {
@@ -641,7 +650,6 @@ impl HookedTransformer {
         geo: &Geometry,
         rt: &mut HookRuntime,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
-        diff: bool,
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let a = &self.weights.blocks[l].attn;
@@ -659,8 +667,7 @@ impl HookedTransformer {
                         .broadcast_as((b, p, n, d))?
                         .contiguous()?;
                     let inp = rt.point(|| format!("blocks.{l}.hook_{which}_input"), ly, inp)?;
-                    let normed =
-                        self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt, diff)?;
+                    let normed = self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt)?;
                     // [b, p, n, d] x [n, d, dh] -> [b, p, n, dh]
                     let w_heads = w.reshape((d, n, dh))?.transpose(0, 1)?.contiguous()?;
                     let x = normed
@@ -687,7 +694,7 @@ impl HookedTransformer {
             } else {
                 resid_pre.clone()
             };
-            let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, &ln1, ly, rt, diff)?;
+            let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, &ln1, ly, rt)?;
             let x2 = n1.reshape((b * p, d))?;
             let lin = |w: &Tensor, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
                 let mut y = x2.matmul(w)?;
@@ -707,10 +714,10 @@ impl HookedTransformer {
         let v = rt.point(|| format!("blocks.{l}.attn.hook_v"), ly, v)?;
         let (mut q, mut k) = (q, k);
         if let Some(n) = &a.q_norm {
-            q = ops::rms_norm(&q, n.w.as_ref(), c.norm_eps, diff)?.0;
+            q = ops::rms_norm(&q, n.w.as_ref(), c.norm_eps)?.0;
         }
         if let Some(n) = &a.k_norm {
-            k = ops::rms_norm(&k, n.w.as_ref(), c.norm_eps, diff)?.0;
+            k = ops::rms_norm(&k, n.w.as_ref(), c.norm_eps)?.0;
         }
         let window = c.layer_windows[l];
         if let Positions::Rotary {
@@ -761,7 +768,7 @@ impl HookedTransformer {
         };
         let scores = scores.broadcast_add(bias)?;
         let scores = rt.point(|| format!("blocks.{l}.attn.hook_attn_scores"), ly, scores)?;
-        let pattern = ops::softmax_last_dim(&scores, diff)?;
+        let pattern = ops::softmax_last_dim(&scores)?;
         let pattern = rt.point(|| format!("blocks.{l}.attn.hook_pattern"), ly, pattern)?;
         let z = pattern
             .reshape((b, kvh, rep * p, kl))?
@@ -795,7 +802,7 @@ impl HookedTransformer {
         })
     }
 
-    fn mlp(&self, l: usize, x: &Tensor, rt: &mut HookRuntime, diff: bool) -> Result<Tensor> {
+    fn mlp(&self, l: usize, x: &Tensor, rt: &mut HookRuntime) -> Result<Tensor> {
         let c = &self.cfg;
         let m = self.weights.blocks[l]
             .mlp
@@ -824,7 +831,7 @@ impl HookedTransformer {
                     ly,
                     lin(&m.w_in, &m.b_in)?,
                 )?;
-                ops::act_mul(&pre, &pre_linear, c.act, diff)?
+                ops::act_mul(&pre, &pre_linear, c.act)?
             }
             None => {
                 let pre = rt.point(
@@ -832,7 +839,7 @@ impl HookedTransformer {
                     ly,
                     lin(&m.w_in, &m.b_in)?,
                 )?;
-                ops::act(&pre, c.act, diff)?
+                ops::act(&pre, c.act)?
             }
         };
         let post = rt.point(|| format!("blocks.{l}.mlp.hook_post"), ly, post)?;

@@ -1,21 +1,16 @@
-//! The model's numerical building blocks. With `diff` set, only ops whose gradients candle 0.11
-//! computes correctly are used (its fused softmax, norms and rope drop gradients); otherwise the
-//! fast fused versions.
+//! The model's numerical building blocks. Every op here has a correct gradient: the fused ones
+//! are our own kernels (with backward passes), never candle-nn's fused softmax, norms or rope,
+//! which drop gradients.
 
 use candle_core::{Device, Tensor, D};
 
 use crate::config::Activation;
+use crate::kernels;
 use crate::Result;
 
 /// RMSNorm as TransformerLens: `scale = sqrt(mean(x²) + eps)`, returns `(x / scale · w, scale)`.
-pub fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f64, _diff: bool) -> Result<(Tensor, Tensor)> {
-    let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    let normed = x.broadcast_div(&scale)?;
-    let normed = match w {
-        Some(w) => normed.broadcast_mul(w)?,
-        None => normed,
-    };
-    Ok((normed, scale))
+pub fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tensor)> {
+    Ok(kernels::rms_norm(x, w, eps)?)
 }
 
 /// LayerNorm as TransformerLens: centre, `scale = sqrt(mean(x²) + eps)`, returns
@@ -25,42 +20,32 @@ pub fn layer_norm(
     w: Option<&Tensor>,
     b: Option<&Tensor>,
     eps: f64,
-    _diff: bool,
 ) -> Result<(Tensor, Tensor)> {
-    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let scale = (xc.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    let mut normed = xc.broadcast_div(&scale)?;
-    if let Some(w) = w {
-        normed = normed.broadcast_mul(w)?;
-    }
-    if let Some(b) = b {
-        normed = normed.broadcast_add(b)?;
-    }
-    Ok((normed, scale))
+    Ok(kernels::layer_norm(x, w, b, eps)?)
 }
 
 /// Softmax over the last dimension; rows may hold `-inf` (masked) entries.
-pub fn softmax_last_dim(x: &Tensor, diff: bool) -> Result<Tensor> {
-    if diff {
-        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
-    } else {
-        Ok(candle_nn::ops::softmax_last_dim(x)?)
-    }
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    Ok(kernels::softmax_last_dim(x)?)
 }
 
 /// `act(x)`.
-pub fn act(x: &Tensor, a: Activation, _diff: bool) -> Result<Tensor> {
+pub fn act(x: &Tensor, a: Activation) -> Result<Tensor> {
     Ok(match a {
-        Activation::Gelu => x.gelu_erf()?,
-        Activation::GeluNew => x.gelu()?,
+        Activation::Gelu => kernels::gelu_erf(x)?,
+        Activation::GeluNew => kernels::gelu_tanh(x)?,
         Activation::Relu => x.relu()?,
-        Activation::Silu => x.silu()?,
+        Activation::Silu => kernels::silu(x)?,
     })
 }
 
-/// `act(gate) · up` for gated MLPs.
-pub fn act_mul(gate: &Tensor, up: &Tensor, a: Activation, diff: bool) -> Result<Tensor> {
-    Ok((act(gate, a, diff)? * up)?)
+/// `act(gate) · up` for gated MLPs, fused where a kernel exists.
+pub fn act_mul(gate: &Tensor, up: &Tensor, a: Activation) -> Result<Tensor> {
+    Ok(match a {
+        Activation::Silu => kernels::silu_mul(gate, up)?,
+        Activation::GeluNew => kernels::gelu_tanh_mul(gate, up)?,
+        _ => (act(gate, a)? * up)?,
+    })
 }
 
 /// Cosine and sine tables `[batch, pos, 1, dim/2]` for rotary embeddings at the given positions,
