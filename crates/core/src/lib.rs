@@ -8,14 +8,14 @@
 //! - [`source`]: model sources (`path`, `pip:`, `hf:`), aliases and the local cache.
 //! - [`model`]: the hooked transformer itself, its hook points and activation cache.
 
-pub mod error;
 pub mod config;
+pub mod error;
 pub mod gguf;
-pub mod tokenizer;
-pub mod source;
 pub mod kernels;
+pub mod loader;
 pub mod model;
 pub mod safetensors_file;
-pub mod loader;
+pub mod source;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
