@@ -405,6 +405,9 @@ def main():
     ap.add_argument("--head-seq-len", type=int, default=50,
                     help="random tokens per half of a head-detector sequence")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
+                    help="before each measurement wait until the 1-minute load average is below LOAD")
+    ap.add_argument("--wait-max", type=float, default=900, help="give up waiting after this many seconds")
     ap.add_argument("--only", nargs="*", choices=MEASUREMENTS, help="run only these measurements")
     ap.add_argument("--json", help="write all results (and the environment) to this file")
     ap.add_argument("--worker", choices=MEASUREMENTS, help=argparse.SUPPRESS)
@@ -429,6 +432,12 @@ def main():
     ]
     results = []
     for name in args.only or MEASUREMENTS:
+        waited = 0.0
+        if args.wait_quiet is not None:
+            w0 = time.perf_counter()
+            while os.getloadavg()[0] >= args.wait_quiet and time.perf_counter() - w0 < args.wait_max:
+                time.sleep(5)
+            waited = time.perf_counter() - w0
         t0 = time.perf_counter()
         p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", name] + passthrough,
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -439,6 +448,7 @@ def main():
         else:
             res = json.loads(lines[-1][len("RESULT "):])
         res["process_wall_s"] = time.perf_counter() - t0
+        res["waited_for_quiet_s"] = waited
         results.append(res)
         print(json.dumps(res), flush=True)
 
@@ -453,6 +463,7 @@ def main():
             "warmup": args.warmup,
             "versions": versions(),
             "cpu_count": os.cpu_count(),
+            "niceness": os.nice(0),
             "results": results,
         }
         tmp = args.json + ".tmp"

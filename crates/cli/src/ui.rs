@@ -24,5 +24,5 @@ pub fn load_model(source: &str) -> anyhow::Result<LoadedModel> {
     spinner.enable_steady_tick(Duration::from_millis(120));
     let loaded = load_resolved(resolved, &Device::Cpu);
     spinner.finish_and_clear();
-    Ok(loaded.with_context(|| format!("loading {source}"))?)
+    loaded.with_context(|| format!("loading {source}"))
 }

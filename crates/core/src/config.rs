@@ -118,7 +118,7 @@ impl ModelConfig {
         if self.d_model == 0 || self.n_heads == 0 || self.d_head == 0 || self.d_vocab == 0 {
             return bad("config has a zero dimension".into());
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads {} is not a multiple of n_kv_heads {}",
                 self.n_heads, self.n_kv_heads

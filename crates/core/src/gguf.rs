@@ -499,7 +499,7 @@ impl GgufFile {
         let bytes = &self.backing.bytes()[span.start..span.end];
         // candle reinterprets the bytes as blocks and asserts their alignment (at most 4 for
         // every block type); copy into a word-aligned buffer when the file places them oddly.
-        let values = if bytes.as_ptr() as usize % 4 == 0 {
+        let values = if (bytes.as_ptr() as usize).is_multiple_of(4) {
             dequantize_bytes(bytes, dtype, span.elem_count)?
         } else {
             let mut words = vec![0u32; bytes.len().div_ceil(4)];
@@ -520,7 +520,8 @@ const CHUNK_ELEMS: usize = 1 << 16;
 fn dequantize_bytes(bytes: &[u8], dtype: GgmlDType, elem_count: usize) -> Result<Vec<f32>> {
     let block_size = dtype.block_size();
     let type_size = dtype.type_size();
-    if bytes.len() % type_size != 0 || bytes.len() / type_size * block_size != elem_count {
+    if !bytes.len().is_multiple_of(type_size) || bytes.len() / type_size * block_size != elem_count
+    {
         return Err(Error::Unsupported(format!(
             "{dtype:?}: {} bytes do not hold {elem_count} elements in candle's block layout",
             bytes.len()
@@ -1002,7 +1003,7 @@ pub(crate) mod test_writer {
             offsets.push(offset);
             offset = (offset + t.data.len() as u64).div_ceil(alignment) * alignment;
         }
-        while out.len() as u64 % alignment != 0 {
+        while !(out.len() as u64).is_multiple_of(alignment) {
             out.push(0);
         }
         let data_start = out.len();

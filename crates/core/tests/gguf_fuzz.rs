@@ -114,7 +114,7 @@ fn write(meta: &[(&str, GgufValue)], tensors: &[RawTensor], alignment: u64) -> B
         offsets.push(offset);
         offset = (offset + t.data.len() as u64).div_ceil(alignment) * alignment;
     }
-    while w.out.len() as u64 % alignment != 0 {
+    while !(w.out.len() as u64).is_multiple_of(alignment) {
         w.out.push(0);
     }
     let data_start = w.out.len();

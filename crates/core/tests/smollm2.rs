@@ -162,14 +162,14 @@ fn left_and_right_padding_give_the_same_per_sequence_results() {
             let padding = n - ids.len();
             let (mut r, mut mk) = (Vec::new(), Vec::new());
             if left {
-                r.extend(std::iter::repeat(pad).take(padding));
-                mk.extend(std::iter::repeat(0u32).take(padding));
+                r.extend(std::iter::repeat_n(pad, padding));
+                mk.extend(std::iter::repeat_n(0u32, padding));
             }
             r.extend_from_slice(ids);
-            mk.extend(std::iter::repeat(1u32).take(ids.len()));
+            mk.extend(std::iter::repeat_n(1u32, ids.len()));
             if !left {
-                r.extend(std::iter::repeat(pad).take(padding));
-                mk.extend(std::iter::repeat(0u32).take(padding));
+                r.extend(std::iter::repeat_n(pad, padding));
+                mk.extend(std::iter::repeat_n(0u32, padding));
             }
             rows.extend(r);
             mask.extend(mk);

@@ -366,7 +366,7 @@ impl HookedTransformer {
                     for (row, b) in m.iter_mut().zip(0..batch) {
                         match &new_mask {
                             Some(n) => row.extend_from_slice(&n[b]),
-                            None => row.extend(std::iter::repeat(1u8).take(q_len)),
+                            None => row.extend(std::iter::repeat_n(1u8, q_len)),
                         }
                     }
                 }
