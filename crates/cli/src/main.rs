@@ -5,10 +5,23 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cmd_ablate;
 mod cmd_bench;
+mod cmd_compose;
+mod cmd_diff;
+mod cmd_heads;
 mod cmd_info;
+mod cmd_ioi;
+mod cmd_lens;
 mod cmd_models;
+mod cmd_patch;
 mod cmd_run;
+mod cmd_toy;
+mod cmd_toy_grokking;
+mod cmd_toy_induction;
+mod cmd_toy_superposition;
+mod cmd_toy_whispers;
+mod cmd_trace;
 mod rundir;
 mod ui;
 
@@ -47,6 +60,24 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Measure load, forward and run_with_cache speed and memory.
     Bench(cmd_bench::BenchArgs),
+    /// Score every head: previous-token, duplicate-token, induction.
+    Heads(cmd_heads::HeadsArgs),
+    /// Rank heads by the loss increase when each is ablated over a corpus.
+    Ablate(cmd_ablate::AblateArgs),
+    /// Q-, K-, V-composition scores between heads of different layers.
+    Compose(cmd_compose::ComposeArgs),
+    /// Logit lens and direct logit attribution for a prompt.
+    Lens(cmd_lens::LensArgs),
+    /// Activation and attribution patching between a clean and a corrupted prompt.
+    Patch(cmd_patch::PatchArgs),
+    /// Causal tracing (ROME): corrupt the subject, restore hidden states.
+    Trace(cmd_trace::TraceArgs),
+    /// Per-token loss of two models on the same corpus, and where they differ.
+    Diff(cmd_diff::DiffArgs),
+    /// Indirect-object identification: prompts, logit difference, name-mover heads.
+    Ioi(cmd_ioi::IoiArgs),
+    /// Toy models trained from scratch: superposition, grokking, induction, whispers.
+    Toy(cmd_toy::ToyArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +108,15 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_run::generate(a),
         Command::Run(a) => cmd_run::run(a),
         Command::Bench(a) => cmd_bench::bench(a),
+        Command::Heads(a) => cmd_heads::run(a),
+        Command::Ablate(a) => cmd_ablate::run(a),
+        Command::Compose(a) => cmd_compose::run(a),
+        Command::Lens(a) => cmd_lens::run(a),
+        Command::Patch(a) => cmd_patch::run(a),
+        Command::Trace(a) => cmd_trace::run(a),
+        Command::Diff(a) => cmd_diff::run(a),
+        Command::Ioi(a) => cmd_ioi::run(a),
+        Command::Toy(a) => cmd_toy::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

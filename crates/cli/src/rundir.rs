@@ -60,3 +60,20 @@ pub fn utc_stamp() -> String {
         rem % 60
     )
 }
+
+impl RunDir {
+    /// Write a figure as `<name>.svg` and `<name>.png`.
+    pub fn write_figure(&self, name: &str, fig: &interplab_report::Figure) -> anyhow::Result<()> {
+        self.write(&format!("{name}.svg"), fig.to_svg().as_bytes())?;
+        let png = fig
+            .to_png(2.0)
+            .with_context(|| format!("rendering {name}.png"))?;
+        self.write(&format!("{name}.png"), &png)?;
+        Ok(())
+    }
+
+    /// Write the run's `report.html`.
+    pub fn write_report(&self, report: &interplab_report::Report) -> anyhow::Result<PathBuf> {
+        self.write("report.html", report.to_html().as_bytes())
+    }
+}

@@ -3,12 +3,14 @@
 //! Where things live:
 //! - [`error`]: the one error type of the crate.
 //! - [`config`]: the architecture-neutral model config (TransformerLens' `HookedTransformerConfig`).
+//! - [`corpus`]: documents from text or JSONL files, and the shipped English corpus.
 //! - [`gguf`]: a bounds-checked GGUF reader and dequantiser.
 //! - [`tokenizer`]: tokenizers from `tokenizer.json` or GGUF metadata, and chat templates.
 //! - [`source`]: model sources (`path`, `pip:`, `hf:`), aliases and the local cache.
 //! - [`model`]: the hooked transformer itself, its hook points and activation cache.
 
 pub mod config;
+pub mod corpus;
 pub mod error;
 pub mod gguf;
 pub mod kernels;

@@ -1,0 +1,1 @@
+//! Zero, mean and resample ablation of attention heads over a corpus.

@@ -1,0 +1,1 @@
+//! Head detection: previous-token, duplicate-token and induction scores.

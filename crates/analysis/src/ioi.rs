@@ -1,0 +1,1 @@
+//! Indirect-object identification: prompt generation, logit difference, head patching.

@@ -1,0 +1,1 @@
+//! Logit lens and direct logit attribution.

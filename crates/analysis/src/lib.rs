@@ -1,0 +1,25 @@
+//! Interplab analysis: the instruments of circuit research, as library functions on a
+//! [`interplab_core::model::HookedTransformer`]. Errors are [`interplab_core::Error`].
+//!
+//! Where things live:
+//! - [`toy`]: hand-built models whose circuits are known by construction (test subjects).
+//! - [`heads`]: previous-token, duplicate-token and induction scores (TransformerLens "mul").
+//! - [`composition`]: OV/QK circuits and Q-, K-, V-composition scores.
+//! - [`ablation`]: zero, mean and resample ablation of heads over a corpus.
+//! - [`lens`]: logit lens and direct logit attribution.
+//! - [`patching`]: activation patching sweeps and their metrics.
+//! - [`attribution`]: attribution patching (the gradient approximation).
+//! - [`ioi`]: indirect-object-identification prompts and analysis.
+//! - [`trace`]: ROME's causal tracing.
+//! - [`diff`]: per-token loss differences between two models.
+
+pub mod ablation;
+pub mod attribution;
+pub mod composition;
+pub mod diff;
+pub mod heads;
+pub mod ioi;
+pub mod lens;
+pub mod patching;
+pub mod toy;
+pub mod trace;

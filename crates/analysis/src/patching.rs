@@ -1,0 +1,1 @@
+//! Activation patching sweeps over residual, attention, MLP and per-head sites.

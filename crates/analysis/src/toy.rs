@@ -1,0 +1,1 @@
+//! Hand-built models whose circuits are known by construction.

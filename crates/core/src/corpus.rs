@@ -1,0 +1,1 @@
+//! Corpora: documents from text or JSONL files, and the shipped English corpus.

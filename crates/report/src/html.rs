@@ -1,0 +1,161 @@
+//! The self-contained HTML report of a run: one file, inline SVG figures, no scripts fetched.
+
+use crate::figure::Figure;
+
+/// One block of the report, in order.
+#[derive(Debug, Clone)]
+enum Block {
+    Heading(String),
+    Paragraph(String),
+    Table {
+        headers: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
+    Figure {
+        caption: String,
+        svg: String,
+    },
+    KeyValues(Vec<(String, String)>),
+    Pre(String),
+}
+
+/// A report under construction; [`Report::to_html`] renders it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    title: String,
+    blocks: Vec<Block>,
+}
+
+impl Report {
+    /// An empty report with a page title.
+    pub fn new(title: impl Into<String>) -> Report {
+        Report {
+            title: title.into(),
+            blocks: Vec::new(),
+        }
+    }
+
+    /// A section heading.
+    pub fn heading(&mut self, text: impl Into<String>) -> &mut Self {
+        self.blocks.push(Block::Heading(text.into()));
+        self
+    }
+
+    /// A paragraph of plain text (escaped).
+    pub fn paragraph(&mut self, text: impl Into<String>) -> &mut Self {
+        self.blocks.push(Block::Paragraph(text.into()));
+        self
+    }
+
+    /// A table of strings.
+    pub fn table(&mut self, headers: &[&str], rows: Vec<Vec<String>>) -> &mut Self {
+        self.blocks.push(Block::Table {
+            headers: headers.iter().map(|s| s.to_string()).collect(),
+            rows,
+        });
+        self
+    }
+
+    /// A figure, inlined as SVG, with a caption.
+    pub fn figure(&mut self, caption: impl Into<String>, fig: &Figure) -> &mut Self {
+        self.blocks.push(Block::Figure {
+            caption: caption.into(),
+            svg: fig.to_svg(),
+        });
+        self
+    }
+
+    /// A two-column list of settings or results.
+    pub fn key_values(&mut self, kv: &[(&str, String)]) -> &mut Self {
+        self.blocks.push(Block::KeyValues(
+            kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        ));
+        self
+    }
+
+    /// Preformatted text (a command line, a sample).
+    pub fn pre(&mut self, text: impl Into<String>) -> &mut Self {
+        self.blocks.push(Block::Pre(text.into()));
+        self
+    }
+
+    /// The whole page.
+    pub fn to_html(&self) -> String {
+        let mut s = String::new();
+        s.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
+        s.push_str(&escape(&self.title));
+        s.push_str("</title>\n<style>\n");
+        s.push_str(STYLE);
+        s.push_str("</style></head><body>\n<h1>");
+        s.push_str(&escape(&self.title));
+        s.push_str("</h1>\n");
+        for b in &self.blocks {
+            match b {
+                Block::Heading(t) => s.push_str(&format!("<h2>{}</h2>\n", escape(t))),
+                Block::Paragraph(t) => s.push_str(&format!("<p>{}</p>\n", escape(t))),
+                Block::Pre(t) => s.push_str(&format!("<pre>{}</pre>\n", escape(t))),
+                Block::Table { headers, rows } => {
+                    s.push_str("<table><thead><tr>");
+                    for h in headers {
+                        s.push_str(&format!("<th>{}</th>", escape(h)));
+                    }
+                    s.push_str("</tr></thead><tbody>\n");
+                    for r in rows {
+                        s.push_str("<tr>");
+                        for c in r {
+                            s.push_str(&format!("<td>{}</td>", escape(c)));
+                        }
+                        s.push_str("</tr>\n");
+                    }
+                    s.push_str("</tbody></table>\n");
+                }
+                Block::KeyValues(kv) => {
+                    s.push_str("<table class=\"kv\"><tbody>\n");
+                    for (k, v) in kv {
+                        s.push_str(&format!(
+                            "<tr><th>{}</th><td>{}</td></tr>\n",
+                            escape(k),
+                            escape(v)
+                        ));
+                    }
+                    s.push_str("</tbody></table>\n");
+                }
+                Block::Figure { caption, svg } => {
+                    s.push_str("<figure>");
+                    s.push_str(svg);
+                    s.push_str(&format!(
+                        "<figcaption>{}</figcaption></figure>\n",
+                        escape(caption)
+                    ));
+                }
+            }
+        }
+        s.push_str("</body></html>\n");
+        s
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
+table.kv th{width:14em}
+figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{color:#555;font-size:0.9em}
+pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}
+";
+
+/// Escape text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            _ => o.push(c),
+        }
+    }
+    o
+}

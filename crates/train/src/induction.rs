@@ -1,0 +1,1 @@
+//! Attention-only transformers trained to form induction heads (Olsson et al. 2022).

@@ -1,0 +1,1 @@
+//! Fused in-place AdamW.

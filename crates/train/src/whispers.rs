@@ -1,0 +1,1 @@
+//! ML Chinese whispers: reconstruct input tokens from a layer's activations.
