@@ -7,6 +7,7 @@
 //! - [`gguf`]: a bounds-checked GGUF reader and dequantiser.
 //! - [`tokenizer`]: tokenizers from `tokenizer.json` or GGUF metadata, and chat templates.
 //! - [`source`]: model sources (`path`, `pip:`, `hf:`), aliases and the local cache.
+//! - [`rng`]: the seeded generator every random choice uses (splitmix64).
 //! - [`model`]: the hooked transformer itself, its hook points and activation cache.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod loader;
 pub mod model;
+pub mod rng;
 pub mod safetensors_file;
 pub mod source;
 pub mod tokenizer;
