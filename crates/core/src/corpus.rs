@@ -1,1 +1,110 @@
-//! Corpora: documents from text or JSONL files, and the shipped English corpus.
+//! Corpora: documents from text or JSONL files.
+//!
+//! A `.jsonl` file holds one JSON object per line; its `"text"` field is one document. Any other
+//! file is plain UTF-8 text whose documents are separated by one or more blank lines. Empty
+//! documents are dropped; a file with no documents is an error.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Read the documents of a text or JSONL file.
+pub fn load_documents(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let is_jsonl = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
+    let docs = if is_jsonl {
+        parse_jsonl(&text).map_err(|reason| Error::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        })?
+    } else {
+        split_paragraphs(&text)
+    };
+    if docs.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: the corpus has no documents",
+            path.display()
+        )));
+    }
+    Ok(docs)
+}
+
+/// Documents of a plain text: runs of non-blank lines, joined with newlines.
+pub fn split_paragraphs(text: &str) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut cur: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                docs.push(cur.join("\n"));
+                cur.clear();
+            }
+        } else {
+            cur.push(line);
+        }
+    }
+    if !cur.is_empty() {
+        docs.push(cur.join("\n"));
+    }
+    docs
+}
+
+/// Documents of a JSONL text: the `"text"` string of each non-blank line.
+pub fn parse_jsonl(text: &str) -> std::result::Result<Vec<String>, String> {
+    let mut docs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let t = v
+            .get("text")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| format!("line {}: no string field \"text\"", i + 1))?;
+        if !t.trim().is_empty() {
+            docs.push(t.to_string());
+        }
+    }
+    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paragraphs_and_jsonl() {
+        assert_eq!(
+            split_paragraphs("a\nb\n\n\n c\n  \n"),
+            vec!["a\nb".to_string(), " c".to_string()]
+        );
+        assert_eq!(
+            parse_jsonl("{\"text\": \"x y\"}\n\n{\"text\": \"\", \"id\": 2}\n{\"text\": \"z\"}")
+                .unwrap(),
+            vec!["x y".to_string(), "z".to_string()]
+        );
+        assert!(parse_jsonl("{\"body\": 1}").unwrap_err().contains("line 1"));
+        assert!(parse_jsonl("not json").is_err());
+    }
+
+    #[test]
+    fn empty_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.txt");
+        std::fs::write(&p, "\n \n").unwrap();
+        assert!(matches!(load_documents(&p), Err(Error::Input(_))));
+        assert!(matches!(
+            load_documents(&dir.path().join("missing.txt")),
+            Err(Error::Io { .. })
+        ));
+        let j = dir.path().join("c.jsonl");
+        std::fs::write(&j, "{\"text\": \"one\"}\n{\"text\": 3}\n").unwrap();
+        assert!(matches!(load_documents(&j), Err(Error::Malformed { .. })));
+    }
+}
