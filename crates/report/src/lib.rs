@@ -9,6 +9,7 @@
 
 pub mod figure;
 pub mod html;
+mod png;
 
 pub use figure::{BarChart, ColorScale, Figure, Heatmap, LinePlot, Series, SeriesStyle};
 pub use html::Report;
