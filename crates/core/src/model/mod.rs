@@ -46,7 +46,9 @@ pub struct RunOptions<'a> {
     pub attention_mask: Option<&'a Tensor>,
     /// Start at this block; the input must then be [`Input::Resid`] (`blocks.L.hook_resid_pre`).
     pub start_at_layer: Option<usize>,
-    /// Stop before this block and return its `hook_resid_pre` instead of logits.
+    /// Stop before this block and return its `hook_resid_pre` instead of logits. As in
+    /// TransformerLens, `Some(n_layers)` returns the final residual stream (before `ln_final`)
+    /// and skips the unembedding; `None` runs to the logits.
     pub stop_at_layer: Option<usize>,
 }
 
@@ -494,7 +496,7 @@ impl HookedTransformer {
         if let Some(kv) = kv {
             kv.len = geo.k_len;
         }
-        if stop < c.n_layers {
+        if opts.stop_at_layer.is_some() {
             return Ok(x);
         }
         let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, rt)?;
