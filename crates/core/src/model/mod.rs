@@ -72,6 +72,36 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The first `len` positions of a batch-1 cache, repeated for a batch of `batch` (the shared
+    /// prefix of a patching sweep). Padding masks are not carried over.
+    pub fn prefix(&self, len: usize, batch: usize) -> Result<KvCache> {
+        if len > self.len {
+            return Err(Error::Input(format!(
+                "prefix of {len} positions from a cache of {}",
+                self.len
+            )));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|slot| -> Result<Option<(Tensor, Tensor)>> {
+                let Some((k, v)) = slot else { return Ok(None) };
+                if k.dim(0)? != 1 {
+                    return Err(Error::Input("prefix needs a cache of batch 1".into()));
+                }
+                let cut = |t: &Tensor| -> Result<Tensor> {
+                    Ok(t.narrow(2, 0, len)?.repeat((batch, 1, 1, 1))?.contiguous()?)
+                };
+                Ok(Some((cut(k)?, cut(v)?)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers,
+            mask: None,
+            len,
+        })
+    }
 }
 
 /// The hooked transformer.
@@ -301,6 +331,56 @@ impl HookedTransformer {
             ..Default::default()
         };
         self.run_inner(Input::Tokens(tokens), &opts, &mut rt, Some(kv))
+    }
+
+    /// Run a residual stream of new positions `[batch, new, d_model]` (after the `kv.len()`
+    /// positions held in `kv`) from block `start_at_layer` through the last block, and return
+    /// the final residual stream (before `ln_final`). `kv` must hold keys and values for every
+    /// block from `start_at_layer` on; it is extended. Patching sweeps use this to recompute only
+    /// what a patch can change.
+    pub fn run_resid_with_kv(
+        &self,
+        resid: &Tensor,
+        start_at_layer: usize,
+        kv: &mut KvCache,
+        hooks: Option<&mut Hooks>,
+    ) -> Result<Tensor> {
+        let names = self.hook_names();
+        let mut rt = HookRuntime::new(&names, hooks, None)?;
+        let opts = RunOptions {
+            start_at_layer: Some(start_at_layer),
+            stop_at_layer: Some(self.cfg.n_layers),
+            ..Default::default()
+        };
+        if kv.len > 0 && kv.layers.len() == self.cfg.n_layers {
+            for l in start_at_layer..self.cfg.n_layers {
+                if kv.layers[l].is_none() {
+                    return Err(Error::Input(format!("the KV cache has no entry for block {l}")));
+                }
+            }
+        }
+        self.run_inner(Input::Resid(resid), &opts, &mut rt, Some(kv))
+    }
+
+    /// `ln_final` and the unembedding applied to a residual stream `[..., d_model]`, without
+    /// hooks: the logits the model would produce from that residual.
+    pub fn unembed_resid(&self, resid: &Tensor) -> Result<Tensor> {
+        let mut rt = HookRuntime::new(&[], None, None)?;
+        let dims = resid.dims().to_vec();
+        let d = self.cfg.d_model;
+        let rows = resid.elem_count() / d;
+        let x = resid.reshape((1, rows, d))?;
+        let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, &mut rt)?;
+        let mut logits = x.reshape((rows, d))?.matmul(&self.weights.unembed()?)?;
+        if let Some(bu) = &self.weights.b_u {
+            logits = logits.broadcast_add(bu)?;
+        }
+        if let Some(cap) = self.cfg.final_logit_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.cfg.d_vocab;
+        Ok(logits.reshape(out)?)
     }
 
     fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {

@@ -1,0 +1,143 @@
+//! Activation patching: the fast sweep against the plain definition, against TransformerLens on
+//! SmolLM2 (`crates/core/tests/fixtures/reference/smollm2/tl_patching.*`, made with
+//! `transformer_lens.patching.get_act_patch_resid_pre` / `get_act_patch_attn_out` by
+//! `scripts/peer/make_fixtures.py`), and on cases whose answer is known.
+
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device};
+use interplab_analysis::patching::{
+    patch_naive, HeadSite, Metric, PatchingSetup, PositionSite, Region,
+};
+use interplab_core::loader::{load, LoadedModel};
+
+fn smollm2() -> &'static LoadedModel {
+    static M: OnceLock<LoadedModel> = OnceLock::new();
+    M.get_or_init(|| load("smollm2-135m", &Device::Cpu, &mut |_| {}).expect("loading smollm2-135m"))
+}
+
+fn reference() -> std::collections::HashMap<String, candle_core::Tensor> {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures/reference/smollm2/tl_patching.safetensors");
+    candle_core::safetensors::load(p, &Device::Cpu).unwrap()
+}
+
+fn ids(t: &candle_core::Tensor) -> Vec<u32> {
+    t.to_dtype(DType::U32).unwrap().to_vec1().unwrap()
+}
+
+fn ioi_setup() -> PatchingSetup<'static> {
+    let m = smollm2();
+    let r = reference();
+    let answer = m.tokenizer.encode(" Mary", false).unwrap();
+    let wrong = m.tokenizer.encode(" John", false).unwrap();
+    assert_eq!((answer.len(), wrong.len()), (1, 1));
+    let metric = Metric::LogitDiff {
+        answer: answer[0],
+        wrong: wrong[0],
+    };
+    PatchingSetup::new(
+        &m.model,
+        &ids(&r["clean_tokens"]),
+        &ids(&r["corrupted_tokens"]),
+        metric,
+    )
+    .unwrap()
+}
+
+fn max_diff(a: &[Vec<f64>], b: &candle_core::Tensor) -> f64 {
+    let b: Vec<Vec<f32>> = b.to_vec2().unwrap();
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, &y)| (x - y as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn resid_pre_and_attn_out_sweeps_match_transformer_lens() {
+    let s = ioi_setup();
+    let r = reference();
+    // tl_patching.json: clean 6.1196, corrupted -5.4853 (TransformerLens, same GGUF weights).
+    assert!((s.clean_raw - 6.11959).abs() < 2e-3 && (s.corrupted_raw + 5.48528).abs() < 2e-3);
+    let resid = s.sweep_positions(PositionSite::ResidPre).unwrap();
+    let d = max_diff(&resid.values, &r["resid_pre"]);
+    assert!(d < 1e-3, "resid_pre: max |ours - TL| = {d}");
+    let attn = s.sweep_positions(PositionSite::AttnOut).unwrap();
+    let d = max_diff(&attn.values, &r["attn_out"]);
+    assert!(d < 1e-3, "attn_out: max |ours - TL| = {d}");
+}
+
+#[test]
+fn fast_sweep_equals_the_plain_definition() {
+    let s = ioi_setup();
+    let n = s.clean.len();
+    for (name, layer, region) in [
+        ("blocks.3.hook_resid_mid", 3, Region::Position(n - 4)),
+        ("blocks.20.hook_mlp_out", 20, Region::Position(n - 1)),
+        ("blocks.29.hook_resid_post", 29, Region::Position(n - 1)),
+        ("blocks.12.attn.hook_z", 12, Region::Head(4)),
+        ("blocks.8.attn.hook_k", 8, Region::Head(1)),
+        ("blocks.15.attn.hook_pattern", 15, Region::Head(7)),
+    ] {
+        let (fast, _) = s.patch_layer(name, layer, &[region]).unwrap();
+        let plain = patch_naive(&s, name, region).unwrap();
+        assert!(
+            (fast[0] - plain).abs() < 1e-4,
+            "{name} {region:?}: fast {} plain {plain}",
+            fast[0]
+        );
+    }
+}
+
+#[test]
+fn known_answers() {
+    let s = ioi_setup();
+    let resid = s.sweep_positions(PositionSite::ResidPre).unwrap();
+    let diff_pos: Vec<usize> = (0..s.clean.len())
+        .filter(|&p| s.clean[p] != s.corrupted[p])
+        .collect();
+    assert_eq!(diff_pos.len(), 1);
+    // At layer 0 the residual is the embedding: positions whose tokens agree patch nothing
+    // (exactly 0), and the differing position carries everything (exactly the clean run).
+    for (p, &v) in resid.values[0].iter().enumerate() {
+        if diff_pos.contains(&p) {
+            assert!((v - 1.0).abs() < 1e-4, "position {p}: {v}");
+        } else {
+            assert_eq!(v, 0.0, "position {p}");
+        }
+    }
+    // Patching the last position's final residual restores the clean logits exactly.
+    let post = s.sweep_positions(PositionSite::ResidPost).unwrap();
+    assert!((post.values[29][s.clean.len() - 1] - 1.0).abs() < 1e-4);
+    // KL to clean: 0 when restored, positive for the corrupted run.
+    let m = &s.model();
+    let kl = PatchingSetup::new(m, &s.clean, &s.corrupted, Metric::Kl).unwrap();
+    assert!(kl.corrupted_raw > 0.1);
+    let (v, _) = kl
+        .patch_layer(
+            "blocks.0.hook_resid_pre",
+            0,
+            &[Region::Position(diff_pos[0])],
+        )
+        .unwrap();
+    assert!(v[0].abs() < 1e-4, "{v:?}");
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let m = smollm2();
+    let metric = Metric::LogitDiff {
+        answer: 1,
+        wrong: 2,
+    };
+    assert!(PatchingSetup::new(&m.model, &[1, 2, 3], &[1, 2], metric).is_err());
+    let s = ioi_setup();
+    assert!(s
+        .patch_layer("blocks.0.attn.hook_z", 0, &[Region::Head(9)])
+        .is_err());
+    assert!(s
+        .patch_layer("blocks.30.hook_resid_pre", 30, &[Region::Position(0)])
+        .is_err());
+    assert!(s.sweep_heads(HeadSite::V).unwrap().values[0].len() == 3);
+}
