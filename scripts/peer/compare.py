@@ -14,9 +14,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def interplab(args, threads, runs):
+def interplab(args, threads, runs, what="load,forward,cache"):
     exe = os.path.join(ROOT, "target", "release", "interplab")
-    cmd = [exe, "--threads", str(threads), "bench", "smollm2-135m", "--runs", str(runs)]
+    cmd = [exe, "--threads", str(threads), "bench", "smollm2-135m", "--runs", str(runs), "--what", what]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return {r["name"]: r for r in (json.loads(l) for l in out.splitlines() if l.strip())}
 
@@ -27,11 +27,10 @@ def gguf_path():
     return next(w for w in out.split() if w.endswith(".gguf"))
 
 
-def peer(threads, runs, gguf):
+def peer(threads, runs, gguf, only=("hf_load_gguf", "hf_forward", "tl_forward", "tl_run_with_cache")):
     tmp = os.path.join(ROOT, "target", "peer.json")
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "peer", "bench_peer.py"), "--gguf", gguf,
-           "--threads", str(threads), "--runs", str(runs), "--json", tmp,
-           "--only", "hf_load_gguf", "hf_forward", "tl_forward", "tl_run_with_cache"]
+           "--threads", str(threads), "--runs", str(runs), "--json", tmp, "--only", *only]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(tmp) as f:
         data = json.load(f)
@@ -44,7 +43,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json")
+    ap.add_argument("--suite", choices=["foundation", "analysis"], default="foundation",
+                    help="foundation: load/forward/cache (issue 2); analysis: the resid_pre patching "
+                         "sweep and the head detector (issue 3)")
     a = ap.parse_args()
+    if a.suite == "analysis":
+        return analysis(a)
     ours = interplab(a, a.threads, a.runs)
     theirs = peer(a.threads, a.runs, gguf_path())
     f, c, ld = ours["interplab_forward"], ours["interplab_run_with_cache"], ours["interplab_load"]
@@ -60,6 +64,22 @@ def main():
     print(f"{'measure':28} {'interplab':>12} {'peer':>12}  ratio")
     for name, o, p, what, r in lines:
         print(f"{name:28} {o:12.3f} {p:12.3f}  {r:.2f} {what}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"interplab": ours, "peer": theirs, "threads": a.threads}, fh, indent=1)
+
+
+def analysis(a):
+    """Issue 3's figures: TransformerLens' get_act_patch_resid_pre on the IOI pair and
+    detect_head on 4 repeated random sequences, against `interplab bench --what patch,heads`."""
+    ours = interplab(a, a.threads, a.runs, what="patch,heads")
+    theirs = peer(a.threads, a.runs, gguf_path(), only=("tl_patching_resid_pre", "tl_head_detector"))
+    p, h = ours["interplab_patching_resid_pre"], ours["interplab_head_detector"]
+    tp, th = theirs["tl_patching_resid_pre"], theirs["tl_head_detector"]
+    print(f"{'measure (median s)':34} {'interplab':>10} {'TransformerLens':>16}  speed-up")
+    for name, o, t in [("resid_pre sweep 30x14 (IOI pair)", p["median_s"], tp["median_s"]),
+                       ("head detector, 4 x 101 tokens", h["median_s"], th["median_s"])]:
+        print(f"{name:34} {o:10.3f} {t:16.3f}  {t / o:.1f}x")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"interplab": ours, "peer": theirs, "threads": a.threads}, fh, indent=1)

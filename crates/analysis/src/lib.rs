@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! Interplab analysis: the instruments of circuit research, as library functions on a
 //! [`interplab_core::model::HookedTransformer`]. Errors are [`interplab_core::Error`].
 //!

@@ -9,6 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::Tensor;
 use clap::Args;
+use interplab_analysis::heads::{
+    head_scores, ordinary_tokens, repeated_random_tokens, HeadKind, HeadScoreOptions,
+};
+use interplab_analysis::patching::{Metric, PatchingSetup, PositionSite};
 use interplab_core::model::NameFilter;
 use serde_json::json;
 
@@ -29,7 +33,7 @@ pub struct BenchArgs {
     /// Timed runs per measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Comma-separated: load, forward, cache.
+    /// Comma-separated: load, forward, cache, patch (IOI resid_pre sweep), heads (head detector).
     #[arg(long, default_value = "load,forward,cache")]
     what: String,
     /// Also write the results as a JSON array here.
@@ -121,7 +125,57 @@ fn measure(a: &BenchArgs, what: &str) -> anyhow::Result<serde_json::Value> {
             }
             Ok(v)
         }
-        other => bail!("unknown measurement `{other}` (load, forward, cache)"),
+        "patch" => {
+            // scripts/peer/bench_peer.py `tl_patching_resid_pre`: the IOI pair without BOS,
+            // 30 layers x 14 positions of resid_pre, normalised logit difference.
+            let m = load_model(&a.model)?;
+            let enc = |s: &str| m.tokenizer.encode(s, false);
+            let clean = enc("When Mary and John went to the store, John gave a drink to")?;
+            let corrupted = enc("When Mary and John went to the store, Mary gave a drink to")?;
+            let (answer, wrong) = (enc(" Mary")?, enc(" John")?);
+            let metric = Metric::LogitDiff {
+                answer: answer[0],
+                wrong: wrong[0],
+            };
+            let mut times = Vec::new();
+            let mut forwards = 0;
+            for i in 0..=runs {
+                // Setup (the clean and corrupted runs) is part of the timed work, as in TL's
+                // measurement which receives a clean cache but runs every patched forward.
+                let t0 = Instant::now();
+                let s = PatchingSetup::new(&m.model, &clean, &corrupted, metric)?;
+                let sweep = s.sweep_positions(PositionSite::ResidPre)?;
+                forwards = sweep.patched_forwards;
+                if i > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            Ok(
+                json!({"name": "interplab_patching_resid_pre", "median_s": median(times),
+                      "runs": runs, "patched_forwards": forwards, "positions": clean.len()}),
+            )
+        }
+        "heads" => {
+            // scripts/peer/bench_peer.py `tl_head_detector`: 4 sequences of BOS + 50 random
+            // single-word tokens repeated twice, three head types.
+            let m = load_model(&a.model)?;
+            let pool = ordinary_tokens(&m.tokenizer, 1000..40_000);
+            let bos = m.tokenizer.encode("", true)?.first().copied();
+            let seqs = repeated_random_tokens(&pool, 50, 4, 0, bos)?;
+            let mut times = Vec::new();
+            for i in 0..=runs {
+                let t0 = Instant::now();
+                head_scores(&m.model, &seqs, &HeadKind::ALL, HeadScoreOptions::default())?;
+                if i > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            Ok(
+                json!({"name": "interplab_head_detector", "median_s": median(times), "runs": runs,
+                      "sequences": seqs.len(), "seq_len": seqs[0].len()}),
+            )
+        }
+        other => bail!("unknown measurement `{other}` (load, forward, cache, patch, heads)"),
     }
 }
 

@@ -1,16 +1,214 @@
-//! `interplab patch`.
+//! `interplab patch`: activation patching between a clean and a corrupted prompt.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
 use clap::Args;
+use interplab_analysis::patching::{HeadSite, Metric, PatchingSetup, PositionSite, Sweep};
+use interplab_report::{ColorScale, Figure, Heatmap, Report};
+use serde_json::json;
+
+use crate::cmd_run::{manifest, show_token};
+use crate::rundir::RunDir;
+use crate::ui::load_model;
 
 /// Arguments of `interplab patch`.
 #[derive(Args)]
 pub struct PatchArgs {
     /// Model: alias, path, pip:... or hf:...
     model: String,
+    /// The clean prompt.
+    #[arg(long)]
+    clean: String,
+    /// The corrupted prompt (same number of tokens).
+    #[arg(long)]
+    corrupt: String,
+    /// The answer token of the clean prompt (one token, e.g. " Mary").
+    #[arg(long)]
+    answer: Option<String>,
+    /// The competing token (one token, e.g. " John"), for the logit difference.
+    #[arg(long)]
+    wrong: Option<String>,
+    /// logit-diff (normalised: 0 = corrupted, 1 = clean), prob (of the answer), kl (to clean).
+    #[arg(long, default_value = "logit-diff")]
+    metric: String,
+    /// Sites, comma-separated: resid_pre, resid_mid, resid_post, attn_out, mlp_out (per
+    /// position) and z, q, k, v, pattern (per head, all positions).
+    #[arg(long, default_value = "resid_pre,attn_out,mlp_out,z")]
+    sites: String,
+    /// Prepend BOS (default: what the model's tokenizer says).
+    #[arg(long, overrides_with = "no_bos")]
+    bos: bool,
+    /// Do not prepend BOS.
+    #[arg(long)]
+    no_bos: bool,
+    /// Run directory (default runs/patch-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
-/// Activation and attribution patching between a clean and a corrupted prompt.
+/// One token id for a string that must be exactly one token.
+fn single_token(
+    m: &interplab_core::loader::LoadedModel,
+    s: &str,
+    what: &str,
+) -> anyhow::Result<u32> {
+    let ids = m.tokenizer.encode(s, false)?;
+    match ids.as_slice() {
+        [id] => Ok(*id),
+        _ => bail!("{what} {s:?} is {} tokens, not one: {ids:?}", ids.len()),
+    }
+}
+
+/// Run the sweeps and write the run directory.
 pub fn run(a: PatchArgs) -> anyhow::Result<()> {
-    let _ = a.model;
-    anyhow::bail!("`interplab patch` is not implemented yet")
+    let m = load_model(&a.model)?;
+    let bos = if a.no_bos {
+        false
+    } else {
+        a.bos || m.tokenizer.add_bos_default()
+    };
+    let clean = m.tokenizer.encode(&a.clean, bos)?;
+    let corrupt = m.tokenizer.encode(&a.corrupt, bos)?;
+    if clean.len() != corrupt.len() {
+        bail!(
+            "the clean prompt is {} tokens and the corrupted one {}: patching needs equal lengths",
+            clean.len(),
+            corrupt.len()
+        );
+    }
+    let metric = match a.metric.as_str() {
+        "logit-diff" => {
+            let (Some(ans), Some(wr)) = (&a.answer, &a.wrong) else {
+                bail!("--metric logit-diff needs --answer and --wrong");
+            };
+            Metric::LogitDiff {
+                answer: single_token(&m, ans, "--answer")?,
+                wrong: single_token(&m, wr, "--wrong")?,
+            }
+        }
+        "prob" => {
+            let Some(ans) = &a.answer else {
+                bail!("--metric prob needs --answer")
+            };
+            Metric::AnswerProb {
+                answer: single_token(&m, ans, "--answer")?,
+            }
+        }
+        "kl" => Metric::Kl,
+        other => bail!("unknown metric {other:?} (logit-diff, prob, kl)"),
+    };
+    let setup = PatchingSetup::new(&m.model, &clean, &corrupt, metric)?;
+    let labels: Vec<String> = clean
+        .iter()
+        .zip(&corrupt)
+        .map(|(&c, &x)| {
+            if c == x {
+                show_token(&m, c)
+            } else {
+                format!("{}/{}", show_token(&m, c), show_token(&m, x))
+            }
+        })
+        .collect();
+    let dir = RunDir::create(a.out.as_deref(), "patch")?;
+    let args = json!({"clean": a.clean, "corrupt": a.corrupt, "answer": a.answer, "wrong": a.wrong,
+                      "metric": a.metric, "sites": a.sites, "bos": bos});
+    dir.write_json("manifest.json", &manifest(&m, "patch", args)?)?;
+    let mut report = Report::new(format!("Activation patching: {}", a.model));
+    report.key_values(&[
+        ("clean", a.clean.clone()),
+        ("corrupted", a.corrupt.clone()),
+        ("metric", format!("{metric:?}")),
+        ("clean metric (raw)", format!("{:.4}", setup.clean_raw)),
+        (
+            "corrupted metric (raw)",
+            format!("{:.4}", setup.corrupted_raw),
+        ),
+    ]);
+    report.paragraph(
+        "Clean activations are patched into the corrupted run, one site at a time. For the \
+         logit difference, 0 is the corrupted behaviour and 1 the clean one.",
+    );
+    println!(
+        "clean {:.4}  corrupted {:.4}  ({} tokens)",
+        setup.clean_raw,
+        setup.corrupted_raw,
+        clean.len()
+    );
+    let mut tensors = HashMap::new();
+    let mut results = serde_json::Map::new();
+    for site in a.sites.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (sweep, x_ticks, x_label) =
+            if let Some(ps) = PositionSite::ALL.iter().find(|p| p.name() == site) {
+                (setup.sweep_positions(*ps)?, labels.clone(), "position")
+            } else if let Some(hs) = HeadSite::ALL.iter().find(|h| h.name() == site) {
+                let n = hs.n_heads(&m.model);
+                (
+                    setup.sweep_heads(*hs)?,
+                    (0..n).map(|h| h.to_string()).collect(),
+                    "head",
+                )
+            } else {
+                bail!("unknown site {site:?}");
+            };
+        print_top(&sweep, &x_ticks, x_label);
+        let fig = sweep_figure(&sweep, x_ticks, x_label, metric);
+        dir.write_figure(&format!("patch_{site}"), &fig)?;
+        report
+            .heading(site)
+            .figure(format!("{site} patched per layer × {x_label}"), &fig);
+        let (nl, nx) = (sweep.values.len(), sweep.values[0].len());
+        let flat: Vec<f32> = sweep.values.iter().flatten().map(|&v| v as f32).collect();
+        tensors.insert(
+            site.to_string(),
+            Tensor::from_vec(flat, (nl, nx), &Device::Cpu)?,
+        );
+        results.insert(site.into(), json!(sweep));
+    }
+    results.insert("clean_tokens".into(), json!(clean));
+    results.insert("corrupted_tokens".into(), json!(corrupt));
+    results.insert("clean_raw".into(), json!(setup.clean_raw));
+    results.insert("corrupted_raw".into(), json!(setup.corrupted_raw));
+    dir.write_tensors("patching.safetensors", &tensors)?;
+    dir.write_json("results.json", &serde_json::Value::Object(results))
+        .context("writing results")?;
+    dir.write_report(&report)?;
+    println!("wrote {}", dir.path.display());
+    Ok(())
+}
+
+fn print_top(s: &Sweep, x: &[String], x_label: &str) {
+    let mut all: Vec<(usize, usize, f64)> = s
+        .values
+        .iter()
+        .enumerate()
+        .flat_map(|(l, r)| r.iter().enumerate().map(move |(i, &v)| (l, i, v)))
+        .collect();
+    all.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+    println!("{}: largest effects", s.site);
+    for (l, i, v) in all.iter().take(5) {
+        println!("  layer {l:>2}  {x_label} {:<16} {v:+.4}", x[*i]);
+    }
+}
+
+/// Layers × positions (or heads) heat map; signed metrics use a diverging scale centred at 0.
+fn sweep_figure(s: &Sweep, x_ticks: Vec<String>, x_label: &str, metric: Metric) -> Figure {
+    let (scale, label) = match metric {
+        Metric::LogitDiff { .. } => (ColorScale::Diverging, "normalised logit difference"),
+        Metric::AnswerProb { .. } => (ColorScale::Sequential, "p(answer)"),
+        Metric::Kl => (ColorScale::Sequential, "KL(clean ‖ patched), nats"),
+    };
+    Figure::Heatmap(Heatmap {
+        title: format!("patching {}", s.site),
+        x_label: x_label.into(),
+        y_label: "layer".into(),
+        x_ticks,
+        y_ticks: (0..s.values.len()).map(|l| l.to_string()).collect(),
+        values: s.values.clone(),
+        scale,
+        range: None,
+        colorbar_label: label.into(),
+    })
 }

@@ -77,3 +77,19 @@ impl RunDir {
         self.write("report.html", report.to_html().as_bytes())
     }
 }
+
+impl RunDir {
+    /// Write named tensors as one safetensors file (numpy and torch read it).
+    pub fn write_tensors(
+        &self,
+        name: &str,
+        tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    ) -> anyhow::Result<PathBuf> {
+        let dst = self.path.join(name);
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        candle_core::safetensors::save(tensors, &tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &dst).with_context(|| format!("renaming to {}", dst.display()))?;
+        Ok(dst)
+    }
+}

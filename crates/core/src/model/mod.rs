@@ -91,7 +91,9 @@ impl KvCache {
                     return Err(Error::Input("prefix needs a cache of batch 1".into()));
                 }
                 let cut = |t: &Tensor| -> Result<Tensor> {
-                    Ok(t.narrow(2, 0, len)?.repeat((batch, 1, 1, 1))?.contiguous()?)
+                    Ok(t.narrow(2, 0, len)?
+                        .repeat((batch, 1, 1, 1))?
+                        .contiguous()?)
                 };
                 Ok(Some((cut(k)?, cut(v)?)))
             })
@@ -355,7 +357,9 @@ impl HookedTransformer {
         if kv.len > 0 && kv.layers.len() == self.cfg.n_layers {
             for l in start_at_layer..self.cfg.n_layers {
                 if kv.layers[l].is_none() {
-                    return Err(Error::Input(format!("the KV cache has no entry for block {l}")));
+                    return Err(Error::Input(format!(
+                        "the KV cache has no entry for block {l}"
+                    )));
                 }
             }
         }
