@@ -19,14 +19,15 @@
 //!   previous token from `S` (so it K-composes with head 0.0): it attends to the position just
 //!   after an earlier copy of the current token. Its OV circuit copies `T` of the attended
 //!   position into `O`, and the unembedding reads `O`: the model predicts the token that
-//!   followed the earlier copy.
+//!   followed the earlier copy. With no earlier copy it attends BOS, whose value is zero, and
+//!   the logits are uniform.
 //! - **Heads 0.1 and 1.1, distractors**: 0.1 has a zero QK circuit (uniform attention over the
 //!   prefix); 1.1 attends to the current position. Both write a constant into `D`, which
 //!   nothing reads, so ablating them changes no logit.
 //!
 //! On a random token sequence repeated twice, the second repeat is predicted with probability
-//! close to 1 (the logit gap is `UNEMBED_GAIN` against every other token), the first repeat at
-//! chance.
+//! close to 1 (the logit gap is `UNEMBED_GAIN` against every other token), the first repeat
+//! exactly at chance (uniform logits, loss ln(vocab)).
 
 use candle_core::{Device, Tensor};
 use interplab_core::config::{Activation, Architecture, ModelConfig, NormKind, Positions};
@@ -144,13 +145,19 @@ pub fn induction_model(vocab: usize, n_ctx: usize) -> Result<HookedTransformer> 
                 wo[t * dm + lay.s + t] = 1.0;
             }
         } else {
-            // 1.0: q = g·e_(current token) from T, k = g·e_(previous token) from S.
-            for t in 0..vocab {
+            // 1.0: q = g·e_(current token) from T, k = g·e_(previous token) from S, for real
+            // tokens (t >= 1). Unit 0 is an attention sink: every real query puts g/2 on it and
+            // BOS's position puts g on it, so a query with no earlier copy attends BOS (score
+            // GAIN/2) rather than spreading over the prefix.
+            for t in 1..vocab {
                 wq[(lay.t + t) * hd + t] = g;
                 wk[(lay.s + t) * hd + t] = g;
+                wq[(lay.t + t) * hd] = g / 2.0;
             }
-            // OV: T_t -> O_t.
-            for t in 0..vocab {
+            wk[lay.p * hd] = g;
+            // OV: T_t -> O_t for real tokens; BOS writes nothing, so attending it predicts
+            // nothing (uniform logits).
+            for t in 1..vocab {
                 wv[(lay.t + t) * hd + t] = 1.0;
                 wo[t * dm + lay.o + t] = 1.0;
             }
