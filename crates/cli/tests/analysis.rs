@@ -1,0 +1,175 @@
+//! End-to-end tests of the analysis commands on the real default model: each writes a complete
+//! run directory, and bad input (unequal prompt lengths, a metric token that is not one token,
+//! an empty corpus, an unknown site) is one clear error, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn interplab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_interplab"))
+        .args(args)
+        .output()
+        .expect("running interplab")
+}
+
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+fn assert_run_dir(dir: &Path, files: &[&str]) {
+    for f in ["manifest.json", "results.json", "report.html"]
+        .iter()
+        .chain(files)
+    {
+        let p = dir.join(f);
+        assert!(p.is_file(), "missing {}", p.display());
+        assert!(
+            std::fs::metadata(&p).unwrap().len() > 0,
+            "empty {}",
+            p.display()
+        );
+    }
+}
+
+const CLEAN: &str = "When Mary and John went to the store, John gave a drink to";
+const CORRUPT: &str = "When Mary and John went to the store, Mary gave a drink to";
+
+#[test]
+fn heads_writes_scores_figures_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = interplab(&[
+        "heads",
+        "smollm2-135m",
+        "--seq-len",
+        "12",
+        "--n-seq",
+        "2",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(
+        dir.path(),
+        &[
+            "scores.safetensors",
+            "induction_head.svg",
+            "induction_head.png",
+        ],
+    );
+    let st = candle_core::safetensors::load(
+        dir.path().join("scores.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(st["induction_head"].dims(), &[30, 9]);
+}
+
+#[test]
+fn patch_sweeps_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = interplab(&[
+        "patch",
+        "smollm2-135m",
+        "--clean",
+        CLEAN,
+        "--corrupt",
+        CORRUPT,
+        "--answer",
+        " Mary",
+        "--wrong",
+        " John",
+        "--sites",
+        "resid_pre,z",
+        "--out",
+        d,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(
+        dir.path(),
+        &[
+            "patching.safetensors",
+            "patch_resid_pre.svg",
+            "patch_resid_pre.png",
+            "patch_z.png",
+        ],
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("John"));
+    assert_clean_error(
+        &interplab(&[
+            "patch",
+            "smollm2-135m",
+            "--clean",
+            CLEAN,
+            "--corrupt",
+            "When Mary went",
+            "--answer",
+            " Mary",
+            "--wrong",
+            " John",
+        ]),
+        "needs equal lengths",
+    );
+    assert_clean_error(
+        &interplab(&[
+            "patch",
+            "smollm2-135m",
+            "--clean",
+            CLEAN,
+            "--corrupt",
+            CORRUPT,
+            "--answer",
+            " Maryland Avenue",
+            "--wrong",
+            " John",
+        ]),
+        "not one",
+    );
+    assert_clean_error(
+        &interplab(&[
+            "patch",
+            "smollm2-135m",
+            "--clean",
+            CLEAN,
+            "--corrupt",
+            CORRUPT,
+            "--metric",
+            "kl",
+            "--sites",
+            "resid_sideways",
+        ]),
+        "unknown site",
+    );
+}
+
+#[test]
+fn ablate_rejects_an_empty_corpus_and_compose_a_bad_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    assert_clean_error(
+        &interplab(&[
+            "ablate",
+            "smollm2-135m",
+            "--corpus",
+            empty.to_str().unwrap(),
+        ]),
+        "no documents",
+    );
+    assert_clean_error(
+        &interplab(&["compose", "smollm2-135m", "--kinds", "x"]),
+        "unknown composition kind",
+    );
+}
