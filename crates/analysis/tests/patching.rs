@@ -141,3 +141,31 @@ fn bad_input_is_an_error() {
         .is_err());
     assert!(s.sweep_heads(HeadSite::V).unwrap().values[0].len() == 3);
 }
+
+#[test]
+fn attribution_patching_agrees_with_activation_patching_on_ioi() {
+    use interplab_analysis::attribution::{agreement, attribution_sweeps};
+    let s = ioi_setup();
+    let sites = [
+        PositionSite::ResidPre,
+        PositionSite::AttnOut,
+        PositionSite::MlpOut,
+    ];
+    let attr = attribution_sweeps(&s, &sites, &[HeadSite::Z]).unwrap();
+    let z = s.sweep_heads(HeadSite::Z).unwrap();
+    let attn = s.sweep_positions(PositionSite::AttnOut).unwrap();
+    let resid = s.sweep_positions(PositionSite::ResidPre).unwrap();
+    let cz = agreement(&z, &attr[3], s.corrupted_value(), 10);
+    let ca = agreement(&attn, &attr[1], s.corrupted_value(), 10);
+    let cr = agreement(&resid, &attr[0], s.corrupted_value(), 10);
+    // Thresholds and why: see the doc comment of `interplab_analysis::attribution`.
+    assert!(
+        cz.correlation > 0.9 && cz.top_k_overlap >= 0.7 && cz.sign_agreement >= 0.9,
+        "z {cz:?}"
+    );
+    assert!(
+        ca.correlation > 0.9 && ca.sign_agreement >= 0.9,
+        "attn_out {ca:?}"
+    );
+    assert!(cr.sign_agreement >= 0.9, "resid_pre {cr:?}");
+}
