@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use clap::Args;
+use interplab_analysis::attribution::{agreement, attribution_sweeps};
 use interplab_analysis::patching::{HeadSite, Metric, PatchingSetup, PositionSite, Sweep};
 use interplab_report::{ColorScale, Figure, Heatmap, Report};
 use serde_json::json;
@@ -44,6 +45,10 @@ pub struct PatchArgs {
     /// Do not prepend BOS.
     #[arg(long)]
     no_bos: bool,
+    /// Also run attribution patching (two forwards, one backward) for the same sites and report
+    /// its agreement with activation patching.
+    #[arg(long)]
+    attribution: bool,
     /// Run directory (default runs/patch-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -139,6 +144,7 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
     );
     let mut tensors = HashMap::new();
     let mut results = serde_json::Map::new();
+    let mut done: Vec<(String, Sweep, Vec<String>, &str)> = Vec::new();
     for site in a.sites.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (sweep, x_ticks, x_label) =
             if let Some(ps) = PositionSite::ALL.iter().find(|p| p.name() == site) {
@@ -166,6 +172,69 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
             Tensor::from_vec(flat, (nl, nx), &Device::Cpu)?,
         );
         results.insert(site.into(), json!(sweep));
+        done.push((
+            site.to_string(),
+            sweep,
+            x_ticks_for(&labels, &m, site),
+            x_label,
+        ));
+    }
+    if a.attribution {
+        let ps: Vec<PositionSite> = PositionSite::ALL
+            .iter()
+            .copied()
+            .filter(|p| done.iter().any(|d| d.0 == p.name()))
+            .collect();
+        let hs: Vec<HeadSite> = HeadSite::ALL
+            .iter()
+            .copied()
+            .filter(|h| *h != HeadSite::Pattern && done.iter().any(|d| d.0 == h.name()))
+            .collect();
+        let attr = attribution_sweeps(&setup, &ps, &hs)?;
+        let mut rows = Vec::new();
+        println!("attribution patching vs activation patching:");
+        for at in &attr {
+            let base = at.site.trim_end_matches("_attribution");
+            let (_, act, ticks, x_label) =
+                done.iter().find(|d| d.0 == base).expect("site was swept");
+            let ag = agreement(act, at, setup.corrupted_value(), 10);
+            println!(
+                "  {base:<10} correlation {:+.3}  top-10 overlap {:.0}%  sign agreement {:.0}%",
+                ag.correlation,
+                100.0 * ag.top_k_overlap,
+                100.0 * ag.sign_agreement
+            );
+            rows.push(vec![
+                base.to_string(),
+                format!("{:+.3}", ag.correlation),
+                format!("{:.0}%", 100.0 * ag.top_k_overlap),
+                format!("{:.0}%", 100.0 * ag.sign_agreement),
+            ]);
+            let fig = sweep_figure(at, ticks.clone(), x_label, metric);
+            dir.write_figure(&format!("attribution_{base}"), &fig)?;
+            report
+                .heading(format!("{base}: attribution patching"))
+                .figure(
+                    "(a_clean − a_corrupt)·∂metric/∂a at the corrupted run",
+                    &fig,
+                );
+            let (nl, nx) = (at.values.len(), at.values[0].len());
+            let flat: Vec<f32> = at.values.iter().flatten().map(|&v| v as f32).collect();
+            tensors.insert(
+                at.site.clone(),
+                Tensor::from_vec(flat, (nl, nx), &Device::Cpu)?,
+            );
+            results.insert(at.site.clone(), json!({"sweep": at, "agreement": ag}));
+        }
+        report.heading("attribution vs activation patching").table(
+            &[
+                "site",
+                "correlation",
+                "top-10 overlap",
+                "sign agreement (|effect| ≥ 0.05)",
+            ],
+            rows,
+        );
     }
     results.insert("clean_tokens".into(), json!(clean));
     results.insert("corrupted_tokens".into(), json!(corrupt));
@@ -177,6 +246,17 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
     Ok(())
+}
+
+fn x_ticks_for(
+    labels: &[String],
+    m: &interplab_core::loader::LoadedModel,
+    site: &str,
+) -> Vec<String> {
+    match HeadSite::ALL.iter().find(|h| h.name() == site) {
+        Some(h) => (0..h.n_heads(&m.model)).map(|i| i.to_string()).collect(),
+        None => labels.to_vec(),
+    }
 }
 
 fn print_top(s: &Sweep, x: &[String], x_label: &str) {
