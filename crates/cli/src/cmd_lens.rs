@@ -1,16 +1,199 @@
-//! `interplab lens`.
+//! `interplab lens`: logit lens and direct logit attribution for a prompt.
 
+use std::path::PathBuf;
+
+use anyhow::bail;
 use clap::Args;
+use interplab_analysis::lens::{direct_logit_attribution, logit_lens};
+use interplab_report::{BarChart, ColorScale, Figure, Heatmap, Report};
+use serde_json::json;
+
+use crate::cmd_run::{manifest, show_token};
+use crate::rundir::RunDir;
+use crate::ui::load_model;
 
 /// Arguments of `interplab lens`.
 #[derive(Args)]
 pub struct LensArgs {
     /// Model: alias, path, pip:... or hf:...
     model: String,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Token whose logit is attributed (one token; default: the model's top prediction).
+    #[arg(long)]
+    target: Option<String>,
+    /// Attribute the logit difference target − contrast (one token).
+    #[arg(long)]
+    contrast: Option<String>,
+    /// Position to read (negative counts from the end).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    position: i64,
+    /// Tokens to show per layer.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Run directory (default runs/lens-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
-/// Logit lens and direct logit attribution for a prompt.
+fn one_token(m: &interplab_core::loader::LoadedModel, s: &str, what: &str) -> anyhow::Result<u32> {
+    match m.tokenizer.encode(s, false)?.as_slice() {
+        [id] => Ok(*id),
+        ids => bail!("{what} {s:?} is {} tokens, not one", ids.len()),
+    }
+}
+
+/// Decode every layer and attribute the target's logit.
 pub fn run(a: LensArgs) -> anyhow::Result<()> {
-    let _ = a.model;
-    anyhow::bail!("`interplab lens` is not implemented yet")
+    let m = load_model(&a.model)?;
+    let tokens = m
+        .tokenizer
+        .encode(&a.prompt, m.tokenizer.add_bos_default())?;
+    if tokens.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let n = tokens.len() as i64;
+    let pos = if a.position < 0 {
+        n + a.position
+    } else {
+        a.position
+    };
+    if pos < 0 || pos >= n {
+        bail!("position {} is outside the prompt's {n} tokens", a.position);
+    }
+    let pos = pos as usize;
+    let contrast = a
+        .contrast
+        .as_deref()
+        .map(|s| one_token(&m, s, "--contrast"))
+        .transpose()?;
+    let target = match &a.target {
+        Some(s) => one_token(&m, s, "--target")?,
+        None => {
+            let logits = m.model.forward(
+                &candle_core::Tensor::new(tokens.as_slice(), m.model.device())?.unsqueeze(0)?,
+            )?;
+            logits.get(0)?.get(pos)?.argmax(0)?.to_scalar::<u32>()?
+        }
+    };
+    let lens = logit_lens(&m.model, &tokens, pos, Some(target), a.top_k)?;
+    let dla = direct_logit_attribution(&m.model, &tokens, pos, target, contrast)?;
+    println!(
+        "logit lens at position {pos} ({}), target {}",
+        show_token(&m, tokens[pos]),
+        show_token(&m, target)
+    );
+    println!("  layer   p(target)  rank   top tokens");
+    for l in &lens {
+        let top: Vec<String> = l
+            .top
+            .iter()
+            .map(|(t, p)| format!("{} {:.2}", show_token(&m, *t), p))
+            .collect();
+        println!(
+            "  {:<6} {:>9.4}  {:>5}   {}",
+            l.name,
+            l.target_prob[pos],
+            l.target_rank.unwrap_or(0),
+            top.join("  ")
+        );
+    }
+    let what = match contrast {
+        Some(c) => format!(
+            "logit[{}] − logit[{}]",
+            show_token(&m, target),
+            show_token(&m, c)
+        ),
+        None => format!("logit[{}]", show_token(&m, target)),
+    };
+    println!(
+        "direct logit attribution of {what}: total {:.4} (model {:.4})",
+        dla.total, dla.logit
+    );
+    let mut comps = dla.components.clone();
+    comps.sort_by(|x, y| y.1.abs().total_cmp(&x.1.abs()));
+    for (c, v) in comps.iter().take(8) {
+        println!("  {c:<10} {v:+.4}");
+    }
+    let dir = RunDir::create(a.out.as_deref(), "lens")?;
+    let args = json!({"prompt": a.prompt, "target": a.target, "contrast": a.contrast, "position": a.position});
+    dir.write_json("manifest.json", &manifest(&m, "lens", args)?)?;
+    let labels: Vec<String> = tokens.iter().map(|&t| show_token(&m, t)).collect();
+    let lens_fig = Figure::Heatmap(Heatmap {
+        title: format!("logit lens: p({}) per layer", show_token(&m, target)),
+        x_label: "position".into(),
+        y_label: "layer (resid_post)".into(),
+        x_ticks: labels,
+        y_ticks: lens.iter().map(|l| l.name.clone()).collect(),
+        values: lens.iter().map(|l| l.target_prob.clone()).collect(),
+        scale: ColorScale::Sequential,
+        range: Some((0.0, 1.0)),
+        colorbar_label: "probability".into(),
+    });
+    let bars = Figure::Bar(BarChart {
+        title: format!("direct logit attribution of {what}"),
+        x_label: "component".into(),
+        y_label: "contribution".into(),
+        labels: dla.components.iter().map(|c| c.0.clone()).collect(),
+        values: dla.components.iter().map(|c| c.1).collect(),
+        ..Default::default()
+    });
+    dir.write_figure("logit_lens", &lens_fig)?;
+    dir.write_figure("dla_components", &bars)?;
+    let mut report = Report::new(format!(
+        "Logit lens and direct logit attribution: {}",
+        a.model
+    ));
+    report.key_values(&[
+        ("prompt", a.prompt.clone()),
+        ("position", pos.to_string()),
+        ("attributed", what.clone()),
+        ("sum of terms", format!("{:.4}", dla.total)),
+        ("model", format!("{:.4}", dla.logit)),
+    ]);
+    report.figure(
+        "probability of the target when each layer's residual is decoded",
+        &lens_fig,
+    );
+    report.figure(
+        "direct contribution of each component (scaled by ln_final's cached scale)",
+        &bars,
+    );
+    if !dla.heads.is_empty() {
+        let heads = Figure::Heatmap(Heatmap {
+            title: format!("per-head direct logit attribution of {what}"),
+            x_label: "head".into(),
+            y_label: "layer".into(),
+            x_ticks: (0..m.model.cfg.n_heads).map(|h| h.to_string()).collect(),
+            y_ticks: (0..dla.heads.len()).map(|l| l.to_string()).collect(),
+            values: dla.heads.clone(),
+            scale: ColorScale::Diverging,
+            range: None,
+            colorbar_label: "contribution".into(),
+        });
+        dir.write_figure("dla_heads", &heads)?;
+        report.figure("per head", &heads);
+    }
+    report.table(
+        &["layer", "p(target)", "rank", "top tokens"],
+        lens.iter()
+            .map(|l| {
+                vec![
+                    l.name.clone(),
+                    format!("{:.4}", l.target_prob[pos]),
+                    l.target_rank.unwrap_or(0).to_string(),
+                    l.top
+                        .iter()
+                        .map(|(t, p)| format!("{} {:.2}", show_token(&m, *t), p))
+                        .collect::<Vec<_>>()
+                        .join("  "),
+                ]
+            })
+            .collect(),
+    );
+    dir.write_json("results.json", &json!({"tokens": tokens, "position": pos, "target": target, "contrast": contrast, "lens": lens, "dla": dla}))?;
+    dir.write_report(&report)?;
+    println!("wrote {}", dir.path.display());
+    Ok(())
 }
