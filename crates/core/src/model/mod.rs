@@ -73,8 +73,9 @@ impl KvCache {
         self.len == 0
     }
 
-    /// The first `len` positions of a batch-1 cache, repeated for a batch of `batch` (the shared
-    /// prefix of a patching sweep). Padding masks are not carried over.
+    /// The first `len` positions of the cache for a batch of `batch`: a batch-1 cache is
+    /// repeated (the shared prefix of a patching sweep), a batch-`batch` cache is cut. Padding
+    /// masks are not carried over.
     pub fn prefix(&self, len: usize, batch: usize) -> Result<KvCache> {
         if len > self.len {
             return Err(Error::Input(format!(
@@ -87,13 +88,20 @@ impl KvCache {
             .iter()
             .map(|slot| -> Result<Option<(Tensor, Tensor)>> {
                 let Some((k, v)) = slot else { return Ok(None) };
-                if k.dim(0)? != 1 {
-                    return Err(Error::Input("prefix needs a cache of batch 1".into()));
+                let b = k.dim(0)?;
+                if b != 1 && b != batch {
+                    return Err(Error::Input(format!(
+                        "prefix for batch {batch} from a cache of batch {b}"
+                    )));
                 }
                 let cut = |t: &Tensor| -> Result<Tensor> {
-                    Ok(t.narrow(2, 0, len)?
-                        .repeat((batch, 1, 1, 1))?
-                        .contiguous()?)
+                    let t = t.narrow(2, 0, len)?;
+                    let t = if b == 1 {
+                        t.repeat((batch, 1, 1, 1))?
+                    } else {
+                        t
+                    };
+                    Ok(t.contiguous()?)
                 };
                 Ok(Some((cut(k)?, cut(v)?)))
             })
