@@ -16,26 +16,48 @@ use interplab_core::loader::load;
 #[test]
 fn eiffel_tower_has_an_early_subject_site_and_a_late_last_token_site() {
     let m = load("smollm2-135m", &Device::Cpu, &mut |_| {}).unwrap();
-    let toks = m.tokenizer.encode("The Eiffel Tower is located in the city of", false).unwrap();
+    let toks = m
+        .tokenizer
+        .encode("The Eiffel Tower is located in the city of", false)
+        .unwrap();
     let subj = m.tokenizer.encode("The Eiffel Tower", false).unwrap();
     let span = find_subject(&toks, &subj).unwrap();
     assert_eq!(span, (0, 4));
     let paris = m.tokenizer.encode(" Paris", false).unwrap()[0];
-    let c = Corruption::Gaussian { scale: 3.0, samples: 3, seed: 0 };
+    let c = Corruption::Gaussian {
+        scale: 3.0,
+        samples: 3,
+        seed: 0,
+    };
     let t = Tracer::new(&m.model, &toks, span, Some(paris), &c).unwrap();
     let tr = t.trace(TraceKind::Hidden, 10).unwrap();
     let total = tr.total_effect();
     assert!(total > 0.5, "total effect {total}");
     let early = 0..15; // layers 0-14 of 30: "early-middle"
     let (best_tok, best) = (span.0..span.1)
-        .map(|tk| (tk, early.clone().map(|l| tr.indirect_effect(tk, l)).fold(f64::MIN, f64::max)))
+        .map(|tk| {
+            (
+                tk,
+                early
+                    .clone()
+                    .map(|l| tr.indirect_effect(tk, l))
+                    .fold(f64::MIN, f64::max),
+            )
+        })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap();
-    assert!(best >= 0.3 * total, "best early subject effect {best} at token {best_tok}, total {total}");
+    assert!(
+        best >= 0.3 * total,
+        "best early subject effect {best} at token {best_tok}, total {total}"
+    );
     let n = toks.len();
     for tk in span.1..n - 1 {
         for l in 0..10 {
-            assert!(tr.indirect_effect(tk, l) < 0.05, "token {tk} layer {l}: {}", tr.indirect_effect(tk, l));
+            assert!(
+                tr.indirect_effect(tk, l) < 0.05,
+                "token {tk} layer {l}: {}",
+                tr.indirect_effect(tk, l)
+            );
         }
     }
     assert!(tr.indirect_effect(n - 1, 29) > 0.5 * total);

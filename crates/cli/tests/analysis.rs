@@ -173,3 +173,74 @@ fn ablate_rejects_an_empty_corpus_and_compose_a_bad_kind() {
         "unknown composition kind",
     );
 }
+
+#[test]
+fn trace_and_lens_write_run_directories_and_reject_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("trace");
+    let out = interplab(&[
+        "trace",
+        "smollm2-135m",
+        "--prompt",
+        "The Eiffel Tower is in",
+        "--subject",
+        "The Eiffel Tower",
+        "--samples",
+        "1",
+        "--kinds",
+        "hidden",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(
+        &d,
+        &["trace.safetensors", "trace_hidden.svg", "trace_hidden.png"],
+    );
+    assert_clean_error(
+        &interplab(&[
+            "trace",
+            "smollm2-135m",
+            "--prompt",
+            "The Eiffel Tower is in",
+            "--subject",
+            "Big Ben",
+        ]),
+        "does not occur",
+    );
+    let l = dir.path().join("lens");
+    let out = interplab(&[
+        "lens",
+        "smollm2-135m",
+        "--prompt",
+        "The Eiffel Tower is in",
+        "--target",
+        " Paris",
+        "--out",
+        l.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(
+        &l,
+        &["logit_lens.png", "dla_components.png", "dla_heads.png"],
+    );
+    assert_clean_error(
+        &interplab(&[
+            "lens",
+            "smollm2-135m",
+            "--prompt",
+            "The Eiffel Tower is in",
+            "--target",
+            " Parisian suburbs",
+        ]),
+        "not one",
+    );
+}
