@@ -10,7 +10,7 @@ use interplab_analysis::ablation::{ablate_heads, AblationMethod};
 use interplab_analysis::heads::{
     head_scores, ordinary_tokens, repeated_random_tokens, HeadKind, HeadScoreOptions,
 };
-use interplab_core::corpus::load_documents;
+use interplab_core::corpus::load_corpus;
 use interplab_report::{ColorScale, Figure, Heatmap, Report};
 use serde_json::json;
 
@@ -28,9 +28,10 @@ const HEAD_KIND_THRESHOLD: f64 = 0.3;
 pub struct AblateArgs {
     /// Model: alias, path, pip:... or hf:...
     model: String,
-    /// Text (documents separated by blank lines) or JSONL (`"text"` field) file.
-    #[arg(long)]
-    corpus: PathBuf,
+    /// `sonnets` (shipped) or a text (documents separated by blank lines) or JSONL (`"text"`
+    /// field) file.
+    #[arg(long, default_value = "sonnets")]
+    corpus: String,
     /// zero, mean or resample.
     #[arg(long, default_value = "zero")]
     method: String,
@@ -59,8 +60,7 @@ pub fn run(a: AblateArgs) -> anyhow::Result<()> {
         "resample" => AblationMethod::Resample { seed: a.seed },
         other => bail!("unknown method {other:?} (zero, mean, resample)"),
     };
-    let texts =
-        load_documents(&a.corpus).with_context(|| format!("reading {}", a.corpus.display()))?;
+    let texts = load_corpus(&a.corpus).with_context(|| format!("reading corpus {}", a.corpus))?;
     let m = load_model(&a.model)?;
     let bos = m.tokenizer.add_bos_default();
     let mut docs = Vec::new();
@@ -148,7 +148,7 @@ pub fn run(a: AblateArgs) -> anyhow::Result<()> {
          Δloss is the mean over documents of (ablated − clean) mean next-token loss, ± its standard \
          error. A head is called induction / previous-token when its detector score on repeated \
          random tokens is ≥ {HEAD_KIND_THRESHOLD}.",
-        a.method, r.n_docs, r.n_tokens, a.corpus.display(), r.clean_loss
+        a.method, r.n_docs, r.n_tokens, a.corpus, r.clean_loss
     ));
     report.figure("loss increase per head", &fig);
     report.table(&["head", "Δloss", "± se", "kind"], rows);

@@ -108,3 +108,27 @@ mod tests {
         assert!(matches!(load_documents(&j), Err(Error::Malformed { .. })));
     }
 }
+
+/// Shakespeare's 154 sonnets (public domain), shipped in the binary: `corpus/README.md` says
+/// where they come from.
+pub const SHAKESPEARE_SONNETS: &str = include_str!("../../../corpus/shakespeare_sonnets.txt");
+
+/// The documents of a corpus named on a command line: `sonnets` (the shipped corpus) or a path
+/// to a text or JSONL file.
+pub fn load_corpus(spec: &str) -> Result<Vec<String>> {
+    if spec == "sonnets" {
+        return Ok(split_paragraphs(SHAKESPEARE_SONNETS));
+    }
+    load_documents(Path::new(spec))
+}
+
+#[cfg(test)]
+mod shipped {
+    #[test]
+    fn the_sonnets_are_154_documents() {
+        let d = super::load_corpus("sonnets").unwrap();
+        assert_eq!(d.len(), 154);
+        assert!(d[0].starts_with("From fairest creatures we desire increase,"));
+        assert!(d.iter().all(|s| s.lines().count() >= 12));
+    }
+}
