@@ -244,3 +244,28 @@ fn trace_and_lens_write_run_directories_and_reject_bad_input() {
         "not one",
     );
 }
+
+#[test]
+fn ioi_writes_behaviour_only_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = interplab(&[
+        "ioi",
+        "smollm2-135m",
+        "--n-prompts",
+        "2",
+        "--no-patching",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(dir.path(), &["ioi.safetensors"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
+    assert_clean_error(
+        &interplab(&["ioi", "smollm2-135m", "--n-prompts", "0"]),
+        "at least 1",
+    );
+}
