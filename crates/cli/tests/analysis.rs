@@ -269,3 +269,43 @@ fn ioi_writes_behaviour_only_run() {
         "at least 1",
     );
 }
+
+#[test]
+fn diff_of_a_model_with_itself_is_zero_and_needs_a_shared_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures/hf/llama-tiny");
+    let t = tiny.to_str().unwrap();
+    let out = interplab(&[
+        "diff",
+        t,
+        t,
+        "--max-docs",
+        "3",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(
+        dir.path(),
+        &["losses.safetensors", "loss_diff_histogram.png"],
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["mean_diff"].as_f64(), Some(0.0));
+    assert_clean_error(
+        &interplab(&["diff", "smollm2-135m", "gemma3-270m", "--max-docs", "1"]),
+        "do not share a tokenizer",
+    );
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    assert_clean_error(
+        &interplab(&["diff", t, t, "--corpus", empty.to_str().unwrap()]),
+        "no documents",
+    );
+}
