@@ -149,6 +149,10 @@ pub enum Region {
     Position(usize),
     /// One head, every position (`[batch, pos, head, d]`, or `[batch, head, q, k]` patterns).
     Head(usize),
+    /// One head at one position (the query position for patterns).
+    HeadAt(usize, usize),
+    /// The whole activation: every position (and head).
+    All,
 }
 
 /// A sweep's result: `values[layer][position or head]`.
@@ -334,6 +338,42 @@ impl<'m> PatchingSetup<'m> {
         })
     }
 
+    /// Patch each layer of a position site over all positions at once: `values[layer][0]`.
+    pub fn sweep_layers(&self, site: PositionSite) -> Result<Sweep> {
+        let mut values = Vec::new();
+        let mut forwards = 0;
+        for l in 0..self.model.cfg.n_layers {
+            let (v, f) = self.patch_layer(&site.hook(l), l, &[Region::All])?;
+            values.push(v);
+            forwards += f;
+        }
+        Ok(Sweep {
+            site: format!("{}_all_positions", site.name()),
+            values,
+            patched_forwards: forwards,
+        })
+    }
+
+    /// Patch one head of one layer at each position: `values[0][position]`.
+    pub fn sweep_head_positions(&self, site: HeadSite, layer: usize, head: usize) -> Result<Sweep> {
+        if layer >= self.model.cfg.n_layers {
+            return Err(Error::Input(format!(
+                "layer index {layer} out of range (0..{})",
+                self.model.cfg.n_layers
+            )));
+        }
+        check_index(head, site.n_heads(self.model), "head")?;
+        let regions: Vec<Region> = (0..self.clean.len())
+            .map(|p| Region::HeadAt(head, p))
+            .collect();
+        let (v, f) = self.patch_layer(&site.hook(layer), layer, &regions)?;
+        Ok(Sweep {
+            site: format!("{}_{layer}.{head}_by_position", site.name()),
+            values: vec![v],
+            patched_forwards: f,
+        })
+    }
+
     /// Patch each (layer, head) of a per-head site over all positions.
     pub fn sweep_heads(&self, site: HeadSite) -> Result<Sweep> {
         let regions: Vec<Region> = (0..site.n_heads(self.model)).map(Region::Head).collect();
@@ -369,6 +409,7 @@ impl<'m> PatchingSetup<'m> {
         let mut out = vec![self.corrupted_value(); regions.len()];
         let mut first = n;
         for (i, r) in regions.iter().enumerate() {
+            let has_heads = clean.rank() == 4;
             let (a, b, f) = match *r {
                 Region::Position(p) => {
                     check_index(p, clean.dim(pos_axis)?, "position")?;
@@ -378,16 +419,28 @@ impl<'m> PatchingSetup<'m> {
                         p,
                     )
                 }
+                Region::Head(h) | Region::HeadAt(h, _) if !has_heads => {
+                    let _ = h;
+                    return Err(Error::Input(format!("{name} has no head axis")));
+                }
                 Region::Head(h) => {
-                    if clean.rank() < 4 {
-                        return Err(Error::Input(format!("{name} has no head axis")));
-                    }
                     check_index(h, clean.dim(head_axis)?, "head")?;
                     let a = clean.narrow(head_axis, h, 1)?;
                     let b = corr.narrow(head_axis, h, 1)?;
                     // The first position where this head differs.
                     let f = first_difference(&a, &b, pos_axis)?.unwrap_or(n);
                     (a, b, f)
+                }
+                Region::HeadAt(h, p) => {
+                    check_index(h, clean.dim(head_axis)?, "head")?;
+                    check_index(p, clean.dim(pos_axis)?, "position")?;
+                    let a = clean.narrow(head_axis, h, 1)?.narrow(pos_axis, p, 1)?;
+                    let b = corr.narrow(head_axis, h, 1)?.narrow(pos_axis, p, 1)?;
+                    (a, b, p)
+                }
+                Region::All => {
+                    let f = first_difference(clean, corr, pos_axis)?.unwrap_or(n);
+                    (clean.clone(), corr.clone(), f)
                 }
             };
             if bitwise_equal(&a, &b)? {
@@ -444,20 +497,9 @@ pub fn patch_naive(setup: &PatchingSetup, name: &str, region: Region) -> Result<
     let t = Tensor::from_vec(setup.corrupted.clone(), (1, n), model.device())?;
     let mut hooks = Hooks::new();
     hooks.add(NameFilter::new(&[name]), |x: &Tensor, _| {
-        let (axis, i) = match region {
-            Region::Position(p) => (pos_axis, p),
-            Region::Head(h) => (head_axis, h),
-        };
-        let mut parts = Vec::new();
-        let len = x.dim(axis)?;
-        if i > 0 {
-            parts.push(x.narrow(axis, 0, i)?);
-        }
-        parts.push(clean.narrow(axis, i, 1)?);
-        if i + 1 < len {
-            parts.push(x.narrow(axis, i + 1, len - i - 1)?);
-        }
-        Ok(Some(Tensor::cat(&parts, axis)?))
+        let mask = region_mask(x.dims(), pos_axis, head_axis, 0, &[region], &[0])?;
+        let mask = Tensor::from_vec(mask, x.dims(), x.device())?;
+        Ok(Some(mask.where_cond(&clean, x)?))
     });
     let logits = model.run_with_hooks(&t, &mut hooks)?;
     let last = logits.get(0)?.narrow(0, n - 1, 1)?;
@@ -530,13 +572,17 @@ fn region_mask(
     for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * shape[i + 1];
     }
+    let coord = |off: usize, axis: usize| (off / strides[axis]) % shape[axis];
     for (b, &ri) in todo.iter().enumerate() {
-        let (axis, idx) = match regions[ri] {
-            Region::Position(p) => (pos_axis - 1, p - first),
-            Region::Head(h) => (head_axis - 1, h),
-        };
+        let (pa, ha) = (pos_axis - 1, head_axis - 1);
         for (off, slot) in m[b * per..(b + 1) * per].iter_mut().enumerate() {
-            if (off / strides[axis]) % shape[axis] == idx {
+            let hit = match regions[ri] {
+                Region::Position(p) => coord(off, pa) == p - first,
+                Region::Head(h) => coord(off, ha) == h,
+                Region::HeadAt(h, p) => coord(off, ha) == h && coord(off, pa) == p - first,
+                Region::All => true,
+            };
+            if hit {
                 *slot = 1;
             }
         }

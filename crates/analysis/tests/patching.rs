@@ -79,6 +79,10 @@ fn fast_sweep_equals_the_plain_definition() {
         ("blocks.12.attn.hook_z", 12, Region::Head(4)),
         ("blocks.8.attn.hook_k", 8, Region::Head(1)),
         ("blocks.15.attn.hook_pattern", 15, Region::Head(7)),
+        ("blocks.23.attn.hook_z", 23, Region::HeadAt(3, n - 1)),
+        ("blocks.18.attn.hook_pattern", 18, Region::HeadAt(6, n - 2)),
+        ("blocks.10.hook_attn_out", 10, Region::All),
+        ("blocks.21.hook_resid_pre", 21, Region::All),
     ] {
         let (fast, _) = s.patch_layer(name, layer, &[region]).unwrap();
         let plain = patch_naive(&s, name, region).unwrap();

@@ -45,6 +45,13 @@ pub struct PatchArgs {
     /// Do not prepend BOS.
     #[arg(long)]
     no_bos: bool,
+    /// Also patch residual / attention / MLP sites over all positions at once (one value per
+    /// layer).
+    #[arg(long)]
+    all_positions: bool,
+    /// Also patch this head (`LAYER.HEAD`) at each position, for the per-head sites chosen.
+    #[arg(long)]
+    head: Option<String>,
     /// Also run attribution patching (two forwards, one backward) for the same sites and report
     /// its agreement with activation patching.
     #[arg(long)]
@@ -178,6 +185,45 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
             x_ticks_for(&labels, &m, site),
             x_label,
         ));
+    }
+    if a.all_positions {
+        for ps in PositionSite::ALL
+            .iter()
+            .filter(|p| done.iter().any(|d| d.0 == p.name()))
+        {
+            let sweep = setup.sweep_layers(*ps)?;
+            let fig = sweep_figure(&sweep, vec!["all positions".into()], "", metric);
+            dir.write_figure(&format!("patch_{}", sweep.site), &fig)?;
+            report
+                .heading(&sweep.site)
+                .figure(format!("{} patched over all positions", ps.name()), &fig);
+            results.insert(sweep.site.clone(), json!(sweep));
+        }
+    }
+    if let Some(spec) = &a.head {
+        let (l, h) = spec
+            .split_once('.')
+            .and_then(|(l, h)| Some((l.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--head {spec:?} is not LAYER.HEAD"))?;
+        let sites: Vec<HeadSite> = HeadSite::ALL
+            .iter()
+            .copied()
+            .filter(|s| done.iter().any(|d| d.0 == s.name()))
+            .collect();
+        if sites.is_empty() {
+            bail!("--head needs a per-head site in --sites (z, q, k, v, pattern)");
+        }
+        for hs in sites {
+            let sweep = setup.sweep_head_positions(hs, l, h)?;
+            print_top(&sweep, &labels, "position");
+            let fig = sweep_figure(&sweep, labels.clone(), "position", metric);
+            dir.write_figure(&format!("patch_{}", sweep.site), &fig)?;
+            report.heading(&sweep.site).figure(
+                format!("head {l}.{h}'s {} patched at each position", hs.name()),
+                &fig,
+            );
+            results.insert(sweep.site.clone(), json!(sweep));
+        }
     }
     if a.attribution {
         let ps: Vec<PositionSite> = PositionSite::ALL

@@ -309,3 +309,53 @@ fn diff_of_a_model_with_itself_is_zero_and_needs_a_shared_tokenizer() {
         "no documents",
     );
 }
+
+#[test]
+fn patch_one_head_by_position_and_all_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let base = [
+        "patch",
+        "smollm2-135m",
+        "--clean",
+        CLEAN,
+        "--corrupt",
+        CORRUPT,
+        "--answer",
+        " Mary",
+        "--wrong",
+        " John",
+    ];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--sites",
+        "attn_out,z",
+        "--head",
+        "23.3",
+        "--all-positions",
+        "--out",
+        d,
+    ]);
+    let out = interplab(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_run_dir(
+        dir.path(),
+        &[
+            "patch_z_23.3_by_position.png",
+            "patch_attn_out_all_positions.png",
+        ],
+    );
+    for (head, needle) in [
+        ("23.12", "head index 12 out of range"),
+        ("40.1", "layer index 40 out of range"),
+        ("x", "not LAYER.HEAD"),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(["--sites", "z", "--head", head]);
+        assert_clean_error(&interplab(&args), needle);
+    }
+}
