@@ -61,6 +61,39 @@ fn eiffel_tower_has_an_early_subject_site_and_a_late_last_token_site() {
         }
     }
     assert!(tr.indirect_effect(n - 1, 29) > 0.5 * total);
+    // Resample corruption: the same prompt about the Space Needle (also 4 tokens) as the
+    // corrupted run. Paris becomes unlikely, and restoring "iffel" early brings it back.
+    let needle = m.tokenizer.encode("The Space Needle", false).unwrap();
+    assert_eq!(needle.len(), 4);
+    let r = Tracer::new(
+        &m.model,
+        &toks,
+        span,
+        Some(paris),
+        &Corruption::Resample {
+            alternatives: vec![needle],
+        },
+    )
+    .unwrap();
+    let rt = r.trace(TraceKind::Hidden, 10).unwrap();
+    assert!(
+        rt.corrupted_prob < 0.25 * rt.clean_prob,
+        "{} vs {}",
+        rt.corrupted_prob,
+        rt.clean_prob
+    );
+    let early_best = (0..15)
+        .map(|l| rt.indirect_effect(2, l))
+        .fold(f64::MIN, f64::max);
+    assert!(
+        early_best > 0.3 * rt.total_effect(),
+        "{early_best} of {}",
+        rt.total_effect()
+    );
+    let bad = Corruption::Resample {
+        alternatives: vec![vec![1, 2]],
+    };
+    assert!(Tracer::new(&m.model, &toks, span, Some(paris), &bad).is_err());
     // Bad input.
     assert!(find_subject(&toks, &m.tokenizer.encode(" London", false).unwrap()).is_err());
 }

@@ -192,6 +192,36 @@ pub fn run(a: LensArgs) -> anyhow::Result<()> {
             })
             .collect(),
     );
+    let mut tensors = std::collections::HashMap::new();
+    let probs: Vec<f32> = lens
+        .iter()
+        .flat_map(|l| l.target_prob.iter().map(|&v| v as f32))
+        .collect();
+    tensors.insert(
+        "lens_target_prob".to_string(),
+        candle_core::Tensor::from_vec(
+            probs,
+            (lens.len(), tokens.len()),
+            &candle_core::Device::Cpu,
+        )?,
+    );
+    let comps: Vec<f32> = dla.components.iter().map(|c| c.1 as f32).collect();
+    tensors.insert(
+        "dla_components".to_string(),
+        candle_core::Tensor::from_vec(comps, dla.components.len(), &candle_core::Device::Cpu)?,
+    );
+    if !dla.heads.is_empty() {
+        let h: Vec<f32> = dla.heads.iter().flatten().map(|&v| v as f32).collect();
+        tensors.insert(
+            "dla_heads".to_string(),
+            candle_core::Tensor::from_vec(
+                h,
+                (dla.heads.len(), m.model.cfg.n_heads),
+                &candle_core::Device::Cpu,
+            )?,
+        );
+    }
+    dir.write_tensors("lens.safetensors", &tensors)?;
     dir.write_json("results.json", &json!({"tokens": tokens, "position": pos, "target": target, "contrast": contrast, "lens": lens, "dla": dla}))?;
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
