@@ -359,3 +359,32 @@ fn patch_one_head_by_position_and_all_positions() {
         assert_clean_error(&interplab(&args), needle);
     }
 }
+
+#[test]
+fn toy_superposition_writes_figures_and_rejects_bad_sparsity() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = interplab(&[
+        "toy",
+        "superposition",
+        "--steps",
+        "200",
+        "--sparsities",
+        "0,0.9",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("wtw.png").is_file() && dir.path().join("report.html").is_file());
+    assert!(
+        dir.path().join("dims_per_feature.svg").is_file()
+            && dir.path().join("results.json").is_file()
+    );
+    assert_clean_error(
+        &interplab(&["toy", "superposition", "--sparsities", "1.5"]),
+        "sparsities must be in",
+    );
+}
