@@ -193,7 +193,26 @@ pub fn batch(cfg: &SuperpositionConfig, sparsity: f64, k: u64, t: u64) -> Vec<f3
         .collect()
 }
 
+/// Samples processed side by side in SIMD lanes.
+const LANES: usize = 8;
+type Lanes = [f32; LANES];
+
+/// `acc + a · x`, lane by lane.
+#[inline(always)]
+fn fma(acc: Lanes, a: f32, x: &Lanes) -> Lanes {
+    let mut o = acc;
+    for (o, x) in o.iter_mut().zip(x) {
+        *o += a * x;
+    }
+    o
+}
+
 /// Loss and gradient (`[W (m×n) | b (n)]`) of one instance on one batch.
+///
+/// Vectorised across samples: `LANES` samples share each arithmetic instruction (no
+/// floating-point reassociation needed), and the per-parameter sums over samples are reduced
+/// once per batch. A batch that is not a multiple of `LANES` has its tail padded with zero
+/// samples whose gradient contribution is masked out.
 pub fn loss_and_grad(
     relu: bool,
     n: usize,
@@ -205,59 +224,92 @@ pub fn loss_and_grad(
 ) -> (f64, Vec<f32>) {
     let bsz = x.len() / n;
     let scale = 2.0 / (bsz * n) as f32;
-    let mut gw = vec![0f32; m * n];
-    let mut gb = vec![0f32; n];
-    let mut loss = 0f64;
-    let (mut h, mut y, mut d, mut dh) =
-        (vec![0f32; m], vec![0f32; n], vec![0f32; n], vec![0f32; m]);
-    for xs in x.chunks_exact(n) {
-        // h = W x, skipping zero features (most of them when sparse).
-        h.iter_mut().for_each(|v| *v = 0.0);
-        for (j, &xj) in xs.iter().enumerate() {
-            if xj != 0.0 {
-                for k in 0..m {
-                    h[k] += w[k * n + j] * xj;
+    let zero: Lanes = [0.0; LANES];
+    let mut gw_l = vec![zero; m * n];
+    let mut gb_l = vec![zero; n];
+    let mut loss_l = zero;
+    let (mut xt, mut h, mut y, mut d, mut dh) = (
+        vec![zero; n],
+        vec![zero; m],
+        vec![zero; n],
+        vec![zero; n],
+        vec![zero; m],
+    );
+    for start in (0..bsz).step_by(LANES) {
+        let live = (bsz - start).min(LANES);
+        let mut mask = zero;
+        for (l, mk) in mask.iter_mut().enumerate().take(live) {
+            *mk = 1.0;
+            let _ = l;
+        }
+        // Transpose LANES samples: xt[j][l].
+        for (j, xj) in xt.iter_mut().enumerate() {
+            for (l, v) in xj.iter_mut().enumerate() {
+                *v = if l < live {
+                    x[(start + l) * n + j]
+                } else {
+                    0.0
+                };
+            }
+        }
+        // h[k] = Σ_j W[k][j] x[j]
+        for (k, hk) in h.iter_mut().enumerate() {
+            let mut acc = zero;
+            for (xj, &wkj) in xt.iter().zip(&w[k * n..(k + 1) * n]) {
+                acc = fma(acc, wkj, xj);
+            }
+            *hk = acc;
+        }
+        // y[j] = b[j] + Σ_k W[k][j] h[k]; d = ∂loss/∂y
+        for j in 0..n {
+            let mut yj = [b[j]; LANES];
+            for (k, hk) in h.iter().enumerate() {
+                let wkj = w[k * n + j];
+                for l in 0..LANES {
+                    yj[l] += wkj * hk[l];
                 }
             }
-        }
-        // y = Wᵀ h + b
-        y.copy_from_slice(b);
-        for k in 0..m {
-            let hk = h[k];
-            for (yj, wkj) in y.iter_mut().zip(&w[k * n..(k + 1) * n]) {
-                *yj += wkj * hk;
+            y[j] = yj;
+            let (ij, xj) = (imp[j], &xt[j]);
+            let dj = &mut d[j];
+            for l in 0..LANES {
+                let out = if relu { yj[l].max(0.0) } else { yj[l] };
+                let e = (out - xj[l]) * mask[l];
+                loss_l[l] += ij * e * e;
+                dj[l] = if !relu || yj[l] > 0.0 {
+                    scale * ij * e
+                } else {
+                    0.0
+                };
+            }
+            for l in 0..LANES {
+                gb_l[j][l] += dj[l];
             }
         }
-        let mut l = 0f32;
-        for j in 0..n {
-            let out = if relu { y[j].max(0.0) } else { y[j] };
-            let e = out - xs[j];
-            l += imp[j] * e * e;
-            d[j] = if !relu || y[j] > 0.0 {
-                scale * imp[j] * e
-            } else {
-                0.0
-            };
-        }
-        loss += l as f64;
-        for (g, dj) in gb.iter_mut().zip(&d) {
-            *g += dj;
-        }
-        // dh = W d; gW += h ⊗ d + dh ⊗ x
-        for k in 0..m {
-            let row = &w[k * n..(k + 1) * n];
-            dh[k] = row.iter().zip(&d).map(|(a, b)| a * b).sum();
+        // dh[k] = Σ_j W[k][j] d[j]; gW[k][j] += h[k] d[j] + dh[k] x[j]
+        for (k, dhk) in dh.iter_mut().enumerate() {
+            let mut acc = zero;
+            for (dj, &wkj) in d.iter().zip(&w[k * n..(k + 1) * n]) {
+                acc = fma(acc, wkj, dj);
+            }
+            *dhk = acc;
         }
         for k in 0..m {
             let (hk, dhk) = (h[k], dh[k]);
-            let g = &mut gw[k * n..(k + 1) * n];
-            for j in 0..n {
-                g[j] += hk * d[j] + dhk * xs[j];
+            for ((g, dj), xj) in gw_l[k * n..(k + 1) * n].iter_mut().zip(&d).zip(&xt) {
+                let mut o = *g;
+                for l in 0..LANES {
+                    o[l] += hk[l] * dj[l] + dhk[l] * xj[l];
+                }
+                *g = o;
             }
         }
+        let _ = &y;
     }
-    gw.extend_from_slice(&gb);
-    (loss / (bsz * n) as f64, gw)
+    let mut grad: Vec<f32> = gw_l.iter().map(|g| g.iter().sum()).collect();
+    grad.extend(gb_l.iter().map(|g| g.iter().sum::<f32>()));
+    let loss: f64 = loss_l.iter().map(|&v| v as f64).sum();
+    (loss / (bsz * n) as f64, grad)
 }
 
 /// Geometry of one trained instance.
