@@ -18,7 +18,7 @@
 //! metric is close to linear, while patching the whole residual at the position of the changed
 //! name is a large move on which the linearisation saturates (the activation effect is ≈ 1
 //! at every early layer, the gradient estimate is not). The test therefore asserts correlation
-//! > 0.9, top-10 overlap ≥ 0.7 and sign agreement ≥ 0.9 for z, correlation > 0.9 for attn_out
+//! above 0.9, top-10 overlap ≥ 0.7 and sign agreement ≥ 0.9 for z, correlation > 0.9 for attn_out
 //! (margins of ~0.08 under what was measured), and only sign agreement for resid_pre.
 
 use candle_core::{DType, Tensor};

@@ -309,7 +309,12 @@ mod tests {
         // Two positions; row 1 attends 0.25 to BOS, 0.75 to itself.
         let a = [1.0f32, 0.0, 0.25, 0.75];
         let prev = HeadKind::PreviousToken.detection_pattern(&[1, 2]);
-        let (n, d) = scored_sums(&a, &[prev.clone()], 2, HeadScoreOptions::default());
+        let (n, d) = scored_sums(
+            &a,
+            std::slice::from_ref(&prev),
+            2,
+            HeadScoreOptions::default(),
+        );
         assert_eq!((n[0], d), (0.25, 2.0));
         let o = HeadScoreOptions {
             exclude_bos: false,
