@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use interplab_report::{
     BarChart, ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle,
 };
+use interplab_train::checkpoint;
 use interplab_train::superposition::{geometry, Geometry, SuperpositionConfig, ToyModel};
 use serde_json::json;
 
@@ -43,6 +44,12 @@ pub struct SuperpositionArgs {
     lr: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Save a checkpoint every this many steps.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: usize,
+    /// Continue from the run directory's checkpoint (needs --out).
+    #[arg(long, requires = "out")]
+    resume: bool,
     /// Run directory (default runs/toy-superposition-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,19 +73,38 @@ pub fn run(a: SuperpositionArgs) -> anyhow::Result<()> {
         lr: a.lr,
         seed: a.seed,
     };
-    let mut model = ToyModel::new(cfg.clone())?;
+    let dir = RunDir::create(a.out.as_deref(), "toy-superposition")?;
+    let ckpt = dir.path.join("checkpoint.json");
+    let mut model = if a.resume && ckpt.exists() {
+        let m: ToyModel = checkpoint::load(&ckpt)?;
+        if m.cfg != cfg {
+            anyhow::bail!(
+                "{} was written with a different configuration",
+                ckpt.display()
+            );
+        }
+        eprintln!("resuming from step {}", m.step);
+        m
+    } else {
+        ToyModel::new(cfg.clone())?
+    };
     let bar = ProgressBar::new(a.steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps  loss {msg}  {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let t0 = Instant::now();
-    model.train(a.steps, &mut |step, loss| {
-        if step % 100 == 0 {
-            bar.set_position(step as u64);
-            bar.set_message(format!("{loss:.5}"));
-        }
-    });
+    let every = a.checkpoint_every.max(1);
+    while model.step < a.steps {
+        let chunk = every - model.step % every;
+        model.train(chunk, &mut |step, loss| {
+            if step % 100 == 0 {
+                bar.set_position(step as u64);
+                bar.set_message(format!("{loss:.5}"));
+            }
+        });
+        checkpoint::save(&ckpt, &model)?;
+    }
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let geo: Vec<Geometry> = model
@@ -101,7 +127,6 @@ pub fn run(a: SuperpositionArgs) -> anyhow::Result<()> {
             g.dims_per_feature
         );
     }
-    let dir = RunDir::create(a.out.as_deref(), "toy-superposition")?;
     dir.write_json("manifest.json", &json!({"tool": "interplab", "version": env!("CARGO_PKG_VERSION"), "command": "toy superposition",
         "created_utc": crate::rundir::utc_stamp(), "config": cfg, "threads": std::env::var("RAYON_NUM_THREADS").ok()}))?;
     let wtw = Figure::Grid {
@@ -246,7 +271,6 @@ pub fn run(a: SuperpositionArgs) -> anyhow::Result<()> {
         "results.json",
         &json!({"geometry": geo, "wall_s": secs, "final_loss": model.loss_history.last()}),
     )?;
-    dir.write("model.json", serde_json::to_string(&model)?.as_bytes())?;
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
     Ok(())
