@@ -91,6 +91,45 @@ pub fn logit_lens(
     Ok(out)
 }
 
+/// The logit lens's logit of `token` (minus `contrast`'s) at `position`, per layer: the
+/// embedding (`blocks.0.hook_resid_pre`), then every layer's `resid_post`, each through
+/// `ln_final` with its scale recomputed from that residual (TransformerLens'
+/// `accumulated_resid(apply_ln=True)`) and the unembedding (with `b_U`, which TransformerLens'
+/// residual directions leave out; SmolLM2 has none).
+pub fn logit_lens_diff(
+    model: &HookedTransformer,
+    tokens: &[u32],
+    position: usize,
+    token: u32,
+    contrast: Option<u32>,
+) -> Result<Vec<f64>> {
+    check(model, tokens, position, Some(token))?;
+    if let Some(c) = contrast {
+        check(model, tokens, position, Some(c))?;
+    }
+    let t = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
+    let filter = NameFilter::new(&["blocks.0.hook_resid_pre", "blocks.*.hook_resid_post"]);
+    let (_, cache) = model.run(
+        Input::Tokens(&t),
+        &RunOptions::default(),
+        None,
+        Some(&filter),
+    )?;
+    let mut hooks = vec!["blocks.0.hook_resid_pre".to_string()];
+    hooks.extend((0..model.cfg.n_layers).map(|l| format!("blocks.{l}.hook_resid_post")));
+    let mut out = Vec::with_capacity(hooks.len());
+    for hook in hooks {
+        let resid = cache.get(&hook)?.get(0)?.narrow(0, position, 1)?; // [1, d]
+        let logits: Vec<f64> = model
+            .unembed_resid(&resid)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?;
+        out.push(logits[token as usize] - contrast.map_or(0.0, |c| logits[c as usize]));
+    }
+    Ok(out)
+}
+
 /// The direct contributions to one logit (difference) at one position.
 #[derive(Debug, Clone, Serialize)]
 pub struct DirectLogitAttribution {

@@ -1,10 +1,12 @@
 //! Direct logit attribution adds up by construction: the terms sum to the model's own logit
 //! (difference), on SmolLM2 (RMSNorm) and on the tiny GPT-2 fixture (LayerNorm, biases); each
 //! layer's heads plus the output bias sum to the layer's attention term. The logit lens's last
-//! layer is the model's own prediction.
+//! layer is the model's own prediction. On SmolLM2 the per-layer logit-lens logit difference,
+//! the per-component and the per-head direct logit attribution match TransformerLens within
+//! 1e-3 (`tests/fixtures/lens_smollm2.*`, made by `scripts/peer/make_lens_reference.py`).
 
 use candle_core::Device;
-use interplab_analysis::lens::{direct_logit_attribution, logit_lens};
+use interplab_analysis::lens::{direct_logit_attribution, logit_lens, logit_lens_diff};
 use interplab_core::loader::{load, load_resolved};
 use interplab_core::source::ResolvedModel;
 
@@ -52,6 +54,45 @@ fn dla_sums_to_the_logit_difference_on_smollm2() {
     assert_eq!(lens.len(), 31);
     // The last layer decoded is the model's prediction: " Mary" on top.
     assert_eq!(lens[30].target_rank, Some(0));
+
+    // TransformerLens on the same tokens (fold_ln=True, so its W_U carries ln_final's weight).
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lens_smollm2.safetensors");
+    let tl = candle_core::safetensors::load(p, &Device::Cpu).unwrap();
+    let tl_tokens: Vec<i64> = tl["tokens"].to_vec1().unwrap();
+    assert_eq!(
+        tl_tokens,
+        toks.iter().map(|&t| t as i64).collect::<Vec<_>>()
+    );
+    let pos = toks.len() - 1;
+    let close = |what: &str, ours: &[f64], theirs: &[f32]| {
+        assert_eq!(ours.len(), theirs.len(), "{what}");
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - *b as f64).abs())
+            .fold(0.0, f64::max);
+        eprintln!("{what}: max |ours - TransformerLens| = {worst:.2e}");
+        for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+            assert!(
+                (a - *b as f64).abs() < 1e-3,
+                "{what}[{i}]: ours {a} vs TransformerLens {b}"
+            );
+        }
+    };
+    let tl_lens: Vec<f32> = tl["lens_logit_diff"].to_vec1().unwrap();
+    close(
+        "lens_logit_diff",
+        &logit_lens_diff(&m.model, &toks, pos, a, Some(b)).unwrap(),
+        &tl_lens,
+    );
+    let d = direct_logit_attribution(&m.model, &toks, pos, a, Some(b)).unwrap();
+    let tl_comp: Vec<f32> = tl["component_dla"].to_vec1().unwrap();
+    let ours: Vec<f64> = d.components.iter().map(|c| c.1).collect();
+    close("component_dla", &ours, &tl_comp);
+    let tl_heads: Vec<f32> = tl["head_dla"].flatten_all().unwrap().to_vec1().unwrap();
+    let ours: Vec<f64> = d.heads.iter().flatten().copied().collect();
+    close("head_dla", &ours, &tl_heads);
 }
 
 #[test]

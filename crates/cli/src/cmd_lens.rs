@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use interplab_analysis::lens::{direct_logit_attribution, logit_lens};
+use interplab_analysis::lens::{direct_logit_attribution, logit_lens, logit_lens_diff};
 use interplab_report::{BarChart, ColorScale, Figure, Heatmap, Report};
 use serde_json::json;
 
@@ -79,23 +79,26 @@ pub fn run(a: LensArgs) -> anyhow::Result<()> {
     };
     let lens = logit_lens(&m.model, &tokens, pos, Some(target), a.top_k)?;
     let dla = direct_logit_attribution(&m.model, &tokens, pos, target, contrast)?;
+    // The lens's logit (difference) per layer, the quantity DLA splits at the last layer.
+    let lens_diff = logit_lens_diff(&m.model, &tokens, pos, target, contrast)?;
     println!(
         "logit lens at position {pos} ({}), target {}",
         show_token(&m, tokens[pos]),
         show_token(&m, target)
     );
-    println!("  layer   p(target)  rank   top tokens");
-    for l in &lens {
+    println!("  layer   p(target)  rank     logit   top tokens");
+    for (l, ld) in lens.iter().zip(&lens_diff) {
         let top: Vec<String> = l
             .top
             .iter()
             .map(|(t, p)| format!("{} {:.2}", show_token(&m, *t), p))
             .collect();
         println!(
-            "  {:<6} {:>9.4}  {:>5}   {}",
+            "  {:<6} {:>9.4}  {:>5}  {:>+8.3}   {}",
             l.name,
             l.target_prob[pos],
             l.target_rank.unwrap_or(0),
+            ld,
             top.join("  ")
         );
     }
@@ -205,6 +208,14 @@ pub fn run(a: LensArgs) -> anyhow::Result<()> {
             &candle_core::Device::Cpu,
         )?,
     );
+    tensors.insert(
+        "lens_logit_diff".to_string(),
+        candle_core::Tensor::from_vec(
+            lens_diff.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
+            lens_diff.len(),
+            &candle_core::Device::Cpu,
+        )?,
+    );
     let comps: Vec<f32> = dla.components.iter().map(|c| c.1 as f32).collect();
     tensors.insert(
         "dla_components".to_string(),
@@ -222,7 +233,7 @@ pub fn run(a: LensArgs) -> anyhow::Result<()> {
         );
     }
     dir.write_tensors("lens.safetensors", &tensors)?;
-    dir.write_json("results.json", &json!({"tokens": tokens, "position": pos, "target": target, "contrast": contrast, "lens": lens, "dla": dla}))?;
+    dir.write_json("results.json", &json!({"tokens": tokens, "position": pos, "target": target, "contrast": contrast, "lens": lens, "lens_logit_diff": lens_diff, "dla": dla}))?;
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
     Ok(())
