@@ -37,7 +37,8 @@ pub struct TraceArgs {
     /// Noise scale in embedding standard deviations (gaussian).
     #[arg(long, default_value_t = 3.0)]
     noise: f64,
-    /// Other subjects with the same token count, separated by '|' (resample).
+    /// Other subjects with the same token count, separated by '|' (resample; default: those of
+    /// a built-in list of well-known subjects that have the subject's token count).
     #[arg(long)]
     alternatives: Option<String>,
     /// Layers restored together for MLP and attention traces.
@@ -54,6 +55,33 @@ pub struct TraceArgs {
     out: Option<PathBuf>,
 }
 
+/// Well-known subjects for resample corruption when `--alternatives` is not given (those with the
+/// subject's token count are used).
+const BUILTIN_SUBJECTS: &[&str] = &[
+    "The Eiffel Tower",
+    "The Space Needle",
+    "The Colosseum",
+    "Big Ben",
+    "The Great Wall of China",
+    "Mount Everest",
+    "The Statue of Liberty",
+    "The Golden Gate Bridge",
+    "The Taj Mahal",
+    "The Sydney Opera House",
+    "Buckingham Palace",
+    "The Kremlin",
+    "The Louvre",
+    "Times Square",
+    "Michael Jordan",
+    "Lionel Messi",
+    "Serena Williams",
+    "Albert Einstein",
+    "Barack Obama",
+    "William Shakespeare",
+    "Toyota",
+    "Microsoft",
+];
+
 /// Trace and write the run directory.
 pub fn run(a: TraceArgs) -> anyhow::Result<()> {
     let m = load_model(&a.model)?;
@@ -62,14 +90,15 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
     if tokens.is_empty() || a.prompt.trim().is_empty() {
         bail!("the prompt is empty");
     }
-    // The subject as it appears in the prompt: at the start, or after a space.
-    let span = [a.subject.clone(), format!(" {}", a.subject)]
+    // The subject as it appears in the prompt: at the start, or after a space (`lead`).
+    let (span, lead) = ["", " "]
         .iter()
-        .find_map(|s| {
+        .find_map(|lead| {
             m.tokenizer
-                .encode(s, false)
+                .encode(&format!("{lead}{}", a.subject), false)
                 .ok()
                 .and_then(|ids| find_subject(&tokens, &ids).ok())
+                .map(|span| (span, *lead))
         })
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -91,14 +120,28 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
             seed: a.seed,
         },
         "resample" => {
-            let Some(alts) = &a.alternatives else {
-                bail!("--mode resample needs --alternatives")
+            // Encoded as the subject appears in the prompt (with or without a leading space).
+            let encode = |s: &str| m.tokenizer.encode(&format!("{lead}{}", s.trim()), false);
+            let alternatives = match &a.alternatives {
+                Some(alts) => alts.split('|').map(encode).collect::<Result<Vec<_>, _>>()?,
+                None => {
+                    let n = span.1 - span.0;
+                    let mut found = Vec::new();
+                    for s in BUILTIN_SUBJECTS {
+                        let ids = encode(s)?;
+                        if ids.len() == n && ids.as_slice() != &tokens[span.0..span.1] {
+                            found.push(ids);
+                        }
+                    }
+                    if found.is_empty() {
+                        bail!(
+                            "no built-in subject has {n} tokens like {:?}; give --alternatives",
+                            a.subject
+                        );
+                    }
+                    found
+                }
             };
-            let lead = if span.0 > 0 { " " } else { "" };
-            let alternatives = alts
-                .split('|')
-                .map(|s| m.tokenizer.encode(&format!("{lead}{}", s.trim()), false))
-                .collect::<Result<Vec<_>, _>>()?;
             Corruption::Resample { alternatives }
         }
         other => bail!("unknown mode {other:?} (gaussian, resample)"),
@@ -184,6 +227,8 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
         .heading("What was found")
         .paragraph(summary.join(" "));
     dir.write_tensors("trace.safetensors", &tensors)?;
+    // The corruption used (for resample: the alternative subjects' tokens).
+    results.insert("corruption".into(), json!(corruption));
     dir.write_json("results.json", &serde_json::Value::Object(results))?;
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
