@@ -107,7 +107,10 @@ mod tests {
         };
         for fig in [line, bars(false), bars(true), grid] {
             let svg = fig.to_svg();
-            assert!(!svg.contains("<&>") && !svg.contains("<phase>"), "unescaped text");
+            assert!(
+                !svg.contains("<&>") && !svg.contains("<phase>"),
+                "unescaped text"
+            );
             let tree = resvg::usvg::Tree::from_str(&svg, super::options()).unwrap();
             assert!(tree.size().width() > 100.0 && tree.size().height() > 100.0);
         }
