@@ -36,6 +36,14 @@ pub struct ComposeArgs {
 
 /// Compute the scores and write the run directory.
 pub fn run(a: ComposeArgs) -> anyhow::Result<()> {
+    if let Some(bad) = a
+        .kinds
+        .split(',')
+        .map(str::trim)
+        .find(|k| !["q", "k", "v", ""].contains(k))
+    {
+        anyhow::bail!("unknown composition kind {bad:?} (q, k, v)");
+    }
     let m = load_model(&a.model)?;
     let c = &m.model.cfg;
     let baseline = random_baseline(c.d_model, c.d_head, a.baseline_samples, 0)?;

@@ -112,6 +112,13 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
         "kl" => Metric::Kl,
         other => bail!("unknown metric {other:?} (logit-diff, prob, kl)"),
     };
+    for site in a.sites.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let known = PositionSite::ALL.iter().any(|p| p.name() == site)
+            || HeadSite::ALL.iter().any(|h| h.name() == site);
+        if !known {
+            bail!("unknown site {site:?}");
+        }
+    }
     let setup = PatchingSetup::new(&m.model, &clean, &corrupt, metric)?;
     let labels: Vec<String> = clean
         .iter()

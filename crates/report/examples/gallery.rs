@@ -81,12 +81,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         columns: 2,
         figures: vec![heat.clone(), Figure::Bar(hbar)],
     };
+    // Stress cases: an attention pattern with 48 long token labels (rotated, thinned) and a
+    // masked (NaN) upper triangle; bars with long labels.
+    let words: Vec<String> = (0..48).map(|i| format!(" token_number_{i}")).collect();
+    let pattern = Figure::Heatmap(Heatmap {
+        title: "blocks.1.attn.hook_pattern head 3".into(),
+        x_label: "key".into(),
+        y_label: "query".into(),
+        x_ticks: words.clone(),
+        y_ticks: words.clone(),
+        values: (0..48)
+            .map(|q| {
+                (0..48)
+                    .map(|k| {
+                        if k > q {
+                            f64::NAN
+                        } else if k + 1 == q || (k == 0 && q == 0) {
+                            0.9
+                        } else {
+                            0.1 / (q as f64 + 1.0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
+        scale: ColorScale::Sequential,
+        range: Some((0.0, 1.0)),
+        colorbar_label: "attention".into(),
+    });
+    let long_bar = Figure::Bar(BarChart {
+        title: "top tokens".into(),
+        x_label: "token".into(),
+        y_label: "count".into(),
+        labels: words[..12].to_vec(),
+        values: (0..12).map(|i| (12 - i) as f64 * 3.0).collect(),
+        ..Default::default()
+    });
     let mut report = Report::new("Gallery");
     for (name, f) in [
         ("heatmap", &heat),
         ("line", &line),
         ("bar", &bar),
         ("grid", &grid),
+        ("pattern", &pattern),
+        ("long_bar", &long_bar),
     ] {
         std::fs::write(dir.join(format!("{name}.svg")), f.to_svg())?;
         std::fs::write(dir.join(format!("{name}.png")), f.to_png(1.5)?)?;

@@ -68,4 +68,51 @@ mod tests {
         assert_eq!(w, (tree.size().width() * 2.0).round() as u32);
         assert_eq!(h, (tree.size().height() * 2.0).round() as u32);
     }
+
+    #[test]
+    fn every_figure_type_is_well_formed_svg_with_escaped_text() {
+        use crate::{BarChart, LinePlot, Series, SeriesStyle};
+        let line = Figure::Line(LinePlot {
+            title: "loss <&> \"q\"".into(),
+            x_label: "step".into(),
+            y_label: "loss".into(),
+            log_x: true,
+            log_y: true,
+            series: vec![Series {
+                name: "a&b".into(),
+                points: vec![(1.0, 10.0), (10.0, 1.0), (1000.0, 0.01)],
+                style: SeriesStyle::LineAndMarkers,
+            }],
+            vlines: vec![(100.0, "<phase>".into())],
+            hlines: vec![(0.1, "floor".into())],
+            bands: vec![(2.0, 20.0, "memorise".into())],
+        });
+        let bars = |horizontal| {
+            Figure::Bar(BarChart {
+                title: "bars".into(),
+                x_label: "feature".into(),
+                y_label: "norm".into(),
+                labels: (0..50).map(|i| format!("feature <{i}>")).collect(),
+                values: (0..50).map(|i| i as f64 - 20.0).collect(),
+                errors: Some(vec![0.5; 50]),
+                colors: Some((0..50).map(|i| i as f64 / 49.0).collect()),
+                color_label: "superposition".into(),
+                horizontal,
+            })
+        };
+        let grid = Figure::Grid {
+            title: "grid".into(),
+            columns: 2,
+            figures: vec![line.clone(), bars(false), bars(true)],
+        };
+        for fig in [line, bars(false), bars(true), grid] {
+            let svg = fig.to_svg();
+            assert!(
+                !svg.contains("<&>") && !svg.contains("<phase>"),
+                "unescaped text"
+            );
+            let tree = resvg::usvg::Tree::from_str(&svg, super::options()).unwrap();
+            assert!(tree.size().width() > 100.0 && tree.size().height() > 100.0);
+        }
+    }
 }
