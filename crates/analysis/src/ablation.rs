@@ -14,11 +14,13 @@
 //! Only what an ablation can change is recomputed: the clean run's `resid_pre` enters at the
 //! head's layer (`start_at_layer`), and all heads of a layer are ablated side by side as one batch.
 
-use candle_core::{DType, Tensor, D};
-use interplab_core::model::{log_softmax, HookedTransformer, Hooks, Input, NameFilter, RunOptions};
+use candle_core::{DType, Tensor};
+use interplab_core::model::{HookedTransformer, Hooks, Input, NameFilter, RunOptions};
 use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
 use serde::Serialize;
+
+use crate::stats::{mean_stderr, next_token_losses};
 
 /// How a head's output is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,8 +50,11 @@ impl AblationResult {
             .loss_increase
             .iter()
             .enumerate()
-            .flat_map(|(l, r)| r.iter().enumerate().map(move |(h, &v)| (l, h, v, 0.0)))
-            .map(|(l, h, v, _)| (l, h, v, self.stderr[l][h]))
+            .flat_map(|(l, r)| {
+                r.iter()
+                    .enumerate()
+                    .map(move |(h, &v)| (l, h, v, self.stderr[l][h]))
+            })
             .collect();
         all.sort_by(|a, b| b.2.total_cmp(&a.2));
         all.truncate(k);
@@ -57,20 +62,11 @@ impl AblationResult {
     }
 }
 
-/// Mean next-token cross-entropy of each row of `logits` `[b, n, vocab]` against `tokens`.
+/// Mean next-token loss of each batch row.
 fn mean_losses(logits: &Tensor, tokens: &[u32]) -> Result<Vec<f64>> {
-    let (b, n, _) = logits.dims3()?;
-    let lp = log_softmax(&logits.narrow(1, 0, n - 1)?.to_dtype(DType::F32)?)?;
-    let targets = Tensor::new(&tokens[1..], logits.device())?
-        .reshape((1, n - 1, 1))?
-        .repeat((b, 1, 1))?;
-    let picked: Vec<Vec<f32>> = lp
-        .gather(&targets, D::Minus1)?
-        .squeeze(D::Minus1)?
-        .to_vec2()?;
-    Ok(picked
+    Ok(next_token_losses(logits, tokens)?
         .iter()
-        .map(|r| -r.iter().map(|&x| x as f64).sum::<f64>() / r.len() as f64)
+        .map(|r| r.iter().sum::<f64>() / r.len() as f64)
         .collect())
 }
 
@@ -192,20 +188,18 @@ pub fn ablate_heads(
         }
     }
     let nd = docs.len() as f64;
-    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / nd;
-    let se = |v: &Vec<f64>| {
-        if v.len() < 2 {
-            return f64::NAN;
-        }
-        let m = mean(v);
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (nd - 1.0)).sqrt() / nd.sqrt()
-    };
     Ok(AblationResult {
         method,
         n_docs: docs.len(),
         n_tokens: docs.iter().map(|d| d.len()).sum(),
         clean_loss: clean.iter().map(|c| c.0).sum::<f64>() / nd,
-        loss_increase: inc.iter().map(|r| r.iter().map(mean).collect()).collect(),
-        stderr: inc.iter().map(|r| r.iter().map(se).collect()).collect(),
+        loss_increase: inc
+            .iter()
+            .map(|r| r.iter().map(|v| mean_stderr(v).0).collect())
+            .collect(),
+        stderr: inc
+            .iter()
+            .map(|r| r.iter().map(|v| mean_stderr(v).1).collect())
+            .collect(),
     })
 }

@@ -6,10 +6,12 @@
 //! worse). Document means are averaged over documents; the standard error of the mean
 //! difference is over documents (tokens of one document are not independent).
 
-use candle_core::{DType, Tensor, D};
-use interplab_core::model::{log_softmax, HookedTransformer};
+use candle_core::Tensor;
+use interplab_core::model::HookedTransformer;
 use interplab_core::{Error, Result};
 use serde::Serialize;
+
+use crate::stats::{mean_stderr, next_token_losses};
 
 /// One predicted token.
 #[derive(Debug, Clone, Serialize)]
@@ -56,17 +58,8 @@ pub fn token_losses(model: &HookedTransformer, tokens: &[u32]) -> Result<Vec<f64
     if tokens.len() < 2 {
         return Err(Error::Input("a document needs at least two tokens".into()));
     }
-    let n = tokens.len();
     let t = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
-    let logits = model
-        .forward(&t)?
-        .squeeze(0)?
-        .narrow(0, 0, n - 1)?
-        .to_dtype(DType::F32)?;
-    let lp = log_softmax(&logits)?;
-    let target = Tensor::new(&tokens[1..], model.device())?.unsqueeze(1)?;
-    let v: Vec<f32> = lp.gather(&target, D::Minus1)?.squeeze(1)?.to_vec1()?;
-    Ok(v.iter().map(|&x| -(x as f64)).collect())
+    Ok(next_token_losses(&model.forward(&t)?, tokens)?.remove(0))
 }
 
 /// Compare `a` and `b` on `docs` (token ids, shared by both models).
@@ -106,18 +99,11 @@ pub fn diff_models(
             });
         }
     }
-    let nd = docs.len() as f64;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / nd;
-    let md = mean(&diffs);
-    let stderr = if docs.len() > 1 {
-        (diffs.iter().map(|x| (x - md).powi(2)).sum::<f64>() / (nd - 1.0)).sqrt() / nd.sqrt()
-    } else {
-        f64::NAN
-    };
+    let (md, stderr) = mean_stderr(&diffs);
     Ok(DiffResult {
         n_docs: docs.len(),
-        mean_loss_a: mean(&ma),
-        mean_loss_b: mean(&mb),
+        mean_loss_a: mean_stderr(&ma).0,
+        mean_loss_b: mean_stderr(&mb).0,
         mean_diff: md,
         stderr,
         tokens,

@@ -131,27 +131,9 @@ pub fn head_scores(
         };
         let (_, cache) = model.run(Input::Tokens(&tokens), &opts_run, None, Some(&filter))?;
         let seqs: Vec<Vec<u32>> = group.into_iter().cloned().collect();
-        let part = scores_from_cache(&cache, c.n_layers, c.n_heads, &seqs, kinds, opts)?;
-        for (ki, p) in part.iter().enumerate() {
-            for l in 0..c.n_layers {
-                for h in 0..c.n_heads {
-                    sums[ki][l][h] += p.scores[l][h] * seqs.len() as f64;
-                }
-            }
-        }
+        add_scores(&cache, c.n_layers, c.n_heads, &seqs, kinds, opts, &mut sums)?;
     }
-    let n = sequences.len() as f64;
-    Ok(kinds
-        .iter()
-        .zip(sums)
-        .map(|(&kind, s)| HeadScores {
-            kind,
-            scores: s
-                .into_iter()
-                .map(|row| row.into_iter().map(|v| v / n).collect())
-                .collect(),
-        })
-        .collect())
+    Ok(averaged(kinds, sums, sequences.len()))
 }
 
 /// Scores from patterns already cached (`blocks.L.attn.hook_pattern`, `[batch, head, q, k]`)
@@ -165,6 +147,23 @@ pub fn scores_from_cache(
     opts: HeadScoreOptions,
 ) -> Result<Vec<HeadScores>> {
     let mut sums = vec![vec![vec![0f64; n_heads]; n_layers]; kinds.len()];
+    add_scores(cache, n_layers, n_heads, sequences, kinds, opts, &mut sums)?;
+    Ok(averaged(kinds, sums, sequences.len()))
+}
+
+/// Per-kind, per-head score sums over sequences: `sums[kind][layer][head]`.
+type ScoreSums = Vec<Vec<Vec<f64>>>;
+
+/// Add each sequence's score (from the cached patterns of its batch) to `sums`.
+fn add_scores(
+    cache: &ActivationCache,
+    n_layers: usize,
+    n_heads: usize,
+    sequences: &[Vec<u32>],
+    kinds: &[HeadKind],
+    opts: HeadScoreOptions,
+    sums: &mut ScoreSums,
+) -> Result<()> {
     let detections: Vec<Vec<Vec<f32>>> = sequences
         .iter()
         .map(|s| kinds.iter().map(|k| k.detection_pattern(s)).collect())
@@ -192,8 +191,13 @@ pub fn scores_from_cache(
             }
         }
     }
-    let n = sequences.len() as f64;
-    Ok(kinds
+    Ok(())
+}
+
+/// Sums over `n` sequences turned into mean scores.
+fn averaged(kinds: &[HeadKind], sums: ScoreSums, n: usize) -> Vec<HeadScores> {
+    let n = n as f64;
+    kinds
         .iter()
         .zip(sums)
         .map(|(&kind, s)| HeadScores {
@@ -203,7 +207,7 @@ pub fn scores_from_cache(
                 .map(|row| row.into_iter().map(|v| v / n).collect())
                 .collect(),
         })
-        .collect())
+        .collect()
 }
 
 /// Σ(A ⊙ D) for each detection pattern and ΣA, in f64, with the exclusions applied to A.
@@ -242,6 +246,19 @@ pub fn ordinary_tokens(tok: &Tokenizer, range: std::ops::Range<u32>) -> Vec<u32>
         }
     }
     out
+}
+
+/// The pool random sequences are drawn from for a model: [`ordinary_tokens`] among ids
+/// 1000..min(vocab, 40000) (the peer benchmark's range), or every non-zero id when the
+/// vocabulary has fewer than `min_len` such tokens (toy models).
+pub fn random_token_pool(tok: &Tokenizer, d_vocab: usize, min_len: usize) -> Vec<u32> {
+    let hi = (d_vocab as u32).min(40_000);
+    let pool = ordinary_tokens(tok, 1000.min(hi / 2)..hi);
+    if pool.len() >= min_len {
+        pool
+    } else {
+        (1..d_vocab as u32).collect()
+    }
 }
 
 /// `n_seq` sequences, each `bos` (if any) followed by `seq_len` distinct tokens drawn from

@@ -21,6 +21,7 @@ use interplab_core::{Error, Result};
 use serde::Serialize;
 
 use crate::patching::{HeadSite, Metric, PatchingSetup};
+use crate::stats::mean_stderr;
 
 /// IOI templates; `{A}`, `{B}` the two names, `{S}` the subject's second mention.
 pub const TEMPLATES: [&str; 5] = [
@@ -142,15 +143,9 @@ pub fn analyse(
     for p in prompts {
         let clean = tok.encode(&p.clean, bos)?;
         let corrupted = tok.encode(&p.corrupted, bos)?;
-        let one = |s: &str| -> Result<u32> {
-            match tok.encode(s, false)?.as_slice() {
-                [id] => Ok(*id),
-                _ => Err(Error::Input(format!("{s:?} is not one token"))),
-            }
-        };
         let metric = Metric::LogitDiff {
-            answer: one(&p.io)?,
-            wrong: one(&p.s)?,
+            answer: tok.single_token(&p.io)?,
+            wrong: tok.single_token(&p.s)?,
         };
         let setup = PatchingSetup::new(model, &clean, &corrupted, metric)?;
         lds.push(setup.clean_raw);
@@ -164,17 +159,12 @@ pub fn analyse(
         }
     }
     let n = lds.len() as f64;
-    let mean = lds.iter().sum::<f64>() / n;
-    let sd = if lds.len() > 1 {
-        (lds.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        f64::NAN
-    };
+    let (mean, stderr) = mean_stderr(&lds);
     Ok(IoiResult {
         accuracy: lds.iter().filter(|&&x| x > 0.0).count() as f64 / n,
         logit_diffs: lds,
         mean_logit_diff: mean,
-        stderr: sd / n.sqrt(),
+        stderr,
         head_patching: if patch_heads { heads } else { Vec::new() },
     })
 }

@@ -12,6 +12,7 @@
 //! - [`attribution`]: attribution patching (the gradient approximation).
 //! - [`ioi`]: indirect-object-identification prompts and analysis.
 //! - [`trace`]: ROME's causal tracing.
+//! - [`stats`]: next-token losses, means and standard errors, shared by the above.
 //! - [`diff`]: per-token loss differences between two models.
 
 pub mod ablation;
@@ -22,5 +23,6 @@ pub mod heads;
 pub mod ioi;
 pub mod lens;
 pub mod patching;
+pub mod stats;
 pub mod toy;
 pub mod trace;

@@ -211,7 +211,7 @@ impl<'m> PatchingSetup<'m> {
         }
         let dev = model.device();
         let n = clean.len();
-        let filter = patchable_filter(model);
+        let filter = patchable_filter();
         let ct = Tensor::from_vec(clean.to_vec(), (1, n), dev)?;
         let (clean_logits, clean_cache) = model.run(
             interplab_core::model::Input::Tokens(&ct),
@@ -419,8 +419,7 @@ impl<'m> PatchingSetup<'m> {
                         p,
                     )
                 }
-                Region::Head(h) | Region::HeadAt(h, _) if !has_heads => {
-                    let _ = h;
+                Region::Head(_) | Region::HeadAt(..) if !has_heads => {
                     return Err(Error::Input(format!("{name} has no head axis")));
                 }
                 Region::Head(h) => {
@@ -507,8 +506,7 @@ pub fn patch_naive(setup: &PatchingSetup, name: &str, region: Region) -> Result<
 }
 
 /// Every hook a sweep may patch, plus the residual streams it restarts from.
-fn patchable_filter(model: &HookedTransformer) -> NameFilter {
-    let _ = model;
+fn patchable_filter() -> NameFilter {
     NameFilter::new(&[
         "blocks.*.hook_resid_pre",
         "blocks.*.hook_resid_mid",

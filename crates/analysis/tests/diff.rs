@@ -1,24 +1,13 @@
 //! Model diff on cases whose answer is known: a model against itself differs nowhere; against a
 //! copy whose unembedding is zero (uniform predictions) every token's loss is exactly ln(vocab).
 
-use candle_core::Device;
+mod common;
+
 use interplab_analysis::diff::{diff_models, token_losses};
-use interplab_core::loader::load_resolved;
-use interplab_core::source::ResolvedModel;
 
 #[test]
 fn self_diff_is_zero_and_a_uniform_model_costs_ln_vocab() {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/tests/fixtures/hf/llama-tiny");
-    let m = load_resolved(
-        ResolvedModel {
-            path: path.clone(),
-            sha256: String::new(),
-            source: path.display().to_string(),
-        },
-        &Device::Cpu,
-    )
-    .unwrap();
+    let m = common::tiny("llama-tiny");
     let docs = vec![vec![1u32, 5, 9, 3, 7, 7, 2], vec![4, 4, 8, 1]];
     let same = diff_models(&m.model, &m.model, &docs).unwrap();
     assert!(same.tokens.iter().all(|t| t.diff() == 0.0));

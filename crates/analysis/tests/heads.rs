@@ -2,12 +2,13 @@
 //! TransformerLens (`crates/core/tests/fixtures/reference/smollm2/tl_head_scores.*`, made by
 //! `scripts/peer/make_fixtures.py` with TransformerLens 3.9's `detect_head`).
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use interplab_analysis::heads::{
     head_scores, repeated_random_tokens, scores_from_cache, HeadKind, HeadScoreOptions,
 };
 use interplab_analysis::toy;
-use interplab_core::loader::load;
 use interplab_core::model::NameFilter;
 
 #[test]
@@ -76,7 +77,7 @@ fn smollm2_scores_match_transformer_lens() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let m = load("smollm2-135m", &Device::Cpu, &mut |_| {}).unwrap();
+    let m = common::smollm2();
     let s = head_scores(
         &m.model,
         &[tokens],

@@ -4,13 +4,13 @@
 //! the measurement, far above 0) and accuracy ≥ 0.9 (a model that cannot tell the names apart
 //! scores 0.5; P(≥ 15/16 | p = 0.5) = 0.03%).
 
-use candle_core::Device;
+mod common;
+
 use interplab_analysis::ioi::{analyse, generate, single_token_names};
-use interplab_core::loader::load;
 
 #[test]
 fn smollm2_prefers_the_indirect_object() {
-    let m = load("smollm2-135m", &Device::Cpu, &mut |_| {}).unwrap();
+    let m = common::smollm2();
     let names = single_token_names(&m.tokenizer);
     assert!(names.len() >= 20, "{names:?}");
     for n in &names {

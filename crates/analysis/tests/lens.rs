@@ -5,10 +5,10 @@
 //! the per-component and the per-head direct logit attribution match TransformerLens within
 //! 1e-3 (`tests/fixtures/lens_smollm2.*`, made by `scripts/peer/make_lens_reference.py`).
 
+mod common;
+
 use candle_core::Device;
 use interplab_analysis::lens::{direct_logit_attribution, logit_lens, logit_lens_diff};
-use interplab_core::loader::{load, load_resolved};
-use interplab_core::source::ResolvedModel;
 
 fn check_sums(model: &interplab_core::model::HookedTransformer, tokens: &[u32], a: u32, b: u32) {
     let n = tokens.len();
@@ -37,7 +37,7 @@ fn check_sums(model: &interplab_core::model::HookedTransformer, tokens: &[u32], 
 
 #[test]
 fn dla_sums_to_the_logit_difference_on_smollm2() {
-    let m = load("smollm2-135m", &Device::Cpu, &mut |_| {}).unwrap();
+    let m = common::smollm2();
     let toks = m
         .tokenizer
         .encode(
@@ -97,17 +97,7 @@ fn dla_sums_to_the_logit_difference_on_smollm2() {
 
 #[test]
 fn dla_sums_to_the_logit_difference_with_layernorm_and_biases() {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/tests/fixtures/hf/gpt2-tiny");
-    let m = load_resolved(
-        ResolvedModel {
-            path: path.clone(),
-            sha256: String::new(),
-            source: path.display().to_string(),
-        },
-        &Device::Cpu,
-    )
-    .unwrap();
+    let m = common::tiny("gpt2-tiny");
     check_sums(&m.model, &[5, 17, 3, 99, 42, 7], 11, 12);
     assert!(direct_logit_attribution(&m.model, &[5, 17], 2, 11, None).is_err());
 }

@@ -3,18 +3,12 @@
 //! `transformer_lens.patching.get_act_patch_resid_pre` / `get_act_patch_attn_out` by
 //! `scripts/peer/make_fixtures.py`), and on cases whose answer is known.
 
-use std::sync::OnceLock;
+mod common;
 
 use candle_core::{DType, Device};
 use interplab_analysis::patching::{
     patch_naive, HeadSite, Metric, PatchingSetup, PositionSite, Region,
 };
-use interplab_core::loader::{load, LoadedModel};
-
-fn smollm2() -> &'static LoadedModel {
-    static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| load("smollm2-135m", &Device::Cpu, &mut |_| {}).expect("loading smollm2-135m"))
-}
 
 fn reference() -> std::collections::HashMap<String, candle_core::Tensor> {
     let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +21,7 @@ fn ids(t: &candle_core::Tensor) -> Vec<u32> {
 }
 
 fn ioi_setup() -> PatchingSetup<'static> {
-    let m = smollm2();
+    let m = common::smollm2();
     let r = reference();
     let answer = m.tokenizer.encode(" Mary", false).unwrap();
     let wrong = m.tokenizer.encode(" John", false).unwrap();
@@ -130,7 +124,7 @@ fn known_answers() {
 
 #[test]
 fn bad_input_is_an_error() {
-    let m = smollm2();
+    let m = common::smollm2();
     let metric = Metric::LogitDiff {
         answer: 1,
         wrong: 2,

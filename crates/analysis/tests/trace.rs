@@ -9,13 +9,13 @@
 //! an early-middle subject-token site carrying ≥ 30% of the total effect, nothing at the
 //! non-subject tokens before the last one in those layers, and the late site at the last token.
 
-use candle_core::Device;
+mod common;
+
 use interplab_analysis::trace::{find_subject, Corruption, TraceKind, Tracer};
-use interplab_core::loader::load;
 
 #[test]
 fn eiffel_tower_has_an_early_subject_site_and_a_late_last_token_site() {
-    let m = load("smollm2-135m", &Device::Cpu, &mut |_| {}).unwrap();
+    let m = common::smollm2();
     let toks = m
         .tokenizer
         .encode("The Eiffel Tower is located in the city of", false)

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use interplab_analysis::ablation::{ablate_heads, AblationMethod};
 use interplab_analysis::heads::{
-    head_scores, ordinary_tokens, repeated_random_tokens, HeadKind, HeadScoreOptions,
+    head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions,
 };
 use interplab_core::corpus::load_corpus;
 use interplab_report::{ColorScale, Figure, Heatmap, Report};
@@ -73,11 +73,7 @@ pub fn run(a: AblateArgs) -> anyhow::Result<()> {
     }
     let r = ablate_heads(&m.model, &docs, method)?;
     // Which of the important heads are induction or previous-token heads.
-    let hi = (m.model.cfg.d_vocab as u32).min(40_000);
-    let mut pool = ordinary_tokens(&m.tokenizer, 1000.min(hi / 2)..hi);
-    if pool.len() < 50 {
-        pool = (1..m.model.cfg.d_vocab as u32).collect();
-    }
+    let pool = random_token_pool(&m.tokenizer, m.model.cfg.d_vocab, 50);
     let bos_id = if bos {
         m.tokenizer.encode("", true)?.first().copied()
     } else {

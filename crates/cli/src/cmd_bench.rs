@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use candle_core::Tensor;
 use clap::Args;
 use interplab_analysis::heads::{
-    head_scores, ordinary_tokens, repeated_random_tokens, HeadKind, HeadScoreOptions,
+    head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions,
 };
 use interplab_analysis::patching::{Metric, PatchingSetup, PositionSite};
 use interplab_core::model::NameFilter;
@@ -159,7 +159,7 @@ fn measure(a: &BenchArgs, what: &str) -> anyhow::Result<serde_json::Value> {
             // scripts/peer/bench_peer.py `tl_head_detector`: 4 sequences of BOS + 50 random
             // single-word tokens repeated twice, three head types.
             let m = load_model(&a.model)?;
-            let pool = ordinary_tokens(&m.tokenizer, 1000..40_000);
+            let pool = random_token_pool(&m.tokenizer, m.model.cfg.d_vocab, 50);
             let bos = m.tokenizer.encode("", true)?.first().copied();
             let seqs = repeated_random_tokens(&pool, 50, 4, 0, bos)?;
             let mut times = Vec::new();

@@ -36,14 +36,21 @@ pub struct ComposeArgs {
 
 /// Compute the scores and write the run directory.
 pub fn run(a: ComposeArgs) -> anyhow::Result<()> {
-    if let Some(bad) = a
+    // Parse before loading anything, so bad input writes nothing.
+    let kinds = a
         .kinds
         .split(',')
         .map(str::trim)
-        .find(|k| !["q", "k", "v", ""].contains(k))
-    {
-        anyhow::bail!("unknown composition kind {bad:?} (q, k, v)");
-    }
+        .filter(|s| !s.is_empty())
+        .map(|k| match k {
+            "q" => Ok(CompositionKind::Q),
+            "k" => Ok(CompositionKind::K),
+            "v" => Ok(CompositionKind::V),
+            other => Err(anyhow::anyhow!(
+                "unknown composition kind {other:?} (q, k, v)"
+            )),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let m = load_model(&a.model)?;
     let c = &m.model.cfg;
     let baseline = random_baseline(c.d_model, c.d_head, a.baseline_samples, 0)?;
@@ -66,13 +73,8 @@ pub fn run(a: ComposeArgs) -> anyhow::Result<()> {
     let mut tensors = HashMap::new();
     let mut results = serde_json::Map::new();
     results.insert("random_baseline".into(), json!(baseline));
-    for name in a.kinds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let kind = match name {
-            "q" => CompositionKind::Q,
-            "k" => CompositionKind::K,
-            "v" => CompositionKind::V,
-            other => anyhow::bail!("unknown composition kind {other:?} (q, k, v)"),
-        };
+    for kind in kinds {
+        let name = kind.name();
         let s = composition_scores(&m.model, kind)?;
         let top = s.top_k(a.top_k);
         println!(
@@ -87,7 +89,6 @@ pub fn run(a: ComposeArgs) -> anyhow::Result<()> {
         report
             .heading(format!("{}-composition", name.to_uppercase()))
             .figure("strongest pairs", &fig);
-        let n = s.n_layers * s.n_heads;
         let flat: Vec<f32> = s.scores.iter().map(|&v| v as f32).collect();
         tensors.insert(
             name.to_string(),
@@ -97,7 +98,6 @@ pub fn run(a: ComposeArgs) -> anyhow::Result<()> {
                 &Device::Cpu,
             )?,
         );
-        let _ = n;
         results.insert(name.into(), json!({"top": top}));
     }
     dir.write_tensors("composition.safetensors", &tensors)?;

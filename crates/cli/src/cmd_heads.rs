@@ -7,7 +7,7 @@ use anyhow::bail;
 use candle_core::{Device, Tensor};
 use clap::Args;
 use interplab_analysis::heads::{
-    head_scores, ordinary_tokens, repeated_random_tokens, HeadKind, HeadScoreOptions, HeadScores,
+    head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions, HeadScores,
 };
 use interplab_report::{ColorScale, Figure, Heatmap, Report};
 use serde_json::json;
@@ -64,12 +64,7 @@ pub fn run(a: HeadsArgs) -> anyhow::Result<()> {
             (vec![ids], "text".to_string())
         }
         None => {
-            let hi = (m.model.cfg.d_vocab as u32).min(40_000);
-            let mut pool = ordinary_tokens(&m.tokenizer, 1000.min(hi / 2)..hi);
-            if pool.len() < a.seq_len {
-                // Toy vocabularies: every non-special id.
-                pool = (1..m.model.cfg.d_vocab as u32).collect();
-            }
+            let pool = random_token_pool(&m.tokenizer, m.model.cfg.d_vocab, a.seq_len);
             let s = repeated_random_tokens(&pool, a.seq_len, a.n_seq, a.seed, bos)?;
             (
                 s,

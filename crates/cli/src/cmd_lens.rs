@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use interplab_analysis::lens::{direct_logit_attribution, logit_lens, logit_lens_diff};
 use interplab_report::{BarChart, ColorScale, Figure, Heatmap, Report};
@@ -37,13 +37,6 @@ pub struct LensArgs {
     out: Option<PathBuf>,
 }
 
-fn one_token(m: &interplab_core::loader::LoadedModel, s: &str, what: &str) -> anyhow::Result<u32> {
-    match m.tokenizer.encode(s, false)?.as_slice() {
-        [id] => Ok(*id),
-        ids => bail!("{what} {s:?} is {} tokens, not one", ids.len()),
-    }
-}
-
 /// Decode every layer and attribute the target's logit.
 pub fn run(a: LensArgs) -> anyhow::Result<()> {
     let m = load_model(&a.model)?;
@@ -66,10 +59,10 @@ pub fn run(a: LensArgs) -> anyhow::Result<()> {
     let contrast = a
         .contrast
         .as_deref()
-        .map(|s| one_token(&m, s, "--contrast"))
+        .map(|s| m.tokenizer.single_token(s).context("--contrast"))
         .transpose()?;
     let target = match &a.target {
-        Some(s) => one_token(&m, s, "--target")?,
+        Some(s) => m.tokenizer.single_token(s).context("--target")?,
         None => {
             let logits = m.model.forward(
                 &candle_core::Tensor::new(tokens.as_slice(), m.model.device())?.unsqueeze(0)?,

@@ -61,17 +61,11 @@ pub struct PatchArgs {
     out: Option<PathBuf>,
 }
 
-/// One token id for a string that must be exactly one token.
-fn single_token(
-    m: &interplab_core::loader::LoadedModel,
-    s: &str,
-    what: &str,
-) -> anyhow::Result<u32> {
-    let ids = m.tokenizer.encode(s, false)?;
-    match ids.as_slice() {
-        [id] => Ok(*id),
-        _ => bail!("{what} {s:?} is {} tokens, not one: {ids:?}", ids.len()),
-    }
+/// A site to sweep.
+#[derive(Clone, Copy)]
+enum Site {
+    Position(PositionSite),
+    Head(HeadSite),
 }
 
 /// Run the sweeps and write the run directory.
@@ -97,8 +91,8 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
                 bail!("--metric logit-diff needs --answer and --wrong");
             };
             Metric::LogitDiff {
-                answer: single_token(&m, ans, "--answer")?,
-                wrong: single_token(&m, wr, "--wrong")?,
+                answer: m.tokenizer.single_token(ans).context("--answer")?,
+                wrong: m.tokenizer.single_token(wr).context("--wrong")?,
             }
         }
         "prob" => {
@@ -106,19 +100,28 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
                 bail!("--metric prob needs --answer")
             };
             Metric::AnswerProb {
-                answer: single_token(&m, ans, "--answer")?,
+                answer: m.tokenizer.single_token(ans).context("--answer")?,
             }
         }
         "kl" => Metric::Kl,
         other => bail!("unknown metric {other:?} (logit-diff, prob, kl)"),
     };
-    for site in a.sites.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let known = PositionSite::ALL.iter().any(|p| p.name() == site)
-            || HeadSite::ALL.iter().any(|h| h.name() == site);
-        if !known {
-            bail!("unknown site {site:?}");
-        }
-    }
+    // Parse the sites before any work, so bad input writes nothing.
+    let sites = a
+        .sites
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|site| {
+            if let Some(p) = PositionSite::ALL.iter().find(|p| p.name() == site) {
+                Ok(Site::Position(*p))
+            } else if let Some(h) = HeadSite::ALL.iter().find(|h| h.name() == site) {
+                Ok(Site::Head(*h))
+            } else {
+                Err(anyhow::anyhow!("unknown site {site:?}"))
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let setup = PatchingSetup::new(&m.model, &clean, &corrupt, metric)?;
     let labels: Vec<String> = clean
         .iter()
@@ -159,20 +162,24 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
     let mut tensors = HashMap::new();
     let mut results = serde_json::Map::new();
     let mut done: Vec<(String, Sweep, Vec<String>, &str)> = Vec::new();
-    for site in a.sites.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (sweep, x_ticks, x_label) =
-            if let Some(ps) = PositionSite::ALL.iter().find(|p| p.name() == site) {
-                (setup.sweep_positions(*ps)?, labels.clone(), "position")
-            } else if let Some(hs) = HeadSite::ALL.iter().find(|h| h.name() == site) {
+    for s in &sites {
+        let (site, sweep, x_ticks, x_label) = match *s {
+            Site::Position(ps) => (
+                ps.name(),
+                setup.sweep_positions(ps)?,
+                labels.clone(),
+                "position",
+            ),
+            Site::Head(hs) => {
                 let n = hs.n_heads(&m.model);
                 (
-                    setup.sweep_heads(*hs)?,
+                    hs.name(),
+                    setup.sweep_heads(hs)?,
                     (0..n).map(|h| h.to_string()).collect(),
                     "head",
                 )
-            } else {
-                bail!("unknown site {site:?}");
-            };
+            }
+        };
         print_top(&sweep, &x_ticks, x_label);
         let fig = sweep_figure(&sweep, x_ticks, x_label, metric);
         dir.write_figure(&format!("patch_{site}"), &fig)?;

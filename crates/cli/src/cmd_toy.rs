@@ -1,4 +1,4 @@
-//! `interplab toy ...`: toy models trained from scratch.
+//! `interplab toy ...`: toy models trained from scratch (so far: superposition).
 
 use clap::{Args, Subcommand};
 
@@ -14,20 +14,11 @@ pub struct ToyArgs {
 pub enum ToyCommand {
     /// Toy Models of Superposition: many instances trained as one batched model.
     Superposition(crate::cmd_toy_superposition::SuperpositionArgs),
-    /// Grokking modular addition.
-    Grokking(crate::cmd_toy_grokking::GrokkingArgs),
-    /// Attention-only transformers forming induction heads.
-    Induction(crate::cmd_toy_induction::InductionArgs),
-    /// Reconstruct input tokens from a layer's activations of a real model.
-    Whispers(crate::cmd_toy_whispers::WhispersArgs),
 }
 
 /// Run one toy experiment.
 pub fn run(a: ToyArgs) -> anyhow::Result<()> {
     match a.experiment {
         ToyCommand::Superposition(a) => crate::cmd_toy_superposition::run(a),
-        ToyCommand::Grokking(a) => crate::cmd_toy_grokking::run(a),
-        ToyCommand::Induction(a) => crate::cmd_toy_induction::run(a),
-        ToyCommand::Whispers(a) => crate::cmd_toy_whispers::run(a),
     }
 }

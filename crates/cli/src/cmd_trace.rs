@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use interplab_analysis::trace::{find_subject, Corruption, Trace, TraceKind, Tracer};
@@ -107,10 +107,7 @@ pub fn run(a: TraceArgs) -> anyhow::Result<()> {
             )
         })?;
     let target = match &a.target {
-        Some(s) => match m.tokenizer.encode(s, false)?.as_slice() {
-            [id] => Some(*id),
-            ids => bail!("--target {s:?} is {} tokens, not one", ids.len()),
-        },
+        Some(s) => Some(m.tokenizer.single_token(s).context("--target")?),
         None => None,
     };
     let corruption = match a.mode.as_str() {

@@ -17,10 +17,7 @@ mod cmd_models;
 mod cmd_patch;
 mod cmd_run;
 mod cmd_toy;
-mod cmd_toy_grokking;
-mod cmd_toy_induction;
 mod cmd_toy_superposition;
-mod cmd_toy_whispers;
 mod cmd_trace;
 mod rundir;
 mod ui;
@@ -76,7 +73,7 @@ enum Command {
     Diff(cmd_diff::DiffArgs),
     /// Indirect-object identification: prompts, logit difference, name-mover heads.
     Ioi(cmd_ioi::IoiArgs),
-    /// Toy models trained from scratch: superposition, grokking, induction, whispers.
+    /// Toy models trained from scratch: superposition.
     Toy(cmd_toy::ToyArgs),
 }
 

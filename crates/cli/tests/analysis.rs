@@ -2,37 +2,8 @@
 //! run directory, and bad input (unequal prompt lengths, a metric token that is not one token,
 //! an empty corpus, an unknown site) is one clear error, never a panic.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn interplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interplab"))
-        .args(args)
-        .output()
-        .expect("running interplab")
-}
-
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-}
-
-fn assert_run_dir(dir: &Path, files: &[&str]) {
-    for f in ["manifest.json", "results.json", "report.html"]
-        .iter()
-        .chain(files)
-    {
-        let p = dir.join(f);
-        assert!(p.is_file(), "missing {}", p.display());
-        assert!(
-            std::fs::metadata(&p).unwrap().len() > 0,
-            "empty {}",
-            p.display()
-        );
-    }
-}
+mod common;
+use common::*;
 
 const CLEAN: &str = "When Mary and John went to the store, John gave a drink to";
 const CORRUPT: &str = "When Mary and John went to the store, Mary gave a drink to";
@@ -267,46 +238,6 @@ fn ioi_writes_behaviour_only_run() {
     assert_clean_error(
         &interplab(&["ioi", "smollm2-135m", "--n-prompts", "0"]),
         "at least 1",
-    );
-}
-
-#[test]
-fn diff_of_a_model_with_itself_is_zero_and_needs_a_shared_tokenizer() {
-    let dir = tempfile::tempdir().unwrap();
-    let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/tests/fixtures/hf/llama-tiny");
-    let t = tiny.to_str().unwrap();
-    let out = interplab(&[
-        "diff",
-        t,
-        t,
-        "--max-docs",
-        "3",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_run_dir(
-        dir.path(),
-        &["losses.safetensors", "loss_diff_histogram.png"],
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
-            .unwrap();
-    assert_eq!(r["mean_diff"].as_f64(), Some(0.0));
-    assert_clean_error(
-        &interplab(&["diff", "smollm2-135m", "gemma3-270m", "--max-docs", "1"]),
-        "do not share a tokenizer",
-    );
-    let empty = dir.path().join("empty.jsonl");
-    std::fs::write(&empty, "").unwrap();
-    assert_clean_error(
-        &interplab(&["diff", t, t, "--corpus", empty.to_str().unwrap()]),
-        "no documents",
     );
 }
 

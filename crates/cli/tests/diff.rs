@@ -3,33 +3,15 @@
 //! loss is exactly ln(vocab) on every token, and B − A is that minus A's loss. Models with
 //! different token ids for the same text, and an empty corpus, are clear errors.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn interplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interplab"))
-        .args(args)
-        .output()
-        .expect("running interplab")
-}
-
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/tests/fixtures/hf")
-        .join(name)
-}
 
 /// A copy of the llama fixture in `dir` whose tokenizer gives "e" and "t" each other's ids: the
 /// same vocabulary size, but other token ids for any text with an "e" in it.
 fn swapped_tokenizer_copy(dir: &Path) -> PathBuf {
-    let src = fixture("llama-tiny");
+    let src = tiny_fixture("llama-tiny");
     let dst = dir.join("llama-tiny-swapped-ids");
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "model.safetensors"] {
@@ -48,7 +30,7 @@ fn swapped_tokenizer_copy(dir: &Path) -> PathBuf {
 
 /// A copy of the llama fixture in `dir` with `lm_head.weight` set to zero.
 fn zero_unembedding_copy(dir: &Path) -> PathBuf {
-    let src = fixture("llama-tiny");
+    let src = tiny_fixture("llama-tiny");
     let dst = dir.join("llama-tiny-zero-unembed");
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "tokenizer.json"] {
@@ -69,7 +51,7 @@ fn zero_unembedding_copy(dir: &Path) -> PathBuf {
 #[test]
 fn diff_against_a_zero_unembedding_costs_ln_vocab_per_token() {
     let dir = tempfile::tempdir().unwrap();
-    let a = fixture("llama-tiny");
+    let a = tiny_fixture("llama-tiny");
     let b = zero_unembedding_copy(dir.path());
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(
@@ -136,8 +118,13 @@ fn diff_against_a_zero_unembedding_costs_ln_vocab_per_token() {
 
 #[test]
 fn diff_rejects_other_tokenizers_and_an_empty_corpus() {
+    // The two real models: different vocabularies and tokenizers.
+    assert_clean_error(
+        &interplab(&["diff", "smollm2-135m", "gemma3-270m", "--max-docs", "1"]),
+        "do not share a tokenizer",
+    );
     let dir = tempfile::tempdir().unwrap();
-    let llama = fixture("llama-tiny");
+    let llama = tiny_fixture("llama-tiny");
     // (All tiny fixtures share one tokenizer, so build one that differs.)
     let other = swapped_tokenizer_copy(dir.path());
     assert_clean_error(

@@ -2,25 +2,8 @@
 //! (that one is in `analysis.rs`): resample corruption from the built-in subject list, the
 //! logit lens's logit difference ending at the model's own, and bad input as clear errors.
 
-use std::process::{Command, Output};
-
-fn interplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interplab"))
-        .args(args)
-        .output()
-        .expect("running interplab")
-}
-
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-}
-
-fn results(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
-}
+mod common;
+use common::*;
 
 #[test]
 fn trace_resample_from_builtin_subjects_and_bad_input() {

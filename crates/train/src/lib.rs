@@ -3,15 +3,9 @@
 //!
 //! Where things live:
 //! - [`optim`]: fused, in-place AdamW.
-//! - [`checkpoint`]: seeded, resumable training state (weights, optimiser moments, step, RNG).
+//! - [`checkpoint`]: atomic JSON checkpoints of a trainer's whole state, for bit-exact resume.
 //! - [`superposition`]: Toy Models of Superposition (Elhage et al. 2022).
-//! - [`grokking`]: modular addition (Nanda et al. 2023).
-//! - [`induction`]: attention-only transformers forming induction heads.
-//! - [`whispers`]: an inverter reconstructing input tokens from a layer's activations.
 
 pub mod checkpoint;
-pub mod grokking;
-pub mod induction;
 pub mod optim;
 pub mod superposition;
-pub mod whispers;

@@ -60,10 +60,24 @@ impl Default for SuperpositionConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Instance {
     pub sparsity: f64,
-    /// `W` as `[m, n]`, row-major: column `i` is feature i's direction `W_i`.
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
+    /// `[W | b]`: `W` as `[m, n]` row-major (column `i` is feature i's direction `Wᵢ`), then
+    /// the bias `[n]`. One buffer, so the optimiser updates it in place.
+    params: Vec<f32>,
+    /// Features `n` (the bias length).
+    n: usize,
     opt: AdamW,
+}
+
+impl Instance {
+    /// `W`, `[m, n]` row-major.
+    pub fn w(&self) -> &[f32] {
+        &self.params[..self.params.len() - self.n]
+    }
+
+    /// The output bias `b`, `[n]`.
+    pub fn b(&self) -> &[f32] {
+        &self.params[self.params.len() - self.n..]
+    }
 }
 
 /// The batched model.
@@ -104,10 +118,11 @@ impl ToyModel {
                 let mut rng = SplitMix::new(cfg.seed ^ (0xA11C_E000 + k as u64));
                 Instance {
                     sparsity: s,
-                    w: (0..cfg.m * cfg.n)
+                    params: (0..cfg.m * cfg.n)
                         .map(|_| (rng.normal() * std) as f32)
+                        .chain(std::iter::repeat_n(0.0, cfg.n))
                         .collect(),
-                    b: vec![0.0; cfg.n],
+                    n: cfg.n,
                     opt: AdamW::new(opt, cfg.m * cfg.n + cfg.n),
                 }
             })
@@ -152,22 +167,9 @@ fn step_instance(
     k: u64,
     t: u64,
 ) -> f64 {
-    let (n, m, bsz) = (cfg.n, cfg.m, cfg.batch);
-    let (loss, mut grad) = loss_and_grad(
-        cfg.relu,
-        n,
-        m,
-        &inst.w,
-        &inst.b,
-        imp,
-        &batch(cfg, inst.sparsity, k, t),
-    );
-    let _ = bsz;
-    let mut params: Vec<f32> = inst.w.iter().chain(&inst.b).copied().collect();
-    inst.opt.step(&mut params, &grad);
-    inst.w.copy_from_slice(&params[..m * n]);
-    inst.b.copy_from_slice(&params[m * n..]);
-    grad.clear();
+    let x = batch(cfg, inst.sparsity, k, t);
+    let (loss, grad) = loss_and_grad(cfg.relu, cfg.n, cfg.m, inst.w(), inst.b(), imp, &x);
+    inst.opt.step(&mut inst.params, &grad);
     loss
 }
 
@@ -228,20 +230,12 @@ pub fn loss_and_grad(
     let mut gw_l = vec![zero; m * n];
     let mut gb_l = vec![zero; n];
     let mut loss_l = zero;
-    let (mut xt, mut h, mut y, mut d, mut dh) = (
-        vec![zero; n],
-        vec![zero; m],
-        vec![zero; n],
-        vec![zero; n],
-        vec![zero; m],
-    );
+    let (mut xt, mut h, mut d, mut dh) =
+        (vec![zero; n], vec![zero; m], vec![zero; n], vec![zero; m]);
     for start in (0..bsz).step_by(LANES) {
         let live = (bsz - start).min(LANES);
         let mut mask = zero;
-        for (l, mk) in mask.iter_mut().enumerate().take(live) {
-            *mk = 1.0;
-            let _ = l;
-        }
+        mask[..live].fill(1.0);
         // Transpose LANES samples: xt[j][l].
         for (j, xj) in xt.iter_mut().enumerate() {
             for (l, v) in xj.iter_mut().enumerate() {
@@ -269,7 +263,6 @@ pub fn loss_and_grad(
                     yj[l] += wkj * hk[l];
                 }
             }
-            y[j] = yj;
             let (ij, xj) = (imp[j], &xt[j]);
             let dj = &mut d[j];
             for l in 0..LANES {
@@ -304,7 +297,6 @@ pub fn loss_and_grad(
                 *g = o;
             }
         }
-        let _ = &y;
     }
     let mut grad: Vec<f32> = gw_l.iter().map(|g| g.iter().sum()).collect();
     grad.extend(gb_l.iter().map(|g| g.iter().sum::<f32>()));
@@ -332,7 +324,7 @@ pub struct Geometry {
 
 /// Measure an instance's geometry.
 pub fn geometry(n: usize, m: usize, inst: &Instance) -> Geometry {
-    let col = |i: usize| -> Vec<f64> { (0..m).map(|k| inst.w[k * n + i] as f64).collect() };
+    let col = |i: usize| -> Vec<f64> { (0..m).map(|k| inst.w()[k * n + i] as f64).collect() };
     let cols: Vec<Vec<f64>> = (0..n).map(col).collect();
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let wtw: Vec<Vec<f64>> = (0..n)

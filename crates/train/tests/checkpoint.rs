@@ -26,8 +26,8 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     resumed.train(1000, &mut |_, _| {}); // stops at cfg.steps
     assert_eq!(resumed.step, 300);
     for (a, b) in straight.instances.iter().zip(&resumed.instances) {
-        assert_eq!(a.w, b.w);
-        assert_eq!(a.b, b.b);
+        assert_eq!(a.w(), b.w());
+        assert_eq!(a.b(), b.b());
     }
     assert_eq!(straight.loss_history, resumed.loss_history);
 

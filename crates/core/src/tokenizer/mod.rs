@@ -347,6 +347,17 @@ impl Tokenizer {
         }
     }
 
+    /// The id of `text` when it is exactly one token (no BOS), else an error saying how many.
+    pub fn single_token(&self, text: &str) -> Result<u32> {
+        match self.encode(text, false)?.as_slice() {
+            [id] => Ok(*id),
+            ids => Err(Error::Input(format!(
+                "{text:?} is {} tokens, not one: {ids:?}",
+                ids.len()
+            ))),
+        }
+    }
+
     /// Token ids of `text`, with BOS first when `add_bos`; special tokens written in the text
     /// (`<|im_start|>`, `<start_of_turn>`, ...) become their single ids.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {

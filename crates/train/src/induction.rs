@@ -1,1 +1,0 @@
-//! Attention-only transformers trained to form induction heads (Olsson et al. 2022).

@@ -1,1 +1,0 @@
-//! ML Chinese whispers: reconstruct input tokens from a layer's activations.
