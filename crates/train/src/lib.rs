@@ -5,7 +5,11 @@
 //! - [`optim`]: fused, in-place AdamW.
 //! - [`checkpoint`]: atomic JSON checkpoints of a trainer's whole state, for bit-exact resume.
 //! - [`superposition`]: Toy Models of Superposition (Elhage et al. 2022).
+//! - [`grokking`]: modular addition and a one-layer transformer (Nanda et al. 2023).
+//! - [`linalg`]: row-major f32 matrix products (the `gemm` crate) for hand-written loops.
 
 pub mod checkpoint;
 pub mod optim;
 pub mod superposition;
+pub mod grokking;
+pub mod linalg;

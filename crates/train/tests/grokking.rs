@@ -1,0 +1,172 @@
+//! The grokking model against TransformerLens' HookedTransformer (logits, loss, gradients and
+//! three AdamW steps, from scripts/train/grokking_reference.py), against its own plain
+//! three-position forward, against finite differences; a reduced run that groks; resume.
+
+use interplab_train::checkpoint;
+use interplab_train::grokking::{
+    embedding_fourier_norms, param_infos, split, Grokking, GrokkingConfig,
+};
+use safetensors::SafeTensors;
+
+fn fixture() -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grokking_tl.safetensors");
+    std::fs::read(path).expect("fixture written by scripts/train/grokking_reference.py")
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+    let t = st.tensor(name).unwrap_or_else(|_| panic!("{name} in fixture"));
+    assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
+    t.data()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// The configuration of the fixture (see the script).
+fn tl_config() -> GrokkingConfig {
+    GrokkingConfig {
+        p: 17,
+        d_model: 24,
+        n_heads: 3,
+        d_head: 8,
+        d_mlp: 40,
+        ..GrokkingConfig::default()
+    }
+}
+
+fn tl_model(st: &SafeTensors) -> Grokking {
+    let mut m = Grokking::new(tl_config()).unwrap();
+    for info in param_infos(&m.cfg) {
+        m.set_param(info.name, &f32s(st, info.name)).unwrap();
+    }
+    m
+}
+
+fn tl_pairs(st: &SafeTensors) -> Vec<(u32, u32)> {
+    let t = st.tensor("pairs").unwrap();
+    let v: Vec<i64> = t
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    v.chunks(2).map(|c| (c[0] as u32, c[1] as u32)).collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn max_abs(a: &[f32]) -> f32 {
+    a.iter().map(|x| x.abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn matches_transformer_lens_logits_loss_gradients_and_adamw_steps() {
+    let bytes = fixture();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut model = tl_model(&st);
+    let pairs = tl_pairs(&st);
+
+    let logits = model.logits(&pairs);
+    let d = max_abs_diff(&logits, &f32s(&st, "logits"));
+    assert!(d < 1e-5, "logits differ from TransformerLens by {d}");
+
+    let mut grad = vec![0.0f32; model.params().len()];
+    let ev = model.loss_and_grad(&pairs, &mut grad);
+    let want = f64s(&st, "loss")[0];
+    assert!((ev.loss - want).abs() < 1e-6, "loss {} vs {want}", ev.loss);
+    for info in param_infos(&model.cfg) {
+        let ours = &grad[info.offset..info.offset + info.len()];
+        let theirs = f32s(&st, &format!("grad.{}", info.name));
+        let d = max_abs_diff(ours, &theirs);
+        // f32 sums in a different order: relative to the gradient's scale.
+        assert!(
+            d <= 1e-4 * max_abs(&theirs) + 1e-8,
+            "{}: gradient differs by {d} (max {})",
+            info.name,
+            max_abs(&theirs)
+        );
+    }
+
+    let losses = f64s(&st, "losses3");
+    for want in losses {
+        let ev = model.step(&pairs);
+        assert!((ev.loss - want).abs() < 1e-5, "loss {} vs {want}", ev.loss);
+    }
+    for info in param_infos(&model.cfg) {
+        let d = max_abs_diff(
+            model.param(info.name).unwrap(),
+            &f32s(&st, &format!("after3.{}", info.name)),
+        );
+        assert!(d < 1e-6, "{} after 3 AdamW steps differs by {d}", info.name);
+    }
+}
+
+#[test]
+fn table_forward_equals_plain_transformer_at_full_size() {
+    let model = Grokking::new(GrokkingConfig::default()).unwrap();
+    let (train, _) = split(&model.cfg);
+    let pairs = &train[..64];
+    let fast = model.logits(pairs);
+    let plain = model.forward_reference(pairs);
+    let d = max_abs_diff(&fast, &plain);
+    assert!(d < 1e-4 * (1.0 + max_abs(&plain)), "table forward differs by {d}");
+}
+
+#[test]
+fn gradient_matches_finite_differences() {
+    let cfg = GrokkingConfig {
+        p: 7,
+        d_model: 8,
+        n_heads: 2,
+        d_head: 4,
+        d_mlp: 16,
+        frac_train: 0.5,
+        seed: 3,
+        ..GrokkingConfig::default()
+    };
+    let mut model = Grokking::new(cfg.clone()).unwrap();
+    let (train, _) = split(&cfg);
+    let mut grad = vec![0.0f32; model.params().len()];
+    model.loss_and_grad(&train, &mut grad);
+    let base: Vec<f32> = model.params().to_vec();
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    for info in param_infos(&cfg) {
+        // The three largest gradient entries of each weight (f32 differences need signal).
+        let mut idx: Vec<usize> = (info.offset..info.offset + info.len()).collect();
+        idx.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+        for &i in idx.iter().take(3) {
+            let local = i - info.offset;
+            let mut w = base[info.offset..info.offset + info.len()].to_vec();
+            w[local] = base[i] + eps;
+            model.set_param(info.name, &w).unwrap();
+            let up = model.evaluate(&train).loss;
+            w[local] = base[i] - eps;
+            model.set_param(info.name, &w).unwrap();
+            let down = model.evaluate(&train).loss;
+            w[local] = base[i];
+            model.set_param(info.name, &w).unwrap();
+            let fd = (up - down) / (2.0 * eps as f64);
+            let err = (fd - grad[i] as f64).abs();
+            assert!(
+                err <= 2e-2 * fd.abs().max(grad[i].abs() as f64) + 1e-5,
+                "{}[{local}]: backward {} vs finite difference {fd}",
+                info.name,
+                grad[i]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 27);
+}
