@@ -1,4 +1,4 @@
-//! `interplab toy ...`: toy models trained from scratch (so far: superposition).
+//! `interplab toy ...`: toy models trained from scratch (superposition, grokking).
 
 use clap::{Args, Subcommand};
 
@@ -14,11 +14,14 @@ pub struct ToyArgs {
 pub enum ToyCommand {
     /// Toy Models of Superposition: many instances trained as one batched model.
     Superposition(crate::cmd_toy_superposition::SuperpositionArgs),
+    /// Grokking: modular addition learnt by a one-layer transformer (Nanda et al. 2023).
+    Grokking(crate::cmd_toy_grokking::GrokkingArgs),
 }
 
 /// Run one toy experiment.
 pub fn run(a: ToyArgs) -> anyhow::Result<()> {
     match a.experiment {
         ToyCommand::Superposition(a) => crate::cmd_toy_superposition::run(a),
+        ToyCommand::Grokking(a) => crate::cmd_toy_grokking::run(a),
     }
 }

@@ -543,7 +543,14 @@ impl Grokking {
                     }
                 }
             });
-        let post: Vec<f32> = pre.par_iter().map(|&x| x.max(0.0)).collect();
+        let mut post = vec![0.0f32; n * f];
+        post.par_chunks_mut(f)
+            .zip(pre.par_chunks(f))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x.max(0.0);
+                }
+            });
         matmul(&mut logits, &post, &tab.m, n, f, p, false, false, true);
         Forward {
             pattern,
@@ -575,11 +582,13 @@ impl Grokking {
         let mut d_pre = vec![0.0f32; n * f];
         matmul(&mut d_pre, g, &tab.m, n, p, f, false, true, false);
         d_pre
-            .par_iter_mut()
-            .zip(fw.pre.par_iter())
-            .for_each(|(dx, &x)| {
-                if x <= 0.0 {
-                    *dx = 0.0;
+            .par_chunks_mut(f)
+            .zip(fw.pre.par_chunks(f))
+            .for_each(|(dx, x)| {
+                for (d, &x) in dx.iter_mut().zip(x) {
+                    if x <= 0.0 {
+                        *d = 0.0;
+                    }
                 }
             });
         let ones = vec![1.0f32; n];
@@ -812,8 +821,21 @@ impl<'a> Grads<'a> {
     }
 }
 
+/// Dot product with eight independent accumulators (so the compiler can keep them in one
+/// vector register; a single running f32 sum cannot be reordered).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
