@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use interplab_report::{BarChart, ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle};
+use interplab_report::{
+    BarChart, ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle,
+};
 use interplab_train::checkpoint;
 use interplab_train::grokking::{
     split, Grokking, GrokkingConfig, LogEntry, CLUSTER_FVE, KEY_FREQ_MIN_SHARE,
@@ -55,7 +57,7 @@ pub struct GrokkingArgs {
     /// Save a checkpoint every this many epochs.
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,
-    /// Continue from the run directory's checkpoint (needs --out).
+    /// Continue from the run directory's checkpoint (needs --out); --epochs may be raised.
     #[arg(long, requires = "out")]
     resume: bool,
     /// Run directory (default runs/toy-grokking-<time>).
@@ -124,13 +126,19 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
     let dir = RunDir::create(a.out.as_deref(), "toy-grokking")?;
     let ckpt = dir.path.join("checkpoint.json");
     let mut state = if a.resume && ckpt.exists() {
-        let s: State = checkpoint::load(&ckpt)?;
-        if s.model.cfg != cfg {
+        let mut s: State = checkpoint::load(&ckpt)?;
+        // --epochs may change on resume (train longer); nothing else may.
+        let same = GrokkingConfig {
+            epochs: cfg.epochs,
+            ..s.model.cfg.clone()
+        };
+        if same != cfg {
             anyhow::bail!(
                 "{} was written with a different configuration",
                 ckpt.display()
             );
         }
+        s.model.cfg.epochs = cfg.epochs;
         eprintln!("resuming from epoch {}", s.model.epoch);
         s
     } else {
@@ -148,10 +156,8 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
 
     let bar = ProgressBar::new(a.epochs as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} epochs  {msg}  {elapsed} (eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} epochs  {msg}  {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(state.model.epoch as u64);
     let offset = state.seconds.last().copied().unwrap_or(0.0);
@@ -254,7 +260,9 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         series: vec![
             line("train", &|e| e.train_loss),
             line("test", &|e| e.test_loss),
-            line("restricted (key freqs only, all pairs)", &|e| e.restricted_loss),
+            line("restricted (key freqs only, all pairs)", &|e| {
+                e.restricted_loss
+            }),
             line("excluded (key freqs removed, train)", &|e| e.excluded_loss),
         ],
         bands: bands.clone(),
@@ -279,7 +287,13 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         x_label: "frequency k".into(),
         y_label: "norm²".into(),
         labels: (0..=n_freq)
-            .map(|k| if k == 0 { "const".into() } else { k.to_string() })
+            .map(|k| {
+                if k == 0 {
+                    "const".into()
+                } else {
+                    k.to_string()
+                }
+            })
             .collect(),
         values: last.fourier_norms.clone(),
         ..Default::default()
@@ -390,12 +404,21 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
     ));
     report.figure("loss (log scales) with the three phases", &losses);
     report.figure("accuracy", &accuracy);
-    report.figure("the embedding's Fourier spectrum (sparse once grokked)", &fourier);
+    report.figure(
+        "the embedding's Fourier spectrum (sparse once grokked)",
+        &fourier,
+    );
     report.figure("the spectrum over training", &spectrum);
     report.figure("neuron-frequency clusters", &clusters);
     let metrics: Vec<serde_json::Value> = h
         .iter()
-        .zip(state.seconds.iter().map(Some).chain(std::iter::repeat(None)))
+        .zip(
+            state
+                .seconds
+                .iter()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        )
         .map(|(e, s)| {
             let mut v = serde_json::to_value(e).unwrap_or_default();
             v["seconds"] = json!(s);

@@ -302,7 +302,9 @@ impl Grokking {
 
     /// One parameter by TransformerLens name.
     pub fn param(&self, name: &str) -> Option<&[f32]> {
-        let info = param_infos(&self.cfg).into_iter().find(|i| i.name == name)?;
+        let info = param_infos(&self.cfg)
+            .into_iter()
+            .find(|i| i.name == name)?;
         Some(&self.params[info.offset..info.offset + info.len()])
     }
 
@@ -527,11 +529,7 @@ impl Grokking {
                 lg.copy_from_slice(&tab.c_u);
                 for h in 0..nh {
                     let rows = self.rows(h, ea, eb);
-                    let sc = [
-                        tab.s[rows[0]],
-                        tab.s[rows[1]],
-                        tab.s[h * b + 2 * p],
-                    ];
+                    let sc = [tab.s[rows[0]], tab.s[rows[1]], tab.s[h * b + 2 * p]];
                     let mx = sc[0].max(sc[1]).max(sc[2]);
                     let e = sc.map(|x| (x - mx).exp());
                     let z = e[0] + e[1] + e[2];
@@ -693,7 +691,17 @@ impl Grokking {
             let mut d_vh = vec![0.0f32; b * dh];
             matmul(&mut d_vh, d_vo_h, wo, b, d, dh, false, true, false);
             // V_h = X·W_V[h]
-            matmul(gw.w_v(h, d * dh), &tab.x, &d_vh, d, b, dh, true, false, true);
+            matmul(
+                gw.w_v(h, d * dh),
+                &tab.x,
+                &d_vh,
+                d,
+                b,
+                dh,
+                true,
+                false,
+                true,
+            );
             matmul(&mut d_x, &d_vh, wv, b, dh, d, false, true, true);
             // S_h[r] = q_h·K_h[r]/√d_head
             let ds_h = &d_s[h * b..(h + 1) * b];
@@ -703,7 +711,17 @@ impl Grokking {
                 axpy(&mut d_q, ds_h[r] * scale, &kh[r * dh..(r + 1) * dh]);
                 axpy(&mut d_kh[r * dh..(r + 1) * dh], ds_h[r] * scale, qh);
             }
-            matmul(gw.w_k(h, d * dh), &tab.x, &d_kh, d, b, dh, true, false, true);
+            matmul(
+                gw.w_k(h, d * dh),
+                &tab.x,
+                &d_kh,
+                d,
+                b,
+                dh,
+                true,
+                false,
+                true,
+            );
             matmul(&mut d_x, &d_kh, wk, b, dh, d, false, true, true);
             // q_h = x[=]·W_Q[h]
             matmul(gw.w_q(h, d * dh), x_eq, &d_q, d, 1, dh, true, false, true);
@@ -834,7 +852,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 

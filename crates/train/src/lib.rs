@@ -9,7 +9,7 @@
 //! - [`linalg`]: row-major f32 matrix products (the `gemm` crate) for hand-written loops.
 
 pub mod checkpoint;
-pub mod optim;
-pub mod superposition;
 pub mod grokking;
 pub mod linalg;
+pub mod optim;
+pub mod superposition;

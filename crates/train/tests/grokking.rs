@@ -9,12 +9,17 @@ use interplab_train::grokking::{
 use safetensors::SafeTensors;
 
 fn fixture() -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grokking_tl.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/grokking_tl.safetensors"
+    );
     std::fs::read(path).expect("fixture written by scripts/train/grokking_reference.py")
 }
 
 fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("{name} in fixture"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{name} in fixture"));
     assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
     t.data()
         .chunks_exact(4)
@@ -63,7 +68,10 @@ fn tl_pairs(st: &SafeTensors) -> Vec<(u32, u32)> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -120,7 +128,10 @@ fn table_forward_equals_plain_transformer_at_full_size() {
     let fast = model.logits(pairs);
     let plain = model.forward_reference(pairs);
     let d = max_abs_diff(&fast, &plain);
-    assert!(d < 1e-4 * (1.0 + max_abs(&plain)), "table forward differs by {d}");
+    assert!(
+        d < 1e-4 * (1.0 + max_abs(&plain)),
+        "table forward differs by {d}"
+    );
 }
 
 #[test]
@@ -210,7 +221,11 @@ fn reduced_modular_addition_groks_with_a_sparse_fourier_spectrum() {
         "train 100% at epoch {memorised}, test 95% at epoch {generalised}: not long before"
     );
     let last = h.last().unwrap();
-    assert!(last.test_acc >= 0.99, "stopped at test accuracy {}", last.test_acc);
+    assert!(
+        last.test_acc >= 0.99,
+        "stopped at test accuracy {}",
+        last.test_acc
+    );
     let share = top5_share(&last.fourier_norms);
     assert!(
         share >= 0.6 && share >= 2.0 * init_share,
@@ -256,6 +271,10 @@ fn resumed_run_ends_with_the_same_weights() {
     let mut resumed: Grokking = checkpoint::load(&path).unwrap();
     resumed.train(1000, &mut |_, _| false).unwrap();
     assert_eq!(resumed.epoch, 120);
-    assert_eq!(resumed.params(), straight.params(), "weights differ after resume");
+    assert_eq!(
+        resumed.params(),
+        straight.params(),
+        "weights differ after resume"
+    );
     assert_eq!(resumed.history, straight.history);
 }
