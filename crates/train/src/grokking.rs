@@ -903,22 +903,34 @@ fn cross_entropy(
 /// −log softmax(row)[target] in f64, whether the argmax is the target, and the gradient of the
 /// batch mean written into `grad`.
 fn row_ce(row: &[f32], target: usize, grad: Option<&mut [f32]>, n: usize) -> (f64, bool) {
-    let mx = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
-    let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
-    let lse = mx + z.ln();
-    let argmax = row
-        .iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0;
-    if let Some(gr) = grad {
-        for (i, (gv, &x)) in gr.iter_mut().zip(row).enumerate() {
-            let prob = (x as f64 - lse).exp();
-            let t = if i == target { 1.0 } else { 0.0 };
-            *gv = ((prob - t) / n as f64) as f32;
+    let (mut argmax, mut mx) = (0, f32::MIN);
+    for (i, &x) in row.iter().enumerate() {
+        if x > mx {
+            (argmax, mx) = (i, x);
         }
     }
-    (lse - row[target] as f64, argmax == target)
+    let mx = mx as f64;
+    let z: f64 = match grad {
+        // One exp per logit: keep exp(x − max) in the gradient buffer, then normalise.
+        Some(gr) => {
+            let mut z = 0.0f64;
+            for (gv, &x) in gr.iter_mut().zip(row) {
+                let e = (x as f64 - mx).exp();
+                z += e;
+                *gv = e as f32;
+            }
+            // (softmax − one-hot)/n in f64: near convergence softmax[target] ≈ 1 and an f32
+            // subtraction would cancel.
+            let inv_n = 1.0 / n as f64;
+            for (i, gv) in gr.iter_mut().enumerate() {
+                let t = if i == target { 1.0 } else { 0.0 };
+                *gv = ((*gv as f64 / z - t) * inv_n) as f32;
+            }
+            z
+        }
+        None => row.iter().map(|&x| (x as f64 - mx).exp()).sum(),
+    };
+    (mx + z.ln() - row[target] as f64, argmax == target)
 }
 
 /// The orthonormal Fourier basis over `0..p` (p odd): row 0 constant, rows `2k−1`, `2k` the
