@@ -26,6 +26,7 @@ use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 use crate::linalg::matmul;
 use crate::optim::{AdamW, AdamWConfig};
@@ -226,11 +227,11 @@ struct Forward {
     /// Attention pattern of the last position, `[N, n_heads, 3]`.
     pattern: Vec<f32>,
     /// MLP pre-activation, `[N, d_mlp]`.
-    pre: Vec<f32>,
+    pre: Buf,
     /// ReLU(pre), `[N, d_mlp]`.
-    post: Vec<f32>,
+    post: Buf,
     /// Last-position logits, `[N, p]`.
-    logits: Vec<f32>,
+    logits: Buf,
 }
 
 /// Per-token tables of one parameter state. `B = 2p + 1` input rows: `a` at position 0
@@ -246,11 +247,11 @@ struct Tables {
     /// Scaled attention scores q·k/√d_head, `[n_heads, B]`.
     s: Vec<f32>,
     /// Value rows through W_O, `[R, d_model]`.
-    vo: Vec<f32>,
+    vo: Buf,
     /// `vo · W_in`, `[R, d_mlp]`.
-    t: Vec<f32>,
+    t: Buf,
     /// `vo · W_U`, `[R, p]`.
-    u: Vec<f32>,
+    u: Buf,
     /// `x[=] · W_in`, `[d_mlp]`; `x[=] · W_U`, `[p]`.
     c_in: Vec<f32>,
     c_u: Vec<f32>,
@@ -337,7 +338,7 @@ impl Grokking {
         let (train, test) = split(&self.cfg);
         let end = (self.epoch + epochs).min(self.cfg.epochs);
         while self.epoch < end {
-            let mut grad = vec![0.0f32; self.params.len()];
+            let mut grad = Buf::zeros(self.params.len());
             let ev = self.loss_and_grad(&train, &mut grad);
             let log_now = self.epoch % self.cfg.log_every == 0 || self.epoch + 1 == self.cfg.epochs;
             let entry = if log_now {
@@ -376,12 +377,12 @@ impl Grokking {
 
     /// Last-position logits of `pairs`, `[N, p]`.
     pub fn logits(&self, pairs: &[(u32, u32)]) -> Vec<f32> {
-        self.forward(&self.tables(), pairs).logits
+        self.forward(&self.tables(), pairs).logits.to_vec()
     }
 
     /// MLP pre-activations of `pairs` at the last position, `[N, d_mlp]`.
     pub fn mlp_pre(&self, pairs: &[(u32, u32)]) -> Vec<f32> {
-        self.forward(&self.tables(), pairs).pre
+        self.forward(&self.tables(), pairs).pre.to_vec()
     }
 
     /// Mean cross-entropy of `pairs`, its gradient added into `grad` (flat, the order of
@@ -447,7 +448,7 @@ impl Grokking {
         let mut v = vec![0.0f32; nh * b * dh];
         let mut q = vec![0.0f32; nh * dh];
         let mut s = vec![0.0f32; nh * b];
-        let mut vo = vec![0.0f32; nh * b * d];
+        let mut vo = Buf::zeros(nh * b * d);
         let scale = 1.0 / (dh as f32).sqrt();
         for h in 0..nh {
             let wq = &w[l.w_q + h * d * dh..l.w_q + (h + 1) * d * dh];
@@ -479,9 +480,9 @@ impl Grokking {
         let w_out = &w[l.w_out..l.w_out + f * d];
         let w_u = &w[l.w_u..l.w_u + d * p];
         let rows = nh * b;
-        let mut t = vec![0.0f32; rows * f];
+        let mut t = Buf::zeros(rows * f);
         matmul(&mut t, &vo, w_in, rows, d, f, false, false, false);
-        let mut u = vec![0.0f32; rows * p];
+        let mut u = Buf::zeros(rows * p);
         matmul(&mut u, &vo, w_u, rows, d, p, false, false, false);
         let mut c_in = vec![0.0f32; f];
         matmul(&mut c_in, x_eq, w_in, 1, d, f, false, false, false);
@@ -517,8 +518,8 @@ impl Grokking {
         let n = pairs.len();
         let b = 2 * p + 1;
         let mut pattern = vec![0.0f32; n * nh * 3];
-        let mut pre = vec![0.0f32; n * f];
-        let mut logits = vec![0.0f32; n * p];
+        let mut pre = Buf::zeros(n * f);
+        let mut logits = Buf::zeros(n * p);
         pattern
             .par_chunks_mut(nh * 3)
             .zip(pre.par_chunks_mut(f))
@@ -541,7 +542,7 @@ impl Grokking {
                     }
                 }
             });
-        let mut post = vec![0.0f32; n * f];
+        let mut post = Buf::zeros(n * f);
         post.par_chunks_mut(f)
             .zip(pre.par_chunks(f))
             .for_each(|(y, x)| {
@@ -577,16 +578,14 @@ impl Grokking {
         // logits = post·M + c_u + Σ pattern·U[row]
         let mut d_m = vec![0.0f32; f * p];
         matmul(&mut d_m, &fw.post, g, f, n, p, true, false, false);
-        let mut d_pre = vec![0.0f32; n * f];
+        let mut d_pre = Buf::zeros(n * f);
         matmul(&mut d_pre, g, &tab.m, n, p, f, false, true, false);
         d_pre
             .par_chunks_mut(f)
             .zip(fw.pre.par_chunks(f))
             .for_each(|(dx, x)| {
                 for (d, &x) in dx.iter_mut().zip(x) {
-                    if x <= 0.0 {
-                        *d = 0.0;
-                    }
+                    *d = if x > 0.0 { *d } else { 0.0 };
                 }
             });
         let ones = vec![1.0f32; n];
@@ -628,8 +627,8 @@ impl Grokking {
             by_b[eb as usize].push(i as u32);
         }
         let all: Vec<u32> = (0..n as u32).collect();
-        let mut d_t = vec![0.0f32; rows_n * f];
-        let mut d_u = vec![0.0f32; rows_n * p];
+        let mut d_t = Buf::zeros(rows_n * f);
+        let mut d_u = Buf::zeros(rows_n * p);
         let mut d_s = vec![0.0f32; rows_n];
         d_t.par_chunks_mut(f)
             .zip(d_u.par_chunks_mut(p))
@@ -666,7 +665,7 @@ impl Grokking {
         matmul(gw.w_in(), x_eq, &d_c_in, d, 1, f, true, false, true);
         matmul(gw.w_u(), &tab.vo, &d_u, d, rows_n, p, true, false, true);
         matmul(gw.w_u(), x_eq, &d_c_u, d, 1, p, true, false, true);
-        let mut d_vo = vec![0.0f32; rows_n * d];
+        let mut d_vo = Buf::zeros(rows_n * d);
         matmul(&mut d_vo, &d_t, w_in, rows_n, f, d, false, true, false);
         matmul(&mut d_vo, &d_u, w_u, rows_n, p, d, false, true, true);
         let mut d_x = vec![0.0f32; b * d];
@@ -801,6 +800,58 @@ impl Grokking {
     }
 }
 
+/// A zeroed f32 buffer recycled through a pool when dropped: every epoch needs the same dozen
+/// multi-megabyte arrays, and fresh ones from the OS cost a page fault and a page zeroing each
+/// (10% of an epoch in a profile).
+struct Buf(Vec<f32>);
+
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// Buffers smaller than this are not worth pooling; at most `POOL_MAX` are kept.
+const POOL_MIN: usize = 1 << 15;
+const POOL_MAX: usize = 32;
+
+impl Buf {
+    fn zeros(len: usize) -> Buf {
+        let mut v = if len >= POOL_MIN {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].capacity() >= len)
+                .min_by_key(|&i| pool[i].capacity());
+            best.map(|i| pool.swap_remove(i)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        v.clear();
+        v.resize(len, 0.0);
+        Buf(v)
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.0.capacity() >= POOL_MIN {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < POOL_MAX {
+                pool.push(std::mem::take(&mut self.0));
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
 /// Mutable views of the gradient buffer by parameter.
 struct Grads<'a> {
     g: &'a mut [f32],
@@ -874,13 +925,9 @@ fn cross_entropy(
     pairs: &[(u32, u32)],
     p: usize,
     want_grad: bool,
-) -> (f64, f64, Vec<f32>) {
+) -> (f64, f64, Buf) {
     let n = pairs.len();
-    let mut g = if want_grad {
-        vec![0.0f32; n * p]
-    } else {
-        Vec::new()
-    };
+    let mut g = Buf::zeros(if want_grad { n * p } else { 0 });
     let per: Vec<(f64, bool)> = if want_grad {
         logits
             .par_chunks(p)
@@ -1012,12 +1059,12 @@ fn analyse(model: &Grokking, train: &[(u32, u32)]) -> Analysis {
 
     // Neuron clusters: 2-D Fourier transform of each neuron's pre-activation over (a, b).
     // Step 1: over b, for each a: Y[a] (p×f) = B · pre[a] (p×f).
-    let mut y = vec![0.0f32; p * p * f];
+    let mut y = Buf::zeros(p * p * f);
     y.par_chunks_mut(p * f)
         .zip(fw.pre.par_chunks(p * f))
         .for_each(|(ya, pa)| matmul(ya, &basis, pa, p, p, f, false, false, false));
     // Step 2: over a: Z (p × p·f) = B · Y (p × p·f); Z[u][v][i] with u the a-frequency row.
-    let mut z = vec![0.0f32; p * p * f];
+    let mut z = Buf::zeros(p * p * f);
     matmul(&mut z, &basis, &y, p, p, p * f, false, false, false);
     let n_freq = (p - 1) / 2;
     let (neuron_freq, neuron_fve): (Vec<usize>, Vec<f64>) = (0..f)
