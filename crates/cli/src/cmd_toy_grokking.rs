@@ -11,7 +11,7 @@ use interplab_report::{
 };
 use interplab_train::checkpoint;
 use interplab_train::grokking::{
-    split, Grokking, GrokkingConfig, LogEntry, CLUSTER_FVE, KEY_FREQ_MIN_SHARE,
+    Grokking, GrokkingConfig, LogEntry, ProgressMeasures, CLUSTER_FVE, KEY_FREQ_MIN_SHARE,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -54,6 +54,11 @@ pub struct GrokkingArgs {
     /// Stop at the first logged epoch whose test accuracy reaches this (e.g. 0.99).
     #[arg(long)]
     stop_at_test_acc: Option<f64>,
+    /// Save the weights every this many epochs (`snapshot-epochNNNNNNN.f32`, raw little-endian
+    /// f32): the progress measures are evaluated on them at the end with the final key
+    /// frequencies, as in the paper.
+    #[arg(long, default_value_t = 250)]
+    snapshot_every: usize,
     /// Save a checkpoint every this many epochs.
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,
@@ -163,9 +168,14 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
     let offset = state.seconds.last().copied().unwrap_or(0.0);
     let t0 = Instant::now();
     let every = a.checkpoint_every.max(1);
+    let snap_every = a.snapshot_every.max(1);
     let mut stopped = false;
+    if state.model.epoch == 0 {
+        write_snapshot(&dir, &state.model)?;
+    }
     while state.model.epoch < a.epochs && !stopped {
-        let chunk = every - state.model.epoch % every;
+        let e = state.model.epoch;
+        let chunk = (every - e % every).min(snap_every - e % snap_every);
         let seconds = &mut state.seconds;
         state.model.train(chunk, &mut |epoch, entry| {
             if epoch % 10 == 0 {
@@ -182,7 +192,12 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
             stopped = a.stop_at_test_acc.is_some_and(|t| e.test_acc >= t);
             stopped
         })?;
-        checkpoint::save(&ckpt, &state)?;
+        if state.model.epoch % snap_every == 0 || stopped || state.model.epoch == a.epochs {
+            write_snapshot(&dir, &state.model)?;
+        }
+        if state.model.epoch % every == 0 || stopped || state.model.epoch == a.epochs {
+            checkpoint::save(&ckpt, &state)?;
+        }
     }
     bar.finish_and_clear();
     let secs = offset + t0.elapsed().as_secs_f64();
@@ -199,8 +214,17 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
                 .and_then(|i| state.seconds.get(i).copied())
         })
     };
-    let (train, _) = split(&model.cfg);
-    let an = model.analyse(&train);
+    let an = model.analyse();
+    // Progress measures on every snapshot, with the final key frequencies.
+    let snaps = read_snapshots(&dir, model)?;
+    let mut probe = model.clone();
+    let progress: Vec<(usize, ProgressMeasures)> = snaps
+        .iter()
+        .map(|(epoch, w)| {
+            probe.set_params(w)?;
+            Ok((*epoch, probe.progress_measures(&an.key_freqs)))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut cluster = vec![0usize; a.p / 2 + 1];
     for (&k, &fve) in an.neuron_freq.iter().zip(&an.neuron_fve) {
         if fve >= CLUSTER_FVE {
@@ -251,6 +275,14 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         points: xs(f),
         style: SeriesStyle::Line,
     };
+    let progress_line = |name: &str, f: &dyn Fn(&ProgressMeasures) -> f64| Series {
+        name: name.into(),
+        points: progress
+            .iter()
+            .map(|(ep, m)| ((*ep).max(1) as f64, f(m)))
+            .collect(),
+        style: SeriesStyle::LineAndMarkers,
+    };
     let losses = Figure::Line(LinePlot {
         title: format!("modular addition p = {}: loss", a.p),
         x_label: "epoch".into(),
@@ -260,10 +292,12 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         series: vec![
             line("train", &|e| e.train_loss),
             line("test", &|e| e.test_loss),
-            line("restricted (key freqs only, all pairs)", &|e| {
-                e.restricted_loss
+            progress_line("restricted (final key freqs only, all pairs)", &|m| {
+                m.restricted_loss
             }),
-            line("excluded (key freqs removed, train)", &|e| e.excluded_loss),
+            progress_line("excluded (final key freqs removed, train)", &|m| {
+                m.excluded_loss
+            }),
         ],
         bands: bands.clone(),
         ..Default::default()
@@ -350,6 +384,11 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
 
     let explained = cluster.iter().sum::<usize>();
     let mut report = Report::new(format!("Grokking modular addition, p = {}", a.p));
+    let restricted_below_test = progress.iter().find(|(ep, m)| {
+        h.iter()
+            .find(|e| e.epoch >= *ep)
+            .is_some_and(|e| m.restricted_loss < 0.5 * e.test_loss && e.test_acc < 0.5)
+    });
     report.key_values(&[
         (
             "model",
@@ -394,14 +433,23 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
     report.paragraph(format!(
         "Phases (shaded): memorisation until training accuracy reaches 100%, circuit formation \
          until test accuracy passes 50%, cleanup until it passes 99%. Restricted loss keeps only \
-         the logits' components along cos/sin 2πk(a+b−c)/p for the key frequencies (all pairs); \
-         excluded loss removes them (training pairs) — Nanda et al. 2023. At the end \
+         the logits' components along cos/sin 2πk(a+b−c)/p for the final key frequencies (all \
+         pairs); excluded loss removes them (training pairs); both are evaluated on the weight \
+         snapshots — Nanda et al. 2023. At the end \
          {explained} of {} neurons are explained ≥ {:.0}% by one frequency; a frequency is key \
          when at least {:.0}% of the neurons cluster on it.",
         a.d_mlp,
         100.0 * CLUSTER_FVE,
         100.0 * KEY_FREQ_MIN_SHARE
     ));
+    if let Some((ep, m)) = restricted_below_test {
+        report.paragraph(format!(
+            "The circuit forms before test accuracy moves: at epoch {ep} the restricted loss is \
+             already {:.3} while the test loss is still above twice that and test accuracy \
+             below 50%.",
+            m.restricted_loss
+        ));
+    }
     report.figure("loss (log scales) with the three phases", &losses);
     report.figure("accuracy", &accuracy);
     report.figure(
@@ -431,9 +479,60 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         &json!({"epochs": model.epoch, "wall_s": secs, "epochs_per_s": epochs_per_s,
             "final": last, "phases": ph, "seconds_at_test_acc_99": secs_at(ph.test_acc_99),
             "key_freqs": an.key_freqs, "neurons_per_frequency": cluster,
+            "progress_measures": progress.iter().map(|(ep, m)| json!({"epoch": ep,
+                "restricted_loss": m.restricted_loss, "excluded_loss": m.excluded_loss}))
+                .collect::<Vec<_>>(),
             "neuron_freq": an.neuron_freq, "neuron_fve": an.neuron_fve}),
     )?;
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
     Ok(())
+}
+
+fn snapshot_name(epoch: usize) -> String {
+    format!("snapshot-epoch{epoch:07}.f32")
+}
+
+/// Write the current weights as raw little-endian f32.
+fn write_snapshot(dir: &RunDir, model: &Grokking) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = model
+        .params()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    dir.write(&snapshot_name(model.epoch), &bytes)?;
+    Ok(())
+}
+
+/// The run directory's snapshots up to the model's epoch, sorted by epoch.
+fn read_snapshots(dir: &RunDir, model: &Grokking) -> anyhow::Result<Vec<(usize, Vec<f32>)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir.path)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        let Some(epoch) = name
+            .strip_prefix("snapshot-epoch")
+            .and_then(|r| r.strip_suffix(".f32"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if epoch > model.epoch {
+            continue;
+        }
+        let bytes = std::fs::read(dir.path.join(&name))?;
+        if bytes.len() != 4 * model.params().len() {
+            anyhow::bail!(
+                "{name}: {} bytes, expected {}",
+                bytes.len(),
+                4 * model.params().len()
+            );
+        }
+        let w = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.push((epoch, w));
+    }
+    out.sort_by_key(|(e, _)| *e);
+    Ok(out)
 }

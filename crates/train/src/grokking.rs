@@ -201,11 +201,7 @@ pub struct LogEntry {
     pub train_acc: f64,
     pub test_loss: f64,
     pub test_acc: f64,
-    /// Loss on all p² pairs with the logits restricted to the key frequencies.
-    pub restricted_loss: f64,
-    /// Loss on the training pairs with the key frequencies removed from the logits.
-    pub excluded_loss: f64,
-    /// Key frequencies (see [`Analysis`]).
+    /// Key frequencies of the neuron clusters at this epoch (see [`Analysis`]).
     pub key_freqs: Vec<usize>,
     /// `‖W_E‖²` per frequency (index 0 the constant), see [`embedding_fourier_norms`].
     pub fourier_norms: Vec<f64>,
@@ -343,7 +339,7 @@ impl Grokking {
             let log_now = self.epoch % self.cfg.log_every == 0 || self.epoch + 1 == self.cfg.epochs;
             let entry = if log_now {
                 // Metrics of the parameters this epoch's loss was computed with.
-                let e = self.log_entry(self.epoch, &ev, &train, &test);
+                let e = self.log_entry(self.epoch, &ev, &test);
                 self.history.push(e);
                 self.history.last()
             } else {
@@ -395,31 +391,66 @@ impl Grokking {
         Eval { loss, acc }
     }
 
-    fn log_entry(
-        &self,
-        epoch: usize,
-        train_ev: &Eval,
-        train: &[(u32, u32)],
-        test: &[(u32, u32)],
-    ) -> LogEntry {
+    fn log_entry(&self, epoch: usize, train_ev: &Eval, test: &[(u32, u32)]) -> LogEntry {
         let test_ev = self.evaluate(test);
-        let an = self.analyse(train);
+        let an = self.analyse();
         LogEntry {
             epoch,
             train_loss: train_ev.loss,
             train_acc: train_ev.acc,
             test_loss: test_ev.loss,
             test_acc: test_ev.acc,
-            restricted_loss: an.restricted_loss,
-            excluded_loss: an.excluded_loss,
             key_freqs: an.key_freqs,
             fourier_norms: embedding_fourier_norms(self),
         }
     }
 
-    /// Key frequencies, neuron clusters and the progress measures on the current weights.
-    pub fn analyse(&self, train: &[(u32, u32)]) -> Analysis {
-        analyse(self, train)
+    /// Neuron clusters and key frequencies on the current weights.
+    pub fn analyse(&self) -> Analysis {
+        analyse(self)
+    }
+
+    /// Restricted and excluded loss of the current weights for the given key frequencies
+    /// (Nanda et al. 2023, §5.1; the paper takes the final model's key frequencies and
+    /// evaluates every checkpoint with them): restricted keeps only the logits' components
+    /// along cos/sin 2πk(a+b−c)/p for k in `key_freqs` (fitted over the whole (a, b, c) grid)
+    /// and evaluates all p² pairs; excluded subtracts those components and evaluates the
+    /// training pairs.
+    pub fn progress_measures(&self, key_freqs: &[usize]) -> ProgressMeasures {
+        let p = self.cfg.p;
+        let (train, _) = split(&self.cfg);
+        let grid: Vec<(u32, u32)> = (0..p as u32)
+            .flat_map(|a| (0..p as u32).map(move |b| (a, b)))
+            .collect();
+        let logits = self.forward(&self.tables(), &grid).logits;
+        let proj = key_frequency_components(&logits, p, key_freqs);
+        let (restricted_loss, _, _) = cross_entropy(&proj, &grid, p, false);
+        let (lg, pr) = (&logits, &proj);
+        let train_rows: Vec<f32> = train
+            .iter()
+            .flat_map(|&(a, b)| {
+                let r = a as usize * p + b as usize;
+                (0..p).map(move |cc| lg[r * p + cc] - pr[r * p + cc])
+            })
+            .collect();
+        let (excluded_loss, _, _) = cross_entropy(&train_rows, &train, p, false);
+        ProgressMeasures {
+            restricted_loss,
+            excluded_loss,
+        }
+    }
+
+    /// Replace all weights (a snapshot taken with [`Grokking::params`]).
+    pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        if params.len() != self.params.len() {
+            return Err(Error::Input(format!(
+                "snapshot has {} weights, the model {}",
+                params.len(),
+                self.params.len()
+            )));
+        }
+        self.params.copy_from_slice(params);
+        Ok(())
     }
 
     fn tables(&self) -> Tables {
@@ -1033,11 +1064,12 @@ pub struct Analysis {
     /// Frequencies that are the dominant one, with fraction explained ≥
     /// [`CLUSTER_FVE`], for at least [`KEY_FREQ_MIN_SHARE`] of the neurons.
     pub key_freqs: Vec<usize>,
-    /// Loss on all p² pairs when the logits keep only their key-frequency components: the
-    /// projections onto cos(2πk(a+b−c)/p) and sin(2πk(a+b−c)/p) over the whole (a, b, c) grid
-    /// (Nanda et al. 2023, §5.1).
+}
+
+/// Nanda et al.'s progress measures, see [`Grokking::progress_measures`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ProgressMeasures {
     pub restricted_loss: f64,
-    /// Loss on the training pairs when those components are subtracted from the logits.
     pub excluded_loss: f64,
 }
 
@@ -1047,7 +1079,7 @@ pub const CLUSTER_FVE: f64 = 0.85;
 /// A frequency is key when its cluster holds at least this share of the neurons.
 pub const KEY_FREQ_MIN_SHARE: f64 = 0.02;
 
-fn analyse(model: &Grokking, train: &[(u32, u32)]) -> Analysis {
+fn analyse(model: &Grokking) -> Analysis {
     let c = &model.cfg;
     let (p, f) = (c.p, c.d_mlp);
     let grid: Vec<(u32, u32)> = (0..p as u32)
@@ -1104,24 +1136,10 @@ fn analyse(model: &Grokking, train: &[(u32, u32)]) -> Analysis {
     let min_count = ((KEY_FREQ_MIN_SHARE * f as f64).ceil() as usize).max(1);
     let key_freqs: Vec<usize> = (1..=n_freq).filter(|&k| counts[k] >= min_count).collect();
 
-    // Progress measures from the logits over the whole grid.
-    let proj = key_frequency_components(&fw.logits, p, &key_freqs);
-    let (restricted_loss, _, _) = cross_entropy(&proj, &grid, p, false);
-    let (lg, pr) = (&fw.logits, &proj);
-    let train_rows: Vec<f32> = train
-        .iter()
-        .flat_map(|&(a, b)| {
-            let r = a as usize * p + b as usize;
-            (0..p).map(move |cc| lg[r * p + cc] - pr[r * p + cc])
-        })
-        .collect();
-    let (excluded_loss, _, _) = cross_entropy(&train_rows, train, p, false);
     Analysis {
         neuron_freq,
         neuron_fve,
         key_freqs,
-        restricted_loss,
-        excluded_loss,
     }
 }
 

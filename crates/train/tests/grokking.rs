@@ -207,9 +207,18 @@ fn reduced_modular_addition_groks_with_a_sparse_fourier_spectrum() {
         v[..5].iter().sum::<f64>() / v.iter().sum::<f64>()
     };
     let init_share = top5_share(&embedding_fourier_norms(&model));
-    model
-        .train(3000, &mut |_, e| e.is_some_and(|e| e.test_acc >= 0.99))
-        .unwrap();
+    // Weights every 50 epochs, for the progress measures (as the paper's checkpoints).
+    let mut snapshots = Vec::new();
+    let mut done = false;
+    while !done && model.epoch < 3000 {
+        snapshots.push((model.epoch, model.params().to_vec()));
+        model
+            .train(50, &mut |_, e| {
+                done = e.is_some_and(|e| e.test_acc >= 0.99);
+                done
+            })
+            .unwrap();
+    }
     let h = &model.history;
     let first = |f: &dyn Fn(&interplab_train::grokking::LogEntry) -> bool| {
         h.iter().find(|e| f(e)).map(|e| e.epoch)
@@ -236,15 +245,29 @@ fn reduced_modular_addition_groks_with_a_sparse_fourier_spectrum() {
         "key frequencies {:?}",
         last.key_freqs
     );
-    // The progress measures move before the test loss does: when test accuracy first passes
-    // 50%, the restricted loss is already far below the test loss.
+    // The progress measures move before the test loss does (Nanda et al. 2023): with the final
+    // key frequencies, at the snapshot where test accuracy first reaches 50% the restricted
+    // loss is already far below the test loss, and removing the key frequencies (excluded
+    // loss) wrecks the training loss.
+    let key = model.analyse().key_freqs;
     let mid = h.iter().find(|e| e.test_acc >= 0.5).unwrap();
+    let (_, w) = snapshots.iter().find(|(ep, _)| *ep == mid.epoch).unwrap();
+    let mut probe = model.clone();
+    probe.set_params(w).unwrap();
+    let pm = probe.progress_measures(&key);
     assert!(
-        mid.restricted_loss < 0.5 * mid.test_loss,
+        pm.restricted_loss < 0.5 * mid.test_loss,
         "epoch {}: restricted {} vs test {}",
         mid.epoch,
-        mid.restricted_loss,
+        pm.restricted_loss,
         mid.test_loss
+    );
+    assert!(
+        pm.excluded_loss > 10.0 * mid.train_loss.max(1e-3),
+        "epoch {}: excluded {} vs train {}",
+        mid.epoch,
+        pm.excluded_loss,
+        mid.train_loss
     );
 }
 
