@@ -292,12 +292,8 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         series: vec![
             line("train", &|e| e.train_loss),
             line("test", &|e| e.test_loss),
-            progress_line("restricted (final key freqs only, all pairs)", &|m| {
-                m.restricted_loss
-            }),
-            progress_line("excluded (final key freqs removed, train)", &|m| {
-                m.excluded_loss
-            }),
+            progress_line("restricted", &|m| m.restricted_loss),
+            progress_line("excluded", &|m| m.excluded_loss),
         ],
         bands: bands.clone(),
         ..Default::default()
@@ -450,7 +446,11 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
             m.restricted_loss
         ));
     }
-    report.figure("loss (log scales) with the three phases", &losses);
+    report.figure(
+        "loss (log scales) with the three phases; restricted: final key frequencies only, all \
+         pairs; excluded: final key frequencies removed, training pairs (on the snapshots)",
+        &losses,
+    );
     report.figure("accuracy", &accuracy);
     report.figure(
         "the embedding's Fourier spectrum (sparse once grokked)",
