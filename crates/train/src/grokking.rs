@@ -1099,27 +1099,38 @@ fn analyse(model: &Grokking) -> Analysis {
     let mut z = Buf::zeros(p * p * f);
     matmul(&mut z, &basis, &y, p, p, p * f, false, false, false);
     let n_freq = (p - 1) / 2;
-    let (neuron_freq, neuron_fve): (Vec<usize>, Vec<f64>) = (0..f)
+    // Squared coefficients summed per neuron, rows (u, v) walked in memory order.
+    let sq_sum = |cells: &mut dyn Iterator<Item = (usize, usize)>| -> Vec<f64> {
+        let mut acc = vec![0.0f64; f];
+        for (u, v) in cells {
+            for (a, &x) in acc.iter_mut().zip(&z[(u * p + v) * f..(u * p + v + 1) * f]) {
+                *a += (x as f64) * (x as f64);
+            }
+        }
+        acc
+    };
+    let total = sq_sum(&mut (1..p * p).map(|uv| (uv / p, uv % p)));
+    let per_freq: Vec<Vec<f64>> = (1..=n_freq)
         .into_par_iter()
+        .map(|k| {
+            let idx = [0, 2 * k - 1, 2 * k];
+            sq_sum(
+                &mut idx
+                    .iter()
+                    .flat_map(|&u| idx.iter().map(move |&v| (u, v)))
+                    .filter(|&(u, v)| u != 0 || v != 0),
+            )
+        })
+        .collect();
+    let (neuron_freq, neuron_fve): (Vec<usize>, Vec<f64>) = (0..f)
         .map(|i| {
-            let at = |u: usize, v: usize| z[(u * p + v) * f + i] as f64;
-            let total: f64 = (0..p)
-                .flat_map(|u| (0..p).map(move |v| (u, v)))
-                .filter(|&(u, v)| u != 0 || v != 0)
-                .map(|(u, v)| at(u, v).powi(2))
-                .sum();
             let mut best = (0, 0.0);
             for k in 1..=n_freq {
-                let idx = [0, 2 * k - 1, 2 * k];
-                let mut s = 0.0;
-                for &u in &idx {
-                    for &v in &idx {
-                        if u != 0 || v != 0 {
-                            s += at(u, v).powi(2);
-                        }
-                    }
-                }
-                let fve = if total > 0.0 { s / total } else { 0.0 };
+                let fve = if total[i] > 0.0 {
+                    per_freq[k - 1][i] / total[i]
+                } else {
+                    0.0
+                };
                 if fve > best.1 {
                     best = (k, fve);
                 }
