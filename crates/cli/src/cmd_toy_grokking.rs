@@ -365,7 +365,7 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
                 .map(|k| if an.key_freqs.contains(&k) { 1.0 } else { 0.2 })
                 .collect(),
         ),
-        color_label: "dark = key frequency".into(),
+        color_label: "1 = key frequency".into(),
         ..Default::default()
     });
     for (name, f) in [
