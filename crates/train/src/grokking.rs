@@ -551,36 +551,32 @@ impl Grokking {
         let mut pattern = vec![0.0f32; n * nh * 3];
         let mut pre = Buf::zeros(n * f);
         let mut logits = Buf::zeros(n * p);
+        let mut post = Buf::zeros(n * f);
         pattern
             .par_chunks_mut(nh * 3)
             .zip(pre.par_chunks_mut(f))
+            .zip(post.par_chunks_mut(f))
             .zip(logits.par_chunks_mut(p))
             .zip(pairs.par_iter())
-            .for_each(|(((pat, pre), lg), &(ea, eb))| {
-                pre.copy_from_slice(&tab.c_in);
-                lg.copy_from_slice(&tab.c_u);
-                for h in 0..nh {
-                    let rows = self.rows(h, ea, eb);
-                    let sc = [tab.s[rows[0]], tab.s[rows[1]], tab.s[h * b + 2 * p]];
-                    let mx = sc[0].max(sc[1]).max(sc[2]);
-                    let e = sc.map(|x| (x - mx).exp());
-                    let z = e[0] + e[1] + e[2];
-                    for j in 0..3 {
-                        let pj = e[j] / z;
-                        pat[h * 3 + j] = pj;
-                        axpy(pre, pj, &tab.t[rows[j] * f..(rows[j] + 1) * f]);
-                        axpy(lg, pj, &tab.u[rows[j] * p..(rows[j] + 1) * p]);
+            .for_each_init(
+                || Vec::with_capacity(3 * nh),
+                |terms, ((((pat, pre), post), lg), &(ea, eb))| {
+                    terms.clear();
+                    for h in 0..nh {
+                        let rows = self.rows(h, ea, eb);
+                        let sc = rows.map(|r| tab.s[r]);
+                        let mx = sc[0].max(sc[1]).max(sc[2]);
+                        let e = sc.map(|x| (x - mx).exp());
+                        let z = e[0] + e[1] + e[2];
+                        for j in 0..3 {
+                            pat[h * 3 + j] = e[j] / z;
+                            terms.push((e[j] / z, rows[j]));
+                        }
                     }
-                }
-            });
-        let mut post = Buf::zeros(n * f);
-        post.par_chunks_mut(f)
-            .zip(pre.par_chunks(f))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x.max(0.0);
-                }
-            });
+                    mix(pre, Some(post), &tab.c_in, &tab.t, terms);
+                    mix(lg, None, &tab.c_u, &tab.u, terms);
+                },
+            );
         matmul(&mut logits, &post, &tab.m, n, f, p, false, false, true);
         Forward {
             pattern,
@@ -918,6 +914,44 @@ impl<'a> Grads<'a> {
     fn embeddings(&mut self, p: usize, d: usize) -> (&mut [f32], &mut [f32]) {
         let (we, rest) = self.g[self.l.w_e..].split_at_mut((p + 1) * d);
         (we, &mut rest[..3 * d])
+    }
+}
+
+/// `out = base + Σ c·table[row]` over `terms` (rows of width `out.len()`), and `relu = max(out,
+/// 0)` when given; one pass over `out` in register-sized blocks instead of one pass per term.
+fn mix(
+    out: &mut [f32],
+    mut relu: Option<&mut [f32]>,
+    base: &[f32],
+    table: &[f32],
+    terms: &[(f32, usize)],
+) {
+    const BLK: usize = 32;
+    let w = out.len();
+    let mut start = 0;
+    while start < w {
+        let len = BLK.min(w - start);
+        let mut acc = [0.0f32; BLK];
+        acc[..len].copy_from_slice(&base[start..start + len]);
+        for &(c, r) in terms {
+            let row = &table[r * w + start..r * w + start + len];
+            if len == BLK {
+                for i in 0..BLK {
+                    acc[i] += c * row[i];
+                }
+            } else {
+                for i in 0..len {
+                    acc[i] += c * row[i];
+                }
+            }
+        }
+        out[start..start + len].copy_from_slice(&acc[..len]);
+        if let Some(rl) = relu.as_deref_mut() {
+            for i in 0..len {
+                rl[start + i] = acc[i].max(0.0);
+            }
+        }
+        start += len;
     }
 }
 
