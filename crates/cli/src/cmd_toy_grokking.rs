@@ -118,7 +118,7 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         log_every: a.log_every,
         seed: a.seed,
     };
-    if a.p % 2 == 0 {
+    if a.p.is_multiple_of(2) {
         anyhow::bail!("p must be odd (the Fourier analysis pairs cosines and sines)");
     }
     if let Some(t) = a.stop_at_test_acc {
@@ -178,7 +178,7 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
         let chunk = (every - e % every).min(snap_every - e % snap_every);
         let seconds = &mut state.seconds;
         state.model.train(chunk, &mut |epoch, entry| {
-            if epoch % 10 == 0 {
+            if epoch.is_multiple_of(10) {
                 bar.set_position(epoch as u64);
             }
             let Some(e) = entry else { return false };
@@ -192,10 +192,10 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
             stopped = a.stop_at_test_acc.is_some_and(|t| e.test_acc >= t);
             stopped
         })?;
-        if state.model.epoch % snap_every == 0 || stopped || state.model.epoch == a.epochs {
+        if state.model.epoch.is_multiple_of(snap_every) || stopped || state.model.epoch == a.epochs {
             write_snapshot(&dir, &state.model)?;
         }
-        if state.model.epoch % every == 0 || stopped || state.model.epoch == a.epochs {
+        if state.model.epoch.is_multiple_of(every) || stopped || state.model.epoch == a.epochs {
             checkpoint::save(&ckpt, &state)?;
         }
     }

@@ -182,9 +182,12 @@ impl Layout {
     }
 }
 
+/// Input pairs `(a, b)`.
+pub type Pairs = Vec<(u32, u32)>;
+
 /// The seeded train/test split: all pairs `(a, b)`, shuffled, the first `train_size` for
 /// training.
-pub fn split(c: &GrokkingConfig) -> (Vec<(u32, u32)>, Vec<(u32, u32)>) {
+pub fn split(c: &GrokkingConfig) -> (Pairs, Pairs) {
     let p = c.p as u32;
     let mut pairs: Vec<(u32, u32)> = (0..p).flat_map(|a| (0..p).map(move |b| (a, b))).collect();
     SplitMix::new(c.seed ^ 0x5EED_5711).shuffle(&mut pairs);
@@ -336,7 +339,8 @@ impl Grokking {
         while self.epoch < end {
             let mut grad = Buf::zeros(self.params.len());
             let ev = self.loss_and_grad(&train, &mut grad);
-            let log_now = self.epoch % self.cfg.log_every == 0 || self.epoch + 1 == self.cfg.epochs;
+            let log_now =
+                self.epoch.is_multiple_of(self.cfg.log_every) || self.epoch + 1 == self.cfg.epochs;
             let entry = if log_now {
                 // Metrics of the parameters this epoch's loss was computed with.
                 let e = self.log_entry(self.epoch, &ev, &test);
@@ -547,7 +551,6 @@ impl Grokking {
         let c = &self.cfg;
         let (nh, f, p) = (c.n_heads, c.d_mlp, c.p);
         let n = pairs.len();
-        let b = 2 * p + 1;
         let mut pattern = vec![0.0f32; n * nh * 3];
         let mut pre = Buf::zeros(n * f);
         let mut logits = Buf::zeros(n * p);
@@ -1049,9 +1052,7 @@ fn row_ce(row: &[f32], target: usize, grad: Option<&mut [f32]>, n: usize) -> (f6
 /// cosine and sine of frequency `k` for `k = 1..=(p−1)/2`. `[p, p]` row-major, f64.
 pub fn fourier_basis(p: usize) -> Vec<f64> {
     let mut b = vec![0.0f64; p * p];
-    for t in 0..p {
-        b[t] = 1.0 / (p as f64).sqrt();
-    }
+    b[..p].fill(1.0 / (p as f64).sqrt());
     for k in 1..=(p - 1) / 2 {
         for t in 0..p {
             let th = 2.0 * std::f64::consts::PI * (k * t) as f64 / p as f64;
