@@ -5,7 +5,11 @@
 //! - [`optim`]: fused, in-place AdamW.
 //! - [`checkpoint`]: atomic JSON checkpoints of a trainer's whole state, for bit-exact resume.
 //! - [`superposition`]: Toy Models of Superposition (Elhage et al. 2022).
+//! - [`optim_var`]: the fused AdamW over candle `Var`s (models trained with autograd).
+//! - [`induction`]: attention-only transformers on repeated tokens or text (induction heads).
 
 pub mod checkpoint;
+pub mod induction;
 pub mod optim;
+pub mod optim_var;
 pub mod superposition;
