@@ -14,11 +14,14 @@ pub struct ToyArgs {
 pub enum ToyCommand {
     /// Toy Models of Superposition: many instances trained as one batched model.
     Superposition(crate::cmd_toy_superposition::SuperpositionArgs),
+    /// Attention-only transformers of 1–4 layers: induction heads forming, with composition.
+    Induction(crate::cmd_toy_induction::InductionArgs),
 }
 
 /// Run one toy experiment.
 pub fn run(a: ToyArgs) -> anyhow::Result<()> {
     match a.experiment {
         ToyCommand::Superposition(a) => crate::cmd_toy_superposition::run(a),
+        ToyCommand::Induction(a) => crate::cmd_toy_induction::run(a),
     }
 }

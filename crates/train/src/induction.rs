@@ -35,8 +35,13 @@ use crate::optim_var::{VarAdamW, VarAdamWState};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataConfig {
-    /// `seq_len` uniform random tokens, repeated `repeats` times.
-    Repeated { seq_len: usize, repeats: usize },
+    /// A chunk of uniform random tokens repeated to fill `seq_len × repeats` positions; the
+    /// chunk's length is drawn per sequence from `min_seq_len..=seq_len`.
+    Repeated {
+        seq_len: usize,
+        min_seq_len: usize,
+        repeats: usize,
+    },
     /// Byte-level text; `source` names it (`sonnets` or a path) for the record.
     Text { source: String },
 }
@@ -74,9 +79,10 @@ impl Default for InductionConfig {
             n_heads: 4,
             d_vocab: 128,
             n_ctx: 48,
-            layer_norm: false,
+            layer_norm: true,
             data: DataConfig::Repeated {
                 seq_len: 16,
+                min_seq_len: 8,
                 repeats: 3,
             },
             steps: 2000,
@@ -113,9 +119,16 @@ impl InductionConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.weight_decay >= 0.0) {
             return bad("lr must be positive and weight decay non-negative".into());
         }
-        if let DataConfig::Repeated { seq_len, repeats } = self.data {
-            if seq_len == 0 || repeats < 2 {
-                return bad("repeated data needs a sequence length ≥ 1 and ≥ 2 repeats".into());
+        if let DataConfig::Repeated {
+            seq_len,
+            min_seq_len,
+            repeats,
+        } = self.data
+        {
+            if min_seq_len == 0 || min_seq_len > seq_len || repeats < 2 {
+                return bad(format!(
+                    "repeated data needs 1 ≤ min_seq_len ({min_seq_len}) ≤ seq_len ({seq_len}) and ≥ 2 repeats"
+                ));
             }
             if seq_len * repeats != self.n_ctx {
                 return bad(format!(
@@ -243,7 +256,11 @@ pub fn text_tokens(docs: &[String]) -> Vec<u32> {
 /// The data behind a [`DataConfig`]: nothing for repeated tokens, the token stream for text.
 #[derive(Debug, Clone)]
 pub enum Data {
-    Repeated { seq_len: usize, repeats: usize },
+    Repeated {
+        seq_len: usize,
+        min_seq_len: usize,
+        repeats: usize,
+    },
     Text { train: Vec<u32>, eval: Vec<u32> },
 }
 
@@ -251,8 +268,16 @@ impl Data {
     /// Repeated random tokens, or a text split 90/10 into training and evaluation parts.
     pub fn new(cfg: &InductionConfig, text: Option<Vec<u32>>) -> Result<Data> {
         match (&cfg.data, text) {
-            (DataConfig::Repeated { seq_len, repeats }, _) => Ok(Data::Repeated {
+            (
+                DataConfig::Repeated {
+                    seq_len,
+                    min_seq_len,
+                    repeats,
+                },
+                _,
+            ) => Ok(Data::Repeated {
                 seq_len: *seq_len,
+                min_seq_len: *min_seq_len,
                 repeats: *repeats,
             }),
             (DataConfig::Text { source }, Some(tokens)) => {
@@ -295,11 +320,25 @@ impl Data {
         let mut rng = SplitMix::new(seed);
         (0..n)
             .map(|_| match self {
-                Data::Repeated { seq_len, repeats } => {
-                    let once: Vec<u32> = (0..*seq_len)
+                Data::Repeated {
+                    seq_len,
+                    min_seq_len,
+                    repeats,
+                } => {
+                    // Evaluation sequences have the full length: the standard repeated-token test.
+                    let len = if held_out {
+                        *seq_len
+                    } else {
+                        min_seq_len + rng.below((seq_len - min_seq_len + 1) as u64) as usize
+                    };
+                    let once: Vec<u32> = (0..len)
                         .map(|_| rng.below(d_vocab as u64) as u32)
                         .collect();
-                    once.repeat(*repeats)
+                    once.iter()
+                        .cycle()
+                        .take(seq_len * repeats)
+                        .copied()
+                        .collect()
                 }
                 Data::Text { train, eval } => {
                     let src = if held_out { eval } else { train };
