@@ -452,8 +452,14 @@ pub fn run(a: InductionArgs) -> anyhow::Result<()> {
         } else {
             (Trainer::new(cfg.clone())?, Vec::new(), 0.0)
         };
+        let snapshot = |tr: &Trainer| -> anyhow::Result<()> {
+            let weights: HashMap<String, Tensor> = tr.model.weights.named()?.into_iter().collect();
+            wdir.write_tensors(&format!("step_{:06}.safetensors", tr.step), &weights)?;
+            Ok(())
+        };
         if records.is_empty() {
             records.push(analyse(&tr.model, &sc, 0, None)?);
+            snapshot(&tr)?;
         }
         let bar = ProgressBar::new(cfg.steps as u64);
         bar.set_style(
@@ -482,8 +488,7 @@ pub fn run(a: InductionArgs) -> anyhow::Result<()> {
             let recent = &tr.loss_history[from..];
             let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
             records.push(analyse(&tr.model, &sc, tr.step, Some(mean))?);
-            let weights: HashMap<String, Tensor> = tr.model.weights.named()?.into_iter().collect();
-            wdir.write_tensors(&format!("step_{:06}.safetensors", tr.step), &weights)?;
+            snapshot(&tr)?;
             let secs = prior_s + t0.elapsed().as_secs_f64();
             // The records first: a checkpoint never refers to records that were not saved.
             checkpoint::save(&analysis, &(&records, secs))?;
@@ -707,8 +712,8 @@ fn write_outputs(
             .iter()
             .flat_map(|(c, _, recs, _)| {
                 [
-                    over_time(recs, c.n_layers, c.n_heads, true, format!("{} layers: previous-token", c.n_layers)),
-                    over_time(recs, c.n_layers, c.n_heads, false, format!("{} layers: induction", c.n_layers)),
+                    over_time(recs, c.n_layers, c.n_heads, true, format!("{}: previous-token", depth_name(c.n_layers))),
+                    over_time(recs, c.n_layers, c.n_heads, false, format!("{}: induction", depth_name(c.n_layers))),
                 ]
             })
             .collect(),
@@ -748,7 +753,7 @@ fn write_outputs(
         })
         .collect();
     let comp_fig = Figure::Grid {
-        title: format!("K-composition scores (random baseline {baseline:.3})"),
+        title: format!("K-composition (random {baseline:.3})"),
         columns: 2,
         figures: comp,
     };
@@ -871,6 +876,10 @@ fn write_outputs(
     }
     dir.write_report(&report)?;
     Ok(())
+}
+
+fn depth_name(n: usize) -> String {
+    format!("{n} layer{}", if n > 1 { "s" } else { "" })
 }
 
 fn layers_list(runs: &[(InductionConfig, Vec<f64>, Vec<CheckpointRecord>, f64)]) -> String {
