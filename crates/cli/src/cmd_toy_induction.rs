@@ -26,8 +26,8 @@ use interplab_core::model::{HookedTransformer, Input, NameFilter, RunOptions};
 use interplab_report::{ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle};
 use interplab_train::checkpoint;
 use interplab_train::induction::{
-    eval_batch, icl_score, steepest_drop, text_tokens, Data, DataConfig, InductionConfig,
-    LossDrop, TrainState, Trainer,
+    eval_batch, icl_score, steepest_drop, text_tokens, Data, DataConfig, InductionConfig, LossDrop,
+    TrainState, Trainer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -497,7 +497,10 @@ pub fn run(a: InductionArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         let secs = prior_s + t0.elapsed().as_secs_f64();
         if stopped {
-            eprintln!("L{}: stopped at step {} (resume with --resume)", cfg.n_layers, tr.step);
+            eprintln!(
+                "L{}: stopped at step {} (resume with --resume)",
+                cfg.n_layers, tr.step
+            );
             break;
         }
         runs.push((cfg.clone(), tr.loss_history.clone(), records, secs));
@@ -514,10 +517,7 @@ pub fn run(a: InductionArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let sc0 = scoring(&configs[0], &data, a.eval_seqs)?;
-    let summaries: Vec<DepthSummary> = runs
-        .iter()
-        .map(|r| summarise(r, &sc0))
-        .collect();
+    let summaries: Vec<DepthSummary> = runs.iter().map(|r| summarise(r, &sc0)).collect();
     write_outputs(&a, &dir, &runs, &summaries, &sc0)?;
     println!("wrote {}", dir.path.display());
     Ok(())
@@ -542,7 +542,7 @@ fn summarise(
         _ => None,
     };
     let prev = k_partner.map(|(l, h, _)| last.previous_token[l][h]);
-    let tail = loss.len().min(50).max(1);
+    let tail = loss.len().clamp(1, 50);
     DepthSummary {
         layers: nl,
         final_loss: loss[loss.len().saturating_sub(tail)..].iter().sum::<f64>() / tail as f64,
@@ -643,7 +643,11 @@ fn write_outputs(
         series: runs
             .iter()
             .map(|(c, loss, _, _)| Series {
-                name: format!("{} layer{}", c.n_layers, if c.n_layers > 1 { "s" } else { "" }),
+                name: format!(
+                    "{} layer{}",
+                    c.n_layers,
+                    if c.n_layers > 1 { "s" } else { "" }
+                ),
                 points: smooth(loss, 20),
                 style: SeriesStyle::Line,
             })
@@ -651,8 +655,12 @@ fn write_outputs(
         vlines: summaries
             .iter()
             .filter_map(|s| {
-                s.loss_drop
-                    .map(|d| ((d.start + d.end) as f64 / 2.0, format!("L{} drop", s.layers)))
+                s.loss_drop.map(|d| {
+                    (
+                        (d.start + d.end) as f64 / 2.0,
+                        format!("L{} drop", s.layers),
+                    )
+                })
             })
             .collect(),
         ..Default::default()
@@ -664,7 +672,11 @@ fn write_outputs(
         series: runs
             .iter()
             .map(|(c, _, recs, _)| Series {
-                name: format!("{} layer{}", c.n_layers, if c.n_layers > 1 { "s" } else { "" }),
+                name: format!(
+                    "{} layer{}",
+                    c.n_layers,
+                    if c.n_layers > 1 { "s" } else { "" }
+                ),
                 points: recs.iter().map(|r| (r.step as f64, r.icl_score)).collect(),
                 style: SeriesStyle::LineAndMarkers,
             })
@@ -712,8 +724,20 @@ fn write_outputs(
             .iter()
             .flat_map(|(c, _, recs, _)| {
                 [
-                    over_time(recs, c.n_layers, c.n_heads, true, format!("{}: previous-token", depth_name(c.n_layers))),
-                    over_time(recs, c.n_layers, c.n_heads, false, format!("{}: induction", depth_name(c.n_layers))),
+                    over_time(
+                        recs,
+                        c.n_layers,
+                        c.n_heads,
+                        true,
+                        format!("{}: previous-token", depth_name(c.n_layers)),
+                    ),
+                    over_time(
+                        recs,
+                        c.n_layers,
+                        c.n_heads,
+                        false,
+                        format!("{}: induction", depth_name(c.n_layers)),
+                    ),
                 ]
             })
             .collect(),
@@ -856,7 +880,10 @@ fn write_outputs(
             })
             .collect(),
     );
-    report.figure("training loss; the dashed lines mark each depth's steepest drop", &loss_fig);
+    report.figure(
+        "training loss; the dashed lines mark each depth's steepest drop",
+        &loss_fig,
+    );
     let icl_words = match icl_pos {
         Some((e, l)) => format!(
             "in-context-learning score: loss of the prediction at position {l} minus that at position {e}"

@@ -61,7 +61,9 @@ fn tiny_run_writes_its_run_directory() {
     let depths = r["depths"].as_array().unwrap();
     assert_eq!(depths.len(), 2);
     assert_eq!(depths[1]["layers"], 2);
-    assert!(depths[1]["k_partner"].is_array() || !depths[1]["formed_induction_head"].as_bool().unwrap());
+    assert!(
+        depths[1]["k_partner"].is_array() || !depths[1]["formed_induction_head"].as_bool().unwrap()
+    );
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["L2"]["loss"].as_array().unwrap().len(), 20);
@@ -118,9 +120,19 @@ fn bad_input_is_a_clean_error() {
     assert_clean_error(&o, "unknown --norm");
     let o = run_tiny(&out, &["--heads", "3"]);
     assert_clean_error(&o, "not a multiple");
-    let o = interplab(&["toy", "induction", "--min-seq-len", "20", "--out", out.to_str().unwrap()]);
+    let o = interplab(&[
+        "toy",
+        "induction",
+        "--min-seq-len",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_clean_error(&o, "min_seq_len");
-    let o = run_tiny(&out, &["--data", "corpus", "--corpus", "/nonexistent/text.txt"]);
+    let o = run_tiny(
+        &out,
+        &["--data", "corpus", "--corpus", "/nonexistent/text.txt"],
+    );
     assert_clean_error(&o, "nonexistent");
     let o = interplab(&["toy", "induction", "--resume"]);
     assert_clean_error(&o, "--out");
@@ -142,9 +154,28 @@ fn corpus_data_trains_on_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = interplab(&[
-        "--threads", "1", "toy", "induction", "--layers", "2", "--data", "corpus", "--d-model",
-        "16", "--batch", "4", "--n-ctx", "30", "--steps", "10", "--checkpoint-every", "5",
-        "--eval-seqs", "4", "--out", out.to_str().unwrap(),
+        "--threads",
+        "1",
+        "toy",
+        "induction",
+        "--layers",
+        "2",
+        "--data",
+        "corpus",
+        "--d-model",
+        "16",
+        "--batch",
+        "4",
+        "--n-ctx",
+        "30",
+        "--steps",
+        "10",
+        "--checkpoint-every",
+        "5",
+        "--eval-seqs",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = results(&out);

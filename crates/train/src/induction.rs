@@ -116,7 +116,9 @@ impl InductionConfig {
         if self.n_ctx < 2 {
             return bad("the context must hold at least two tokens".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.weight_decay >= 0.0) {
+        let lr_ok = self.lr > 0.0 && self.lr.is_finite();
+        let wd_ok = self.weight_decay >= 0.0 && self.weight_decay.is_finite();
+        if !lr_ok || !wd_ok {
             return bad("lr must be positive and weight decay non-negative".into());
         }
         if let DataConfig::Repeated {
@@ -261,7 +263,10 @@ pub enum Data {
         min_seq_len: usize,
         repeats: usize,
     },
-    Text { train: Vec<u32>, eval: Vec<u32> },
+    Text {
+        train: Vec<u32>,
+        eval: Vec<u32>,
+    },
 }
 
 impl Data {
@@ -331,9 +336,8 @@ impl Data {
                     } else {
                         min_seq_len + rng.below((seq_len - min_seq_len + 1) as u64) as usize
                     };
-                    let once: Vec<u32> = (0..len)
-                        .map(|_| rng.below(d_vocab as u64) as u32)
-                        .collect();
+                    let once: Vec<u32> =
+                        (0..len).map(|_| rng.below(d_vocab as u64) as u32).collect();
                     once.iter()
                         .cycle()
                         .take(seq_len * repeats)
@@ -432,7 +436,9 @@ impl Trainer {
         let mut err = None;
         model.weights.visit_mut(&mut |name, t| {
             match params.next() {
-                Some((n, shape, v)) if n == name && shape == t.dims() && v.len() == t.elem_count() => {
+                Some((n, shape, v))
+                    if n == name && shape == t.dims() && v.len() == t.elem_count() =>
+                {
                     *t = Tensor::from_vec(v, shape, t.device())?;
                 }
                 other => {
@@ -445,8 +451,7 @@ impl Trainer {
             }
             Ok(())
         })?;
-        if let Some(e) = err.or_else(|| params.next().map(|p| format!("extra parameter {}", p.0)))
-        {
+        if let Some(e) = err.or_else(|| params.next().map(|p| format!("extra parameter {}", p.0))) {
             return Err(Error::Input(e));
         }
         if state.loss_history.len() != state.step || state.step > state.cfg.steps {
@@ -512,9 +517,9 @@ impl Trainer {
     /// One step: loss, backward, AdamW. Returns the loss before the update.
     pub fn train_step(&mut self, data: &Data) -> Result<f64> {
         let tokens = self.batch(data, self.step)?;
-        let (logits, _) = self
-            .model
-            .run(Input::Tokens(&tokens), &RunOptions::default(), None, None)?;
+        let (logits, _) =
+            self.model
+                .run(Input::Tokens(&tokens), &RunOptions::default(), None, None)?;
         let loss = next_token_loss(&logits, &tokens)?;
         let grads = loss.backward()?;
         self.opt.step(&grads)?;

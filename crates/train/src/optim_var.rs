@@ -149,8 +149,7 @@ impl candle_core::InplaceOp2 for InPlaceStep<'_> {
         let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
             candle_core::bail!("adamw-step wants f32 parameters and gradients")
         };
-        let (Some((p0, p1)), Some((g0, g1))) =
-            (l1.contiguous_offsets(), l2.contiguous_offsets())
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
         else {
             candle_core::bail!("adamw-step wants contiguous parameters and gradients")
         };

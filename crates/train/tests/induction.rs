@@ -51,7 +51,12 @@ fn analyse(tr: &Trainer, seqs: &[Vec<u32>]) -> Analysed {
     let filter = NameFilter::new(&["blocks.*.attn.hook_pattern"]);
     let (logits, cache) = tr
         .model
-        .run(Input::Tokens(&tokens), &RunOptions::default(), None, Some(&filter))
+        .run(
+            Input::Tokens(&tokens),
+            &RunOptions::default(),
+            None,
+            Some(&filter),
+        )
         .unwrap();
     let mut s = scores_from_cache(
         &cache,
@@ -124,7 +129,10 @@ fn two_layers_form_an_induction_head_that_k_composes_with_a_previous_token_head(
     // ... and ends with the third copy predicted in order: a model that knows which 16 tokens
     // came before but not their order cannot get below ln 16 = 2.77 nats there.
     let third: f64 = a.loss_by_position[32..].iter().sum::<f64>() / 15.0;
-    assert!(third < 0.5 * 16f64.ln(), "loss on the third copy {third:.3}");
+    assert!(
+        third < 0.5 * 16f64.ln(),
+        "loss on the third copy {third:.3}"
+    );
 }
 
 #[test]
@@ -140,7 +148,10 @@ fn one_layer_forms_no_induction_head() {
     // It still learns something from the repeats (copying tokens seen before): the third copy
     // is predicted better than chance but no better than an order-blind copier.
     let third: f64 = a.loss_by_position[32..].iter().sum::<f64>() / 15.0;
-    assert!(third < 128f64.ln() && third > 0.5 * 16f64.ln(), "{third:.3}");
+    assert!(
+        third < 128f64.ln() && third > 0.5 * 16f64.ln(),
+        "{third:.3}"
+    );
 }
 
 /// Loss of `model` (f64) with one element of `name` moved by `delta`.
@@ -192,7 +203,10 @@ fn training_loss_gradients_match_finite_differences() {
         let (logits, _) = trainable
             .run(Input::Tokens(&tokens), &RunOptions::default(), None, None)
             .unwrap();
-        let grads = next_token_loss(&logits, &tokens).unwrap().backward().unwrap();
+        let grads = next_token_loss(&logits, &tokens)
+            .unwrap()
+            .backward()
+            .unwrap();
         let mut names = vec![
             "embed.W_E",
             "pos_embed.W_pos",
@@ -245,7 +259,11 @@ fn var_adamw_matches_torch() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let vec = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     };
     let cfg = AdamWConfig {
         lr: 1e-2,
@@ -287,7 +305,10 @@ fn var_adamw_matches_torch() {
                 .to_vec1()
                 .unwrap();
             for (a, b) in got.iter().zip(vec(want)) {
-                assert!((a - b).abs() < 2e-6, "{dtype:?} step {step}: {a} vs torch {b}");
+                assert!(
+                    (a - b).abs() < 2e-6,
+                    "{dtype:?} step {step}: {a} vs torch {b}"
+                );
             }
             let decayed: Vec<f64> = idle
                 .as_tensor()
@@ -343,12 +364,28 @@ fn resumed_training_ends_with_the_same_weights() {
 fn bad_configurations_and_states_are_errors() {
     let ok = InductionConfig::default();
     let bad = [
-        InductionConfig { d_model: 50, ..ok.clone() },
-        InductionConfig { n_layers: 0, ..ok.clone() },
-        InductionConfig { lr: -1.0, ..ok.clone() },
-        InductionConfig { n_ctx: 40, ..ok.clone() },
         InductionConfig {
-            data: DataConfig::Repeated { seq_len: 16, min_seq_len: 17, repeats: 3 },
+            d_model: 50,
+            ..ok.clone()
+        },
+        InductionConfig {
+            n_layers: 0,
+            ..ok.clone()
+        },
+        InductionConfig {
+            lr: -1.0,
+            ..ok.clone()
+        },
+        InductionConfig {
+            n_ctx: 40,
+            ..ok.clone()
+        },
+        InductionConfig {
+            data: DataConfig::Repeated {
+                seq_len: 16,
+                min_seq_len: 17,
+                repeats: 3,
+            },
             ..ok.clone()
         },
     ];
@@ -365,10 +402,13 @@ fn bad_configurations_and_states_are_errors() {
     assert!(Data::new(&text, Some(vec![200; 10_000])).is_err());
     assert!(Data::new(&text, None).is_err());
     // A state whose parameters do not fit its configuration.
-    let mut st = Trainer::new(InductionConfig { d_model: 16, ..ok.clone() })
-        .unwrap()
-        .state()
-        .unwrap();
+    let mut st = Trainer::new(InductionConfig {
+        d_model: 16,
+        ..ok.clone()
+    })
+    .unwrap()
+    .state()
+    .unwrap();
     st.cfg.d_model = 32;
     assert!(Trainer::from_state(st.clone()).is_err());
     st.cfg.d_model = 16;
@@ -382,7 +422,13 @@ fn repeated_data_varies_the_period_and_evaluation_uses_the_full_chunk() {
     let data = Data::new(&cfg, None).unwrap();
     let period = |s: &[u32]| (1..=s.len()).find(|&p| (p..s.len()).all(|i| s[i] == s[i - p]));
     let tr = Trainer::new(cfg.clone()).unwrap();
-    let b: Vec<u32> = tr.batch(&data, 3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<u32> = tr
+        .batch(&data, 3)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let periods: Vec<usize> = b.chunks(48).filter_map(period).collect();
     assert!(periods.iter().all(|p| (1..=16).contains(p)), "{periods:?}");
     assert!(periods.iter().any(|&p| p != periods[0]), "{periods:?}");
@@ -390,6 +436,17 @@ fn repeated_data_varies_the_period_and_evaluation_uses_the_full_chunk() {
         assert_eq!((s.len(), &s[..16]), (48, &s[32..]));
     }
     // Same step, same batch; another step, another batch.
-    assert_eq!(tr.batch(&data, 3).unwrap().to_vec2::<u32>().unwrap(), b.chunks(48).map(|c| c.to_vec()).collect::<Vec<_>>());
-    assert_ne!(tr.batch(&data, 4).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap(), b);
+    assert_eq!(
+        tr.batch(&data, 3).unwrap().to_vec2::<u32>().unwrap(),
+        b.chunks(48).map(|c| c.to_vec()).collect::<Vec<_>>()
+    );
+    assert_ne!(
+        tr.batch(&data, 4)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap(),
+        b
+    );
 }
