@@ -14,7 +14,8 @@ pub struct ToyArgs {
 pub enum ToyCommand {
     /// Toy Models of Superposition: many instances trained as one batched model.
     Superposition(crate::cmd_toy_superposition::SuperpositionArgs),
-    /// Attention-only transformers of 1–4 layers: induction heads forming, with composition.
+    /// Attention-only transformers of 1–4 layers: induction heads forming, with composition
+    /// (one thread unless --threads is given).
     Induction(crate::cmd_toy_induction::InductionArgs),
 }
 

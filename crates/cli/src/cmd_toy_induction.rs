@@ -397,6 +397,14 @@ pub fn run(a: InductionArgs) -> anyhow::Result<()> {
     if a.layers.is_empty() || a.layers.iter().any(|&l| !(1..=4).contains(&l)) {
         anyhow::bail!("--layers takes depths from 1 to 4, e.g. --layers 1,2,3,4");
     }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Without --threads: one thread. The model is too small to split; at 2 threads the
+        // §3 run took 10× longer than at 1 on a busy 2-core machine (rayon oversubscription).
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build_global();
+    }
     let mut layers = a.layers.clone();
     layers.sort_unstable();
     layers.dedup();
@@ -566,12 +574,12 @@ fn describe(s: &DepthSummary) -> String {
     let (l, h, score) = s.best_induction_head;
     if !s.formed_induction_head {
         return format!(
-            "no induction head (best: {l}.{h} with induction score {score:.2}, {:.0}% of a perfect head's)",
+            "no induction head (best: L{l}H{h} with induction score {score:.2}, {:.0}% of a perfect head's)",
             100.0 * s.best_induction_fraction
         );
     }
     let mut t = format!(
-        "induction head {l}.{h} (score {score:.2}, {:.0}% of a perfect head's) from step {}",
+        "induction head L{l}H{h} (score {score:.2}, {:.0}% of a perfect head's) from step {}",
         100.0 * s.best_induction_fraction,
         s.induction_step.unwrap_or(0)
     );
@@ -582,7 +590,7 @@ fn describe(s: &DepthSummary) -> String {
         s.k_partner_is_previous_token_head,
     ) {
         t += &format!(
-            "; its strongest K-composition partner is {pl}.{ph} (K-composition {ks:.3}), {} with previous-token score {p:.2} ({:.0}% of a perfect head's)",
+            "; its strongest K-composition partner is L{pl}H{ph} (K-composition {ks:.3}), {} with previous-token score {p:.2} ({:.0}% of a perfect head's)",
             if is_prev { "a previous-token head" } else { "not a previous-token head" },
             100.0 * pf
         );
@@ -860,7 +868,7 @@ fn write_outputs(
                     s.loss_drop
                         .map(|d| format!("{}–{}", d.start, d.end))
                         .unwrap_or_else(|| "–".into()),
-                    format!("{}.{}", s.best_induction_head.0, s.best_induction_head.1),
+                    format!("L{}H{}", s.best_induction_head.0, s.best_induction_head.1),
                     format!(
                         "{:.2} ({:.0}%)",
                         s.best_induction_head.2,
@@ -870,7 +878,7 @@ fn write_outputs(
                         .map(|x| x.to_string())
                         .unwrap_or_else(|| "never".into()),
                     s.k_partner
-                        .map(|(l, h, k)| format!("{l}.{h} ({k:.3})"))
+                        .map(|(l, h, k)| format!("L{l}H{h} ({k:.3})"))
                         .unwrap_or_else(|| "–".into()),
                     s.k_partner_prev_token
                         .map(|p| format!("{p:.2}"))

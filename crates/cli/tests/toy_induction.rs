@@ -179,8 +179,7 @@ fn corpus_data_trains_on_bytes() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = results(&out);
-    // Byte-level English is far more predictable than uniform tokens after a few steps? Not
-    // asserted: 10 steps. The run records the ICL positions of its 30-token context.
+    // The ICL score compares positions ⌊30/10⌋ = 3 and 30 − 2 = 28 of the 30-byte windows.
     assert_eq!(r["icl_positions"], serde_json::json!([3, 28]));
     assert_run_dir(&out, &["loss.svg", "L2/weights/step_000010.safetensors"]);
 }

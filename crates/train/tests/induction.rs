@@ -1,17 +1,18 @@
 //! Attention-only transformers trained on repeated random tokens (RESEARCH.md §3), checked with
 //! the analysis crate's instruments: a 2-layer model forms an induction head in layer 1 whose
-//! strongest K-composition partner is layer 0's previous-token head, with an abrupt loss drop;
+//! strongest K-composition partner is a previous-token head in layer 0, with an abrupt loss drop;
 //! a 1-layer model forms none. Also: the training loss's gradients against finite differences,
 //! the Var front end of AdamW against torch.optim.AdamW, bit-exact resume, bad input.
 //!
 //! Thresholds. On the scoring sequences (a 16-token chunk repeated 3 times, no BOS) a perfect
-//! induction head scores 2/3 under TransformerLens' definition (the first chunk's rows have no
-//! target but count in the denominator), a perfect previous-token head 47/48, and a head
-//! attending uniformly over its prefix scores (1/48) Σ_{q=1}^{47} 1/(q+1) ≈ 0.083 as a
-//! previous-token head; a previous-token head is one scoring over twice that. "Forms an
-//! induction head" means some head reaches half of the perfect induction score, i.e. most of
-//! its attention from the repeats lands on the token after the earlier copy (the reference
-//! run's layer-1 heads reach ≈ 75%; uniform attention ≈ 6%).
+//! induction head scores about 2/3 under TransformerLens' definition (the first chunk's rows
+//! have no target but count in the denominator; a token repeated inside the chunk adds a
+//! little), a perfect previous-token head 47/48, and a head attending uniformly over its prefix
+//! scores (1/48) Σ_{q=1}^{47} 1/(q+1) ≈ 0.072 as a previous-token head; a previous-token head
+//! is one scoring over twice that. "Forms an induction head" means some head reaches half of
+//! the perfect induction score, i.e. most of its attention from the repeats lands on the token
+//! after the earlier copy (the reference run's layer-1 heads reach ≈ 75%; uniform attention
+//! ≈ 6%).
 
 use candle_core::{DType, Device, Tensor, Var};
 use interplab_analysis::composition::{composition_scores, CompositionKind};
