@@ -83,7 +83,14 @@ fn analyse(tr: &Trainer, seqs: &[Vec<u32>]) -> Analysed {
     }
 }
 
+/// One thread for candle and rayon: these models are too small to split, and at 2 threads on a
+/// busy 2-core machine the 2-layer test ran 4× longer (rayon oversubscription, DESIGN.md).
+fn one_thread() {
+    std::env::set_var("RAYON_NUM_THREADS", "1");
+}
+
 fn trained(n_layers: usize) -> (Trainer, Vec<Vec<u32>>) {
+    one_thread();
     let cfg = fast_config(n_layers);
     let data = Data::new(&cfg, None).unwrap();
     let mut tr = Trainer::new(cfg.clone()).unwrap();
