@@ -20,7 +20,9 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use interplab_analysis::composition::{composition_scores, random_baseline, CompositionKind};
-use interplab_analysis::heads::{scores_from_cache, HeadKind, HeadScoreOptions};
+use interplab_analysis::heads::{
+    repeated_random_tokens, scores_from_cache, HeadKind, HeadScoreOptions,
+};
 use interplab_analysis::stats::next_token_losses;
 use interplab_core::model::{HookedTransformer, Input, NameFilter, RunOptions};
 use interplab_report::{ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle};
@@ -201,26 +203,39 @@ fn perfect_score(kind: HeadKind, seqs: &[Vec<u32>]) -> f64 {
 }
 
 fn scoring(cfg: &InductionConfig, data: &Data, n: usize) -> anyhow::Result<Scoring> {
-    // Head scores always use repeated random tokens of the full chunk length.
-    let (seq_len, repeats) = match &cfg.data {
-        DataConfig::Repeated {
+    // Head scores use repeated random tokens: for repeated data, the training format with the
+    // full chunk length; for text, distinct tokens drawn from the bytes the text contains (an
+    // unseen byte's embedding is only weight-decayed noise), a chunk repeated twice, with the
+    // analysis crate's generator.
+    let sequences = match data {
+        Data::Repeated {
             seq_len, repeats, ..
-        } => (*seq_len, *repeats),
-        DataConfig::Text { .. } => (cfg.n_ctx / 3, 3),
+        } => {
+            let rep = Data::Repeated {
+                seq_len: *seq_len,
+                min_seq_len: *seq_len,
+                repeats: *repeats,
+            };
+            let c = InductionConfig {
+                n_ctx: seq_len * repeats,
+                ..cfg.clone()
+            };
+            eval_batch(&c, &rep, n)
+        }
+        Data::Text { train, .. } => {
+            let mut seen = [false; 128];
+            for &t in train {
+                seen[t as usize % 128] = true;
+            }
+            let pool: Vec<u32> = (0..128u32).filter(|&t| seen[t as usize]).collect();
+            let seq_len = (cfg.n_ctx / 2).min(pool.len());
+            if seq_len < 2 {
+                anyhow::bail!("the text holds too few distinct bytes to score heads");
+            }
+            repeated_random_tokens(&pool, seq_len, n, cfg.seed ^ 0x5C0E, None)?
+        }
     };
-    let rep = Data::Repeated {
-        seq_len,
-        min_seq_len: seq_len,
-        repeats,
-    };
-    let sequences = eval_batch(
-        &InductionConfig {
-            n_ctx: seq_len * repeats,
-            ..cfg.clone()
-        },
-        &rep,
-        n,
-    );
+    let len = sequences[0].len();
     let loss_sequences = match data {
         Data::Text { .. } => {
             let s = eval_batch(cfg, data, n);
@@ -233,7 +248,7 @@ fn scoring(cfg: &InductionConfig, data: &Data, n: usize) -> anyhow::Result<Scori
         tokens: to_tensor(&sequences)?,
         perfect_induction: perfect_score(HeadKind::Induction, &sequences),
         perfect_prev: perfect_score(HeadKind::PreviousToken, &sequences),
-        uniform_prev: uniform_prev_score(seq_len * repeats),
+        uniform_prev: uniform_prev_score(len),
         sequences,
         loss_sequences,
     })
