@@ -19,7 +19,9 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use interplab_analysis::composition::{composition_scores, random_baseline, CompositionKind};
+use interplab_analysis::composition::{
+    composition_scores, random_baseline, CompositionKind, CompositionScores,
+};
 use interplab_analysis::heads::{
     repeated_random_tokens, scores_from_cache, HeadKind, HeadScoreOptions,
 };
@@ -333,23 +335,14 @@ fn analyse(
     })
 }
 
-/// Index into a flattened `[l1][h1][l2][h2]` composition array.
-fn comp_at(nl: usize, nh: usize, l1: usize, h1: usize, l2: usize, h2: usize) -> usize {
-    ((l1 * nh + h1) * nl + l2) * nh + h2
-}
-
-/// The earlier head that K-composes most strongly into (l2, h2).
-fn k_partner(k: &[f64], nl: usize, nh: usize, l2: usize, h2: usize) -> Option<(usize, usize, f64)> {
-    let mut best: Option<(usize, usize, f64)> = None;
-    for l1 in 0..l2 {
-        for h1 in 0..nh {
-            let s = k[comp_at(nl, nh, l1, h1, l2, h2)];
-            if best.is_none_or(|b| s > b.2) {
-                best = Some((l1, h1, s));
-            }
-        }
+/// K-composition scores of a checkpoint in the analysis crate's type, for its look-ups.
+fn k_scores(c: &Composition, n_layers: usize, n_heads: usize) -> CompositionScores {
+    CompositionScores {
+        kind: CompositionKind::K,
+        n_layers,
+        n_heads,
+        scores: c.k.clone(),
     }
-    best
 }
 
 fn best_head(scores: &[Vec<f64>]) -> (usize, usize, f64) {
@@ -561,7 +554,7 @@ fn summarise(
         .map(|r| r.step);
     let (nl, nh) = (cfg.n_layers, cfg.n_heads);
     let k_partner = match &last.composition {
-        Some(c) if best.0 >= 1 => k_partner(&c.k, nl, nh, best.0, best.1),
+        Some(c) if best.0 >= 1 => k_scores(c, nl, nh).strongest_partner(best.0, best.1),
         _ => None,
     };
     let prev = k_partner.map(|(l, h, _)| last.previous_token[l][h]);
@@ -768,8 +761,8 @@ fn write_outputs(
     let comp: Vec<Figure> = runs
         .iter()
         .filter_map(|(c, _, recs, _)| {
-            let k = &recs.last()?.composition.as_ref()?.k;
             let (nl, nh) = (c.n_layers, c.n_heads);
+            let k = k_scores(recs.last()?.composition.as_ref()?, nl, nh);
             let earlier = head_labels(nl - 1, nh);
             let later: Vec<String> = head_labels(nl, nh).split_off(nh);
             Some(Figure::Heatmap(Heatmap {
@@ -783,13 +776,7 @@ fn write_outputs(
                     .map(|(l1, h1)| {
                         (1..nl)
                             .flat_map(|l2| (0..nh).map(move |h2| (l2, h2)))
-                            .map(|(l2, h2)| {
-                                if l2 > l1 {
-                                    k[comp_at(nl, nh, l1, h1, l2, h2)]
-                                } else {
-                                    0.0
-                                }
-                            })
+                            .map(|(l2, h2)| if l2 > l1 { k.get(l1, h1, l2, h2) } else { 0.0 })
                             .collect()
                     })
                     .collect(),
