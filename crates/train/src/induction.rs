@@ -514,9 +514,17 @@ impl Trainer {
         Ok(Tensor::from_vec(flat, (c.batch, c.n_ctx), &Device::Cpu)?)
     }
 
-    /// One step: loss, backward, AdamW. Returns the loss before the update.
+    /// One step on the batch of the current step: loss, backward, AdamW. Returns the loss
+    /// before the update.
     pub fn train_step(&mut self, data: &Data) -> Result<f64> {
         let tokens = self.batch(data, self.step)?;
+        self.step_on(&tokens)
+    }
+
+    /// One step on `tokens` `[batch, pos]` (u32): loss, backward, AdamW, recorded in the
+    /// history. Returns the loss before the update.
+    pub fn step_on(&mut self, tokens: &Tensor) -> Result<f64> {
+        let tokens = tokens.clone();
         let (logits, _) =
             self.model
                 .run(Input::Tokens(&tokens), &RunOptions::default(), None, None)?;

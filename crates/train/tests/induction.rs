@@ -1,8 +1,9 @@
 //! Attention-only transformers trained on repeated random tokens (RESEARCH.md §3), checked with
 //! the analysis crate's instruments: a 2-layer model forms an induction head in layer 1 whose
 //! strongest K-composition partner is a previous-token head in layer 0, with an abrupt loss drop;
-//! a 1-layer model forms none. Also: the training loss's gradients against finite differences,
-//! the Var front end of AdamW against torch.optim.AdamW, bit-exact resume, bad input.
+//! a 1-layer model forms none. Also: three training steps against TransformerLens and
+//! torch.optim.AdamW, the training loss's gradients against finite differences, the Var front
+//! end of AdamW against torch.optim.AdamW, bit-exact resume, bad input.
 //!
 //! Thresholds. On the scoring sequences (a 16-token chunk repeated 3 times, no BOS) a perfect
 //! induction head scores about 2/3 under TransformerLens' definition (the first chunk's rows
@@ -24,8 +25,8 @@ use interplab_train::induction::{
     eval_batch, init_model, next_token_loss, steepest_drop, Data, DataConfig, InductionConfig,
     TrainState, Trainer,
 };
-use interplab_train::optim::AdamWConfig;
-use interplab_train::optim_var::VarAdamW;
+use interplab_train::optim::{AdamW, AdamWConfig};
+use interplab_train::optim_var::{VarAdamW, VarAdamWState};
 
 /// The §3 model (d_model 48, 4 heads, vocab 128, LayerNorm, chunks of 8–16 tokens repeated
 /// to 48 positions, AdamW wd 1) at lr 3e-3 so the phase change comes within 600 steps.
@@ -457,4 +458,95 @@ fn repeated_data_varies_the_period_and_evaluation_uses_the_full_chunk() {
             .unwrap(),
         b
     );
+}
+
+/// Three training steps against TransformerLens' HookedTransformer (attn-only, LayerNorm) and
+/// torch.optim.AdamW on the same weights and batches
+/// (`scripts/train/induction_step_reference.py`): the loss before each step and the weights
+/// after the third.
+#[test]
+fn three_steps_match_transformer_lens() {
+    one_thread();
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/induction_steps_tl.safetensors");
+    let r = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let cfg = InductionConfig {
+        n_layers: 2,
+        d_model: 16,
+        n_heads: 4,
+        d_vocab: 32,
+        n_ctx: 12,
+        layer_norm: true,
+        data: DataConfig::Repeated {
+            seq_len: 4,
+            min_seq_len: 4,
+            repeats: 3,
+        },
+        steps: 3,
+        batch: 3,
+        lr: 1e-2,
+        weight_decay: 1.0,
+        ..Default::default()
+    };
+    let names: Vec<(String, usize)> = init_model(&cfg)
+        .unwrap()
+        .weights
+        .named()
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.elem_count()))
+        .collect();
+    let flat = |key: String| -> Vec<f32> { r[&key].flatten_all().unwrap().to_vec1().unwrap() };
+    let params = names
+        .iter()
+        .map(|(name, _)| {
+            let key = format!("init.{name}");
+            (name.clone(), r[&key].dims().to_vec(), flat(key))
+        })
+        .collect();
+    let adamw = AdamWConfig {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 1.0,
+    };
+    let state = TrainState {
+        cfg: cfg.clone(),
+        step: 0,
+        loss_history: vec![],
+        params,
+        opt: VarAdamWState {
+            states: names
+                .iter()
+                .map(|(n, len)| (n.clone(), AdamW::new(adamw, *len)))
+                .collect(),
+        },
+    };
+    let mut tr = Trainer::from_state(state).unwrap();
+    let tokens = r["tokens"].to_dtype(DType::U32).unwrap();
+    let want_losses: Vec<f32> = r["losses"].to_vec1().unwrap();
+    for (s, want) in want_losses.iter().enumerate() {
+        let loss = tr.step_on(&tokens.get(s).unwrap()).unwrap();
+        assert!(
+            (loss - *want as f64).abs() < 1e-5,
+            "step {s}: loss {loss} vs TransformerLens {want}"
+        );
+    }
+    for (name, t) in tr.model.weights.named().unwrap() {
+        let got: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let want = flat(format!("final.{name}"));
+        let init = flat(format!("init.{name}"));
+        let moved = init
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(moved > 1e-3, "{name} did not move in torch");
+        for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - w).abs() < 2e-5,
+                "{name}[{i}]: {a} vs TransformerLens {w} (moved up to {moved})"
+            );
+        }
+    }
 }
