@@ -16,6 +16,9 @@ pub enum ToyCommand {
     Superposition(crate::cmd_toy_superposition::SuperpositionArgs),
     /// Grokking: modular addition learnt by a one-layer transformer (Nanda et al. 2023).
     Grokking(crate::cmd_toy_grokking::GrokkingArgs),
+    /// Attention-only transformers of 1–4 layers: induction heads forming, with composition
+    /// (one thread unless --threads is given).
+    Induction(crate::cmd_toy_induction::InductionArgs),
 }
 
 /// Run one toy experiment.
@@ -23,5 +26,6 @@ pub fn run(a: ToyArgs) -> anyhow::Result<()> {
     match a.experiment {
         ToyCommand::Superposition(a) => crate::cmd_toy_superposition::run(a),
         ToyCommand::Grokking(a) => crate::cmd_toy_grokking::run(a),
+        ToyCommand::Induction(a) => crate::cmd_toy_induction::run(a),
     }
 }

@@ -7,9 +7,13 @@
 //! - [`superposition`]: Toy Models of Superposition (Elhage et al. 2022).
 //! - [`grokking`]: modular addition and a one-layer transformer (Nanda et al. 2023).
 //! - [`linalg`]: row-major f32 matrix products (the `gemm` crate) for hand-written loops.
+//! - [`optim_var`]: the fused AdamW over candle `Var`s (models trained with autograd).
+//! - [`induction`]: attention-only transformers on repeated tokens or text (induction heads).
 
 pub mod checkpoint;
 pub mod grokking;
+pub mod induction;
 pub mod linalg;
 pub mod optim;
+pub mod optim_var;
 pub mod superposition;
