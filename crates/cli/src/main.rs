@@ -18,6 +18,7 @@ mod cmd_patch;
 mod cmd_run;
 mod cmd_toy;
 mod cmd_toy_superposition;
+mod cmd_toy_whispers;
 mod cmd_trace;
 mod rundir;
 mod ui;
