@@ -55,7 +55,7 @@ pub struct WhispersArgs {
     /// Hidden ReLU units of the inverter; 0 is softmax regression.
     #[arg(long, default_value_t = 0)]
     hidden: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -200,10 +200,9 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
         sample_len: a.sample_len,
         inverter: inv.clone(),
     };
-    let dir = RunDir::create(a.out.as_deref(), "toy-whispers")?;
-    let ckpt = dir.path.join("checkpoint.json");
-    let mut state = if a.resume && ckpt.exists() {
-        let s: State = checkpoint::load(&ckpt)?;
+    let ckpt = a.out.as_ref().map(|o| o.join("checkpoint.json"));
+    let mut state = if let Some(ckpt) = ckpt.as_ref().filter(|c| a.resume && c.exists()) {
+        let s: State = checkpoint::load(ckpt)?;
         if s.config != cfg {
             bail!(
                 "{} was written with a different configuration",
@@ -239,6 +238,9 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     let collect_s = t0.elapsed().as_secs_f64();
+    // Created only now, so that bad input (found above) leaves no directory behind.
+    let dir = RunDir::create(a.out.as_deref(), "toy-whispers")?;
+    let ckpt = dir.path.join("checkpoint.json");
     let prob = Problem::new(&ex, a.top_k, a.samples, a.sample_len);
     let b = &prob.baselines;
     eprintln!(
@@ -507,7 +509,7 @@ fn accuracy_figure(results: &[LayerResult], b: &Baselines, k: usize) -> Figure {
         series: vec![
             series("top-1".into(), &|r| r.test.top1),
             series(format!("top-{k}"), &|r| r.test.topk),
-            series("top-1, token seen in training".into(), &|r| r.test_seen.top1),
+            series("top-1, seen tokens".into(), &|r| r.test_seen.top1),
         ],
         hlines: vec![
             (
@@ -522,7 +524,7 @@ fn accuracy_figure(results: &[LayerResult], b: &Baselines, k: usize) -> Figure {
                 b.uniform_topk,
                 format!("uniform top-{k} {:.4}", b.uniform_topk),
             ),
-            (b.seen_fraction, format!("ceiling {:.3}", b.seen_fraction)),
+            (b.seen_fraction, format!("ceiling: seen tokens {:.3}", b.seen_fraction)),
         ],
         ..Default::default()
     })

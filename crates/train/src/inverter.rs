@@ -64,7 +64,7 @@ impl Default for InverterConfig {
             random_dims: false,
             positions: None,
             hidden: 0,
-            epochs: 10,
+            epochs: 4,
             batch: 256,
             lr: 3e-3,
             weight_decay: 0.0,
@@ -245,46 +245,60 @@ pub fn collect_activations(
         ..Default::default()
     };
     let mut sel: Option<Selection> = None;
-    for (s, ids) in seqs.iter().enumerate() {
-        if ids.is_empty() {
-            progress(s + 1);
-            continue;
+    // Sequences run in batches, right-padded: under the causal mask a real token never sees
+    // the padding after it, so its activations are those of the unpadded sequence.
+    let order: Vec<usize> = (0..seqs.len()).filter(|&s| !seqs[s].is_empty()).collect();
+    let mut done = seqs.len() - order.len();
+    for group in order.chunks(FORWARD_BATCH) {
+        let width_t = group.iter().map(|&s| seqs[s].len()).max().unwrap_or(0);
+        let mut flat = Vec::with_capacity(group.len() * width_t);
+        for &s in group {
+            flat.extend_from_slice(&seqs[s]);
+            flat.extend(std::iter::repeat_n(seqs[s][0], width_t - seqs[s].len()));
         }
-        let t = Tensor::new(ids.as_slice(), model.device())?.unsqueeze(0)?;
+        let t = Tensor::from_vec(flat, (group.len(), width_t), model.device())?;
         let (_, cache) = model.run(Input::Tokens(&t), &opts, None, Some(&filter))?;
-        let len = ids.len();
         for (h, name) in hooks.iter().enumerate() {
             let a = cache.get(name)?;
-            let dims = a.dims();
-            if dims.len() < 3 || dims[0] != 1 || dims[1] != len {
+            let dims = a.dims().to_vec();
+            if dims.len() < 3 || dims[0] != group.len() || dims[1] != width_t {
                 return Err(Error::Hook(format!(
-                    "{name} has shape {dims:?}, not [1, {len}, ...]: not one vector per position"
+                    "{name} has shape {dims:?}, not [batch, positions, ...]: not one vector per position"
                 )));
             }
             let width: usize = dims[2..].iter().product();
-            let a = a.reshape((len, width))?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             if sel.is_none() {
                 sel = Some(Selection::new(cfg, width)?);
                 ex.width = sel.as_ref().map_or(0, |s| s.features.len());
             }
             let sel = sel.as_ref().expect("set above");
-            if width < sel.features.len() || sel.features.iter().any(|&f| f >= width) {
+            if sel.features.iter().any(|&f| f >= width) || (cfg.dims.is_none() && width != ex.width) {
                 return Err(Error::Hook(format!(
                     "the hooks have different widths ({name} has {width})"
                 )));
             }
+            let a = a
+                .reshape((group.len() * width_t, width))?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let (p0, p1) = sel.positions;
-            for (p, row) in a.iter().enumerate().take(p1.min(len)).skip(p0) {
-                ex.acts[h].extend(sel.features.iter().map(|&f| row[f]));
-                if h == 0 {
-                    ex.token.push(ids[p]);
-                    ex.pos.push(p as u32);
-                    ex.seq.push(s as u32);
-                    ex.test.push(test.get(s).copied().unwrap_or(false));
+            for (b, &s) in group.iter().enumerate() {
+                let ids = &seqs[s];
+                for p in p0..p1.min(ids.len()) {
+                    let row = &a[(b * width_t + p) * width..(b * width_t + p + 1) * width];
+                    ex.acts[h].extend(sel.features.iter().map(|&f| row[f]));
+                    if h == 0 {
+                        ex.token.push(ids[p]);
+                        ex.pos.push(p as u32);
+                        ex.seq.push(s as u32);
+                        ex.test.push(test.get(s).copied().unwrap_or(false));
+                    }
                 }
             }
         }
-        progress(s + 1);
+        done += group.len();
+        progress(done);
     }
     if ex.token.is_empty() {
         return Err(Error::Input(
@@ -298,6 +312,9 @@ pub fn collect_activations(
     }
     Ok(ex)
 }
+
+/// Sequences per forward call.
+const FORWARD_BATCH: usize = 8;
 
 /// The block index in a `blocks.L.*` name.
 fn layer_of(name: &str) -> Option<usize> {
