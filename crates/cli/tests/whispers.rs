@@ -113,6 +113,9 @@ fn bad_input_is_a_clean_error() {
         "no documents",
     );
     assert_clean_error(&tiny(o, &["--positions", "5..5"]), "empty");
-    assert_clean_error(&tiny(o, &["--dims", "100000"]), "more than the activation");
+    assert_clean_error(
+        &interplab(&["toy", "whispers", "--max-docs", "4", "--dims", "100000", "--out", o]),
+        "more than the activation",
+    );
     assert!(!out_dir.exists(), "a failed run left a run directory");
 }
