@@ -447,23 +447,44 @@ fn forward(x: &Tensor, p: &[Tensor]) -> Result<(Tensor, Option<Tensor>)> {
     }
 }
 
-fn softmax_in_place<T: WithDType>(row: &mut [T]) {
-    let max = row.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        let e = (v.to_f64() - max).exp();
-        sum += e;
-        *v = T::from_f64(e);
+/// The float types the inverter computes in: f32 to train, f64 for gradient checks.
+pub trait Real: WithDType {
+    fn exp(self) -> Self;
+}
+
+impl Real for f32 {
+    fn exp(self) -> Self {
+        f32::exp(self)
     }
+}
+
+impl Real for f64 {
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+}
+
+/// Softmax of one row, in place, in the row's own precision.
+fn softmax_in_place<T: Real>(row: &mut [T]) {
+    let max = row
+        .iter()
+        .copied()
+        .fold(row[0], |m, v| if v > m { v } else { m });
+    let mut sum = T::from_f64(0.0);
     for v in row.iter_mut() {
-        *v = T::from_f64(v.to_f64() / sum);
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = T::from_f64(1.0) / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
     }
 }
 
 /// Mean cross-entropy of standardised inputs `x` (`[b, d]`, dtype `T`) with class labels `y`,
 /// and its gradient with respect to the flat parameter buffer. Written by hand:
 /// `∂L/∂logits = (softmax − onehot)/b`, then back through the (ReLU) layers.
-pub fn loss_and_grad<T: WithDType>(
+pub fn loss_and_grad<T: Real>(
     params: &[T],
     d: usize,
     hidden: usize,
@@ -491,9 +512,10 @@ pub fn loss_and_grad<T: WithDType>(
         }
         softmax_in_place(row);
         loss -= row[yi].to_f64().max(f64::MIN_POSITIVE).ln();
-        row[yi] = T::from_f64(row[yi].to_f64() - 1.0);
+        row[yi] -= T::from_f64(1.0);
+        let scale = T::from_f64(inv_b);
         for v in row.iter_mut() {
-            *v = T::from_f64(v.to_f64() * inv_b);
+            *v *= scale;
         }
     }
     let dlogits = Tensor::from_vec(g, (b, classes), &Device::Cpu)?;
