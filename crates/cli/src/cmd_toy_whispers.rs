@@ -620,5 +620,19 @@ fn summary(
             last.test.top1 / b.frequent_top1.max(b.uniform_top1),
         ));
     }
+    // Position 0 against the rest, at the deepest layer: the first token has no context.
+    let first_pos = &last.buckets[0];
+    let (n_rest, hits_rest) = last.buckets[1..]
+        .iter()
+        .fold((0usize, 0.0), |(n, h), a| (n + a.n, h + a.top1 * a.n as f64));
+    if first_pos.n > 0 && n_rest > 0 {
+        s.push_str(&format!(
+            " By position, at layer {} the first position is recovered {} of the time              ({} positions) against {} at later positions.",
+            layer_name(last.layer),
+            pct(first_pos.top1),
+            first_pos.n,
+            pct(hits_rest / n_rest as f64)
+        ));
+    }
     s
 }

@@ -6,7 +6,8 @@ mod common;
 
 use common::{assert_clean_error, assert_run_dir, interplab, results};
 
-/// The tiny run: 6 sonnets, layers 0 and 1, 64 features, an MLP with 8 hidden units, 2 epochs.
+/// The tiny run: 6 sonnets, layers 0 and 1, 64 features, positions 0..40, an MLP with 8 hidden
+/// units, 2 epochs.
 fn tiny(out: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "toy",
@@ -22,6 +23,8 @@ fn tiny(out: &str, extra: &[&str]) -> std::process::Output {
         "2",
         "--hidden",
         "8",
+        "--positions",
+        "0..40",
         "--samples",
         "1",
         "--out",
@@ -65,6 +68,11 @@ fn tiny_run_writes_its_directory_and_resumes_to_the_same_numbers() {
         assert!(l["test"]["topk"].as_f64().unwrap() >= a);
         assert!(!l["samples"].as_array().unwrap().is_empty());
     }
+    // The position window: buckets 32–63 (partly) and 64+ (not at all).
+    assert_eq!(r["position_buckets"][6], "32–63");
+    assert!(layers[0]["buckets"][6]["n"].as_u64().unwrap() > 0);
+    assert_eq!(layers[0]["buckets"][7]["n"], 0);
+    assert_eq!(layers[0]["buckets"][8]["n"], 0);
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(report.contains("At layer 0 the inverter recovers"));
 
@@ -112,7 +120,10 @@ fn bad_input_is_a_clean_error() {
         &interplab(&["toy", "whispers", "--corpus", empty.to_str().unwrap(), "--out", o]),
         "no documents",
     );
-    assert_clean_error(&tiny(o, &["--positions", "5..5"]), "empty");
+    assert_clean_error(
+        &interplab(&["toy", "whispers", "--positions", "5..5", "--out", o]),
+        "empty",
+    );
     assert_clean_error(
         &interplab(&["toy", "whispers", "--max-docs", "4", "--dims", "100000", "--out", o]),
         "more than the activation",

@@ -870,6 +870,24 @@ mod tests {
     }
 
     #[test]
+    fn selection_first_or_seeded_random_dims() {
+        let mut cfg = InverterConfig {
+            dims: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(Selection::new(&cfg, 10).unwrap().features, vec![0, 1, 2, 3]);
+        cfg.random_dims = true;
+        let f = Selection::new(&cfg, 10).unwrap().features;
+        assert_eq!(f.len(), 4);
+        assert!(f.windows(2).all(|w| w[0] < w[1]) && f[3] < 10);
+        assert_eq!(Selection::new(&cfg, 10).unwrap().features, f);
+        cfg.seed = 1;
+        assert_ne!(Selection::new(&cfg, 10).unwrap().features, f);
+        cfg.dims = Some(11);
+        assert!(Selection::new(&cfg, 10).is_err());
+    }
+
+    #[test]
     fn bucket_labels() {
         assert_eq!(bucket_label(0), "0");
         assert_eq!(bucket_label(2), "2–3");
