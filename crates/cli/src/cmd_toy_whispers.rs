@@ -209,7 +209,11 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
                 ckpt.display()
             );
         }
-        eprintln!("resuming: {} of {} layers done", s.layers.len(), hooks.len());
+        eprintln!(
+            "resuming: {} of {} layers done",
+            s.layers.len(),
+            hooks.len()
+        );
         s
     } else {
         State {
@@ -524,7 +528,10 @@ fn accuracy_figure(results: &[LayerResult], b: &Baselines, k: usize) -> Figure {
                 b.uniform_topk,
                 format!("uniform top-{k} {:.4}", b.uniform_topk),
             ),
-            (b.seen_fraction, format!("ceiling: seen tokens {:.3}", b.seen_fraction)),
+            (
+                b.seen_fraction,
+                format!("ceiling: seen tokens {:.3}", b.seen_fraction),
+            ),
         ],
         ..Default::default()
     })
@@ -622,9 +629,9 @@ fn summary(
     }
     // Position 0 against the rest, at the deepest layer: the first token has no context.
     let first_pos = &last.buckets[0];
-    let (n_rest, hits_rest) = last.buckets[1..]
-        .iter()
-        .fold((0usize, 0.0), |(n, h), a| (n + a.n, h + a.top1 * a.n as f64));
+    let (n_rest, hits_rest) = last.buckets[1..].iter().fold((0usize, 0.0), |(n, h), a| {
+        (n + a.n, h + a.top1 * a.n as f64)
+    });
     if first_pos.n > 0 && n_rest > 0 {
         s.push_str(&format!(
             " By position, at layer {} the first position is recovered {} of the time              ({} positions) against {} at later positions.",

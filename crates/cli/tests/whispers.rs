@@ -92,8 +92,19 @@ fn tiny_run_writes_its_directory_and_resumes_to_the_same_numbers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 layers done"));
     let again = results(&dir);
     for (a, b) in layers.iter().zip(again["layers"].as_array().unwrap()) {
-        for key in ["train_loss", "train", "test", "test_seen", "buckets", "samples"] {
-            assert_eq!(a[key], b[key], "layer {} {key} differs after resume", a["layer"]);
+        for key in [
+            "train_loss",
+            "train",
+            "test",
+            "test_seen",
+            "buckets",
+            "samples",
+        ] {
+            assert_eq!(
+                a[key], b[key],
+                "layer {} {key} differs after resume",
+                a["layer"]
+            );
         }
     }
     // A different configuration is not resumed.
@@ -111,13 +122,29 @@ fn bad_input_is_a_clean_error() {
         "not a hook point",
     );
     assert_clean_error(
-        &interplab(&["toy", "whispers", "--max-docs", "4", "--layers", "0,31", "--out", o]),
+        &interplab(&[
+            "toy",
+            "whispers",
+            "--max-docs",
+            "4",
+            "--layers",
+            "0,31",
+            "--out",
+            o,
+        ]),
         "layer 31 is out of range",
     );
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n  \n").unwrap();
     assert_clean_error(
-        &interplab(&["toy", "whispers", "--corpus", empty.to_str().unwrap(), "--out", o]),
+        &interplab(&[
+            "toy",
+            "whispers",
+            "--corpus",
+            empty.to_str().unwrap(),
+            "--out",
+            o,
+        ]),
         "no documents",
     );
     assert_clean_error(
@@ -125,7 +152,16 @@ fn bad_input_is_a_clean_error() {
         "empty",
     );
     assert_clean_error(
-        &interplab(&["toy", "whispers", "--max-docs", "4", "--dims", "100000", "--out", o]),
+        &interplab(&[
+            "toy",
+            "whispers",
+            "--max-docs",
+            "4",
+            "--dims",
+            "100000",
+            "--out",
+            o,
+        ]),
         "more than the activation",
     );
     assert!(!out_dir.exists(), "a failed run left a run directory");

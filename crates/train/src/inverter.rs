@@ -147,7 +147,11 @@ pub fn hook_name(model: &HookedTransformer, template: &str, layer: usize) -> Res
 }
 
 /// Split `n_docs` documents into (train, test) indices with a seeded shuffle; both non-empty.
-pub fn split_documents(n_docs: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn split_documents(
+    n_docs: usize,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     if n_docs < 2 {
         return Err(Error::Input(format!(
             "the corpus has {n_docs} document(s); at least 2 are needed to hold one out"
@@ -272,7 +276,8 @@ pub fn collect_activations(
                 ex.width = sel.as_ref().map_or(0, |s| s.features.len());
             }
             let sel = sel.as_ref().expect("set above");
-            if sel.features.iter().any(|&f| f >= width) || (cfg.dims.is_none() && width != ex.width) {
+            if sel.features.iter().any(|&f| f >= width) || (cfg.dims.is_none() && width != ex.width)
+            {
                 return Err(Error::Hook(format!(
                     "the hooks have different widths ({name} has {width})"
                 )));
@@ -318,7 +323,11 @@ const FORWARD_BATCH: usize = 8;
 
 /// The block index in a `blocks.L.*` name.
 fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blocks.")?.split('.').next()?.parse().ok()
+    name.strip_prefix("blocks.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The label set: the tokens present in the corpus, sorted.
@@ -427,11 +436,20 @@ impl Inverter {
 }
 
 /// Views of a flat buffer as the parameter tensors (copies; the buffer stays the master).
-fn params_as_tensors<T: WithDType>(params: &[T], d: usize, h: usize, c: usize) -> Result<Vec<Tensor>> {
+fn params_as_tensors<T: WithDType>(
+    params: &[T],
+    d: usize,
+    h: usize,
+    c: usize,
+) -> Result<Vec<Tensor>> {
     let mut off = 0;
     let mut out = Vec::new();
     for (r, k) in shapes(d, h, c) {
-        out.push(Tensor::from_slice(&params[off..off + r * k], (r, k), &Device::Cpu)?);
+        out.push(Tensor::from_slice(
+            &params[off..off + r * k],
+            (r, k),
+            &Device::Cpu,
+        )?);
         off += r * k;
     }
     Ok(out)
@@ -788,7 +806,8 @@ pub fn train_layer(
     };
     let train_top = ranked(&prob.train)?;
     let test_top = ranked(&prob.test)?;
-    let by_row: HashMap<usize, usize> = prob.test.iter().enumerate().map(|(j, &i)| (i, j)).collect();
+    let by_row: HashMap<usize, usize> =
+        prob.test.iter().enumerate().map(|(j, &i)| (i, j)).collect();
     let subset = |rows: &[usize]| -> Vec<Vec<(u32, f32)>> {
         rows.iter().map(|i| test_top[by_row[i]].clone()).collect()
     };

@@ -51,7 +51,11 @@ fn gradients_match_finite_differences() {
     let (d, c, b) = (5, 7, 6);
     let mut rng = SplitMix::new(4);
     for h in [0, 4] {
-        let n = if h == 0 { d * c + c } else { d * h + h + h * c + c };
+        let n = if h == 0 {
+            d * c + c
+        } else {
+            d * h + h + h * c + c
+        };
         let p: Vec<f64> = (0..n).map(|_| rng.normal() * 0.7).collect();
         let x: Vec<f64> = (0..b * d).map(|_| rng.normal()).collect();
         let y: Vec<u32> = (0..b).map(|_| rng.below(c as u64) as u32).collect();
@@ -87,7 +91,11 @@ fn layer0_recovers_every_seen_token_and_the_final_residual_less() {
     let (_, test_docs) = split_documents(docs.len(), cfg.test_fraction, cfg.seed).unwrap();
     let seqs: Vec<Vec<u32>> = docs
         .iter()
-        .map(|t| m.tokenizer.encode(t, m.tokenizer.add_bos_default()).unwrap())
+        .map(|t| {
+            m.tokenizer
+                .encode(t, m.tokenizer.add_bos_default())
+                .unwrap()
+        })
         .collect();
     let test: Vec<bool> = (0..docs.len()).map(|i| test_docs.contains(&i)).collect();
     let hooks: Vec<String> = cfg
@@ -99,13 +107,25 @@ fn layer0_recovers_every_seen_token_and_the_final_residual_less() {
     // The premise: layer 0's activation is the embedding row of the input token, exactly.
     let w_e = m.model.weights.w_e.to_vec2::<f32>().unwrap();
     for (i, &t) in ex.token.iter().enumerate() {
-        assert_eq!(&ex.acts[0][i * ex.width..(i + 1) * ex.width], &w_e[t as usize][..]);
+        assert_eq!(
+            &ex.acts[0][i * ex.width..(i + 1) * ex.width],
+            &w_e[t as usize][..]
+        );
     }
     let prob = Problem::new(&ex, 5, 1, 4);
-    let mut distinct: Vec<&[f32]> = prob.classes.tokens.iter().map(|&t| &w_e[t as usize][..]).collect();
+    let mut distinct: Vec<&[f32]> = prob
+        .classes
+        .tokens
+        .iter()
+        .map(|&t| &w_e[t as usize][..])
+        .collect();
     distinct.sort_by(|a, b| a.partial_cmp(b).unwrap());
     distinct.dedup();
-    assert_eq!(distinct.len(), prob.classes.len(), "two tokens share an embedding row");
+    assert_eq!(
+        distinct.len(),
+        prob.classes.len(),
+        "two tokens share an embedding row"
+    );
 
     let (_, r0) = train_layer(&cfg, &ex, 0, 0, &hooks[0], &prob, &mut |_, _| {}).unwrap();
     let (_, rd) = train_layer(&cfg, &ex, 1, 30, &hooks[1], &prob, &mut |_, _| {}).unwrap();
@@ -116,8 +136,16 @@ fn layer0_recovers_every_seen_token_and_the_final_residual_less() {
     );
     // Known answer 1; 0.99 leaves room for at most 1 in 100 seen positions whose (rare) token
     // the finite training has not yet separated.
-    assert!(r0.test_seen.n > 100, "too few held-out positions: {}", r0.test_seen.n);
-    assert!(r0.test_seen.top1 >= 0.99, "layer 0 seen-token accuracy {:?}", r0.test_seen);
+    assert!(
+        r0.test_seen.n > 100,
+        "too few held-out positions: {}",
+        r0.test_seen.n
+    );
+    assert!(
+        r0.test_seen.top1 >= 0.99,
+        "layer 0 seen-token accuracy {:?}",
+        r0.test_seen
+    );
     // Far above chance: the gap to always answering the most frequent token is more than five
     // binomial standard errors.
     let n = r0.test.n as f64;
