@@ -575,7 +575,13 @@ fn summary(
     let (Some(first), Some(last)) = (results.first(), results.last()) else {
         return String::new();
     };
-    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let pct = |v: f64| {
+        if v > 0.0 && v < 0.01 {
+            format!("{:.3}%", 100.0 * v)
+        } else {
+            format!("{:.1}%", 100.0 * v)
+        }
+    };
     let mut s = format!(
         "At layer {} the inverter recovers the input token at {} of held-out positions (top-{k} {}; \
          {} of the positions whose token occurs in the training documents). Chance is {} for a \
@@ -615,7 +621,7 @@ fn summary(
         s.push_str(&format!(
             "With depth the accuracy {trend}: from {} at layer {} to {} at layer {} \
              (lowest {} at layer {}; it rises between consecutive probed layers {rises} of {} times). \
-             Per layer: {}. The deepest layer is still {:.1}× the most-frequent-token baseline.",
+             Per layer: {}. The deepest layer is still {:.1}× the better chance level.",
             pct(first.test.top1),
             layer_name(first.layer),
             pct(last.test.top1),
