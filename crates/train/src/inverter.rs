@@ -89,7 +89,11 @@ impl InverterConfig {
                 self.test_fraction
             )));
         }
-        if !(self.lr > 0.0) || !(self.weight_decay >= 0.0) {
+        if !(self.lr.is_finite()
+            && self.lr > 0.0
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0)
+        {
             return Err(Error::Input(
                 "the learning rate must be positive and weight decay non-negative".into(),
             ));
