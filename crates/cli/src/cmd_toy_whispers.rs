@@ -55,8 +55,12 @@ pub struct WhispersArgs {
     /// Hidden ReLU units of the inverter; 0 is softmax regression.
     #[arg(long, default_value_t = 0)]
     hidden: usize,
+    /// Passes over the training positions (more if needed to reach --min-steps).
     #[arg(long, default_value_t = 4)]
     epochs: usize,
+    /// Optimiser steps at least, whatever the corpus size.
+    #[arg(long, default_value_t = 300)]
+    min_steps: usize,
     #[arg(long, default_value_t = 256)]
     batch: usize,
     #[arg(long, default_value_t = 3e-3)]
@@ -154,6 +158,7 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
         positions,
         hidden: a.hidden,
         epochs: a.epochs,
+        min_steps: a.min_steps,
         batch: a.batch,
         lr: a.lr,
         weight_decay: a.weight_decay,
@@ -257,7 +262,8 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
         ex.width,
         b.classes
     );
-    let bar = ProgressBar::new((todo.len() * a.epochs) as u64);
+    let epochs = inv.epochs_for(prob.train.len());
+    let bar = ProgressBar::new((todo.len() * epochs) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} epochs  {msg}  {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -280,6 +286,31 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
     state.layers.sort_by_key(|r| r.layer);
     let results = &state.layers;
     print_table(results, b, a.top_k, n_layers);
+    // The first sample, as text: what each layer's top guesses spell.
+    let one_line = |ids: &[u32]| {
+        m.tokenizer
+            .decode(ids)
+            .unwrap_or_default()
+            .replace('\n', "⏎")
+    };
+    if let Some(s) = results
+        .first()
+        .and_then(|r| r.samples.first())
+        .map(|g| g.seq)
+    {
+        let truth = truth_ids(&results[0], s);
+        println!("held-out sample, top-1 guesses per layer:");
+        println!("  {:>5}   {}", "input", one_line(&truth));
+        for r in results {
+            let guess: Vec<u32> = r
+                .samples
+                .iter()
+                .filter(|g| g.seq == s)
+                .filter_map(|g| g.top.first().map(|t| t.0))
+                .collect();
+            println!("  {:>5}   {}", r.layer, one_line(&guess));
+        }
+    }
     println!("wall time {secs:.1} s (model forward {collect_s:.1} s)");
 
     let show = |t: u32| crate::cmd_run::show_token(&m, t);
@@ -344,8 +375,12 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
         (
             "training",
             format!(
-                "{} epochs, batch {}, AdamW lr {}, weight decay {}, seed {}",
-                a.epochs, a.batch, a.lr, a.weight_decay, a.seed
+                "{epochs} epochs ({} steps), batch {}, AdamW lr {}, weight decay {}, seed {}",
+                epochs * prob.train.len().div_ceil(a.batch),
+                a.batch,
+                a.lr,
+                a.weight_decay,
+                a.seed
             ),
         ),
         (
@@ -442,13 +477,26 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
             })
             .collect();
         let h: Vec<&str> = headers.iter().map(|s| s.as_str()).collect();
-        report.pre(format!(
-            "sequence {s} (document {}): {}",
+        let mut text = format!(
+            "sequence {s} (document {}), top-1 guesses spelled out (⏎: newline)\n{:>10}  {}",
             seq_doc[s as usize],
-            m.tokenizer
-                .decode(&seqs[s as usize][..seqs[s as usize].len().min(a.sample_len)])
-                .unwrap_or_default()
-        ));
+            "input",
+            one_line(&truth_ids(first, s))
+        );
+        for r in results {
+            let guess: Vec<u32> = r
+                .samples
+                .iter()
+                .filter(|g| g.seq == s)
+                .filter_map(|g| g.top.first().map(|t| t.0))
+                .collect();
+            text.push_str(&format!(
+                "\n{:>10}  {}",
+                layer_name(r.layer),
+                one_line(&guess)
+            ));
+        }
+        report.pre(text);
         report.table(&h, rows);
     }
     report.figure("training loss", &loss_fig);
@@ -479,6 +527,15 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
     dir.write_report(&report)?;
     println!("wrote {}", dir.path.display());
     Ok(())
+}
+
+/// The true input tokens at the sample positions of sequence `s`.
+fn truth_ids(r: &LayerResult, s: u32) -> Vec<u32> {
+    r.samples
+        .iter()
+        .filter(|g| g.seq == s)
+        .map(|g| g.token)
+        .collect()
 }
 
 fn print_table(results: &[LayerResult], b: &Baselines, k: usize, n_layers: usize) {

@@ -45,7 +45,11 @@ pub struct InverterConfig {
     pub positions: Option<(usize, usize)>,
     /// Hidden ReLU units; 0 is softmax regression.
     pub hidden: usize,
+    /// Passes over the training positions (at least; see `min_steps`).
     pub epochs: usize,
+    /// Optimiser steps at least: a small corpus gets more epochs, so that it is not left
+    /// undertrained by a count of epochs sized for a large one.
+    pub min_steps: usize,
     pub batch: usize,
     pub lr: f64,
     pub weight_decay: f64,
@@ -65,6 +69,7 @@ impl Default for InverterConfig {
             positions: None,
             hidden: 0,
             epochs: 4,
+            min_steps: 300,
             batch: 256,
             lr: 3e-3,
             weight_decay: 0.0,
@@ -75,6 +80,13 @@ impl Default for InverterConfig {
 }
 
 impl InverterConfig {
+    /// Epochs actually run over `n_train` training positions: `epochs`, or more to reach
+    /// `min_steps` steps.
+    pub fn epochs_for(&self, n_train: usize) -> usize {
+        let per_epoch = n_train.div_ceil(self.batch.max(1)).max(1);
+        self.epochs.max(self.min_steps.div_ceil(per_epoch))
+    }
+
     /// Check the numbers that do not need the model.
     pub fn validate(&self) -> Result<()> {
         if self.layers.is_empty() {
@@ -761,7 +773,7 @@ pub fn train_layer(
     );
     let mut losses = Vec::new();
     let mut order = prob.train.clone();
-    for epoch in 0..cfg.epochs {
+    for epoch in 0..cfg.epochs_for(prob.train.len()) {
         let mut rng = SplitMix::new(
             cfg.seed
                 .wrapping_mul(0x9E37_79B9)

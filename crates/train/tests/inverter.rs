@@ -84,8 +84,10 @@ fn layer0_recovers_every_seen_token_and_the_final_residual_less() {
     let m = load("smollm2-135m", &Device::Cpu, &mut |_| {}).expect("loading smollm2-135m");
     let docs = load_corpus("sonnets").unwrap();
     let docs = &docs[..12];
+    // 100 steps of batch 256 (15 epochs of these ~1,700 training positions).
     let cfg = InverterConfig {
         layers: vec![0, 30],
+        min_steps: 100,
         ..Default::default()
     };
     let (_, test_docs) = split_documents(docs.len(), cfg.test_fraction, cfg.seed).unwrap();
