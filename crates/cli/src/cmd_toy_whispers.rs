@@ -61,15 +61,19 @@ pub struct WhispersArgs {
     /// Optimiser steps at least, whatever the corpus size.
     #[arg(long, default_value_t = 300)]
     min_steps: usize,
+    /// Positions per optimiser step.
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// AdamW learning rate.
     #[arg(long, default_value_t = 3e-3)]
     lr: f64,
+    /// AdamW (decoupled) weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     /// Fraction of documents held out.
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
+    /// Seed of the document split, the --random-dims choice, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// k of top-k accuracy and of the guesses shown.
