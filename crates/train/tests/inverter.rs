@@ -108,7 +108,11 @@ fn layer0_recovers_every_seen_token_and_the_final_residual_less() {
         .map(|&l| hook_name(&m.model, &cfg.hook, l).unwrap())
         .collect();
     let ex = collect_activations(&m.model, &seqs, &test, &hooks, &cfg, &mut |_| {}).unwrap();
-    eprintln!("{} positions through the model at {:?}", ex.token.len(), t0.elapsed());
+    eprintln!(
+        "{} positions through the model at {:?}",
+        ex.token.len(),
+        t0.elapsed()
+    );
     // The premise: layer 0's activation is the embedding row of the input token, exactly.
     let w_e = m.model.weights.w_e.to_vec2::<f32>().unwrap();
     for (i, &t) in ex.token.iter().enumerate() {
