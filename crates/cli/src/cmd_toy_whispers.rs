@@ -701,7 +701,8 @@ fn summary(
     });
     if first_pos.n > 0 && n_rest > 0 {
         s.push_str(&format!(
-            " By position, at layer {} the first position is recovered {} of the time              ({} positions) against {} at later positions.",
+            " By position, at layer {} the first position is recovered {} of the time \
+             ({} positions) against {} at later positions.",
             layer_name(last.layer),
             pct(first_pos.top1),
             first_pos.n,
