@@ -19,6 +19,8 @@ pub enum ToyCommand {
     /// Attention-only transformers of 1–4 layers: induction heads forming, with composition
     /// (one thread unless --threads is given).
     Induction(crate::cmd_toy_induction::InductionArgs),
+    /// ML Chinese whispers: recover input tokens from each layer's activations of a real model.
+    Whispers(crate::cmd_toy_whispers::WhispersArgs),
 }
 
 /// Run one toy experiment.
@@ -27,5 +29,6 @@ pub fn run(a: ToyArgs) -> anyhow::Result<()> {
         ToyCommand::Superposition(a) => crate::cmd_toy_superposition::run(a),
         ToyCommand::Grokking(a) => crate::cmd_toy_grokking::run(a),
         ToyCommand::Induction(a) => crate::cmd_toy_induction::run(a),
+        ToyCommand::Whispers(a) => crate::cmd_toy_whispers::run(a),
     }
 }

@@ -20,6 +20,7 @@ mod cmd_toy;
 mod cmd_toy_grokking;
 mod cmd_toy_induction;
 mod cmd_toy_superposition;
+mod cmd_toy_whispers;
 mod cmd_trace;
 mod rundir;
 mod ui;
