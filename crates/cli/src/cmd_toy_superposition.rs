@@ -67,6 +67,7 @@ pub fn run(a: SuperpositionArgs) -> anyhow::Result<()> {
         m: a.m,
         importance_decay: a.importance_decay,
         sparsities: a.sparsities.clone(),
+        importances: Vec::new(),
         relu,
         steps: a.steps,
         batch: a.batch,
