@@ -12,7 +12,7 @@ use interplab_report::{
 };
 use interplab_train::checkpoint;
 use interplab_train::superposition::{
-    classify_pair, geometry, longest_band, Geometry, PairPhase, SuperpositionConfig, ToyModel,
+    best_restarts, classify_pair, geometry, longest_band, Geometry, PairPhase, SuperpositionConfig, ToyModel,
 };
 use serde_json::json;
 
@@ -57,6 +57,10 @@ pub struct SuperpositionArgs {
     /// Phase diagram: grid points per axis.
     #[arg(long, default_value_t = 20, requires = "phase_diagram")]
     grid: usize,
+    /// Phase diagram: instances per cell, differing only in initialisation; the one with the
+    /// lowest expected loss is classified (the model has local minima).
+    #[arg(long, default_value_t = 4, requires = "phase_diagram")]
+    restarts: usize,
     /// Phase diagram: relative importance range LO,HI (log-spaced).
     #[arg(long, value_delimiter = ',', default_value = "0.1,10", requires = "phase_diagram")]
     importance_range: Vec<f64>,
@@ -126,7 +130,7 @@ fn config(a: &SuperpositionArgs) -> anyhow::Result<SuperpositionConfig> {
     };
     let mut cfg = if a.phase_diagram {
         let (ratios, densities) = phase_grid(a)?;
-        SuperpositionConfig::phase_diagram(&densities, &ratios)
+        SuperpositionConfig::phase_diagram(&densities, &ratios, a.restarts)
     } else {
         match a.preset {
             Preset::Paper => SuperpositionConfig::default(),
@@ -451,10 +455,10 @@ fn phase_outputs(
 ) -> anyhow::Result<()> {
     let (ratios, densities) = phase_grid(a)?;
     let nr = ratios.len();
-    let phases: Vec<PairPhase> = model
-        .instances
+    let best = best_restarts(model, a.restarts);
+    let phases: Vec<PairPhase> = best
         .iter()
-        .map(|i| classify_pair(model.cfg.m, i))
+        .map(|&k| classify_pair(model.cfg.m, &model.instances[k]))
         .collect();
     let code = |p: PairPhase| match p {
         PairPhase::NotRepresented => 0.0,
@@ -517,24 +521,28 @@ fn phase_outputs(
         "Feature i is represented when ‖Wᵢ‖ > 0.5. Feature 2 is 'not represented' when \
          ‖W₂‖ ≤ 0.5; 'dedicated' when ‖W₂‖ > 0.5 and ‖W₁‖ ≤ 0.5 (it has the dimension alone); \
          'superposition' when both are represented and antipodal (cosine < −0.9); 'other' \
-         otherwise.",
+         otherwise. Each cell trains several restarts (different initialisations) and classifies \
+         the one with the lowest expected loss (computed by quadrature over the data \
+         distribution): single runs can stop in a local minimum with feature 2 small and on \
+         feature 1's side.",
     );
     report.figure("phase diagram: relative importance × density", &heat);
     report.figure("the same, one marker per instance", &scatter);
-    let cells: Vec<serde_json::Value> = model
-        .instances
+    let cells: Vec<serde_json::Value> = best
         .iter()
         .zip(&phases)
         .enumerate()
-        .map(|(i, (inst, p))| {
+        .map(|(i, (&k, p))| {
+            let inst = &model.instances[k];
             json!({"relative_importance": ratios[i % nr], "density": densities[i / nr],
-                   "phase": p, "w": inst.w(), "b": inst.b()})
+                   "phase": p, "restart": k % a.restarts.max(1), "w": inst.w(), "b": inst.b()})
         })
         .collect();
     dir.write_json(
         "results.json",
         &json!({"relative_importances": ratios, "densities": densities, "counts": counts,
                 "cells": cells, "wall_s": secs, "final_loss": model.loss_history.last(),
+                "restarts": a.restarts,
                 "thresholds": {"represented_norm": 0.5, "antipodal_cosine": -0.9}}),
     )?;
     Ok(())

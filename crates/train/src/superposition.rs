@@ -76,14 +76,18 @@ impl SuperpositionConfig {
         }
     }
 
-    /// The 2-features-into-1-dimension phase diagram (n = 2, m = 1): one instance per
-    /// (density, relative importance of feature 2) pair, density-major, feature 1's importance 1.
-    pub fn phase_diagram(densities: &[f64], ratios: &[f64]) -> SuperpositionConfig {
+    /// The 2-features-into-1-dimension phase diagram (n = 2, m = 1): for each (density,
+    /// relative importance of feature 2) pair, density-major, `restarts` instances that differ
+    /// only in their initialisation (the model has local minima; [`best_restarts`] picks the
+    /// lowest expected loss). Feature 1's importance is 1.
+    pub fn phase_diagram(densities: &[f64], ratios: &[f64], restarts: usize) -> SuperpositionConfig {
         let (mut sparsities, mut importances) = (Vec::new(), Vec::new());
         for &d in densities {
             for &r in ratios {
-                sparsities.push(1.0 - d);
-                importances.push(vec![1.0, r]);
+                for _ in 0..restarts.max(1) {
+                    sparsities.push(1.0 - d);
+                    importances.push(vec![1.0, r]);
+                }
             }
         }
         SuperpositionConfig {
@@ -945,4 +949,57 @@ pub fn classify_pair(m: usize, inst: &Instance) -> PairPhase {
             PairPhase::Other
         }
     }
+}
+
+/// The expected loss of a two-feature instance (`n = 2`, any `m`) under its data distribution
+/// (each feature non-zero with probability 1 − S, then uniform on [0, 1]), by the midpoint rule
+/// on a `grid`-point (per axis) lattice over the active features; the mean over features, as
+/// in training.
+pub fn pair_expected_loss(m: usize, inst: &Instance, imp: &[f64], grid: usize) -> f64 {
+    let (w, b) = (inst.w(), inst.b());
+    let p = 1.0 - inst.sparsity;
+    let loss_at = |x: [f64; 2]| -> f64 {
+        let mut total = 0.0;
+        let h: Vec<f64> = (0..m)
+            .map(|k| w[k * 2] as f64 * x[0] + w[k * 2 + 1] as f64 * x[1])
+            .collect();
+        for i in 0..2 {
+            let y: f64 = (0..m).map(|k| w[k * 2 + i] as f64 * h[k]).sum::<f64>() + b[i] as f64;
+            total += imp[i] * (x[i] - y.max(0.0)).powi(2);
+        }
+        total / 2.0
+    };
+    let mid = |g: usize| (g as f64 + 0.5) / grid as f64;
+    let none = loss_at([0.0, 0.0]);
+    let one = |i: usize| -> f64 {
+        (0..grid)
+            .map(|g| {
+                let mut x = [0.0; 2];
+                x[i] = mid(g);
+                loss_at(x)
+            })
+            .sum::<f64>()
+            / grid as f64
+    };
+    let both = (0..grid * grid)
+        .map(|g| loss_at([mid(g / grid), mid(g % grid)]))
+        .sum::<f64>()
+        / (grid * grid) as f64;
+    (1.0 - p).powi(2) * none + p * (1.0 - p) * (one(0) + one(1)) + p * p * both
+}
+
+/// For a [`SuperpositionConfig::phase_diagram`] model, the index of the restart with the
+/// lowest [`pair_expected_loss`] in each cell (cells in the config's order).
+pub fn best_restarts(model: &ToyModel, restarts: usize) -> Vec<usize> {
+    let r = restarts.max(1);
+    (0..model.instances.len() / r)
+        .map(|c| {
+            let loss = |k: usize| {
+                pair_expected_loss(model.cfg.m, &model.instances[k], &model.cfg.importance(k), 64)
+            };
+            (c * r..(c + 1) * r)
+                .min_by(|&a, &b| loss(a).total_cmp(&loss(b)))
+                .unwrap_or(c * r)
+        })
+        .collect()
 }
