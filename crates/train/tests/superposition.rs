@@ -292,3 +292,43 @@ fn expected_loss_of_known_solutions() {
     let e1 = pair_expected_loss(1, &model.instances[0], &[1.0, 1.0], 400);
     assert!((e1 - p / 6.0).abs() < 1e-5, "{e1}");
 }
+
+#[test]
+fn geometry_half_band_reduced() {
+    // The geometry experiment scaled down (n = 40, m = 4 instead of 200, 20; 5k steps), same
+    // constant importance and 20 sparsities with 1/(1−S) from 1 to 20. The paper: D* starts at
+    // 1 (dense: an orthogonal basis of m directions), is "sticky" at 1/2 over a band of
+    // sparsities — the model stores 2m features as m antipodal pairs — and falls below it
+    // for sparser features. Checked: D*(S = 0) ≈ 1; at least three consecutive sparsities with
+    // D* in 0.5 ± 0.05; in that band's middle instance exactly 2m features are represented, each
+    // with exactly one antipodal partner (cosine < −0.9); D* at the sparsest instance < 0.45.
+    use interplab_train::superposition::longest_band;
+    let cfg = SuperpositionConfig {
+        n: 40,
+        m: 4,
+        steps: 5000,
+        ..SuperpositionConfig::geometry(20, 20.0)
+    };
+    let mut model = ToyModel::new(cfg.clone()).unwrap();
+    model.train(cfg.steps, &mut |_, _| {});
+    let g: Vec<_> = model
+        .instances
+        .iter()
+        .map(|i| geometry(cfg.n, cfg.m, i))
+        .collect();
+    let dstar: Vec<f64> = g.iter().map(|x| x.dims_per_feature).collect();
+    eprintln!("D* {dstar:.3?}");
+    assert!((dstar[0] - 1.0).abs() < 0.05, "dense D* {}", dstar[0]);
+    let (a, b) = longest_band(&dstar, 0.45, 0.55).expect("no D* near 1/2");
+    assert!(b - a + 1 >= 3, "band {a}..={b}: {dstar:.3?}");
+    assert!(*dstar.last().unwrap() < 0.45, "{dstar:.3?}");
+    let mid = &g[(a + b) / 2];
+    assert_eq!(mid.represented, 2 * cfg.m, "{mid:?}");
+    for i in (0..cfg.n).filter(|&i| mid.norms[i] > 0.5) {
+        let partners = (0..cfg.n)
+            .filter(|&j| j != i && mid.norms[j] > 0.5)
+            .filter(|&j| mid.wtw[i][j] / (mid.norms[i] * mid.norms[j]) < -0.9)
+            .count();
+        assert_eq!(partners, 1, "feature {i} has {partners} antipodal partners");
+    }
+}
