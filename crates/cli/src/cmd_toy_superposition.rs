@@ -12,7 +12,8 @@ use interplab_report::{
 };
 use interplab_train::checkpoint;
 use interplab_train::superposition::{
-    best_restarts, classify_pair, geometry, longest_band, Geometry, PairPhase, SuperpositionConfig, ToyModel,
+    best_restarts, classify_pair, geometry, longest_band, Geometry, PairPhase, SuperpositionConfig,
+    ToyModel,
 };
 use serde_json::json;
 
@@ -62,10 +63,20 @@ pub struct SuperpositionArgs {
     #[arg(long, default_value_t = 4, requires = "phase_diagram")]
     restarts: usize,
     /// Phase diagram: relative importance range LO,HI (log-spaced).
-    #[arg(long, value_delimiter = ',', default_value = "0.1,10", requires = "phase_diagram")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1,10",
+        requires = "phase_diagram"
+    )]
     importance_range: Vec<f64>,
     /// Phase diagram: feature density (1 − S) range LO,HI (log-spaced).
-    #[arg(long, value_delimiter = ',', default_value = "0.01,1", requires = "phase_diagram")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,1",
+        requires = "phase_diagram"
+    )]
     density_range: Vec<f64>,
     /// relu or linear output.
     #[arg(long, default_value = "relu")]
@@ -419,8 +430,10 @@ fn sparsity_outputs(
         let caption = match *name {
             "wtw" => "WᵀW (blue negative, red positive)",
             "feature_norms" => "feature norms coloured by superposition",
-            _ => "dimensions per feature against 1/(1−S): D* (line) and each represented \
-                  feature's Dᵢ (dots), with the paper's reference fractions",
+            _ => {
+                "dimensions per feature against 1/(1−S): D* (line) and each represented \
+                  feature's Dᵢ (dots), with the paper's reference fractions"
+            }
         };
         report.figure(caption, f);
     }
@@ -489,7 +502,10 @@ fn phase_outputs(
     });
     let names = [
         (PairPhase::NotRepresented, "not represented"),
-        (PairPhase::Superposition, "superposition (antipodal with feature 1)"),
+        (
+            PairPhase::Superposition,
+            "superposition (antipodal with feature 1)",
+        ),
         (PairPhase::Dedicated, "dedicated dimension"),
         (PairPhase::Other, "other"),
     ];

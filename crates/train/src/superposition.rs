@@ -80,7 +80,11 @@ impl SuperpositionConfig {
     /// relative importance of feature 2) pair, density-major, `restarts` instances that differ
     /// only in their initialisation (the model has local minima; [`best_restarts`] picks the
     /// lowest expected loss). Feature 1's importance is 1.
-    pub fn phase_diagram(densities: &[f64], ratios: &[f64], restarts: usize) -> SuperpositionConfig {
+    pub fn phase_diagram(
+        densities: &[f64],
+        ratios: &[f64],
+        restarts: usize,
+    ) -> SuperpositionConfig {
         let (mut sparsities, mut importances) = (Vec::new(), Vec::new());
         for &d in densities {
             for &r in ratios {
@@ -243,7 +247,9 @@ impl ToyModel {
         progress: &mut dyn FnMut(usize, f64),
     ) -> Result<()> {
         if !kernel.available() {
-            return Err(Error::Input(format!("this CPU cannot run the {kernel:?} kernel")));
+            return Err(Error::Input(format!(
+                "this CPU cannot run the {kernel:?} kernel"
+            )));
         }
         let cfg = self.cfg.clone();
         let importance: Vec<Vec<f32>> = (0..self.instances.len())
@@ -257,7 +263,15 @@ impl ToyModel {
                 .par_iter_mut()
                 .enumerate()
                 .map(|(k, inst)| {
-                    run_steps(kernel, &cfg, &importance[k], inst, k as u64, t0 as u64, t1 as u64)
+                    run_steps(
+                        kernel,
+                        &cfg,
+                        &importance[k],
+                        inst,
+                        k as u64,
+                        t0 as u64,
+                        t1 as u64,
+                    )
                 })
                 .collect();
             for i in 0..t1 - t0 {
@@ -296,9 +310,7 @@ impl Kernel {
         match self {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-            }
+            Kernel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2 => false,
         }
@@ -339,7 +351,9 @@ enum Source<'a> {
 
 /// The keep threshold and value scale of a sparsity (see [`Source::Random`]).
 fn keep_threshold(sparsity: f64) -> (u32, f32) {
-    let keep = ((1.0 - sparsity) * 4_294_967_296.0).round().clamp(1.0, 4_294_967_296.0);
+    let keep = ((1.0 - sparsity) * 4_294_967_296.0)
+        .round()
+        .clamp(1.0, 4_294_967_296.0);
     ((keep - 1.0) as u32, (2.0 / keep) as f32)
 }
 
@@ -627,9 +641,8 @@ fn pass<S: Simd>(s: S, p: &Pass, src: Source, ws: &mut Work<S::V>, grad: &mut [f
     let blocks = p.bsz.div_ceil(LANES);
     for blk in 0..blocks {
         let live = (p.bsz - blk * LANES).min(LANES);
-        let mask = (live < LANES).then(|| {
-            s.from_array(std::array::from_fn(|l| if l < live { 1.0 } else { 0.0 }))
-        });
+        let mask = (live < LANES)
+            .then(|| s.from_array(std::array::from_fn(|l| if l < live { 1.0 } else { 0.0 })));
         // The block's data, x[j] = feature j of the eight samples.
         for j in 0..n {
             let e0 = ((blk * n + j) * LANES) as u32;
@@ -640,9 +653,7 @@ fn pass<S: Simd>(s: S, p: &Pass, src: Source, ws: &mut Work<S::V>, grad: &mut [f
                     keep_m1,
                     inv,
                 } => s.random(e0, k1, k2, keep_m1, inv),
-                Source::Given(x) => {
-                    s.from_array(std::array::from_fn(|l| x[e0 as usize + l]))
-                }
+                Source::Given(x) => s.from_array(std::array::from_fn(|l| x[e0 as usize + l])),
             };
             ws.x[j] = match mask {
                 Some(mk) => s.mul(xj, mk),
@@ -674,11 +685,7 @@ fn pass<S: Simd>(s: S, p: &Pass, src: Source, ws: &mut Work<S::V>, grad: &mut [f
         rows_times(s, p.w, n, &ws.d, &mut ws.dh);
         for k in 0..m {
             let (hk, dhk) = (ws.h[k], ws.dh[k]);
-            for ((g, &dj), &xj) in ws.gw[k * n..(k + 1) * n]
-                .iter_mut()
-                .zip(&ws.d)
-                .zip(&ws.x)
-            {
+            for ((g, &dj), &xj) in ws.gw[k * n..(k + 1) * n].iter_mut().zip(&ws.d).zip(&ws.x) {
                 *g = s.fma(dhk, xj, s.fma(hk, dj, *g));
             }
         }
@@ -788,7 +795,9 @@ pub fn loss_and_grad_with(
     x: &[f32],
 ) -> Result<(f64, Vec<f32>)> {
     if !kernel.available() {
-        return Err(Error::Input(format!("this CPU cannot run the {kernel:?} kernel")));
+        return Err(Error::Input(format!(
+            "this CPU cannot run the {kernel:?} kernel"
+        )));
     }
     let bsz = x.len() / n;
     if bsz == 0 || x.len() != bsz * n || w.len() != m * n || b.len() != n || imp.len() != n {
@@ -995,7 +1004,12 @@ pub fn best_restarts(model: &ToyModel, restarts: usize) -> Vec<usize> {
     (0..model.instances.len() / r)
         .map(|c| {
             let loss = |k: usize| {
-                pair_expected_loss(model.cfg.m, &model.instances[k], &model.cfg.importance(k), 64)
+                pair_expected_loss(
+                    model.cfg.m,
+                    &model.instances[k],
+                    &model.cfg.importance(k),
+                    64,
+                )
             };
             (c * r..(c + 1) * r)
                 .min_by(|&a, &b| loss(a).total_cmp(&loss(b)))

@@ -120,13 +120,24 @@ fn paper_experiment_structure() {
 }
 
 /// Random weights and sparse data for the kernel comparisons.
-fn random_case(n: usize, m: usize, bsz: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+fn random_case(
+    n: usize,
+    m: usize,
+    bsz: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix::new(seed);
     let w: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32 * 0.5).collect();
     let b: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.1).collect();
     let imp: Vec<f32> = (0..n).map(|i| 0.9f32.powi(i as i32)).collect();
     let x: Vec<f32> = (0..bsz * n)
-        .map(|_| if rng.next_f64() < 0.3 { rng.next_f32() } else { 0.0 })
+        .map(|_| {
+            if rng.next_f64() < 0.3 {
+                rng.next_f32()
+            } else {
+                0.0
+            }
+        })
         .collect();
     (w, b, imp, x)
 }
@@ -232,10 +243,16 @@ fn data_have_the_configured_density_and_uniform_values() {
         }
         let frac = nz as f64 / total as f64;
         let se = ((1.0 - s) * s / total as f64).sqrt().max(1e-9);
-        assert!((frac - (1.0 - s)).abs() < 5.0 * se + 1e-6, "S={s}: density {frac}");
+        assert!(
+            (frac - (1.0 - s)).abs() < 5.0 * se + 1e-6,
+            "S={s}: density {frac}"
+        );
         let mean = sum / nz as f64;
         let var = sq / nz as f64 - mean * mean;
-        assert!((mean - 0.5).abs() < 5.0 * (1.0 / 12.0 / nz as f64).sqrt(), "S={s}: mean {mean}");
+        assert!(
+            (mean - 0.5).abs() < 5.0 * (1.0 / 12.0 / nz as f64).sqrt(),
+            "S={s}: mean {mean}"
+        );
         assert!((var - 1.0 / 12.0).abs() < 0.01, "S={s}: variance {var}");
     }
 }
@@ -261,9 +278,21 @@ fn phase_diagram_corners() {
     let w: Vec<&[f32]> = best.iter().map(|&k| model.instances[k].w()).collect();
     eprintln!("{phase:?}\n{w:?}");
     // Cells are density-major: (1, 0.1), (1, 1), (1, 10), (0.01, 0.1), (0.01, 1), (0.01, 10).
-    assert_eq!(phase[0], PairPhase::NotRepresented, "dense, importance 0.1: {w:?}");
-    assert_eq!(phase[2], PairPhase::Dedicated, "dense, importance 10: {w:?}");
-    assert_eq!(phase[4], PairPhase::Superposition, "sparse, importance 1: {w:?}");
+    assert_eq!(
+        phase[0],
+        PairPhase::NotRepresented,
+        "dense, importance 0.1: {w:?}"
+    );
+    assert_eq!(
+        phase[2],
+        PairPhase::Dedicated,
+        "dense, importance 10: {w:?}"
+    );
+    assert_eq!(
+        phase[4],
+        PairPhase::Superposition,
+        "sparse, importance 1: {w:?}"
+    );
 }
 
 #[test]
