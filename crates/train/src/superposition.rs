@@ -418,7 +418,7 @@ trait Simd: Copy {
     type V: Copy;
     fn zero(self) -> Self::V;
     fn splat(self, v: f32) -> Self::V;
-    fn from_array(self, a: [f32; LANES]) -> Self::V;
+    fn load_lanes(self, a: [f32; LANES]) -> Self::V;
     fn to_array(self, v: Self::V) -> [f32; LANES];
     /// `a · b + c`, rounded once.
     fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
@@ -445,7 +445,7 @@ impl Simd for Portable {
         [v; LANES]
     }
     #[inline(always)]
-    fn from_array(self, a: [f32; LANES]) -> Self::V {
+    fn load_lanes(self, a: [f32; LANES]) -> Self::V {
         a
     }
     #[inline(always)]
@@ -508,7 +508,7 @@ mod avx {
             unsafe { _mm256_set1_ps(v) }
         }
         #[inline(always)]
-        fn from_array(self, a: [f32; LANES]) -> __m256 {
+        fn load_lanes(self, a: [f32; LANES]) -> __m256 {
             unsafe { _mm256_loadu_ps(a.as_ptr()) }
         }
         #[inline(always)]
@@ -642,7 +642,7 @@ fn pass<S: Simd>(s: S, p: &Pass, src: Source, ws: &mut Work<S::V>, grad: &mut [f
     for blk in 0..blocks {
         let live = (p.bsz - blk * LANES).min(LANES);
         let mask = (live < LANES)
-            .then(|| s.from_array(std::array::from_fn(|l| if l < live { 1.0 } else { 0.0 })));
+            .then(|| s.load_lanes(std::array::from_fn(|l| if l < live { 1.0 } else { 0.0 })));
         // The block's data, x[j] = feature j of the eight samples.
         for j in 0..n {
             let e0 = ((blk * n + j) * LANES) as u32;
@@ -653,7 +653,7 @@ fn pass<S: Simd>(s: S, p: &Pass, src: Source, ws: &mut Work<S::V>, grad: &mut [f
                     keep_m1,
                     inv,
                 } => s.random(e0, k1, k2, keep_m1, inv),
-                Source::Given(x) => s.from_array(std::array::from_fn(|l| x[e0 as usize + l])),
+                Source::Given(x) => s.load_lanes(std::array::from_fn(|l| x[e0 as usize + l])),
             };
             ws.x[j] = match mask {
                 Some(mk) => s.mul(xj, mk),
