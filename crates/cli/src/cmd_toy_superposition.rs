@@ -502,10 +502,7 @@ fn phase_outputs(
     });
     let names = [
         (PairPhase::NotRepresented, "not represented"),
-        (
-            PairPhase::Superposition,
-            "superposition (antipodal with feature 1)",
-        ),
+        (PairPhase::Superposition, "superposition"),
         (PairPhase::Dedicated, "dedicated dimension"),
         (PairPhase::Other, "other"),
     ];
