@@ -134,6 +134,11 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
             }
         })
         .collect();
+    // Check --head before any work or output.
+    let head = match &a.head {
+        Some(spec) => Some(parse_head(spec, &m.model)?),
+        None => None,
+    };
     let dir = RunDir::create(a.out.as_deref(), "patch")?;
     let args = json!({"clean": a.clean, "corrupt": a.corrupt, "answer": a.answer, "wrong": a.wrong,
                       "metric": a.metric, "sites": a.sites, "bos": bos});
@@ -214,11 +219,7 @@ pub fn run(a: PatchArgs) -> anyhow::Result<()> {
             results.insert(sweep.site.clone(), json!(sweep));
         }
     }
-    if let Some(spec) = &a.head {
-        let (l, h) = spec
-            .split_once('.')
-            .and_then(|(l, h)| Some((l.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("--head {spec:?} is not LAYER.HEAD"))?;
+    if let Some((l, h)) = head {
         let sites: Vec<HeadSite> = HeadSite::ALL
             .iter()
             .copied()
@@ -351,4 +352,28 @@ fn sweep_figure(s: &Sweep, x_ticks: Vec<String>, x_label: &str, metric: Metric) 
         range: None,
         colorbar_label: label.into(),
     })
+}
+
+/// `LAYER.HEAD`, both in range for `model` (query heads; K/V sites map them to their group).
+fn parse_head(
+    spec: &str,
+    model: &interplab_core::model::HookedTransformer,
+) -> anyhow::Result<(usize, usize)> {
+    let (l, h) = spec
+        .split_once('.')
+        .and_then(|(l, h)| Some((l.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--head {spec:?} is not LAYER.HEAD"))?;
+    if l >= model.cfg.n_layers {
+        bail!(
+            "--head {spec}: layer index {l} out of range (the model has {} layers)",
+            model.cfg.n_layers
+        );
+    }
+    if h >= model.cfg.n_heads {
+        bail!(
+            "--head {spec}: head index {h} out of range (the model has {} heads)",
+            model.cfg.n_heads
+        );
+    }
+    Ok((l, h))
 }

@@ -192,7 +192,8 @@ pub fn run(a: GrokkingArgs) -> anyhow::Result<()> {
             stopped = a.stop_at_test_acc.is_some_and(|t| e.test_acc >= t);
             stopped
         })?;
-        if state.model.epoch.is_multiple_of(snap_every) || stopped || state.model.epoch == a.epochs {
+        if state.model.epoch.is_multiple_of(snap_every) || stopped || state.model.epoch == a.epochs
+        {
             write_snapshot(&dir, &state.model)?;
         }
         if state.model.epoch.is_multiple_of(every) || stopped || state.model.epoch == a.epochs {
