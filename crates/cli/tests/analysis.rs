@@ -287,9 +287,20 @@ fn patch_one_head_by_position_and_all_positions() {
     ] {
         let bad = dir.path().join("bad");
         let mut args: Vec<&str> = base.to_vec();
-        args.extend(["--sites", "z", "--head", head, "--out", bad.to_str().unwrap()]);
+        args.extend([
+            "--sites",
+            "z",
+            "--head",
+            head,
+            "--out",
+            bad.to_str().unwrap(),
+        ]);
         assert_clean_error(&interplab(&args), needle);
-        assert!(!bad.exists(), "a rejected --head still created {}", bad.display());
+        assert!(
+            !bad.exists(),
+            "a rejected --head still created {}",
+            bad.display()
+        );
     }
 }
 

@@ -30,7 +30,11 @@ fn model_path(alias: &str) -> PathBuf {
     };
     static SMOLLM2: OnceLock<PathBuf> = OnceLock::new();
     static GEMMA3: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if alias == "smollm2-135m" { &SMOLLM2 } else { &GEMMA3 };
+    let cell = if alias == "smollm2-135m" {
+        &SMOLLM2
+    } else {
+        &GEMMA3
+    };
     cell.get_or_init(|| {
         if let Some(p) = std::env::var_os(var) {
             return PathBuf::from(p);
