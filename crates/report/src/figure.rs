@@ -123,18 +123,30 @@ impl Figure {
                 let cols = (*columns).max(1);
                 let parts: Vec<(String, f64, f64)> = figures.iter().map(|f| f.render()).collect();
                 let cw = parts.iter().map(|p| p.1).fold(0.0, f64::max);
-                let ch = parts.iter().map(|p| p.2).fold(0.0, f64::max);
                 let top = if title.is_empty() { 0.0 } else { 30.0 };
-                let rows = parts.len().div_ceil(cols);
+                // Each row is as tall as its tallest figure (small multiples of different
+                // heights, e.g. 1- to 4-layer head grids, leave no gaps).
+                let row_h: Vec<f64> = parts
+                    .chunks(cols)
+                    .map(|row| row.iter().map(|p| p.2).fold(0.0, f64::max))
+                    .collect();
+                let row_y: Vec<f64> = row_h
+                    .iter()
+                    .scan(top, |y, h| {
+                        let here = *y;
+                        *y += h;
+                        Some(here)
+                    })
+                    .collect();
                 let w = cw * cols.min(parts.len().max(1)) as f64;
-                let h = top + ch * rows as f64;
+                let h = top + row_h.iter().sum::<f64>();
                 let mut s = String::new();
                 if !title.is_empty() {
                     s += &text(w / 2.0, 20.0, title, "middle", 14.0, "bold");
                 }
                 for (i, (body, pw, ph)) in parts.iter().enumerate() {
                     let x = cw * (i % cols) as f64;
-                    let y = top + ch * (i / cols) as f64;
+                    let y = row_y[i / cols];
                     s += &format!(
                         "<svg x=\"{x:.1}\" y=\"{y:.1}\" width=\"{pw:.1}\" height=\"{ph:.1}\">{body}</svg>"
                     );
