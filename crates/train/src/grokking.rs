@@ -380,11 +380,6 @@ impl Grokking {
         self.forward(&self.tables(), pairs).logits.to_vec()
     }
 
-    /// MLP pre-activations of `pairs` at the last position, `[N, d_mlp]`.
-    pub fn mlp_pre(&self, pairs: &[(u32, u32)]) -> Vec<f32> {
-        self.forward(&self.tables(), pairs).pre.to_vec()
-    }
-
     /// Mean cross-entropy of `pairs`, its gradient added into `grad` (flat, the order of
     /// [`param_infos`]).
     pub fn loss_and_grad(&self, pairs: &[(u32, u32)], grad: &mut [f32]) -> Eval {
