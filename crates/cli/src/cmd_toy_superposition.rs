@@ -12,8 +12,8 @@ use interplab_report::{
 };
 use interplab_train::checkpoint;
 use interplab_train::superposition::{
-    best_restarts, classify_pair, geometry, longest_band, Geometry, PairPhase, SuperpositionConfig,
-    ToyModel,
+    best_restarts, classify_pair, geometry, log_space, longest_band, Geometry, PairPhase,
+    SuperpositionConfig, ToyModel,
 };
 use serde_json::json;
 
@@ -98,20 +98,6 @@ pub struct SuperpositionArgs {
     /// Run directory (default runs/toy-superposition-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-/// `count` log-spaced values from `lo` to `hi`.
-fn log_space(lo: f64, hi: f64, count: usize) -> Vec<f64> {
-    (0..count)
-        .map(|i| {
-            let f = if count > 1 {
-                i as f64 / (count - 1) as f64
-            } else {
-                0.0
-            };
-            lo * (hi / lo).powf(f)
-        })
-        .collect()
 }
 
 /// A `LO,HI` range flag.

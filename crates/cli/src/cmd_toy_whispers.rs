@@ -306,13 +306,7 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
         println!("held-out sample, top-1 guesses per layer:");
         println!("  {:>5}   {}", "input", one_line(&truth));
         for r in results {
-            let guess: Vec<u32> = r
-                .samples
-                .iter()
-                .filter(|g| g.seq == s)
-                .filter_map(|g| g.top.first().map(|t| t.0))
-                .collect();
-            println!("  {:>5}   {}", r.layer, one_line(&guess));
+            println!("  {:>5}   {}", r.layer, one_line(&top1_ids(r, s)));
         }
     }
     println!("wall time {secs:.1} s (model forward {collect_s:.1} s)");
@@ -488,16 +482,10 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
             one_line(&truth_ids(first, s))
         );
         for r in results {
-            let guess: Vec<u32> = r
-                .samples
-                .iter()
-                .filter(|g| g.seq == s)
-                .filter_map(|g| g.top.first().map(|t| t.0))
-                .collect();
             text.push_str(&format!(
                 "\n{:>10}  {}",
                 layer_name(r.layer),
-                one_line(&guess)
+                one_line(&top1_ids(r, s))
             ));
         }
         report.pre(text);
@@ -539,6 +527,15 @@ fn truth_ids(r: &LayerResult, s: u32) -> Vec<u32> {
         .iter()
         .filter(|g| g.seq == s)
         .map(|g| g.token)
+        .collect()
+}
+
+/// The layer's top-1 guess at each sampled position of held-out sequence `s`.
+fn top1_ids(r: &LayerResult, s: u32) -> Vec<u32> {
+    r.samples
+        .iter()
+        .filter(|g| g.seq == s)
+        .filter_map(|g| g.top.first().map(|t| t.0))
         .collect()
 }
 

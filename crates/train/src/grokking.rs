@@ -462,13 +462,7 @@ impl Grokking {
         let w_pos = &w[l.w_pos..l.w_pos + 3 * d];
         let mut x = vec![0.0f32; b * d];
         for (r, row) in x.chunks_mut(d).enumerate() {
-            let (tok, pos) = if r < p {
-                (r, 0)
-            } else if r < 2 * p {
-                (r - p, 1)
-            } else {
-                (p, 2)
-            };
+            let (tok, pos) = row_token(r, p);
             for (i, v) in row.iter_mut().enumerate() {
                 *v = w_e[tok * d + i] + w_pos[pos * d + i];
             }
@@ -754,13 +748,7 @@ impl Grokking {
         // x rows = W_E[token] + W_pos[position]
         let (d_we, d_wpos) = gw.embeddings(p, d);
         for r in 0..b {
-            let (tok, pos) = if r < p {
-                (r, 0)
-            } else if r < 2 * p {
-                (r - p, 1)
-            } else {
-                (p, 2)
-            };
+            let (tok, pos) = row_token(r, p);
             let dx = &d_x[r * d..(r + 1) * d];
             axpy(&mut d_we[tok * d..(tok + 1) * d], 1.0, dx);
             axpy(&mut d_wpos[pos * d..(pos + 1) * d], 1.0, dx);
@@ -874,6 +862,18 @@ impl std::ops::Deref for Buf {
 impl std::ops::DerefMut for Buf {
     fn deref_mut(&mut self) -> &mut [f32] {
         &mut self.0
+    }
+}
+
+/// The (token, position) of table row `r` (see [`Tables`]): `a` at position 0 for rows `0..p`,
+/// `b` at position 1 for rows `p..2p`, `=` (token p) at position 2 for row `2p`.
+fn row_token(r: usize, p: usize) -> (usize, usize) {
+    if r < p {
+        (r, 0)
+    } else if r < 2 * p {
+        (r - p, 1)
+    } else {
+        (p, 2)
     }
 }
 

@@ -20,10 +20,10 @@
 //! The analysis of checkpoints (head scores, composition) belongs to `interplab-analysis`; this
 //! module trains and hands the model to a callback.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use interplab_core::config::{Activation, Architecture, ModelConfig, NormKind, Positions};
 use interplab_core::model::weights::{AttnWeights, BlockWeights, NormWeights, Weights};
-use interplab_core::model::{HookedTransformer, Input, RunOptions};
+use interplab_core::model::{log_softmax, HookedTransformer, Input, RunOptions};
 use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -374,15 +374,11 @@ pub fn eval_batch(cfg: &InductionConfig, data: &Data, n: usize) -> Vec<Vec<u32>>
 }
 
 /// Mean next-token cross-entropy of `logits` `[b, p, v]` against `tokens` `[b, p]`, built from
-/// differentiable ops.
+/// differentiable ops (core's `log_softmax` is composed, not a fused kernel).
 pub fn next_token_loss(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
     let (b, p, v) = logits.dims3()?;
     let x = logits.narrow(1, 0, p - 1)?.reshape((b * (p - 1), v))?;
-    // log-softmax composed of differentiable ops (the fused kernels drop gradients).
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let lp = shifted.broadcast_sub(&lse)?;
+    let lp = log_softmax(&x)?;
     let target = tokens
         .narrow(1, 1, p - 1)?
         .flatten_all()?

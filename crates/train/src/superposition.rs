@@ -142,8 +142,8 @@ impl SuperpositionConfig {
     }
 }
 
-/// `count` sparsities with 1/(1−S) log-spaced from 1 to `max_inv_density`.
-pub fn log_spaced_sparsities(count: usize, max_inv_density: f64) -> Vec<f64> {
+/// `count` values log-spaced from `lo` to `hi` (both included; `lo` alone when `count` is 1).
+pub fn log_space(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     (0..count)
         .map(|i| {
             let f = if count > 1 {
@@ -151,8 +151,16 @@ pub fn log_spaced_sparsities(count: usize, max_inv_density: f64) -> Vec<f64> {
             } else {
                 0.0
             };
-            1.0 - max_inv_density.powf(-f)
+            lo * (hi / lo).powf(f)
         })
+        .collect()
+}
+
+/// `count` sparsities with 1/(1−S) log-spaced from 1 to `max_inv_density`.
+pub fn log_spaced_sparsities(count: usize, max_inv_density: f64) -> Vec<f64> {
+    log_space(1.0, max_inv_density, count)
+        .into_iter()
+        .map(|inv| 1.0 - 1.0 / inv)
         .collect()
 }
 
