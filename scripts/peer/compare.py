@@ -14,7 +14,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def interplab(args, threads, runs, what="load,forward,cache"):
+def interplab(args, threads, runs, what="load,forward,cache,forward-q,cache-q"):
     exe = os.path.join(ROOT, "target", "release", "interplab")
     cmd = [exe, "--threads", str(threads), "bench", "smollm2-135m", "--runs", str(runs), "--what", what]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -52,6 +52,7 @@ def main():
     ours = interplab(a, a.threads, a.runs)
     theirs = peer(a.threads, a.runs, gguf_path())
     f, c, ld = ours["interplab_forward"], ours["interplab_run_with_cache"], ours["interplab_load"]
+    fq, cq = ours["interplab_forward_quantized"], ours["interplab_run_with_cache_quantized"]
     hf, tl, tlc = theirs["hf_forward"], theirs["tl_forward"], theirs["tl_run_with_cache"]
     rss = lambda r: r.get("peak_rss_bytes") or 0
     lines = [
@@ -59,10 +60,17 @@ def main():
         ("forward tokens/s", f["tokens_per_s"], hf["tokens_per_s"], "x transformers", f["tokens_per_s"] / hf["tokens_per_s"]),
         ("run_with_cache tokens/s", c["tokens_per_s"], tlc["tokens_per_s"], "x TransformerLens", c["tokens_per_s"] / tlc["tokens_per_s"]),
         ("run_with_cache peak RSS GB", rss(c) / 1e9, rss(tlc) / 1e9, "of TransformerLens", rss(c) / max(rss(tlc), 1)),
+        ("--quantized-weights:", None, None, "", None),
+        ("forward tokens/s", fq["tokens_per_s"], tl["tokens_per_s"], "x TransformerLens", fq["tokens_per_s"] / tl["tokens_per_s"]),
+        ("run_with_cache tokens/s", cq["tokens_per_s"], tlc["tokens_per_s"], "x TransformerLens", cq["tokens_per_s"] / tlc["tokens_per_s"]),
+        ("run_with_cache peak RSS GB", rss(cq) / 1e9, rss(tlc) / 1e9, "of TransformerLens", rss(cq) / max(rss(tlc), 1)),
         ("load s (GGUF)", ld["median_s"], theirs["hf_load_gguf"]["median_s"], "of transformers", ld["median_s"] / theirs["hf_load_gguf"]["median_s"]),
     ]
     print(f"{'measure':28} {'interplab':>12} {'peer':>12}  ratio")
     for name, o, p, what, r in lines:
+        if o is None:
+            print(name)
+            continue
         print(f"{name:28} {o:12.3f} {p:12.3f}  {r:.2f} {what}")
     if a.json:
         with open(a.json, "w") as fh:

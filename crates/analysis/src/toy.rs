@@ -186,10 +186,10 @@ pub fn induction_model(vocab: usize, n_ctx: usize) -> Result<HookedTransformer> 
             Ok(BlockWeights {
                 ln1: NormWeights { w: None, b: None },
                 attn: AttnWeights {
-                    w_q: Tensor::from_vec(wq, (dm, hd), &dev)?,
-                    w_k: Tensor::from_vec(wk, (dm, hd), &dev)?,
-                    w_v: Tensor::from_vec(wv, (dm, hd), &dev)?,
-                    w_o: Tensor::from_vec(wo, (hd, dm), &dev)?,
+                    w_q: Tensor::from_vec(wq, (dm, hd), &dev)?.into(),
+                    w_k: Tensor::from_vec(wk, (dm, hd), &dev)?.into(),
+                    w_v: Tensor::from_vec(wv, (dm, hd), &dev)?.into(),
+                    w_o: Tensor::from_vec(wo, (hd, dm), &dev)?.into(),
                     b_q: None,
                     b_k: None,
                     b_v: None,

@@ -13,10 +13,11 @@ use interplab_analysis::heads::{
     head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions,
 };
 use interplab_analysis::patching::{Metric, PatchingSetup, PositionSite};
+use interplab_core::loader::WeightStorage;
 use interplab_core::model::NameFilter;
 use serde_json::json;
 
-use crate::ui::load_model;
+use crate::ui::{load_model, load_model_with};
 
 /// Arguments of `interplab bench`.
 #[derive(Args)]
@@ -33,8 +34,10 @@ pub struct BenchArgs {
     /// Timed runs per measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Comma-separated: load, forward, cache, patch (IOI resid_pre sweep), heads (head detector).
-    #[arg(long, default_value = "load,forward,cache")]
+    /// Comma-separated: load, forward, cache (run_with_cache of every hook), forward-q and
+    /// cache-q (the same with --quantized-weights), patch (IOI resid_pre sweep), heads (head
+    /// detector).
+    #[arg(long, default_value = "load,forward,cache,forward-q,cache-q")]
     what: String,
     /// Also write the results as a JSON array here.
     #[arg(long)]
@@ -90,14 +93,21 @@ fn measure(a: &BenchArgs, what: &str) -> anyhow::Result<serde_json::Value> {
             }
             Ok(json!({"name": "interplab_load", "median_s": median(times), "runs": runs}))
         }
-        "forward" | "cache" => {
-            let m = load_model(&a.model)?;
+        "forward" | "cache" | "forward-q" | "cache-q" => {
+            let quantized = what.ends_with("-q");
+            let storage = if quantized {
+                WeightStorage::Quantized
+            } else {
+                WeightStorage::Dense
+            };
+            let m = load_model_with(&a.model, storage)?;
+            let forward_only = what.starts_with("forward");
             let ids = bench_tokens(a.batch, a.seq);
             let tokens = Tensor::from_vec(ids, (a.batch, a.seq), m.model.device())?;
             let all = NameFilter::all();
             let mut cache_bytes = 0usize;
             let mut step = || -> anyhow::Result<()> {
-                if what == "forward" {
+                if forward_only {
                     m.model.forward(&tokens)?;
                 } else {
                     let (_, cache) = m.model.run_with_cache(&tokens, &all)?;
@@ -114,13 +124,17 @@ fn measure(a: &BenchArgs, what: &str) -> anyhow::Result<serde_json::Value> {
             }
             let med = median(times);
             let mut v = json!({
-                "name": format!("interplab_{}", if what == "forward" { "forward" } else { "run_with_cache" }),
+                "name": format!(
+                    "interplab_{}{}",
+                    if forward_only { "forward" } else { "run_with_cache" },
+                    if quantized { "_quantized" } else { "" }
+                ),
                 "median_s": med,
                 "tokens_per_s": (a.batch * a.seq) as f64 / med,
                 "batch": a.batch, "seq": a.seq, "runs": runs,
                 "peak_rss_bytes": peak_rss(),
             });
-            if what == "cache" {
+            if !forward_only {
                 v["cache_bytes"] = json!(cache_bytes);
             }
             Ok(v)

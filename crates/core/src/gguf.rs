@@ -455,6 +455,45 @@ impl GgufFile {
         self.dequantize(info, device)
     }
 
+    /// The blocks of a 2-D tensor kept quantised (see [`QuantizedMatrix`]), or `None` when the
+    /// file stores it as f32 and there is nothing to save.
+    pub fn tensor_quantized(&self, name: &str, device: &Device) -> Result<Option<QuantizedMatrix>> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| self.malformed(format!("no tensor named `{name}`")))?;
+        let span = self.span(info)?;
+        let dtype = match GgmlTypeInfo::candle_dtype(info.ggml_type) {
+            Some(GgmlDType::F32) => return Ok(None),
+            Some(dtype) => dtype,
+            None => {
+                return Err(Error::Unsupported(format!(
+                    "GGUF tensor `{name}` has ggml type {}, which cannot be dequantised",
+                    info.type_name()
+                )))
+            }
+        };
+        let &[rows, cols] = span.shape.as_slice() else {
+            return Ok(None);
+        };
+        let bytes = &self.backing.bytes()[span.start..span.end];
+        // Blocks run along `cols` (ggml's first dimension), so each row is whole blocks.
+        if !cols.is_multiple_of(dtype.block_size()) {
+            return Err(self.malformed(format!(
+                "tensor `{name}`: rows of {cols} elements are not whole {dtype:?} blocks"
+            )));
+        }
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Ok(Some(QuantizedMatrix {
+            dtype,
+            rows,
+            cols,
+            words,
+            n_bytes: bytes.len(),
+            device: device.clone(),
+        }))
+    }
+
     /// Dequantise several tensors to f32 in parallel, returned in the order of `names`.
     pub fn tensors_f32(&self, names: &[&str], device: &Device) -> Result<Vec<Tensor>> {
         names
@@ -508,6 +547,74 @@ impl GgufFile {
             dequantize_bytes(&view[..bytes.len()], dtype, span.elem_count)?
         };
         Ok(Tensor::from_vec(values, span.shape, device)?)
+    }
+}
+
+/// A 2-D GGUF tensor kept as its GGML blocks (in a word-aligned copy) and dequantised to f32 on
+/// each use, with the same kernels and so the same values as loading it dense. `[rows, cols]`
+/// is PyTorch's `[out, in]`; each row is a whole number of blocks. Q4_1 holds 0.625 bytes per
+/// weight instead of 4.
+#[derive(Debug, Clone)]
+pub struct QuantizedMatrix {
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    words: Vec<u32>,
+    n_bytes: usize,
+    /// Where the dequantised tensors go.
+    device: Device,
+}
+
+impl QuantizedMatrix {
+    /// `[rows, cols]` (PyTorch's `[out, in]`).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Bytes of block data held.
+    pub fn size_bytes(&self) -> usize {
+        self.n_bytes
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u32, u8>(&self.words)[..self.n_bytes]
+    }
+
+    /// The f32 matrix `[rows, cols]`.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        let values = dequantize_bytes(self.bytes(), self.dtype, self.rows * self.cols)?;
+        Ok(Tensor::from_vec(
+            values,
+            (self.rows, self.cols),
+            &self.device,
+        )?)
+    }
+
+    /// The matrix with its rows reordered: row `i` of the result is row `order[i]` of `self`.
+    pub fn select_rows(&self, order: &[usize]) -> Result<Self> {
+        let row_bytes = self.n_bytes / self.rows.max(1);
+        if order.len() != self.rows || order.iter().any(|&r| r >= self.rows) {
+            return Err(Error::Input(format!(
+                "row order of {} entries for a matrix of {} rows",
+                order.len(),
+                self.rows
+            )));
+        }
+        let src = self.bytes();
+        let mut words = vec![0u32; self.words.len()];
+        let dst = bytemuck::cast_slice_mut::<u32, u8>(&mut words);
+        for (i, &r) in order.iter().enumerate() {
+            dst[i * row_bytes..(i + 1) * row_bytes]
+                .copy_from_slice(&src[r * row_bytes..(r + 1) * row_bytes]);
+        }
+        Ok(Self {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            words,
+            n_bytes: self.n_bytes,
+            device: self.device.clone(),
+        })
     }
 }
 

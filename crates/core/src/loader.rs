@@ -1,14 +1,16 @@
 //! Loaders: GGUF files (`llama`, `gemma3`) and Hugging Face directories (GPT-2, GPT-NeoX,
 //! Llama, Gemma 3) into a [`ModelConfig`] and [`Weights`] for the hooked transformer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 use crate::config::{Activation, Architecture, ModelConfig, NormKind, Positions};
 use crate::gguf::GgufFile;
+use crate::model::weights::Matrix;
 use crate::model::{AttnWeights, BlockWeights, MlpWeights, NormWeights, Weights};
 use crate::safetensors_file::SafetensorsFile;
 use crate::{Error, Result};
@@ -36,10 +38,58 @@ impl TensorBag {
     }
 }
 
-/// Load a GGUF model (architectures `llama` and `gemma3`), dequantised to f32.
-pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(ModelConfig, Weights)> {
+/// How a GGUF model's block matrices (`W_Q`, `W_K`, `W_V`, `W_O`, `W_in`, `W_gate`, `W_out`)
+/// are held in memory. Both give the same f32 values to every computation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightStorage {
+    /// Dequantised to f32 once at load: fastest per forward.
+    #[default]
+    Dense,
+    /// Kept as the file's GGML blocks and dequantised layer by layer in every forward: SmolLM2's
+    /// block matrices take 66 MB instead of 424 MB, each forward pays one dequantisation of the
+    /// model (cheap beside a large batch, dominant for a handful of tokens). Processing weights
+    /// or training makes them dense.
+    Quantized,
+}
+
+/// The GGUF names of the per-block matrices [`WeightStorage::Quantized`] keeps as blocks.
+const BLOCK_MATRICES: [&str; 7] = [
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_up.weight",
+    "ffn_gate.weight",
+    "ffn_down.weight",
+];
+
+/// Load a GGUF model (architectures `llama` and `gemma3`) with f32 computation; `storage` says
+/// whether the block matrices are dequantised now or at each use.
+pub fn load_gguf(
+    gguf: &GgufFile,
+    path: &Path,
+    device: &Device,
+    storage: WeightStorage,
+) -> Result<(ModelConfig, Weights)> {
     let arch = gguf.architecture()?.to_string();
-    let names: Vec<&str> = gguf.tensors.iter().map(|t| t.name.as_str()).collect();
+    let kept: HashSet<&str> = gguf
+        .tensors
+        .iter()
+        .filter(|t| {
+            storage == WeightStorage::Quantized
+                && t.dims.len() == 2
+                && t.ggml_type != 0 // f32: nothing to save
+                && t.name.starts_with("blk.")
+                && BLOCK_MATRICES.iter().any(|m| t.name.ends_with(m))
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    let names: Vec<&str> = gguf
+        .tensors
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|n| !kept.contains(n))
+        .collect();
     let tensors = gguf.tensors_f32(&names, device)?;
     let map = names
         .iter()
@@ -149,6 +199,28 @@ pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(Model
         default_prepend_bos: bos,
     };
     let llama = architecture == Architecture::Llama;
+    // A block matrix as `[in, out]`; `rotary_heads` undoes llama.cpp's interleaving of the
+    // rotary halves of Q and K so the weights (and the q/k hooks) match Hugging Face and
+    // TransformerLens.
+    let matrix = |bag: &mut TensorBag, name: &str, rotary_heads: Option<usize>| -> Result<Matrix> {
+        if kept.contains(name) {
+            if let Some(mut q) = gguf.tensor_quantized(name, device)? {
+                if let Some(n) = rotary_heads {
+                    q = q.select_rows(&rotary_row_order(q.dims().0, n))?;
+                }
+                return Ok(Matrix::Quantized(Arc::new(q)));
+            }
+        }
+        let mut w = bag.take(name)?;
+        if let Some(n) = rotary_heads {
+            let order: Vec<u32> = rotary_row_order(w.dim(0)?, n)
+                .into_iter()
+                .map(|r| r as u32)
+                .collect();
+            w = w.index_select(&Tensor::new(order, w.device())?, 0)?;
+        }
+        Ok(Matrix::Dense(w.t()?.contiguous()?))
+    };
     let norm = |bag: &mut TensorBag, name: &str| -> Result<NormWeights> {
         Ok(NormWeights {
             w: Some(bag.take(name)?),
@@ -158,19 +230,19 @@ pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(Model
     let mut blocks = Vec::with_capacity(n_layers);
     for l in 0..n_layers {
         let p = format!("blk.{l}");
-        let mut w_q = bag.take(&format!("{p}.attn_q.weight"))?;
-        let mut w_k = bag.take(&format!("{p}.attn_k.weight"))?;
-        if llama {
-            // llama.cpp's converter interleaves the rotary halves of Q and K; undo it so the
-            // weights (and the q/k hooks) match Hugging Face and TransformerLens.
-            w_q = unpermute_rotary(&w_q, n_heads)?;
-            w_k = unpermute_rotary(&w_k, n_kv_heads)?;
-        }
         let attn = AttnWeights {
-            w_q: w_q.t()?.contiguous()?,
-            w_k: w_k.t()?.contiguous()?,
-            w_v: bag.linear(&format!("{p}.attn_v.weight"))?,
-            w_o: bag.linear(&format!("{p}.attn_output.weight"))?,
+            w_q: matrix(
+                &mut bag,
+                &format!("{p}.attn_q.weight"),
+                llama.then_some(n_heads),
+            )?,
+            w_k: matrix(
+                &mut bag,
+                &format!("{p}.attn_k.weight"),
+                llama.then_some(n_kv_heads),
+            )?,
+            w_v: matrix(&mut bag, &format!("{p}.attn_v.weight"), None)?,
+            w_o: matrix(&mut bag, &format!("{p}.attn_output.weight"), None)?,
             b_q: None,
             b_k: None,
             b_v: None,
@@ -187,11 +259,11 @@ pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(Model
             },
         };
         let mlp = MlpWeights {
-            w_in: bag.linear(&format!("{p}.ffn_up.weight"))?,
+            w_in: matrix(&mut bag, &format!("{p}.ffn_up.weight"), None)?,
             b_in: None,
-            w_gate: Some(bag.linear(&format!("{p}.ffn_gate.weight"))?),
+            w_gate: Some(matrix(&mut bag, &format!("{p}.ffn_gate.weight"), None)?),
             b_gate: None,
-            w_out: bag.linear(&format!("{p}.ffn_down.weight"))?,
+            w_out: matrix(&mut bag, &format!("{p}.ffn_down.weight"), None)?,
             b_out: None,
         };
         blocks.push(BlockWeights {
@@ -222,14 +294,14 @@ pub fn load_gguf(gguf: &GgufFile, path: &Path, device: &Device) -> Result<(Model
     Ok((cfg, weights))
 }
 
-/// Undo llama.cpp's per-head interleaving of rotary halves on a `[n * d_head, d_model]` weight.
-fn unpermute_rotary(w: &Tensor, n: usize) -> Result<Tensor> {
-    let (rows, cols) = w.dims2()?;
+/// The row order that undoes llama.cpp's per-head interleaving of rotary halves on a
+/// `[n * d_head, d_model]` weight: within each head, row `i * d_head/2 + j` comes from row
+/// `2j + i` (`i` the half, `j` the pair).
+fn rotary_row_order(rows: usize, n: usize) -> Vec<usize> {
     let half = rows / n / 2;
-    Ok(w.reshape((n, half, 2, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((rows, cols))?)
+    (0..n)
+        .flat_map(|h| (0..2).flat_map(move |i| (0..half).map(move |j| h * 2 * half + 2 * j + i)))
+        .collect()
 }
 
 fn get<'a>(cfg: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -421,10 +493,10 @@ fn load_gpt2(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
             Ok(t.narrow(dim, i * d, d)?.contiguous()?)
         };
         let attn = AttnWeights {
-            w_q: split(&c_attn, 1, 0)?,
-            w_k: split(&c_attn, 1, 1)?,
-            w_v: split(&c_attn, 1, 2)?,
-            w_o: bag.take(&format!("{p}.attn.c_proj.weight"))?,
+            w_q: split(&c_attn, 1, 0)?.into(),
+            w_k: split(&c_attn, 1, 1)?.into(),
+            w_v: split(&c_attn, 1, 2)?.into(),
+            w_o: bag.take(&format!("{p}.attn.c_proj.weight"))?.into(),
             b_q: Some(split(&c_attn_b, 0, 0)?),
             b_k: Some(split(&c_attn_b, 0, 1)?),
             b_v: Some(split(&c_attn_b, 0, 2)?),
@@ -433,11 +505,11 @@ fn load_gpt2(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
             k_norm: None,
         };
         let mlp = MlpWeights {
-            w_in: bag.take(&format!("{p}.mlp.c_fc.weight"))?,
+            w_in: bag.take(&format!("{p}.mlp.c_fc.weight"))?.into(),
             b_in: Some(bag.take(&format!("{p}.mlp.c_fc.bias"))?),
             w_gate: None,
             b_gate: None,
-            w_out: bag.take(&format!("{p}.mlp.c_proj.weight"))?,
+            w_out: bag.take(&format!("{p}.mlp.c_proj.weight"))?.into(),
             b_out: Some(bag.take(&format!("{p}.mlp.c_proj.bias"))?),
         };
         blocks.push(BlockWeights {
@@ -523,10 +595,10 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         let pick_b =
             |i: usize| -> Result<Tensor> { Ok(qkv_b.narrow(1, i, 1)?.reshape(d)?.contiguous()?) };
         let attn = AttnWeights {
-            w_q: pick_w(0)?,
-            w_k: pick_w(1)?,
-            w_v: pick_w(2)?,
-            w_o: bag.linear(&format!("{p}.attention.dense.weight"))?,
+            w_q: pick_w(0)?.into(),
+            w_k: pick_w(1)?.into(),
+            w_v: pick_w(2)?.into(),
+            w_o: bag.linear(&format!("{p}.attention.dense.weight"))?.into(),
             b_q: Some(pick_b(0)?),
             b_k: Some(pick_b(1)?),
             b_v: Some(pick_b(2)?),
@@ -535,11 +607,11 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
             k_norm: None,
         };
         let mlp = MlpWeights {
-            w_in: bag.linear(&format!("{p}.mlp.dense_h_to_4h.weight"))?,
+            w_in: bag.linear(&format!("{p}.mlp.dense_h_to_4h.weight"))?.into(),
             b_in: Some(bag.take(&format!("{p}.mlp.dense_h_to_4h.bias"))?),
             w_gate: None,
             b_gate: None,
-            w_out: bag.linear(&format!("{p}.mlp.dense_4h_to_h.weight"))?,
+            w_out: bag.linear(&format!("{p}.mlp.dense_4h_to_h.weight"))?.into(),
             b_out: Some(bag.take(&format!("{p}.mlp.dense_4h_to_h.bias"))?),
         };
         blocks.push(BlockWeights {
@@ -674,10 +746,10 @@ fn load_llama_like(
     for l in 0..n_layers {
         let p = format!("layers.{l}");
         let attn = AttnWeights {
-            w_q: bag.linear(&format!("{p}.self_attn.q_proj.weight"))?,
-            w_k: bag.linear(&format!("{p}.self_attn.k_proj.weight"))?,
-            w_v: bag.linear(&format!("{p}.self_attn.v_proj.weight"))?,
-            w_o: bag.linear(&format!("{p}.self_attn.o_proj.weight"))?,
+            w_q: bag.linear(&format!("{p}.self_attn.q_proj.weight"))?.into(),
+            w_k: bag.linear(&format!("{p}.self_attn.k_proj.weight"))?.into(),
+            w_v: bag.linear(&format!("{p}.self_attn.v_proj.weight"))?.into(),
+            w_o: bag.linear(&format!("{p}.self_attn.o_proj.weight"))?.into(),
             b_q: bag.take_opt(&format!("{p}.self_attn.q_proj.bias")),
             b_k: bag.take_opt(&format!("{p}.self_attn.k_proj.bias")),
             b_v: bag.take_opt(&format!("{p}.self_attn.v_proj.bias")),
@@ -694,11 +766,11 @@ fn load_llama_like(
             },
         };
         let mlp = MlpWeights {
-            w_in: bag.linear(&format!("{p}.mlp.up_proj.weight"))?,
+            w_in: bag.linear(&format!("{p}.mlp.up_proj.weight"))?.into(),
             b_in: None,
-            w_gate: Some(bag.linear(&format!("{p}.mlp.gate_proj.weight"))?),
+            w_gate: Some(bag.linear(&format!("{p}.mlp.gate_proj.weight"))?.into()),
             b_gate: None,
-            w_out: bag.linear(&format!("{p}.mlp.down_proj.weight"))?,
+            w_out: bag.linear(&format!("{p}.mlp.down_proj.weight"))?.into(),
             b_out: None,
         };
         let (ln1_post, ln2, ln2_post) = if gemma {
@@ -756,10 +828,12 @@ pub struct LoadedModel {
     pub load_seconds: f64,
 }
 
-/// Load a model that is already local (see [`crate::source::resolve`]).
+/// Load a model that is already local (see [`crate::source::resolve`]); `storage` applies to
+/// GGUF files (Hugging Face directories are always dense).
 pub fn load_resolved(
     resolved: crate::source::ResolvedModel,
     device: &Device,
+    storage: WeightStorage,
 ) -> Result<LoadedModel> {
     use crate::tokenizer::{ChatTemplate, Tokenizer};
     let t0 = std::time::Instant::now();
@@ -780,7 +854,7 @@ pub fn load_resolved(
         (cfg, weights, tokenizer, chat, "hf-dir")
     } else {
         let gguf = GgufFile::open(&path)?;
-        let (cfg, weights) = load_gguf(&gguf, &path, device)?;
+        let (cfg, weights) = load_gguf(&gguf, &path, device, storage)?;
         let tokenizer = Tokenizer::from_gguf_metadata(&gguf.metadata)?;
         let chat = ChatTemplate::for_model(&gguf.metadata).ok();
         (cfg, weights, tokenizer, chat, "gguf")
@@ -805,5 +879,5 @@ pub fn load(
 ) -> Result<LoadedModel> {
     let src = crate::source::ModelSource::parse(source)?;
     let resolved = crate::source::resolve(&src, progress)?;
-    load_resolved(resolved, device)
+    load_resolved(resolved, device, WeightStorage::Dense)
 }

@@ -149,7 +149,7 @@ fn gpt2_fold_ln_alone() {
         assert!(max_abs_mean(&w_v, 1) < 1e-6, "W_V of block {l} not centred");
         let w_in = &b.mlp.as_ref().unwrap().w_in;
         assert!(
-            max_abs_mean(w_in, 0) < 1e-6,
+            max_abs_mean(&w_in.tensor().unwrap(), 0) < 1e-6,
             "W_in of block {l} not centred"
         );
     }
@@ -162,9 +162,9 @@ fn gpt2_fold_ln_alone() {
     // The folded W_Q is diag(ln1.w) W_Q, centred over d_model.
     let b0 = &m.weights.blocks[0];
     let ln_w = b0.ln1.w.as_ref().unwrap().unsqueeze(1).unwrap();
-    let want = b0.attn.w_q.broadcast_mul(&ln_w).unwrap();
+    let want = b0.attn.w_q.tensor().unwrap().broadcast_mul(&ln_w).unwrap();
     let want = want.broadcast_sub(&want.mean_keepdim(0).unwrap()).unwrap();
-    let d = max_abs_diff(&p.weights.blocks[0].attn.w_q, &want);
+    let d = max_abs_diff(&p.weights.blocks[0].attn.w_q.tensor().unwrap(), &want);
     assert!(
         d < 1e-6,
         "folded W_Q differs from diag(w) W_Q centred by {d}"
@@ -191,13 +191,19 @@ fn gpt2_center_writing_weights_alone() {
         "W_pos not centred"
     );
     for (l, b) in w.blocks.iter().enumerate() {
-        assert!(max_abs_mean(&b.attn.w_o, 1) < 1e-6, "W_O of block {l}");
+        assert!(
+            max_abs_mean(&b.attn.w_o.tensor().unwrap(), 1) < 1e-6,
+            "W_O of block {l}"
+        );
         assert!(
             max_abs_mean(b.attn.b_o.as_ref().unwrap(), 0) < 1e-6,
             "b_O of block {l}"
         );
         let mlp = b.mlp.as_ref().unwrap();
-        assert!(max_abs_mean(&mlp.w_out, 1) < 1e-6, "W_out of block {l}");
+        assert!(
+            max_abs_mean(&mlp.w_out.tensor().unwrap(), 1) < 1e-6,
+            "W_out of block {l}"
+        );
         assert!(
             max_abs_mean(mlp.b_out.as_ref().unwrap(), 0) < 1e-6,
             "b_out of block {l}"
@@ -269,7 +275,11 @@ fn gpt2_fold_value_biases_alone() {
         assert!(b.attn.b_v.is_none(), "b_V of block {l} still there");
         // b_O' = b_O + sum_h b_V[h] @ W_O[h].
         let b_v = a.attn.b_v.as_ref().unwrap().unsqueeze(0).unwrap();
-        let want = (b_v.matmul(&a.attn.w_o).unwrap().squeeze(0).unwrap()
+        let want = (b_v
+            .matmul(&a.attn.w_o.tensor().unwrap())
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
             + a.attn.b_o.as_ref().unwrap())
         .unwrap();
         let d = max_abs_diff(b.attn.b_o.as_ref().unwrap(), &want);
@@ -325,7 +335,11 @@ fn llama_rmsnorm_skips_centering() {
         "W_E changed"
     );
     for (a, b) in m.weights.blocks.iter().zip(&p.weights.blocks) {
-        assert_eq!(max_abs_diff(&a.attn.w_o, &b.attn.w_o), 0.0, "W_O changed");
+        assert_eq!(
+            max_abs_diff(&a.attn.w_o.tensor().unwrap(), &b.attn.w_o.tensor().unwrap()),
+            0.0,
+            "W_O changed"
+        );
     }
     let p = processed(
         &m,
@@ -340,8 +354,8 @@ fn llama_rmsnorm_skips_centering() {
     let (a, b) = (&m.weights.blocks[0], &p.weights.blocks[0]);
     assert!(b.attn.b_q.is_none() && b.ln1.w.is_none());
     let ln_w = a.ln1.w.as_ref().unwrap().unsqueeze(1).unwrap();
-    let want = a.attn.w_q.broadcast_mul(&ln_w).unwrap();
-    let d = max_abs_diff(&b.attn.w_q, &want);
+    let want = a.attn.w_q.tensor().unwrap().broadcast_mul(&ln_w).unwrap();
+    let d = max_abs_diff(&b.attn.w_q.tensor().unwrap(), &want);
     assert!(d < 1e-6, "folded W_Q differs from diag(w) W_Q by {d}");
 }
 

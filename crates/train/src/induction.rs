@@ -217,10 +217,10 @@ pub fn init_model(cfg: &InductionConfig) -> Result<HookedTransformer> {
             Ok(BlockWeights {
                 ln1: norm()?,
                 attn: AttnWeights {
-                    w_q: normal(tag + 1, d, d)?,
-                    w_k: normal(tag + 2, d, d)?,
-                    w_v: normal(tag + 3, d, d)?,
-                    w_o: normal(tag + 4, d, d)?,
+                    w_q: normal(tag + 1, d, d)?.into(),
+                    w_k: normal(tag + 2, d, d)?.into(),
+                    w_v: normal(tag + 3, d, d)?.into(),
+                    w_o: normal(tag + 4, d, d)?.into(),
                     b_q: None,
                     b_k: None,
                     b_v: None,

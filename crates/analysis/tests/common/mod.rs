@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::Device;
-use interplab_core::loader::{load, load_resolved, LoadedModel};
+use interplab_core::loader::{load, load_resolved, LoadedModel, WeightStorage};
 use interplab_core::source::ResolvedModel;
 
 /// SmolLM2-135M-Instruct (alias `smollm2-135m`), loaded once per test binary.
@@ -25,7 +25,8 @@ pub fn tiny(name: &str) -> LoadedModel {
         sha256: String::new(),
         source: path.display().to_string(),
     };
-    load_resolved(resolved, &Device::Cpu).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+    load_resolved(resolved, &Device::Cpu, WeightStorage::Dense)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
 /// The shared SmolLM2 reference directory (`tl_*` TransformerLens fixtures).

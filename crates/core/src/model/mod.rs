@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 pub use generate::GenerateOptions;
 pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
-pub use weights::{AttnWeights, BlockWeights, MlpWeights, NormWeights, Weights};
+pub use weights::{AttnWeights, BlockWeights, Matrix, MlpWeights, NormWeights, Weights};
 
 use crate::config::{ModelConfig, NormKind, Positions};
 use crate::{Error, Result};
@@ -755,7 +755,7 @@ impl HookedTransformer {
         let (q, k, v) = if self.settings.use_split_qkv_input {
             // Each head gets its own copy of the residual, normalised separately (TransformerLens).
             let mut proj =
-                |which: &str, n: usize, w: &Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
+                |which: &str, n: usize, w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
                     let inp = resid_pre
                         .unsqueeze(2)?
                         .broadcast_as((b, p, n, d))?
@@ -763,7 +763,11 @@ impl HookedTransformer {
                     let inp = rt.point(|| format!("blocks.{l}.hook_{which}_input"), ly, inp)?;
                     let normed = self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt)?;
                     // [b, p, n, d] x [n, d, dh] -> [b, p, n, dh]
-                    let w_heads = w.reshape((d, n, dh))?.transpose(0, 1)?.contiguous()?;
+                    let w_heads = w
+                        .tensor()?
+                        .reshape((d, n, dh))?
+                        .transpose(0, 1)?
+                        .contiguous()?;
                     let x = normed
                         .permute((2, 0, 1, 3))?
                         .contiguous()?
@@ -790,8 +794,8 @@ impl HookedTransformer {
             };
             let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, &ln1, ly, rt)?;
             let x2 = n1.reshape((b * p, d))?;
-            let lin = |w: &Tensor, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
-                let mut y = x2.matmul(w)?;
+            let lin = |w: &Matrix, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
+                let mut y = x2.matmul(&w.tensor()?)?;
                 if let Some(bias) = bias {
                     y = y.broadcast_add(bias)?;
                 }
@@ -873,7 +877,7 @@ impl HookedTransformer {
         let z = rt.point(|| format!("blocks.{l}.attn.hook_z"), ly, z)?;
         let out = if self.settings.use_attn_result {
             // [b, p, h, dh] x [h, dh, d] -> [b, p, h, d]
-            let w_o = a.w_o.reshape((h, dh, d))?;
+            let w_o = a.w_o.tensor()?.reshape((h, dh, d))?;
             let zh = z
                 .permute((2, 0, 1, 3))?
                 .contiguous()?
@@ -887,7 +891,7 @@ impl HookedTransformer {
             result.sum(2)?
         } else {
             z.reshape((b * p, h * dh))?
-                .matmul(&a.w_o)?
+                .matmul(&a.w_o.tensor()?)?
                 .reshape((b, p, d))?
         };
         Ok(match &a.b_o {
@@ -905,8 +909,8 @@ impl HookedTransformer {
         let ly = Some(l);
         let (b, p, d) = x.dims3()?;
         let x2 = x.reshape((b * p, d))?;
-        let lin = |w: &Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
-            let y = x2.matmul(w)?;
+        let lin = |w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
+            let y = x2.matmul(&w.tensor()?)?;
             let y = match bias {
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
@@ -937,7 +941,7 @@ impl HookedTransformer {
             }
         };
         let post = rt.point(|| format!("blocks.{l}.mlp.hook_post"), ly, post)?;
-        let mut out = post.reshape((b * p, c.d_mlp))?.matmul(&m.w_out)?;
+        let mut out = post.reshape((b * p, c.d_mlp))?.matmul(&m.w_out.tensor()?)?;
         if let Some(bo) = &m.b_out {
             out = out.broadcast_add(bo)?;
         }

@@ -208,15 +208,15 @@ fn fold_ln(cfg: &mut ModelConfig, w: &mut Weights) -> Result<()> {
         let a = &mut block.attn;
         let readers = vec![
             Reader {
-                w: &mut a.w_q,
+                w: a.w_q.dense_mut()?,
                 b: &mut a.b_q,
             },
             Reader {
-                w: &mut a.w_k,
+                w: a.w_k.dense_mut()?,
                 b: &mut a.b_k,
             },
             Reader {
-                w: &mut a.w_v,
+                w: a.w_v.dense_mut()?,
                 b: &mut a.b_v,
             },
         ];
@@ -231,12 +231,12 @@ fn fold_ln(cfg: &mut ModelConfig, w: &mut Weights) -> Result<()> {
             .ok_or_else(|| Error::Unsupported(format!("fold_ln: block {l} has no MLP weights")))?;
         let (ln_w, ln_b) = take_norm(&mut block.ln2, kind);
         let mut readers = vec![Reader {
-            w: &mut m.w_in,
+            w: m.w_in.dense_mut()?,
             b: &mut m.b_in,
         }];
         if let Some(g) = m.w_gate.as_mut() {
             readers.push(Reader {
-                w: g,
+                w: g.dense_mut()?,
                 b: &mut m.b_gate,
             });
         }
@@ -265,12 +265,14 @@ fn center_writing_weights(cfg: &mut ModelConfig, w: &mut Weights) -> Result<()> 
     }
     for block in w.blocks.iter_mut() {
         let a = &mut block.attn;
-        a.w_o = center_last(&a.w_o)?;
+        let w_o = a.w_o.dense_mut()?;
+        *w_o = center_last(w_o)?;
         if let Some(b) = a.b_o.as_mut() {
             *b = center_last(b)?;
         }
         if let Some(m) = block.mlp.as_mut() {
-            m.w_out = center_last(&m.w_out)?;
+            let w_out = m.w_out.dense_mut()?;
+            *w_out = center_last(w_out)?;
             if let Some(b) = m.b_out.as_mut() {
                 *b = center_last(b)?;
             }
@@ -301,14 +303,15 @@ fn fold_value_biases(cfg: &ModelConfig, w: &mut Weights) -> Result<()> {
         let Some(b_v) = a.b_v.take() else {
             continue;
         };
-        let dtype = a.w_o.dtype();
-        let dev = a.w_o.device().clone();
+        let w_o = a.w_o.dense_mut()?;
+        let dtype = w_o.dtype();
+        let dev = w_o.device().clone();
         // [n_kv_heads, d_head] -> [n_heads, d_head]: query head q reads kv head q / rep.
         let b_v = f64_of(&b_v)?.reshape((kvh, dh))?;
         let kv_of_head: Vec<u32> = (0..h).map(|q| (q / rep) as u32).collect();
         let idx = Tensor::from_vec(kv_of_head, h, &dev)?;
         let b_v = b_v.index_select(&idx, 0)?.reshape((1, h * dh))?;
-        let add = b_v.matmul(&f64_of(&a.w_o)?)?.squeeze(0)?;
+        let add = b_v.matmul(&f64_of(w_o)?)?.squeeze(0)?;
         let b_o = match a.b_o.as_ref() {
             Some(b) => (f64_of(b)? + add)?,
             None => (Tensor::zeros(d, DType::F64, &dev)? + add)?,

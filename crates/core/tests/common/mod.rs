@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
-use interplab_core::loader::{load, load_resolved, LoadedModel};
+use interplab_core::loader::{load, load_resolved, LoadedModel, WeightStorage};
 use interplab_core::source::ResolvedModel;
 
 /// `crates/core/tests/fixtures/<rel>`.
@@ -45,6 +45,7 @@ pub fn tiny(name: &str) -> LoadedModel {
             source: path.display().to_string(),
         },
         &Device::Cpu,
+        WeightStorage::Dense,
     )
     .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
