@@ -217,6 +217,7 @@ pub fn manifest(
             "sha256": m.resolved.sha256,
             "format": m.format,
             "config": serde_json::to_value(&m.model.cfg)?,
+            "weights": if m.model.weights.has_quantized() { "quantized" } else { "dense" },
         },
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "args": args,

@@ -107,6 +107,63 @@ fn run_prints_top_tokens_and_writes_a_run_directory() {
 }
 
 #[test]
+fn quantized_weights_give_the_same_activations_and_say_so_in_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flag: Option<&str>, name: &str| -> (serde_json::Value, Vec<u8>) {
+        let out_dir = dir.path().join(name);
+        let mut args: Vec<&str> = flag.into_iter().collect();
+        let out_s = out_dir.to_str().unwrap().to_string();
+        args.extend([
+            "run",
+            "smollm2-135m",
+            "--prompt",
+            "The Eiffel Tower is located in the city of",
+            "--cache",
+            "blocks.29.hook_resid_post",
+            "--out",
+            &out_s,
+        ]);
+        let out = interplab(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
+                .unwrap();
+        (
+            manifest,
+            std::fs::read(out_dir.join("activations.safetensors")).unwrap(),
+        )
+    };
+    let (dense_manifest, dense) = run(None, "dense");
+    let (quant_manifest, quant) = run(Some("--quantized-weights"), "quant");
+    assert_eq!(dense_manifest["model"]["weights"], "dense");
+    assert_eq!(quant_manifest["model"]["weights"], "quantized");
+    let read = |bytes: &[u8], name: &str| -> Vec<f32> {
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    for name in ["blocks.29.hook_resid_post", "unembed.hook_out"] {
+        let (a, b) = (read(&dense, name), read(&quant, name));
+        assert_eq!(a.len(), b.len());
+        // Relative to the value where it is large: the residual reaches 10^4.
+        let d = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "{name}: dense and quantised runs differ by {d}");
+    }
+}
+
+#[test]
 fn info_lists_hooks() {
     let out = interplab(&["info", "smollm2-135m"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

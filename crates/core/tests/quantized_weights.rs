@@ -63,6 +63,7 @@ fn same_values_less_memory(alias: &str, prompt: &str, max_ratio: f64) {
         dense_bytes += d.size_bytes();
         quant_bytes += q.size_bytes();
     }
+    assert!(quant.model.weights.has_quantized() && !dense.model.weights.has_quantized());
     let ratio = quant_bytes as f64 / dense_bytes as f64;
     assert!(
         ratio < max_ratio,

@@ -240,6 +240,19 @@ impl Weights {
         Ok(())
     }
 
+    /// Whether any block matrix is held quantised ([`Matrix::Quantized`]).
+    pub fn has_quantized(&self) -> bool {
+        self.blocks.iter().any(|b| {
+            let a = &b.attn;
+            let mut ms = vec![&a.w_q, &a.w_k, &a.w_v, &a.w_o];
+            if let Some(m) = &b.mlp {
+                ms.extend([&m.w_in, &m.w_out]);
+                ms.extend(m.w_gate.as_ref());
+            }
+            ms.into_iter().any(|m| matches!(m, Matrix::Quantized(_)))
+        })
+    }
+
     /// Every parameter with its name.
     pub fn named(&self) -> Result<Vec<(String, Tensor)>> {
         let mut me = self.clone();
