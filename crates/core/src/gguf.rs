@@ -590,6 +590,25 @@ impl QuantizedMatrix {
         )?)
     }
 
+    /// The transpose `[cols, rows]` (compute layout `[in, out]`): contiguous for Q4_1, which
+    /// is dequantised straight into it; a transposed view of [`Self::dequantize`] otherwise.
+    /// (A strided right-hand side makes gemm pack it on every call, which for a few rows of
+    /// input costs more than the product itself.)
+    pub fn dequantize_transposed(&self) -> Result<Tensor> {
+        if self.dtype != GgmlDType::Q4_1 {
+            return Ok(self.dequantize()?.t()?);
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        let row_bytes = cols / 32 * 20;
+        let bytes = self.bytes();
+        let mut out = vec![0f32; rows * cols];
+        // Task k writes output rows 32k..32k+32: block column k of every input row.
+        out.par_chunks_mut(32 * rows)
+            .enumerate()
+            .for_each(|(k, ys)| q4_1_block_column(bytes, row_bytes, k, ys));
+        Ok(Tensor::from_vec(out, (cols, rows), &self.device)?)
+    }
+
     /// The matrix with its rows reordered: row `i` of the result is row `order[i]` of `self`.
     pub fn select_rows(&self, order: &[usize]) -> Result<Self> {
         let row_bytes = self.n_bytes / self.rows.max(1);
@@ -639,6 +658,10 @@ fn dequantize_bytes(bytes: &[u8], dtype: GgmlDType, elem_count: usize) -> Result
     out.par_chunks_mut(blocks_per_chunk * block_size)
         .zip(bytes.par_chunks(blocks_per_chunk * type_size))
         .try_for_each(|(ys, xs)| -> Result<()> {
+            if dtype == GgmlDType::Q4_1 {
+                dequantize_q4_1(xs, ys);
+                return Ok(());
+            }
             let blocks = dtype.from_data(Cow::Borrowed(xs));
             match blocks.dequantize(ys.len())? {
                 CpuStorage::F32(v) if v.len() == ys.len() => {
@@ -652,6 +675,96 @@ fn dequantize_bytes(bytes: &[u8], dtype: GgmlDType, elem_count: usize) -> Result
             }
         })?;
     Ok(out)
+}
+
+/// Q4_1 blocks (f16 scale `d`, f16 minimum `m`, 16 bytes of 4-bit values: low nibbles are
+/// elements 0–15, high nibbles 16–31) straight into `ys`, with candle's arithmetic `q * d + m`
+/// (Rust never fuses it into an FMA) so the values are bit-identical to candle's, compiled for
+/// AVX-512 or AVX2 when the CPU has them. SmolLM2's weights are Q4_1; with
+/// `WeightStorage::Quantized` this runs on every forward.
+fn dequantize_q4_1(xs: &[u8], ys: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { q4_1_avx512(xs, ys) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            unsafe { q4_1_avx2(xs, ys) };
+            return;
+        }
+    }
+    q4_1_blocks(xs, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn q4_1_avx512(xs: &[u8], ys: &mut [f32]) {
+    q4_1_blocks(xs, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_1_avx2(xs: &[u8], ys: &mut [f32]) {
+    q4_1_blocks(xs, ys)
+}
+
+/// Block column `k` of a Q4_1 matrix (`row_bytes` per row), transposed into `ys`
+/// (`[32, rows]`), 16 rows at a time so each write is a run of 16 floats.
+fn q4_1_block_column(bytes: &[u8], row_bytes: usize, k: usize, ys: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { q4_1_block_column_avx512(bytes, row_bytes, k, ys) };
+            return;
+        }
+    }
+    q4_1_block_column_any(bytes, row_bytes, k, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn q4_1_block_column_avx512(bytes: &[u8], row_bytes: usize, k: usize, ys: &mut [f32]) {
+    q4_1_block_column_any(bytes, row_bytes, k, ys)
+}
+
+#[inline(always)]
+fn q4_1_block_column_any(bytes: &[u8], row_bytes: usize, k: usize, ys: &mut [f32]) {
+    let rows = ys.len() / 32;
+    let mut tile = [[0f32; 32]; 16];
+    for o0 in (0..rows).step_by(16) {
+        let n = 16.min(rows - o0);
+        for (t, values) in tile.iter_mut().take(n).enumerate() {
+            let at = (o0 + t) * row_bytes + k * 20;
+            q4_1_blocks(&bytes[at..at + 20], values);
+        }
+        for i in 0..32 {
+            let dst = &mut ys[i * rows + o0..i * rows + o0 + n];
+            for (d, values) in dst.iter_mut().zip(&tile) {
+                *d = values[i];
+            }
+        }
+    }
+}
+
+/// Whole blocks only: `xs` is 20 bytes per block, `ys` 32 values per block.
+#[inline(always)]
+fn q4_1_blocks(xs: &[u8], ys: &mut [f32]) {
+    for (b, y) in xs.chunks_exact(20).zip(ys.chunks_exact_mut(32)) {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let m = half::f16::from_le_bytes([b[2], b[3]]).to_f32();
+        let Ok(qs) = <&[u8; 16]>::try_from(&b[4..20]) else {
+            continue; // unreachable: chunks of exactly 20 bytes
+        };
+        let (lo, hi) = y.split_at_mut(16);
+        for j in 0..16 {
+            lo[j] = (qs[j] & 0x0F) as f32 * d + m;
+            hi[j] = (qs[j] >> 4) as f32 * d + m;
+        }
+    }
 }
 
 /// A short description of a metadata value for error messages: its type, and the value when
@@ -1126,6 +1239,52 @@ pub(crate) mod test_writer {
 mod tests {
     use super::test_writer::{write, RawTensor};
     use super::*;
+
+    /// The Q4_1 fast path against candle's kernel, bit for bit, on random blocks whose scales
+    /// and minimums cover normal, subnormal, zero, negative and large f16 values.
+    #[test]
+    fn q4_1_fast_path_is_bit_identical_to_candle() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let n_blocks = 4096;
+        let mut bytes = Vec::with_capacity(n_blocks * 20);
+        for i in 0..n_blocks {
+            let r = next();
+            let (d, m) = match i % 4 {
+                // Any bit pattern but NaN/inf (exponent 0x1f).
+                0 => ((r as u16) & 0x7bff, (r >> 16) as u16 & 0xfbff),
+                1 => (0x0001, 0x8001), // smallest subnormals
+                2 => (0x0000, 0x8000), // zeros
+                _ => (
+                    half::f16::from_f32(0.0123).to_bits(),
+                    half::f16::from_f32(-0.09).to_bits(),
+                ),
+            };
+            bytes.extend(d.to_le_bytes());
+            bytes.extend(m.to_le_bytes());
+            bytes.extend((0..16).map(|_| next() as u8));
+        }
+        let ours = dequantize_bytes(&bytes, GgmlDType::Q4_1, n_blocks * 32).unwrap();
+        let mut theirs = vec![0f32; n_blocks * 32];
+        match GgmlDType::Q4_1
+            .from_data(Cow::Borrowed(&bytes))
+            .dequantize(theirs.len())
+            .unwrap()
+        {
+            CpuStorage::F32(v) => theirs.copy_from_slice(&v),
+            _ => panic!("candle returned another dtype"),
+        }
+        let mut portable = vec![0f32; n_blocks * 32];
+        q4_1_blocks(&bytes, &mut portable);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&ours), bits(&theirs), "run-time selected path");
+        assert_eq!(bits(&portable), bits(&theirs), "portable path");
+    }
 
     fn f32_bytes(xs: &[f32]) -> Vec<u8> {
         xs.iter().flat_map(|x| x.to_le_bytes()).collect()

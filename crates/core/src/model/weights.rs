@@ -31,7 +31,7 @@ impl Matrix {
     pub fn tensor(&self) -> Result<Tensor> {
         match self {
             Matrix::Dense(t) => Ok(t.clone()),
-            Matrix::Quantized(q) => Ok(q.dequantize()?.t()?),
+            Matrix::Quantized(q) => q.dequantize_transposed(),
         }
     }
 
