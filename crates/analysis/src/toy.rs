@@ -30,7 +30,7 @@
 //! exactly at chance (uniform logits, loss ln(vocab)).
 
 use candle_core::{Device, Tensor};
-use interplab_core::config::{Activation, Architecture, ModelConfig, NormKind, Positions};
+use interplab_core::config::ModelConfig;
 use interplab_core::model::weights::{AttnWeights, BlockWeights, NormWeights, Weights};
 use interplab_core::model::HookedTransformer;
 use interplab_core::Result;
@@ -88,31 +88,9 @@ pub fn induction_model(vocab: usize, n_ctx: usize) -> Result<HookedTransformer> 
     let n_heads = 2;
     let dm = lay.d_model;
     let cfg = ModelConfig {
-        architecture: Architecture::Custom,
-        d_model: dm,
-        n_layers: 2,
-        n_heads,
-        n_kv_heads: n_heads,
-        d_head,
-        d_mlp: 0,
-        d_vocab: vocab,
-        n_ctx,
-        norm: NormKind::None,
-        norm_eps: 1e-5,
-        positions: Positions::Learned,
-        act: Activation::Relu,
-        gated_mlp: false,
-        parallel_attn_mlp: false,
-        attn_only: true,
-        qk_norm: false,
-        post_norms: false,
-        layer_windows: vec![None; 2],
-        embed_scale: None,
         attn_scale: 1.0,
-        attn_logit_softcap: None,
-        final_logit_softcap: None,
-        tied_embeddings: false,
         default_prepend_bos: true,
+        ..ModelConfig::attention_only(dm, 2, n_heads, d_head, vocab, n_ctx)
     };
     let zeros = |r: usize, c: usize| vec![0f32; r * c];
     // W_E: token t -> T_t. W_pos: position p -> P_p.

@@ -21,11 +21,7 @@ fn heads_writes_scores_figures_and_report() {
         "--out",
         dir.path().to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         dir.path(),
         &[
@@ -62,11 +58,7 @@ fn patch_sweeps_and_rejects_bad_input() {
         "--out",
         d,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         dir.path(),
         &[
@@ -163,11 +155,7 @@ fn trace_and_lens_write_run_directories_and_reject_bad_input() {
         "--out",
         d.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         &d,
         &["trace.safetensors", "trace_hidden.svg", "trace_hidden.png"],
@@ -194,11 +182,7 @@ fn trace_and_lens_write_run_directories_and_reject_bad_input() {
         "--out",
         l.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         &l,
         &["logit_lens.png", "dla_components.png", "dla_heads.png"],
@@ -228,11 +212,7 @@ fn ioi_writes_behaviour_only_run() {
         "--out",
         dir.path().to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(dir.path(), &["ioi.safetensors"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
     assert_clean_error(
@@ -268,11 +248,7 @@ fn patch_one_head_by_position_and_all_positions() {
         d,
     ]);
     let out = interplab(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         dir.path(),
         &[
@@ -317,11 +293,7 @@ fn toy_superposition_writes_figures_and_rejects_bad_sparsity() {
         "--out",
         dir.path().to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(dir.path().join("wtw.png").is_file() && dir.path().join("report.html").is_file());
     assert!(
         dir.path().join("dims_per_feature.svg").is_file()

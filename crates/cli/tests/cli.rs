@@ -1,50 +1,11 @@
 //! End-to-end tests of the `interplab` binary: the main commands on the real default model, and
 //! bad input of every kind giving one clear error line and a non-zero exit, never a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn interplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interplab"))
-        .args(args)
-        .output()
-        .expect("running interplab")
-}
-
-fn interplab_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_interplab"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("running interplab")
-}
-
-fn tiny_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/tests/fixtures/hf")
-        .join(name)
-}
-
-/// Asserts a clean failure whose error line mentions `needle`.
-fn assert_clean_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "panic instead of an error: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "want one error line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "error line lacks `{needle}`: {stderr}"
-    );
-}
+use common::{assert_ok, assert_one_line_error, interplab, interplab_env, tiny_fixture};
 
 /// Copy a fixture directory into a temp dir so a test may damage it.
 fn copy_dir(src: &Path, dst: &Path) {
@@ -72,11 +33,7 @@ fn run_prints_top_tokens_and_writes_a_run_directory() {
         out_dir.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(stdout.contains("\" Paris\""), "{stdout}");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
@@ -124,11 +81,7 @@ fn quantized_weights_give_the_same_activations_and_say_so_in_the_manifest() {
             &out_s,
         ]);
         let out = interplab(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let manifest =
             serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
                 .unwrap();
@@ -167,7 +120,7 @@ fn quantized_weights_give_the_same_activations_and_say_so_in_the_manifest() {
 fn info_lists_hooks() {
     let out = interplab(&["info", "smollm2-135m"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    assert_ok(&out);
     assert!(
         stdout.contains("30 layers, d_model 576, 9 heads (3 kv) of 64"),
         "{stdout}"
@@ -177,12 +130,12 @@ fn info_lists_hooks() {
 
 #[test]
 fn missing_file() {
-    assert_clean_error(&interplab(&["info", "/no/such/model.gguf"]), "no such file");
+    assert_one_line_error(&interplab(&["info", "/no/such/model.gguf"]), "no such file");
 }
 
 #[test]
 fn unknown_alias() {
-    assert_clean_error(&interplab(&["info", "smollm9-1t"]), "unknown model");
+    assert_one_line_error(&interplab(&["info", "smollm9-1t"]), "unknown model");
 }
 
 #[test]
@@ -190,7 +143,7 @@ fn gguf_with_bad_magic() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.gguf");
     std::fs::write(&p, b"NOTAGGUF-at-all-0123456789abcdef").unwrap();
-    assert_clean_error(&interplab(&["info", p.to_str().unwrap()]), "magic");
+    assert_one_line_error(&interplab(&["info", p.to_str().unwrap()]), "magic");
 }
 
 #[test]
@@ -201,17 +154,13 @@ fn truncated_gguf() {
     let bytes = std::fs::read(full).unwrap();
     let p = dir.path().join("cut.gguf");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    assert_clean_error(&interplab(&["info", p.to_str().unwrap()]), "past the end");
+    assert_one_line_error(&interplab(&["info", p.to_str().unwrap()]), "past the end");
 }
 
 /// The cached SmolLM2 GGUF (fetched by `interplab fetch` if needed).
 fn interplab_core_cache_path() -> PathBuf {
     let out = interplab(&["fetch", "smollm2-135m"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = stdout
         .split_whitespace()
@@ -227,7 +176,7 @@ fn truncated_safetensors() {
     let p = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 1000]).unwrap();
-    assert_clean_error(
+    assert_one_line_error(
         &interplab(&["info", dir.path().to_str().unwrap()]),
         "model.safetensors",
     );
@@ -241,7 +190,7 @@ fn safetensors_header_length_past_end_of_file() {
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
     std::fs::write(&p, &bytes).unwrap();
-    assert_clean_error(
+    assert_one_line_error(
         &interplab(&["info", dir.path().to_str().unwrap()]),
         "header",
     );
@@ -256,7 +205,7 @@ fn unsupported_architecture() {
         .unwrap()
         .replace("\"gpt2\"", "\"bert\"");
     std::fs::write(&p, cfg).unwrap();
-    assert_clean_error(&interplab(&["info", dir.path().to_str().unwrap()]), "bert");
+    assert_one_line_error(&interplab(&["info", dir.path().to_str().unwrap()]), "bert");
 }
 
 #[test]
@@ -267,7 +216,7 @@ fn checksum_mismatch_leaves_nothing_in_the_cache() {
         "0".repeat(64)
     );
     let out = interplab_env(&["fetch", &src], &[("INTERPLAB_CACHE", cache.path())]);
-    assert_clean_error(&out, "sha256");
+    assert_one_line_error(&out, "sha256");
     let leftover: Vec<_> = walk(cache.path())
         .into_iter()
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
@@ -300,14 +249,14 @@ fn unknown_hook_name() {
         "--cache",
         "blocks.*.hook_resid_pree",
     ]);
-    assert_clean_error(&out, "matches no hook point");
+    assert_one_line_error(&out, "matches no hook point");
 }
 
 #[test]
 fn token_ids_out_of_vocabulary() {
     let p = tiny_fixture("gpt2-tiny");
     let out = interplab(&["run", p.to_str().unwrap(), "--token-ids", "5,17,300"]);
-    assert_clean_error(&out, "out of the vocabulary");
+    assert_one_line_error(&out, "out of the vocabulary");
 }
 
 #[test]
@@ -316,5 +265,5 @@ fn prompt_longer_than_the_context() {
     let p = tiny_fixture("gpt2-tiny");
     let long = "word ".repeat(200);
     let out = interplab(&["run", p.to_str().unwrap(), "--prompt", &long]);
-    assert_clean_error(&out, "context");
+    assert_one_line_error(&out, "context");
 }

@@ -71,11 +71,7 @@ fn diff_against_a_zero_unembedding_costs_ln_vocab_per_token() {
         "--out",
         run.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     for f in [
         "manifest.json",
         "results.json",

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_clean_error, assert_run_dir, interplab, results};
+use common::{assert_clean_error, assert_ok, assert_run_dir, interplab, results};
 
 const TINY: &[&str] = &[
     "toy",
@@ -42,11 +42,7 @@ fn tiny_run_writes_figures_and_resume_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
     let out = run(&["--epochs", "90", "--out", straight.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         &straight,
         &[
@@ -67,13 +63,9 @@ fn tiny_run_writes_figures_and_resume_matches_an_uninterrupted_run() {
     // "Interrupted" after 60 epochs (two checkpoints), then resumed to 90.
     let split = tmp.path().join("split");
     let s = split.to_str().unwrap();
-    assert!(run(&["--epochs", "60", "--out", s]).status.success());
+    assert_ok(&run(&["--epochs", "60", "--out", s]));
     let out = run(&["--epochs", "90", "--out", s, "--resume"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from epoch 60"));
     let weights = |dir: &std::path::Path| {
         let v: serde_json::Value =

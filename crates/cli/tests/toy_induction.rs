@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_clean_error, assert_run_dir, interplab, results};
+use common::{assert_clean_error, assert_ok, assert_run_dir, interplab, results};
 
 const TINY: &[&str] = &[
     "--threads",
@@ -41,7 +41,7 @@ fn tiny_run_writes_its_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = run_tiny(&out, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert_run_dir(
         &out,
         &[
@@ -81,13 +81,13 @@ fn interrupted_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let o = run_tiny(&a, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     // Interrupted after 8 steps of the first depth (the last checkpoint is at step 5).
     let o = run_tiny(&b, &["--stop-after", "8"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert!(!b.join("results.json").exists());
     let o = run_tiny(&b, &["--resume"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming from step"));
     for f in [
         "L1/weights/step_000020.safetensors",
@@ -138,13 +138,13 @@ fn bad_input_is_a_clean_error() {
     assert_clean_error(&o, "--out");
     // A damaged checkpoint.
     let o = run_tiny(&out, &["--stop-after", "5"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     std::fs::write(out.join("L1/checkpoint.json"), "{\"step\": 3").unwrap();
     let o = run_tiny(&out, &["--resume"]);
     assert_clean_error(&o, "checkpoint");
     // A checkpoint of another configuration.
     let o = run_tiny(&out, &["--stop-after", "5"]);
-    assert!(o.status.success());
+    assert_ok(&o);
     let o = run_tiny(&out, &["--resume", "--lr", "0.5"]);
     assert_clean_error(&o, "different configuration");
 }
@@ -177,7 +177,7 @@ fn corpus_data_trains_on_bytes() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let r = results(&out);
     // The ICL score compares positions ⌊30/10⌋ = 3 and 30 − 2 = 28 of the 30-byte windows.
     assert_eq!(r["icl_positions"], serde_json::json!([3, 28]));

@@ -23,11 +23,7 @@ fn geometry_preset_reports_the_half_band() {
         "--out",
         d,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         dir.path(),
         &["dims_per_feature.png", "results.json", "report.html"],
@@ -65,11 +61,7 @@ fn phase_diagram_classifies_every_cell() {
         "--out",
         d,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         dir.path(),
         &["phase_diagram.png", "phase_scatter.png", "results.json"],

@@ -25,11 +25,7 @@ fn trace_resample_from_builtin_subjects_and_bad_input() {
         "--out",
         d.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(d.join("report.html").is_file() && d.join("trace.safetensors").is_file());
     // The built-in list has other 4-token subjects (e.g. "The Space Needle"); the corrupted
     // runs make " Paris" less likely than the clean run.
@@ -101,11 +97,7 @@ fn lens_logit_difference_ends_at_the_models_own() {
         "--out",
         d.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let r = results(&d);
     let lens: Vec<f64> = r["lens_logit_diff"]
         .as_array()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_clean_error, assert_run_dir, interplab, results};
+use common::{assert_clean_error, assert_ok, assert_run_dir, interplab, results};
 
 /// The tiny run: 6 sonnets, layers 0 and 1, 64 features, positions 0..40, an MLP with 8 hidden
 /// units, 2 epochs.
@@ -39,11 +39,7 @@ fn tiny_run_writes_its_directory_and_resumes_to_the_same_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let out = tiny(dir.to_str().unwrap(), &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_run_dir(
         &dir,
         &[
@@ -84,11 +80,7 @@ fn tiny_run_writes_its_directory_and_resumes_to_the_same_numbers() {
     std::fs::write(&ckpt, serde_json::to_vec(&state).unwrap()).unwrap();
     std::fs::remove_file(dir.join("results.json")).unwrap();
     let out = tiny(dir.to_str().unwrap(), &["--resume"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 layers done"));
     let again = results(&dir);
     for (a, b) in layers.iter().zip(again["layers"].as_array().unwrap()) {

@@ -107,6 +107,46 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// An attention-only transformer as toy models use: `Custom` architecture, no MLPs, no
+    /// norms, learned positions, untied embeddings, scores scaled by √d_head, no BOS. Adjust
+    /// the rest with struct update syntax.
+    pub fn attention_only(
+        d_model: usize,
+        n_layers: usize,
+        n_heads: usize,
+        d_head: usize,
+        d_vocab: usize,
+        n_ctx: usize,
+    ) -> Self {
+        ModelConfig {
+            architecture: Architecture::Custom,
+            d_model,
+            n_layers,
+            n_heads,
+            n_kv_heads: n_heads,
+            d_head,
+            d_mlp: 0,
+            d_vocab,
+            n_ctx,
+            norm: NormKind::None,
+            norm_eps: 1e-5,
+            positions: Positions::Learned,
+            act: Activation::Relu,
+            gated_mlp: false,
+            parallel_attn_mlp: false,
+            attn_only: true,
+            qk_norm: false,
+            post_norms: false,
+            layer_windows: vec![None; n_layers],
+            embed_scale: None,
+            attn_scale: (d_head as f64).sqrt(),
+            attn_logit_softcap: None,
+            final_logit_softcap: None,
+            tied_embeddings: false,
+            default_prepend_bos: false,
+        }
+    }
+
     /// Heads sharing each key/value head.
     pub fn kv_repeat(&self) -> usize {
         self.n_heads / self.n_kv_heads

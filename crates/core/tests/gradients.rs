@@ -7,20 +7,9 @@ mod common;
 
 use candle_core::{DType, Tensor, Var};
 use common::{fixture, read_st, tiny};
-use interplab_core::model::{HookedTransformer, Hooks, Input, NameFilter, RunOptions};
-
-/// Mean next-token cross-entropy of the logits against the input shifted by one (f64 path).
-fn loss(logits: &Tensor, tokens: &Tensor) -> interplab_core::Result<Tensor> {
-    let (b, p, v) = logits.dims3()?;
-    let lp =
-        candle_nn::ops::log_softmax(&logits.narrow(1, 0, p - 1)?.reshape((b * (p - 1), v))?, 1)?;
-    let target = tokens
-        .narrow(1, 1, p - 1)?
-        .flatten_all()?
-        .to_dtype(DType::U32)?;
-    let picked = lp.gather(&target.unsqueeze(1)?, 1)?;
-    Ok((picked.mean_all()? * -1.0)?)
-}
+use interplab_core::model::{
+    next_token_loss as loss, HookedTransformer, Hooks, Input, NameFilter, RunOptions,
+};
 
 fn scalar(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
@@ -44,16 +33,7 @@ fn loss_with(
     tokens: &Tensor,
 ) -> f64 {
     let mut m = model.clone();
-    m.weights
-        .visit_mut(&mut |n, t| {
-            if n == name {
-                let mut v: Vec<f64> = t.flatten_all()?.to_vec1()?;
-                v[index] += delta;
-                *t = Tensor::from_vec(v, t.dims(), t.device())?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    m.weights = m.weights.with_element_moved(name, index, delta).unwrap();
     let (logits, _) = m
         .run(Input::Tokens(tokens), &diff_opts(), None, None)
         .unwrap();

@@ -21,9 +21,9 @@
 //! module trains and hands the model to a callback.
 
 use candle_core::{DType, Device, Tensor};
-use interplab_core::config::{Activation, Architecture, ModelConfig, NormKind, Positions};
+use interplab_core::config::{ModelConfig, NormKind};
 use interplab_core::model::weights::{AttnWeights, BlockWeights, NormWeights, Weights};
-use interplab_core::model::{log_softmax, HookedTransformer, Input, RunOptions};
+use interplab_core::model::{next_token_loss, HookedTransformer, Input, RunOptions};
 use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -145,35 +145,19 @@ impl InductionConfig {
     /// The hooked transformer's config.
     pub fn model_config(&self) -> ModelConfig {
         ModelConfig {
-            architecture: Architecture::Custom,
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            n_kv_heads: self.n_heads,
-            d_head: self.d_model / self.n_heads,
-            d_mlp: 0,
-            d_vocab: self.d_vocab,
-            n_ctx: self.n_ctx,
             norm: if self.layer_norm {
                 NormKind::LayerNorm
             } else {
                 NormKind::None
             },
-            norm_eps: 1e-5,
-            positions: Positions::Learned,
-            act: Activation::Relu,
-            gated_mlp: false,
-            parallel_attn_mlp: false,
-            attn_only: true,
-            qk_norm: false,
-            post_norms: false,
-            layer_windows: vec![None; self.n_layers],
-            embed_scale: None,
-            attn_scale: ((self.d_model / self.n_heads) as f64).sqrt(),
-            attn_logit_softcap: None,
-            final_logit_softcap: None,
-            tied_embeddings: false,
-            default_prepend_bos: false,
+            ..ModelConfig::attention_only(
+                self.d_model,
+                self.n_layers,
+                self.n_heads,
+                self.d_model / self.n_heads,
+                self.d_vocab,
+                self.n_ctx,
+            )
         }
     }
 
@@ -371,20 +355,6 @@ pub fn eval_batch(cfg: &InductionConfig, data: &Data, n: usize) -> Vec<Vec<u32>>
         batch_seed(cfg.seed ^ 0xE7A1_0000_0000, u64::MAX),
         true,
     )
-}
-
-/// Mean next-token cross-entropy of `logits` `[b, p, v]` against `tokens` `[b, p]`, built from
-/// differentiable ops (core's `log_softmax` is composed, not a fused kernel).
-pub fn next_token_loss(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
-    let (b, p, v) = logits.dims3()?;
-    let x = logits.narrow(1, 0, p - 1)?.reshape((b * (p - 1), v))?;
-    let lp = log_softmax(&x)?;
-    let target = tokens
-        .narrow(1, 1, p - 1)?
-        .flatten_all()?
-        .to_dtype(DType::U32)?;
-    let picked = lp.gather(&target.unsqueeze(1)?, 1)?;
-    Ok((picked.mean_all()? * -1.0)?)
 }
 
 /// A model in training.

@@ -953,3 +953,18 @@ impl HookedTransformer {
 pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::log_softmax(logits, D::Minus1)?)
 }
+
+/// Mean next-token cross-entropy of `logits` `[b, p, v]` against `tokens` `[b, p]` shifted by
+/// one (positions 0..p-1 predict 1..p), as TransformerLens' `lm_cross_entropy_loss`; built from
+/// differentiable ops, so it trains and backpropagates.
+pub fn next_token_loss(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+    let (b, p, v) = logits.dims3()?;
+    let x = logits.narrow(1, 0, p - 1)?.reshape((b * (p - 1), v))?;
+    let lp = log_softmax(&x)?;
+    let target = tokens
+        .narrow(1, 1, p - 1)?
+        .flatten_all()?
+        .to_dtype(DType::U32)?;
+    let picked = lp.gather(&target.unsqueeze(1)?, 1)?;
+    Ok((picked.mean_all()? * -1.0)?)
+}

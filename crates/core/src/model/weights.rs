@@ -253,6 +253,29 @@ impl Weights {
         })
     }
 
+    /// A copy with element `index` (row-major) of the parameter `name` moved by `delta`, for
+    /// finite differences. The parameter must be f64.
+    pub fn with_element_moved(&self, name: &str, index: usize, delta: f64) -> Result<Weights> {
+        let mut w = self.clone();
+        let mut found = false;
+        w.visit_mut(&mut |n, t| {
+            if n == name {
+                let mut v: Vec<f64> = t.flatten_all()?.to_vec1()?;
+                let x = v
+                    .get_mut(index)
+                    .ok_or_else(|| crate::Error::Input(format!("{name} has no element {index}")))?;
+                *x += delta;
+                *t = Tensor::from_vec(v, t.dims(), t.device())?;
+                found = true;
+            }
+            Ok(())
+        })?;
+        if !found {
+            return Err(crate::Error::Input(format!("no parameter named {name}")));
+        }
+        Ok(w)
+    }
+
     /// Every parameter with its name.
     pub fn named(&self) -> Result<Vec<(String, Tensor)>> {
         let mut me = self.clone();
