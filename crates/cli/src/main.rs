@@ -22,6 +22,7 @@ mod cmd_toy_induction;
 mod cmd_toy_superposition;
 mod cmd_toy_whispers;
 mod cmd_trace;
+mod exec;
 mod rundir;
 mod ui;
 

@@ -10,6 +10,7 @@
 //! - [`rng`]: the seeded generator every random choice uses (splitmix64).
 //! - [`model`]: the hooked transformer itself, its hook points and activation cache.
 
+pub mod atomic;
 pub mod config;
 pub mod corpus;
 pub mod error;

@@ -14,16 +14,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// Save `state` to `path` atomically.
 pub fn save<T: Serialize>(path: &Path, state: &T) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let bytes = serde_json::to_vec(state)
         .map_err(|e| Error::Input(format!("serialising checkpoint: {e}")))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    interplab_core::atomic::write_atomic(path, &bytes)
 }
 
 /// Load a checkpoint; a missing, truncated or foreign file is an error.

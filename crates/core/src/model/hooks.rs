@@ -232,14 +232,15 @@ impl ActivationCache {
     /// Write every activation to one `.safetensors` file (f32, batch dimension kept), through a
     /// temporary file renamed into place so a failure never leaves a partial file.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("safetensors.tmp");
         let contiguous: Vec<(String, Tensor)> = self
             .tensors
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.contiguous()?)))
             .collect::<Result<_>>()?;
-        candle_core::safetensors::save(&contiguous.into_iter().collect::<HashMap<_, _>>(), &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let map = contiguous.into_iter().collect::<HashMap<_, _>>();
+        crate::atomic::write_atomic_with(path, |tmp| {
+            candle_core::safetensors::save(&map, tmp).map_err(Error::from)
+        })
     }
 }
 

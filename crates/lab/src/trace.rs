@@ -1,0 +1,45 @@
+//! `trace` (placeholder: the experiment still lives in the CLI and moves here next).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Context, Experiment, Outcome, Progress};
+
+/// The config of `trace`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Model: alias, path, pip:… or hf:….
+    pub model: String,
+}
+
+/// The results of `trace`.
+pub type Results = serde_json::Value;
+
+impl Experiment for Config {
+    const NAME: &'static str = "trace";
+    const QUESTION: &'static str = "Where is a factual association stored (causal tracing, ROME)?";
+    type Results = Results;
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn models(&self) -> Vec<String> {
+        vec![self.model.clone()]
+    }
+    fn quick() -> Self {
+        Config {
+            model: "smollm2-135m".into(),
+        }
+    }
+    fn run(&self, ctx: &Context, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+        run(ctx, self, progress)
+    }
+}
+
+/// Run `trace`.
+pub fn run(
+    _ctx: &Context,
+    _cfg: &Config,
+    _progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
+    anyhow::bail!("trace has not moved into the lab crate yet")
+}
