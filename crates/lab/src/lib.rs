@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod outcome;
 pub mod progress;
 pub mod rerun;
+pub mod tokens;
 pub mod validate;
 pub mod writer;
 
