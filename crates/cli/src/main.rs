@@ -15,7 +15,9 @@ mod cmd_ioi;
 mod cmd_lens;
 mod cmd_models;
 mod cmd_patch;
+mod cmd_rerun;
 mod cmd_run;
+mod cmd_tour;
 mod cmd_toy;
 mod cmd_toy_grokking;
 mod cmd_toy_induction;
@@ -84,6 +86,10 @@ enum Command {
     Ioi(cmd_ioi::IoiArgs),
     /// Toy models trained from scratch: superposition.
     Toy(cmd_toy::ToyArgs),
+    /// The catalog of experiments and the questions they answer; run some or all of them.
+    Tour(cmd_tour::TourArgs),
+    /// Repeat a run from its manifest.json and compare the results.
+    Rerun(cmd_rerun::RerunArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,7 +110,14 @@ fn main() -> ExitCode {
         libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
     }
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
+    // A rerun uses the original run's thread count unless --threads says otherwise.
+    let threads = cli.threads.or(match &cli.command {
+        Command::Rerun(a) => interplab_lab::manifest::read(&a.manifest_path())
+            .ok()
+            .map(|m| m.threads),
+        _ => None,
+    });
+    if let Some(n) = threads {
         // candle reads RAYON_NUM_THREADS at each parallel op; the global pool must agree.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         let _ = rayon::ThreadPoolBuilder::new()
@@ -130,6 +143,8 @@ fn main() -> ExitCode {
         Command::Diff(a) => cmd_diff::run(a),
         Command::Ioi(a) => cmd_ioi::run(a),
         Command::Toy(a) => cmd_toy::run(a),
+        Command::Tour(a) => cmd_tour::run(a),
+        Command::Rerun(a) => cmd_rerun::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

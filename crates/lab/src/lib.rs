@@ -26,6 +26,7 @@ pub mod outcome;
 pub mod progress;
 pub mod rerun;
 pub mod tokens;
+pub mod tour;
 pub mod validate;
 pub mod writer;
 
