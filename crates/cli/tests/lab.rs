@@ -32,7 +32,10 @@ fn the_tour_lists_every_experiment_with_its_question() {
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("{name} not listed: {text}"));
-        assert!(line.trim_end().ends_with('?'), "no question for {name}: {line}");
+        assert!(
+            line.trim_end().ends_with('?'),
+            "no question for {name}: {line}"
+        );
     }
     assert_one_line_error(&interplab(&["tour", "no-such", "--quick"]), "no experiment");
 }
