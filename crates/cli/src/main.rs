@@ -82,7 +82,7 @@ enum Command {
     Diff(cmd_diff::DiffArgs),
     /// Indirect-object identification: prompts, logit difference, name-mover heads.
     Ioi(cmd_ioi::IoiArgs),
-    /// Toy models trained from scratch: superposition.
+    /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
 }
 
