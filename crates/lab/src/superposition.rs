@@ -236,8 +236,8 @@ pub struct PhaseCounts {
 /// One cell of the phase diagram: its best restart.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
-    /// The output bias.
-    pub b: Vec<f32>,
+    /// The output bias (f32 weights widened to f64, as results.json has always had them).
+    pub b: Vec<f64>,
     /// Feature density 1 − S.
     pub density: f64,
     /// What happened to feature 2.
@@ -246,8 +246,8 @@ pub struct Cell {
     pub relative_importance: f64,
     /// Which restart had the lowest expected loss.
     pub restart: usize,
-    /// `W`, `[m, n]` row-major.
-    pub w: Vec<f32>,
+    /// `W`, `[m, n]` row-major (widened like `b`).
+    pub w: Vec<f64>,
 }
 
 /// The classification thresholds.
@@ -765,12 +765,12 @@ fn phase_outputs(
         .map(|(i, (&k, &phase))| {
             let inst = &model.instances[k];
             Cell {
-                b: inst.b().to_vec(),
+                b: inst.b().iter().map(|&v| f64::from(v)).collect(),
                 density: densities[i / nr],
                 phase,
                 relative_importance: ratios[i % nr],
                 restart: k % cfg.restarts.max(1),
-                w: inst.w().to_vec(),
+                w: inst.w().iter().map(|&v| f64::from(v)).collect(),
             }
         })
         .collect();
