@@ -60,10 +60,20 @@ pub struct SuperpositionArgs {
     #[arg(long, default_value_t = 4, requires = "phase_diagram")]
     restarts: usize,
     /// Phase diagram: relative importance range LO,HI (log-spaced).
-    #[arg(long, value_delimiter = ',', default_value = "0.1,10", requires = "phase_diagram")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1,10",
+        requires = "phase_diagram"
+    )]
     importance_range: Vec<f64>,
     /// Phase diagram: feature density (1 − S) range LO,HI (log-spaced).
-    #[arg(long, value_delimiter = ',', default_value = "0.01,1", requires = "phase_diagram")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,1",
+        requires = "phase_diagram"
+    )]
     density_range: Vec<f64>,
     /// Output nonlinearity.
     #[arg(long, value_enum, default_value = "relu")]
@@ -115,33 +125,25 @@ pub fn run(a: SuperpositionArgs) -> anyhow::Result<()> {
     })?;
     let (outcome, dir) = crate::exec::execute(&cfg, &a.out, a.out.existing(a.resume))?;
     let secs = crate::cmd_toy::train_seconds(&dir);
+    let instances = match &outcome.results {
+        Results::Sparsities(r) => r.geometry.len(),
+        Results::PhaseDiagram(r) => r.cells.len() * r.restarts,
+    };
+    println!(
+        "trained {instances} instances × {} steps in {secs:.2} s",
+        cfg.steps
+    );
     match &outcome.results {
         Results::Sparsities(r) => {
-            println!(
-                "trained {} instances × {} steps in {secs:.2} s",
-                r.geometry.len(),
-                cfg.steps
-            );
             println!("  sparsity  1/(1-S)  represented   D*");
             for g in &r.geometry {
-                println!(
-                    "  {:>8.5}  {:>7.1}  {:>11}  {:.3}",
-                    g.sparsity,
-                    1.0 / (1.0 - g.sparsity),
-                    g.represented,
-                    g.dims_per_feature
-                );
+                let inv = 1.0 / (1.0 - g.sparsity);
+                let (s, n, d) = (g.sparsity, g.represented, g.dims_per_feature);
+                println!("  {s:>8.5}  {inv:>7.1}  {n:>11}  {d:.3}");
             }
             println!("{}", r.half_band_text);
         }
-        Results::PhaseDiagram(r) => {
-            println!(
-                "trained {} instances × {} steps in {secs:.2} s",
-                r.cells.len() * r.restarts,
-                cfg.steps
-            );
-            println!("phases: {}", serde_json::to_string(&r.counts)?);
-        }
+        Results::PhaseDiagram(r) => println!("phases: {}", serde_json::to_string(&r.counts)?),
     }
     println!("wrote {}", dir.display());
     Ok(())

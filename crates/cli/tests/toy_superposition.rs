@@ -106,12 +106,21 @@ fn toy_help_lists_every_toy() {
     assert_ok(&out);
     let help = String::from_utf8_lossy(&out.stdout);
     for toy in ["superposition", "grokking", "induction", "whispers"] {
-        assert!(help.contains(toy), "`interplab toy --help` lacks {toy}: {help}");
+        assert!(
+            help.contains(toy),
+            "`interplab toy --help` lacks {toy}: {help}"
+        );
     }
     let top = interplab(&["--help"]);
     let top = String::from_utf8_lossy(&top.stdout);
-    let line = top.lines().find(|l| l.trim_start().starts_with("toy")).unwrap();
+    let line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("toy"))
+        .unwrap();
     for toy in ["superposition", "grokking", "induction", "whispers"] {
-        assert!(line.contains(toy), "`interplab --help` toy line lacks {toy}: {line}");
+        assert!(
+            line.contains(toy),
+            "`interplab --help` toy line lacks {toy}: {line}"
+        );
     }
 }

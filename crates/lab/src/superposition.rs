@@ -308,7 +308,12 @@ impl Experiment for Config {
                 format!("grid must be at least 2, got {}", self.grid),
             );
             p.positive("restarts", self.restarts);
-            check_range(&mut p, "importance_range", &self.importance_range, f64::INFINITY);
+            check_range(
+                &mut p,
+                "importance_range",
+                &self.importance_range,
+                f64::INFINITY,
+            );
             check_range(&mut p, "density_range", &self.density_range, 1.0);
         } else if self.preset == Preset::Geometry {
             p.check(
@@ -367,11 +372,7 @@ impl Experiment for Config {
 
 /// Train, checkpointing into the run directory when there is one (and resuming from its
 /// checkpoint when asked).
-fn train(
-    ctx: &Context,
-    cfg: &Config,
-    progress: &mut dyn Progress,
-) -> anyhow::Result<ToyModel> {
+fn train(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::Result<ToyModel> {
     let tc = cfg.train_config();
     let fresh = ToyModel::new(tc.clone())?;
     let ckpt = ctx.workdir.as_ref().map(|w| w.path.join("checkpoint.json"));
@@ -414,15 +415,27 @@ fn train(
 /// importances, as tensors.
 fn weights(ctx: &Context, model: &ToyModel, out: &mut Outcome<Results>) -> anyhow::Result<()> {
     let (k, n, m) = (model.instances.len(), model.cfg.n, model.cfg.m);
-    let w: Vec<f32> = model.instances.iter().flat_map(|i| i.w().to_vec()).collect();
-    let b: Vec<f32> = model.instances.iter().flat_map(|i| i.b().to_vec()).collect();
+    let w: Vec<f32> = model
+        .instances
+        .iter()
+        .flat_map(|i| i.w().to_vec())
+        .collect();
+    let b: Vec<f32> = model
+        .instances
+        .iter()
+        .flat_map(|i| i.b().to_vec())
+        .collect();
     let s: Vec<f64> = model.instances.iter().map(|i| i.sparsity).collect();
     let imp: Vec<f64> = (0..k).flat_map(|i| model.cfg.importance(i)).collect();
     let file = "weights.safetensors";
     out.tensor(file, "W", Tensor::from_vec(w, (k, m, n), &ctx.device)?)
         .tensor(file, "b", Tensor::from_vec(b, (k, n), &ctx.device)?)
         .tensor(file, "sparsity", Tensor::from_vec(s, k, &ctx.device)?)
-        .tensor(file, "importance", Tensor::from_vec(imp, (k, n), &ctx.device)?);
+        .tensor(
+            file,
+            "importance",
+            Tensor::from_vec(imp, (k, n), &ctx.device)?,
+        );
     Ok(())
 }
 

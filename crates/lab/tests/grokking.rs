@@ -73,10 +73,19 @@ fn resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let straight = tmp.path().join("straight");
     run_into(&cfg, &straight, Existing::Refuse);
     let split = tmp.path().join("split");
-    run_into(&Config { epochs: 60, ..cfg.clone() }, &split, Existing::Refuse);
+    run_into(
+        &Config {
+            epochs: 60,
+            ..cfg.clone()
+        },
+        &split,
+        Existing::Refuse,
+    );
     let rec = run_into(&cfg, &split, Existing::Resume);
     assert!(
-        rec.events.iter().any(|e| e == "note: resuming from epoch 60"),
+        rec.events
+            .iter()
+            .any(|e| e == "note: resuming from epoch 60"),
         "{:?}",
         rec.events
     );

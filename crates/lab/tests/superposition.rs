@@ -112,7 +112,12 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
         ..Config::default()
     };
     let e = phase.validate().unwrap_err().to_string();
-    for needle in ["sets n, m", "grid must be at least 2", "restarts", "density_range"] {
+    for needle in [
+        "sets n, m",
+        "grid must be at least 2",
+        "restarts",
+        "density_range",
+    ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
     let geometry = Config {
