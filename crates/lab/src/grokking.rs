@@ -253,6 +253,9 @@ struct State {
     seconds: Vec<f64>,
 }
 
+/// The flat weights at one epoch.
+type Snapshot = (usize, Vec<f32>);
+
 /// The snapshot file of `epoch`.
 pub fn snapshot_name(epoch: usize) -> String {
     format!("snapshot-epoch{epoch:07}.safetensors")
@@ -297,11 +300,7 @@ fn read_snapshot(path: &Path, cfg: &GrokkingConfig) -> anyhow::Result<Vec<f32>> 
 }
 
 /// The snapshots in `dir` up to `epoch`, sorted by epoch.
-fn read_snapshots(
-    dir: &Path,
-    cfg: &GrokkingConfig,
-    epoch: usize,
-) -> anyhow::Result<Vec<(usize, Vec<f32>)>> {
+fn read_snapshots(dir: &Path, cfg: &GrokkingConfig, epoch: usize) -> anyhow::Result<Vec<Snapshot>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for entry in entries {
@@ -327,7 +326,7 @@ fn train(
     ctx: &Context,
     cfg: &Config,
     progress: &mut dyn Progress,
-) -> anyhow::Result<(State, Vec<(usize, Vec<f32>)>)> {
+) -> anyhow::Result<(State, Vec<Snapshot>)> {
     let tc = cfg.train_config();
     let fresh = Grokking::new(tc.clone())?;
     let dir = ctx.workdir.as_ref().map(|w| w.path.as_path());
