@@ -1,4 +1,7 @@
-//! `interplab toy ...`: toy models trained from scratch (superposition, grokking).
+//! `interplab toy ...`: toy models trained from scratch (superposition, grokking, induction)
+//! and ML Chinese whispers on a real model.
+
+use std::path::Path;
 
 use clap::{Args, Subcommand};
 
@@ -31,4 +34,12 @@ pub fn run(a: ToyArgs) -> anyhow::Result<()> {
         ToyCommand::Induction(a) => crate::cmd_toy_induction::run(a),
         ToyCommand::Whispers(a) => crate::cmd_toy_whispers::run(a),
     }
+}
+
+/// Seconds the run in `dir` spent in its `train` phase, from its manifest (0 if absent).
+pub fn train_seconds(dir: &Path) -> f64 {
+    interplab_lab::manifest::read(&dir.join("manifest.json"))
+        .ok()
+        .and_then(|m| m.phases.into_iter().find(|p| p.name == "train"))
+        .map_or(0.0, |p| p.seconds)
 }

@@ -84,7 +84,7 @@ enum Command {
     Diff(cmd_diff::DiffArgs),
     /// Indirect-object identification: prompts, logit difference, name-mover heads.
     Ioi(cmd_ioi::IoiArgs),
-    /// Toy models trained from scratch: superposition.
+    /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
     Tour(cmd_tour::TourArgs),

@@ -48,6 +48,7 @@ fn tiny_run_writes_figures_and_resume_matches_an_uninterrupted_run() {
         &[
             "metrics.json",
             "checkpoint.json",
+            "weights.safetensors",
             "loss.svg",
             "loss.png",
             "accuracy.png",
@@ -91,7 +92,7 @@ fn tiny_run_writes_figures_and_resume_matches_an_uninterrupted_run() {
 fn bad_input_is_a_clean_error() {
     assert_clean_error(&run_p("14", &[]), "p must be odd");
     assert_clean_error(&run(&["--frac-train", "1.5"]), "frac_train");
-    assert_clean_error(&run(&["--stop-at-test-acc", "2"]), "--stop-at-test-acc");
+    assert_clean_error(&run(&["--stop-at-test-acc", "2"]), "stop_at_test_acc");
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("checkpoint.json"), b"{ not json").unwrap();
     let out = run(&[

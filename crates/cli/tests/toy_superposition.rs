@@ -26,7 +26,12 @@ fn geometry_preset_reports_the_half_band() {
     assert_ok(&out);
     assert_run_dir(
         dir.path(),
-        &["dims_per_feature.png", "results.json", "report.html"],
+        &[
+            "dims_per_feature.png",
+            "results.json",
+            "report.html",
+            "weights.safetensors",
+        ],
     );
     let r = results(dir.path());
     assert_eq!(r["dims_per_feature"].as_array().unwrap().len(), 20);
@@ -40,7 +45,7 @@ fn geometry_preset_reports_the_half_band() {
             "--max-inv-density",
             "0.5",
         ]),
-        "--max-inv-density",
+        "max_inv_density",
     );
 }
 
@@ -64,7 +69,12 @@ fn phase_diagram_classifies_every_cell() {
     assert_ok(&out);
     assert_run_dir(
         dir.path(),
-        &["phase_diagram.png", "phase_scatter.png", "results.json"],
+        &[
+            "phase_diagram.png",
+            "phase_scatter.png",
+            "results.json",
+            "weights.safetensors",
+        ],
     );
     let r = results(dir.path());
     assert_eq!(r["cells"].as_array().unwrap().len(), 9);
@@ -82,10 +92,35 @@ fn phase_diagram_classifies_every_cell() {
             "--density-range",
             "0.5,2",
         ]),
-        "--density-range",
+        "density_range",
     );
     assert_clean_error(
         &interplab(&["toy", "superposition", "--phase-diagram", "--grid", "1"]),
-        "--grid",
+        "grid must be at least 2",
     );
+}
+
+#[test]
+fn toy_help_lists_every_toy() {
+    let out = interplab(&["toy", "--help"]);
+    assert_ok(&out);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for toy in ["superposition", "grokking", "induction", "whispers"] {
+        assert!(
+            help.contains(toy),
+            "`interplab toy --help` lacks {toy}: {help}"
+        );
+    }
+    let top = interplab(&["--help"]);
+    let top = String::from_utf8_lossy(&top.stdout);
+    let line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("toy"))
+        .unwrap();
+    for toy in ["superposition", "grokking", "induction", "whispers"] {
+        assert!(
+            line.contains(toy),
+            "`interplab --help` toy line lacks {toy}: {line}"
+        );
+    }
 }
