@@ -155,7 +155,8 @@ impl Progress for Bars {
     }
     fn note(&mut self, msg: &str) {
         match &self.bar {
-            Some(b) => b.println(msg),
+            // `println` draws nothing when stderr is not a terminal; suspend works everywhere.
+            Some(b) => b.suspend(|| eprintln!("{msg}")),
             None => eprintln!("{msg}"),
         }
     }
