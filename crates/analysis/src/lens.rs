@@ -199,7 +199,12 @@ pub fn direct_logit_attribution(
     let scale = if c.norm == NormKind::None {
         1.0
     } else {
-        f64v(&cache.get(&HookName::LnFinalScale.to_string())?.get(0)?.get(position)?)?[0]
+        f64v(
+            &cache
+                .get(&HookName::LnFinalScale.to_string())?
+                .get(0)?
+                .get(position)?,
+        )?[0]
     };
     let centre = c.norm == NormKind::LayerNorm;
     let term = |v: Vec<f64>| -> f64 {
@@ -211,7 +216,10 @@ pub fn direct_logit_attribution(
         v.iter().zip(&dir).map(|(x, d)| (x - mean) * d).sum::<f64>() / scale
     };
     let at = |name: &str| -> Result<Vec<f64>> { f64v(&cache.get(name)?.get(0)?.get(position)?) };
-    let mut components = vec![("embed".to_string(), term(at(&HookName::ResidPre(0).to_string())?))];
+    let mut components = vec![(
+        "embed".to_string(),
+        term(at(&HookName::ResidPre(0).to_string())?),
+    )];
     let mut heads = Vec::new();
     let mut head_bias = Vec::new();
     for l in 0..c.n_layers {

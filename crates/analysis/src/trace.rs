@@ -217,9 +217,10 @@ impl<'m> Tracer<'m> {
         let logits = {
             let mut hooks = Hooks::new();
             if let Some(noise) = noise_ref.cloned() {
-                hooks.add(NameFilter::new(&[HookName::Embed.to_string()]), move |x: &Tensor, _| {
-                    Ok(Some(x.add(&noise)?))
-                });
+                hooks.add(
+                    NameFilter::new(&[HookName::Embed.to_string()]),
+                    move |x: &Tensor, _| Ok(Some(x.add(&noise)?)),
+                );
             }
             hooks.add(filter, |x: &Tensor, p: HookPoint| {
                 store.borrow_mut().insert(p.name, x.clone());

@@ -36,7 +36,11 @@ fn check(what: &str, model: &HookedTransformer) {
         assert_eq!(names.len(), listed.len());
         for (h, n) in listed.iter().zip(&names) {
             assert_eq!(&h.to_string(), n);
-            assert_eq!(HookName::parse(n), Some(*h), "{what} {s:?}: {n} does not parse back");
+            assert_eq!(
+                HookName::parse(n),
+                Some(*h),
+                "{what} {s:?}: {n} does not parse back"
+            );
         }
         let emitted = m.emitted_hook_points(&t).unwrap();
         if s.use_split_qkv_input {
@@ -45,7 +49,10 @@ fn check(what: &str, model: &HookedTransformer) {
             let b: BTreeSet<_> = listed.iter().collect();
             assert_eq!(a, b, "{what} {s:?}: emitted vs listed");
         } else {
-            assert_eq!(emitted, listed, "{what} {s:?}: emitted vs listed (in order)");
+            assert_eq!(
+                emitted, listed,
+                "{what} {s:?}: emitted vs listed (in order)"
+            );
         }
         // And run_with_cache with every hook caches exactly the listed names.
         let (_, cache) = m.run_with_cache(&t, &NameFilter::all()).unwrap();
@@ -137,5 +144,8 @@ fn attention_only(norm: NormKind) -> HookedTransformer {
 #[test]
 fn attention_only_toys() {
     check("attention-only", &attention_only(NormKind::None));
-    check("attention-only + LayerNorm", &attention_only(NormKind::LayerNorm));
+    check(
+        "attention-only + LayerNorm",
+        &attention_only(NormKind::LayerNorm),
+    );
 }

@@ -206,7 +206,10 @@ mod tests {
             ..Default::default()
         };
         let msg = only_top_p.validate().unwrap_err().to_string();
-        assert!(msg.contains("top_p") && !msg.contains("temperature"), "{msg}");
+        assert!(
+            msg.contains("top_p") && !msg.contains("temperature"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -689,7 +689,12 @@ impl HookedTransformer {
         } else {
             mlp_src
         };
-        let n2 = self.norm(&bw.ln2, &mlp_in, (HookName::Ln2Scale(l), HookName::Ln2Normalized(l)), rt)?;
+        let n2 = self.norm(
+            &bw.ln2,
+            &mlp_in,
+            (HookName::Ln2Scale(l), HookName::Ln2Normalized(l)),
+            rt,
+        )?;
         let mut mlp_out = self.mlp(l, &n2, rt)?;
         if let Some(n) = &bw.ln2_post {
             mlp_out = self.plain_norm(n, &mlp_out)?;
@@ -882,21 +887,12 @@ impl HookedTransformer {
         };
         let post = match &m.w_gate {
             Some(wg) => {
-                let pre = rt.point(
-                    HookName::MlpPre(l),
-                    lin(wg, &m.b_gate)?,
-                )?;
-                let pre_linear = rt.point(
-                    HookName::MlpPreLinear(l),
-                    lin(&m.w_in, &m.b_in)?,
-                )?;
+                let pre = rt.point(HookName::MlpPre(l), lin(wg, &m.b_gate)?)?;
+                let pre_linear = rt.point(HookName::MlpPreLinear(l), lin(&m.w_in, &m.b_in)?)?;
                 ops::act_mul(&pre, &pre_linear, c.act)?
             }
             None => {
-                let pre = rt.point(
-                    HookName::MlpPre(l),
-                    lin(&m.w_in, &m.b_in)?,
-                )?;
+                let pre = rt.point(HookName::MlpPre(l), lin(&m.w_in, &m.b_in)?)?;
                 ops::act(&pre, c.act)?
             }
         };
