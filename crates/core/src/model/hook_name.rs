@@ -138,8 +138,11 @@ const BEFORE: [(HookName, &str, When); 2] = [
     (HookName::PosEmbed, "hook_pos_embed", When::LearnedPositions),
 ];
 
+/// A block point: its constructor (taking the layer), its name after `blocks.L.`, and when it exists.
+type BlockRow = (fn(usize) -> HookName, &'static str, When);
+
 /// Points of block `L` (names after `blocks.L.`), in forward order.
-const BLOCK: [(fn(usize) -> HookName, &str, When); 26] = [
+const BLOCK: [BlockRow; 26] = [
     (HookName::ResidPre, "hook_resid_pre", When::Always),
     (HookName::QInput, "hook_q_input", When::SplitQkvInput),
     (HookName::KInput, "hook_k_input", When::SplitQkvInput),
