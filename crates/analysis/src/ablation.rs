@@ -15,7 +15,7 @@
 //! head's layer (`start_at_layer`), and all heads of a layer are ablated side by side as one batch.
 
 use candle_core::{DType, Tensor};
-use interplab_core::model::{HookedTransformer, Hooks, Input, NameFilter, RunOptions};
+use interplab_core::model::{HookName, HookedTransformer, Hooks, Input, NameFilter, RunOptions};
 use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
 use serde::Serialize;
@@ -86,7 +86,10 @@ pub fn ablate_heads(
     let c = &model.cfg;
     let (nl, nh, dh) = (c.n_layers, c.n_heads, c.d_head);
     let dev = model.device();
-    let filter = NameFilter::new(&["blocks.*.hook_resid_pre", "blocks.*.attn.hook_z"]);
+    let filter = NameFilter::new(&[
+        HookName::ResidPre(0).every_layer(),
+        HookName::AttnZ(0).every_layer(),
+    ]);
     // Clean runs, kept for the per-layer restarts.
     let mut clean = Vec::new();
     for d in &docs {
@@ -104,7 +107,7 @@ pub fn ablate_heads(
     let means: Option<Vec<Tensor>> = if method == AblationMethod::Mean {
         let mut m = Vec::new();
         for l in 0..nl {
-            let name = format!("blocks.{l}.attn.hook_z");
+            let name = HookName::AttnZ(l).to_string();
             let mut sum = Tensor::zeros((nh, dh), DType::F64, dev)?;
             let mut count = 0usize;
             for (_, cache) in &clean {
@@ -136,7 +139,7 @@ pub fn ablate_heads(
             None => None,
         };
         for l in 0..nl {
-            let zname = format!("blocks.{l}.attn.hook_z");
+            let zname = HookName::AttnZ(l).to_string();
             // The replacement z for one head: [n, dh].
             let replacement = |h: usize| -> Result<Tensor> {
                 Ok(match method {
@@ -158,7 +161,7 @@ pub fn ablate_heads(
             // Batch item h ablates head h: z_new[h, :, h, :] = replacement(h).
             let reps = (0..nh).map(&replacement).collect::<Result<Vec<_>>>()?;
             let resid = cache
-                .get(&format!("blocks.{l}.hook_resid_pre"))?
+                .get(&HookName::ResidPre(l).to_string())?
                 .repeat((nh, 1, 1))?;
             let mut hooks = Hooks::new();
             hooks.add(NameFilter::new(&[zname.as_str()]), |z: &Tensor, _| {

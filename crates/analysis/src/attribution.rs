@@ -51,7 +51,7 @@ pub fn attribution_sweeps(
     let n = setup.corrupted.len();
     let mut names = Vec::new();
     for s in position_sites {
-        names.push(format!("blocks.*.hook_{}", s.name()));
+        names.push(s.hook(0).every_layer());
     }
     for s in head_sites {
         if *s == HeadSite::Pattern {
@@ -59,7 +59,7 @@ pub fn attribution_sweeps(
                 "attribution patching of patterns is not supported".into(),
             ));
         }
-        names.push(format!("blocks.*.attn.hook_{}", s.name()));
+        names.push(s.hook(0).every_layer());
     }
     let filter = NameFilter::new(&names);
     let t = Tensor::from_vec(setup.corrupted.clone(), (1, n), model.device())?;
@@ -93,7 +93,7 @@ pub fn attribution_sweeps(
         let mut values = Vec::new();
         for l in 0..nl {
             // [pos, d_model] -> per position
-            let p = product(&format!("blocks.{l}.hook_{}", s.name()))?;
+            let p = product(&s.hook(l).to_string())?;
             values.push(p.sum(1)?.to_vec1::<f64>()?);
         }
         out.push(Sweep {
@@ -106,7 +106,7 @@ pub fn attribution_sweeps(
         let mut values = Vec::new();
         for l in 0..nl {
             // [pos, head, d_head] -> per head
-            let p = product(&format!("blocks.{l}.attn.hook_{}", s.name()))?;
+            let p = product(&s.hook(l).to_string())?;
             values.push(p.sum((0, 2))?.to_vec1::<f64>()?);
         }
         out.push(Sweep {

@@ -17,7 +17,9 @@
 //! - induction: `D[q, k] = 1` for `1 <= k <= q` with `t[k-1] = t[q]` and `k-1 != q`.
 
 use candle_core::{DType, Tensor};
-use interplab_core::model::{ActivationCache, HookedTransformer, Input, NameFilter, RunOptions};
+use interplab_core::model::{
+    ActivationCache, HookName, HookedTransformer, Input, NameFilter, RunOptions,
+};
 use interplab_core::rng::SplitMix;
 use interplab_core::tokenizer::Tokenizer;
 use interplab_core::{Error, Result};
@@ -123,7 +125,7 @@ pub fn head_scores(
         let group: Vec<&Vec<u32>> = sequences.iter().filter(|s| s.len() == len).collect();
         let flat: Vec<u32> = group.iter().flat_map(|s| s.iter().copied()).collect();
         let tokens = Tensor::from_vec(flat, (group.len(), len), model.device())?;
-        let filter = NameFilter::new(&["blocks.*.attn.hook_pattern"]);
+        let filter = NameFilter::new(&[HookName::AttnPattern(0).every_layer()]);
         // Patterns only; stop_at_layer = n_layers skips ln_final and the unembedding.
         let opts_run = RunOptions {
             stop_at_layer: Some(c.n_layers),
@@ -169,7 +171,7 @@ fn add_scores(
         .map(|s| kinds.iter().map(|k| k.detection_pattern(s)).collect())
         .collect();
     for l in 0..n_layers {
-        let pat = cache.get(&format!("blocks.{l}.attn.hook_pattern"))?;
+        let pat = cache.get(&HookName::AttnPattern(l).to_string())?;
         let (b, h, q, k) = pat.dims4()?;
         if b != sequences.len() || h != n_heads || sequences.iter().any(|s| s.len() != q || q != k)
         {

@@ -18,7 +18,9 @@
 
 use candle_core::{DType, Tensor};
 use interplab_core::config::NormKind;
-use interplab_core::model::{log_softmax, HookedTransformer, Input, NameFilter, RunOptions};
+use interplab_core::model::{
+    log_softmax, HookName, HookedTransformer, Input, NameFilter, RunOptions,
+};
 use interplab_core::{Error, Result};
 use serde::Serialize;
 
@@ -47,16 +49,16 @@ pub fn logit_lens(
     check(model, tokens, position, target)?;
     let n = tokens.len();
     let t = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
-    let filter = NameFilter::new(&["blocks.0.hook_resid_pre", "blocks.*.hook_resid_post"]);
+    let filter = accumulated_resid_filter();
     let (_, cache) = model.run(
         Input::Tokens(&t),
         &RunOptions::default(),
         None,
         Some(&filter),
     )?;
-    let mut names = vec![("embed".to_string(), "blocks.0.hook_resid_pre".to_string())];
+    let mut names = vec![("embed".to_string(), HookName::ResidPre(0).to_string())];
     for l in 0..model.cfg.n_layers {
-        names.push((format!("{l}"), format!("blocks.{l}.hook_resid_post")));
+        names.push((format!("{l}"), HookName::ResidPost(l).to_string()));
     }
     let mut out = Vec::new();
     for (name, hook) in names {
@@ -108,15 +110,15 @@ pub fn logit_lens_diff(
         check(model, tokens, position, Some(c))?;
     }
     let t = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
-    let filter = NameFilter::new(&["blocks.0.hook_resid_pre", "blocks.*.hook_resid_post"]);
+    let filter = accumulated_resid_filter();
     let (_, cache) = model.run(
         Input::Tokens(&t),
         &RunOptions::default(),
         None,
         Some(&filter),
     )?;
-    let mut hooks = vec!["blocks.0.hook_resid_pre".to_string()];
-    hooks.extend((0..model.cfg.n_layers).map(|l| format!("blocks.{l}.hook_resid_post")));
+    let mut hooks = vec![HookName::ResidPre(0).to_string()];
+    hooks.extend((0..model.cfg.n_layers).map(|l| HookName::ResidPost(l).to_string()));
     let mut out = Vec::with_capacity(hooks.len());
     for hook in hooks {
         let resid = cache.get(&hook)?.get(0)?.narrow(0, position, 1)?; // [1, d]
@@ -163,11 +165,11 @@ pub fn direct_logit_attribution(
     let c = &model.cfg;
     let t = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
     let filter = NameFilter::new(&[
-        "blocks.0.hook_resid_pre",
-        "blocks.*.hook_attn_out",
-        "blocks.*.hook_mlp_out",
-        "blocks.*.attn.hook_z",
-        "ln_final.hook_scale",
+        HookName::ResidPre(0).to_string(),
+        HookName::AttnOut(0).every_layer(),
+        HookName::MlpOut(0).every_layer(),
+        HookName::AttnZ(0).every_layer(),
+        HookName::LnFinalScale.to_string(),
     ]);
     let (logits, cache) = model.run(
         Input::Tokens(&t),
@@ -197,7 +199,12 @@ pub fn direct_logit_attribution(
     let scale = if c.norm == NormKind::None {
         1.0
     } else {
-        f64v(&cache.get("ln_final.hook_scale")?.get(0)?.get(position)?)?[0]
+        f64v(
+            &cache
+                .get(&HookName::LnFinalScale.to_string())?
+                .get(0)?
+                .get(position)?,
+        )?[0]
     };
     let centre = c.norm == NormKind::LayerNorm;
     let term = |v: Vec<f64>| -> f64 {
@@ -209,23 +216,26 @@ pub fn direct_logit_attribution(
         v.iter().zip(&dir).map(|(x, d)| (x - mean) * d).sum::<f64>() / scale
     };
     let at = |name: &str| -> Result<Vec<f64>> { f64v(&cache.get(name)?.get(0)?.get(position)?) };
-    let mut components = vec![("embed".to_string(), term(at("blocks.0.hook_resid_pre")?))];
+    let mut components = vec![(
+        "embed".to_string(),
+        term(at(&HookName::ResidPre(0).to_string())?),
+    )];
     let mut heads = Vec::new();
     let mut head_bias = Vec::new();
     for l in 0..c.n_layers {
         components.push((
             format!("{l} attn"),
-            term(at(&format!("blocks.{l}.hook_attn_out"))?),
+            term(at(&HookName::AttnOut(l).to_string())?),
         ));
         if !c.attn_only {
             components.push((
                 format!("{l} mlp"),
-                term(at(&format!("blocks.{l}.hook_mlp_out"))?),
+                term(at(&HookName::MlpOut(l).to_string())?),
             ));
         }
         if !c.post_norms {
             let z = cache
-                .get(&format!("blocks.{l}.attn.hook_z"))?
+                .get(&HookName::AttnZ(l).to_string())?
                 .get(0)?
                 .get(position)?; // [h, dh]
             let wo = model.weights.blocks[l].attn.w_o_heads(c.n_heads)?; // [h, dh, d]
@@ -290,4 +300,13 @@ fn check(
         ));
     }
     Ok(())
+}
+
+/// The embedding (`blocks.0.hook_resid_pre`) and every layer's `hook_resid_post`: the
+/// residual streams the lens decodes.
+fn accumulated_resid_filter() -> NameFilter {
+    NameFilter::new(&[
+        HookName::ResidPre(0).to_string(),
+        HookName::ResidPost(0).every_layer(),
+    ])
 }

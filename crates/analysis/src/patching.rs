@@ -29,7 +29,8 @@ use std::cell::RefCell;
 
 use candle_core::{DType, Tensor};
 use interplab_core::model::{
-    log_softmax, ActivationCache, HookPoint, HookedTransformer, Hooks, KvCache, NameFilter,
+    log_softmax, ActivationCache, HookName, HookPoint, HookedTransformer, Hooks, KvCache,
+    NameFilter,
 };
 use interplab_core::{Error, Result};
 use serde::Serialize;
@@ -89,13 +90,14 @@ impl PositionSite {
         }
     }
 
-    fn hook(self, layer: usize) -> String {
+    /// The hook point of this site in block `layer`.
+    pub fn hook(self, layer: usize) -> HookName {
         match self {
-            PositionSite::ResidPre => format!("blocks.{layer}.hook_resid_pre"),
-            PositionSite::ResidMid => format!("blocks.{layer}.hook_resid_mid"),
-            PositionSite::ResidPost => format!("blocks.{layer}.hook_resid_post"),
-            PositionSite::AttnOut => format!("blocks.{layer}.hook_attn_out"),
-            PositionSite::MlpOut => format!("blocks.{layer}.hook_mlp_out"),
+            PositionSite::ResidPre => HookName::ResidPre(layer),
+            PositionSite::ResidMid => HookName::ResidMid(layer),
+            PositionSite::ResidPost => HookName::ResidPost(layer),
+            PositionSite::AttnOut => HookName::AttnOut(layer),
+            PositionSite::MlpOut => HookName::MlpOut(layer),
         }
     }
 }
@@ -121,15 +123,15 @@ impl HeadSite {
         }
     }
 
-    fn hook(self, layer: usize) -> String {
-        let n = match self {
-            HeadSite::Z => "z",
-            HeadSite::Q => "q",
-            HeadSite::K => "k",
-            HeadSite::V => "v",
-            HeadSite::Pattern => "pattern",
-        };
-        format!("blocks.{layer}.attn.hook_{n}")
+    /// The hook point of this site in block `layer`.
+    pub fn hook(self, layer: usize) -> HookName {
+        match self {
+            HeadSite::Z => HookName::AttnZ(layer),
+            HeadSite::Q => HookName::AttnQ(layer),
+            HeadSite::K => HookName::AttnK(layer),
+            HeadSite::V => HookName::AttnV(layer),
+            HeadSite::Pattern => HookName::AttnPattern(layer),
+        }
     }
 
     /// Heads this site has per layer: keys and values have `n_kv_heads` (grouped-query
@@ -327,7 +329,7 @@ impl<'m> PatchingSetup<'m> {
         let mut values = Vec::new();
         let mut forwards = 0;
         for l in 0..self.model.cfg.n_layers {
-            let (v, f) = self.patch_layer(&site.hook(l), l, &regions)?;
+            let (v, f) = self.patch_layer(&site.hook(l).to_string(), l, &regions)?;
             values.push(v);
             forwards += f;
         }
@@ -343,7 +345,7 @@ impl<'m> PatchingSetup<'m> {
         let mut values = Vec::new();
         let mut forwards = 0;
         for l in 0..self.model.cfg.n_layers {
-            let (v, f) = self.patch_layer(&site.hook(l), l, &[Region::All])?;
+            let (v, f) = self.patch_layer(&site.hook(l).to_string(), l, &[Region::All])?;
             values.push(v);
             forwards += f;
         }
@@ -366,7 +368,7 @@ impl<'m> PatchingSetup<'m> {
         let regions: Vec<Region> = (0..self.clean.len())
             .map(|p| Region::HeadAt(head, p))
             .collect();
-        let (v, f) = self.patch_layer(&site.hook(layer), layer, &regions)?;
+        let (v, f) = self.patch_layer(&site.hook(layer).to_string(), layer, &regions)?;
         Ok(Sweep {
             site: format!("{}_{layer}.{head}_by_position", site.name()),
             values: vec![v],
@@ -380,7 +382,7 @@ impl<'m> PatchingSetup<'m> {
         let mut values = Vec::new();
         let mut forwards = 0;
         for l in 0..self.model.cfg.n_layers {
-            let (v, f) = self.patch_layer(&site.hook(l), l, &regions)?;
+            let (v, f) = self.patch_layer(&site.hook(l).to_string(), l, &regions)?;
             values.push(v);
             forwards += f;
         }
@@ -401,8 +403,7 @@ impl<'m> PatchingSetup<'m> {
     ) -> Result<(Vec<f64>, usize)> {
         let clean = self.clean_cache.get(name)?;
         let corr = self.corrupted_cache.get(name)?;
-        let pos_axis = if name.ends_with("hook_pattern") { 2 } else { 1 };
-        let head_axis = if name.ends_with("hook_pattern") { 1 } else { 2 };
+        let (pos_axis, head_axis) = axes(name);
         let n = self.clean.len();
         // Exact skips, and the first position any remaining patch touches.
         let mut todo = Vec::new();
@@ -456,7 +457,7 @@ impl<'m> PatchingSetup<'m> {
         // Positions [first, n) of the corrupted residual entering `layer`, once per patch.
         let resid = self
             .corrupted_cache
-            .get(&format!("blocks.{layer}.hook_resid_pre"))?
+            .get(&HookName::ResidPre(layer).to_string())?
             .narrow(1, first, q)?
             .repeat((batch, 1, 1))?;
         let mut kv = if first > 0 {
@@ -491,8 +492,7 @@ pub fn patch_naive(setup: &PatchingSetup, name: &str, region: Region) -> Result<
     let model = setup.model;
     let n = setup.corrupted.len();
     let clean = setup.clean_cache.get(name)?.clone();
-    let pos_axis = if name.ends_with("hook_pattern") { 2 } else { 1 };
-    let head_axis = if name.ends_with("hook_pattern") { 1 } else { 2 };
+    let (pos_axis, head_axis) = axes(name);
     let t = Tensor::from_vec(setup.corrupted.clone(), (1, n), model.device())?;
     let mut hooks = Hooks::new();
     hooks.add(NameFilter::new(&[name]), |x: &Tensor, _| {
@@ -505,20 +505,24 @@ pub fn patch_naive(setup: &PatchingSetup, name: &str, region: Region) -> Result<
     Ok(setup.normalise(setup.raw_metrics(&last)?[0]))
 }
 
+/// The position and head axes of hook `name`'s activation: `[batch, head, q, k]` for patterns,
+/// `[batch, pos, head, ..]` otherwise.
+fn axes(name: &str) -> (usize, usize) {
+    match HookName::parse(name) {
+        Some(HookName::AttnPattern(_)) => (2, 1),
+        _ => (1, 2),
+    }
+}
+
 /// Every hook a sweep may patch, plus the residual streams it restarts from.
 fn patchable_filter() -> NameFilter {
-    NameFilter::new(&[
-        "blocks.*.hook_resid_pre",
-        "blocks.*.hook_resid_mid",
-        "blocks.*.hook_resid_post",
-        "blocks.*.hook_attn_out",
-        "blocks.*.hook_mlp_out",
-        "blocks.*.attn.hook_z",
-        "blocks.*.attn.hook_q",
-        "blocks.*.attn.hook_k",
-        "blocks.*.attn.hook_v",
-        "blocks.*.attn.hook_pattern",
-    ])
+    let sites: Vec<String> = PositionSite::ALL
+        .iter()
+        .map(|s| s.hook(0))
+        .chain(HeadSite::ALL.iter().map(|s| s.hook(0)))
+        .map(HookName::every_layer)
+        .collect();
+    NameFilter::new(&sites)
 }
 
 fn check_index(i: usize, n: usize, what: &str) -> Result<()> {

@@ -23,7 +23,7 @@
 
 use candle_core::{DType, Tensor};
 use interplab_core::model::{
-    log_softmax, HookPoint, HookedTransformer, Hooks, KvCache, NameFilter,
+    log_softmax, HookName, HookPoint, HookedTransformer, Hooks, KvCache, NameFilter,
 };
 use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
@@ -142,10 +142,10 @@ impl<'m> Tracer<'m> {
         }
         let dev = model.device();
         let filter = NameFilter::new(&[
-            "blocks.*.hook_resid_pre",
-            "blocks.*.hook_resid_post",
-            "blocks.*.hook_mlp_out",
-            "blocks.*.hook_attn_out",
+            HookName::ResidPre(0).every_layer(),
+            HookName::ResidPost(0).every_layer(),
+            HookName::MlpOut(0).every_layer(),
+            HookName::AttnOut(0).every_layer(),
         ]);
         let t = Tensor::new(tokens, dev)?.unsqueeze(0)?;
         let (logits, clean) = model.run(
@@ -217,9 +217,10 @@ impl<'m> Tracer<'m> {
         let logits = {
             let mut hooks = Hooks::new();
             if let Some(noise) = noise_ref.cloned() {
-                hooks.add(NameFilter::new(&["hook_embed"]), move |x: &Tensor, _| {
-                    Ok(Some(x.add(&noise)?))
-                });
+                hooks.add(
+                    NameFilter::new(&[HookName::Embed.to_string()]),
+                    move |x: &Tensor, _| Ok(Some(x.add(&noise)?)),
+                );
             }
             hooks.add(filter, |x: &Tensor, p: HookPoint| {
                 store.borrow_mut().insert(p.name, x.clone());
@@ -286,28 +287,28 @@ impl<'m> Tracer<'m> {
                 let hi = (lo + window).min(nl);
                 let lo = hi.saturating_sub(window);
                 let site = if kind == TraceKind::Mlp {
-                    "hook_mlp_out"
+                    HookName::MlpOut
                 } else {
-                    "hook_attn_out"
+                    HookName::AttnOut
                 };
-                (lo, (lo..hi).map(|l| format!("blocks.{l}.{site}")).collect())
+                (lo, (lo..hi).map(|l| site(l).to_string()).collect())
             }
         };
         // The residual entering block `start` at positions tok.., per corrupted run.
         let resid = if kind == TraceKind::Hidden {
             let corr = self
                 .corrupted
-                .get(&format!("blocks.{layer}.hook_resid_post"))?
+                .get(&HookName::ResidPost(layer).to_string())?
                 .narrow(1, tok, q)?;
             let clean = self
                 .clean
-                .get(&format!("blocks.{layer}.hook_resid_post"))?
+                .get(&HookName::ResidPost(layer).to_string())?
                 .narrow(1, tok, 1)?;
             let rest = corr.narrow(1, 1, q - 1)?;
             Tensor::cat(&[&clean.repeat((runs, 1, 1))?, &rest], 1)?
         } else {
             self.corrupted
-                .get(&format!("blocks.{start}.hook_resid_pre"))?
+                .get(&HookName::ResidPre(start).to_string())?
                 .narrow(1, tok, q)?
         };
         let fin = if start >= nl {

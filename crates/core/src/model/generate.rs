@@ -33,6 +33,35 @@ impl Default for GenerateOptions {
     }
 }
 
+impl GenerateOptions {
+    /// Check every numeric option's range, returning one error that lists every problem:
+    /// `max_new_tokens` at least 1, `temperature` finite and at least 0 (0 = greedy),
+    /// `top_p` in (0, 1].
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.max_new_tokens == 0 {
+            problems.push("max_new_tokens must be at least 1, got 0".to_string());
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            problems.push(format!(
+                "temperature must be finite and at least 0 (0 = greedy), got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            problems.push(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Input(format!(
+                "generation options: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
 /// Pick the next token from one row of logits.
 fn sample(logits: &[f32], opts: &GenerateOptions, rng: &mut SplitMix) -> u32 {
     if opts.temperature <= 0.0 {
@@ -85,6 +114,7 @@ impl HookedTransformer {
         opts: &GenerateOptions,
         mut hooks: Option<&mut Hooks>,
     ) -> Result<Vec<u32>> {
+        opts.validate()?;
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
@@ -137,6 +167,49 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(sample(&[0.1, 3.0, 2.0], &nucleus, &mut rng), 1);
         }
+    }
+
+    #[test]
+    fn validate_lists_every_bad_option() {
+        assert!(GenerateOptions::default().validate().is_ok());
+        let ok = GenerateOptions {
+            max_new_tokens: 1,
+            temperature: 0.7,
+            top_p: 1.0,
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        let bad = GenerateOptions {
+            max_new_tokens: 0,
+            temperature: -1.0,
+            top_p: 2.0,
+            ..Default::default()
+        };
+        let msg = bad.validate().unwrap_err().to_string();
+        for want in [
+            "max_new_tokens must be at least 1, got 0",
+            "temperature must be finite and at least 0 (0 = greedy), got -1",
+            "top_p must be in (0, 1], got 2",
+        ] {
+            assert!(msg.contains(want), "{msg}");
+        }
+        for (temperature, top_p) in [(f64::NAN, 0.5), (f64::INFINITY, 0.0), (1.0, f64::NAN)] {
+            let o = GenerateOptions {
+                temperature,
+                top_p,
+                ..Default::default()
+            };
+            assert!(o.validate().is_err(), "{temperature} {top_p}");
+        }
+        let only_top_p = GenerateOptions {
+            top_p: 0.0,
+            ..Default::default()
+        };
+        let msg = only_top_p.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("top_p") && !msg.contains("temperature"),
+            "{msg}"
+        );
     }
 
     #[test]

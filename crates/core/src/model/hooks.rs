@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 
+use super::HookName;
 use crate::{Error, Result};
 
 /// Where a hook fired: its full name and, for block hooks, the layer.
@@ -252,6 +253,8 @@ pub(crate) struct HookRuntime<'h, 'a> {
     cache_names: Option<HashSet<String>>,
     pub(crate) cache: ActivationCache,
     any: bool,
+    /// When set, every point the forward passes, in order (duplicates kept).
+    pub(crate) emitted: Option<Vec<HookName>>,
 }
 
 impl<'h, 'a> HookRuntime<'h, 'a> {
@@ -280,6 +283,7 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             cache_names,
             cache: ActivationCache::new(),
             any,
+            emitted: None,
         })
     }
 
@@ -291,34 +295,34 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             cache_names: None,
             cache: ActivationCache::new(),
             any: false,
+            emitted: None,
         }
     }
 
     /// Whether `name` will be hooked or cached (lets the model skip work for unused hooks).
-    pub(crate) fn wants(&self, name: impl FnOnce() -> String) -> bool {
+    pub(crate) fn wants(&self, name: HookName) -> bool {
         if !self.any {
             return false;
         }
-        let n = name();
+        let n = name.to_string();
         self.hooked.contains_key(&n) || self.cache_names.as_ref().is_some_and(|c| c.contains(&n))
     }
 
     /// Whether a hook (not just the cache) is attached at `name`.
-    pub(crate) fn hooked(&self, name: impl FnOnce() -> String) -> bool {
-        !self.hooked.is_empty() && self.hooked.contains_key(&name())
+    pub(crate) fn hooked(&self, name: HookName) -> bool {
+        !self.hooked.is_empty() && self.hooked.contains_key(&name.to_string())
     }
 
     /// Run the hooks at a point, cache the (possibly replaced) activation, and return it.
-    pub(crate) fn point(
-        &mut self,
-        name: impl FnOnce() -> String,
-        layer: Option<usize>,
-        x: Tensor,
-    ) -> Result<Tensor> {
+    pub(crate) fn point(&mut self, hook: HookName, x: Tensor) -> Result<Tensor> {
+        if let Some(e) = self.emitted.as_mut() {
+            e.push(hook);
+        }
         if !self.any {
             return Ok(x);
         }
-        let name = name();
+        let name = hook.to_string();
+        let layer = hook.layer();
         let mut x = x;
         if let (Some(idx), Some(hooks)) = (self.hooked.get(&name), self.hooks.as_deref_mut()) {
             for &i in idx {

@@ -2,6 +2,7 @@
 //! exposing every activation under TransformerLens' hook names.
 
 pub mod generate;
+pub mod hook_name;
 pub mod hooks;
 mod ops;
 pub mod process;
@@ -10,12 +11,16 @@ pub mod weights;
 use candle_core::{DType, Device, Tensor, D};
 
 pub use generate::GenerateOptions;
+pub use hook_name::HookName;
 pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
 pub use weights::{AttnWeights, BlockWeights, Matrix, MlpWeights, NormWeights, Weights};
 
 use crate::config::{ModelConfig, NormKind, Positions};
 use crate::{Error, Result};
 use hooks::HookRuntime;
+
+/// The final norm's hook points.
+const LN_FINAL: (HookName, HookName) = (HookName::LnFinalScale, HookName::LnFinalNormalized);
 
 /// Optional hook points that cost extra memory or compute, off by default (as in TransformerLens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -212,70 +217,32 @@ impl HookedTransformer {
         &self.device
     }
 
-    /// Every hook point name this model exposes with its current settings, in forward order.
+    /// Every hook point name this model exposes with its current settings, in forward order
+    /// (from the one table in [`hook_name`]; the forward emits exactly these).
     pub fn hook_names(&self) -> Vec<String> {
-        let c = &self.cfg;
-        let s = &self.settings;
-        let has_norm = c.norm != NormKind::None;
-        let rotary = matches!(c.positions, Positions::Rotary { .. });
-        let mut v = vec!["hook_embed".to_string()];
-        if c.positions == Positions::Learned {
-            v.push("hook_pos_embed".into());
-        }
-        for l in 0..c.n_layers {
-            let p = format!("blocks.{l}");
-            v.push(format!("{p}.hook_resid_pre"));
-            if s.use_split_qkv_input {
-                for x in ["q", "k", "v"] {
-                    v.push(format!("{p}.hook_{x}_input"));
-                }
-            } else if s.use_attn_in {
-                v.push(format!("{p}.hook_attn_in"));
-            }
-            if has_norm {
-                v.push(format!("{p}.ln1.hook_scale"));
-                v.push(format!("{p}.ln1.hook_normalized"));
-            }
-            for x in ["q", "k", "v"] {
-                v.push(format!("{p}.attn.hook_{x}"));
-            }
-            if rotary {
-                v.push(format!("{p}.attn.hook_rot_q"));
-                v.push(format!("{p}.attn.hook_rot_k"));
-            }
-            v.push(format!("{p}.attn.hook_attn_scores"));
-            v.push(format!("{p}.attn.hook_pattern"));
-            v.push(format!("{p}.attn.hook_z"));
-            if s.use_attn_result {
-                v.push(format!("{p}.attn.hook_result"));
-            }
-            v.push(format!("{p}.hook_attn_out"));
-            if !c.attn_only {
-                if !c.parallel_attn_mlp {
-                    v.push(format!("{p}.hook_resid_mid"));
-                }
-                if s.use_hook_mlp_in {
-                    v.push(format!("{p}.hook_mlp_in"));
-                }
-                if has_norm {
-                    v.push(format!("{p}.ln2.hook_scale"));
-                    v.push(format!("{p}.ln2.hook_normalized"));
-                }
-                v.push(format!("{p}.mlp.hook_pre"));
-                if c.gated_mlp {
-                    v.push(format!("{p}.mlp.hook_pre_linear"));
-                }
-                v.push(format!("{p}.mlp.hook_post"));
-                v.push(format!("{p}.hook_mlp_out"));
-            }
-            v.push(format!("{p}.hook_resid_post"));
-        }
-        if has_norm {
-            v.push("ln_final.hook_scale".into());
-            v.push("ln_final.hook_normalized".into());
-        }
-        v.push("unembed.hook_out".into());
-        v
+        self.hook_points().iter().map(HookName::to_string).collect()
+    }
+
+    /// Every hook point this model exposes with its current settings, in forward order.
+    pub fn hook_points(&self) -> Vec<HookName> {
+        HookName::all(&self.cfg, &self.settings)
+    }
+
+    /// The hook points a forward over `tokens` actually passes, with every point cached, in
+    /// order of first emission (points a forward passes more than once, such as `ln1` with
+    /// split q/k/v inputs, appear once). The tests check it against [`Self::hook_points`].
+    pub fn emitted_hook_points(&self, tokens: &Tensor) -> Result<Vec<HookName>> {
+        let names = self.hook_names();
+        let mut rt = HookRuntime::new(&names, None, Some(&NameFilter::all()))?;
+        rt.emitted = Some(Vec::new());
+        self.run_inner(Input::Tokens(tokens), &RunOptions::default(), &mut rt, None)?;
+        let mut seen = std::collections::HashSet::new();
+        Ok(rt
+            .emitted
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|h| seen.insert(*h))
+            .collect())
     }
 
     /// Logits `[batch, pos, d_vocab]` for token ids `[batch, pos]`.
@@ -382,7 +349,7 @@ impl HookedTransformer {
         let d = self.cfg.d_model;
         let rows = resid.elem_count() / d;
         let x = resid.reshape((1, rows, d))?;
-        let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, &mut rt)?;
+        let x = self.norm(&self.weights.ln_final, &x, LN_FINAL, &mut rt)?;
         let mut logits = x.reshape((rows, d))?.matmul(&self.weights.unembed()?)?;
         if let Some(bu) = &self.weights.b_u {
             logits = logits.broadcast_add(bu)?;
@@ -591,7 +558,7 @@ impl HookedTransformer {
         if opts.stop_at_layer.is_some() {
             return Ok(x);
         }
-        let x = self.norm(&self.weights.ln_final, &x, "ln_final", None, rt)?;
+        let x = self.norm(&self.weights.ln_final, &x, LN_FINAL, rt)?;
         let (b, p, d) = x.dims3()?;
         let w_u = self.weights.unembed()?;
         let mut logits = x.reshape((b * p, d))?.matmul(&w_u)?;
@@ -602,7 +569,7 @@ impl HookedTransformer {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
         let logits = logits.reshape((b, p, c.d_vocab))?;
-        rt.point(|| "unembed.hook_out".into(), None, logits)
+        rt.point(HookName::UnembedOut, logits)
     }
 
     fn embed(&self, tokens: &Tensor, geo: &Geometry, rt: &mut HookRuntime) -> Result<Tensor> {
@@ -613,13 +580,13 @@ impl HookedTransformer {
             e = (e * s)?;
         }
         let e = e.reshape((geo.batch, geo.q_len, c.d_model))?;
-        let mut x = rt.point(|| "hook_embed".into(), None, e)?;
+        let mut x = rt.point(HookName::Embed, e)?;
         if let Some(w_pos) = &self.weights.w_pos {
             let pos = Tensor::from_slice(&geo.positions, geo.positions.len(), &self.device)?;
             let pe = w_pos
                 .index_select(&pos, 0)?
                 .reshape((geo.batch, geo.q_len, c.d_model))?;
-            let pe = rt.point(|| "hook_pos_embed".into(), None, pe)?;
+            let pe = rt.point(HookName::PosEmbed, pe)?;
             x = (x + pe)?;
         }
         Ok(x)
@@ -631,8 +598,7 @@ impl HookedTransformer {
         &self,
         n: &NormWeights,
         x: &Tensor,
-        prefix: &str,
-        layer: Option<usize>,
+        (scale_hook, normalized_hook): (HookName, HookName),
         rt: &mut HookRuntime,
     ) -> Result<Tensor> {
         let eps = self.cfg.norm_eps;
@@ -640,7 +606,7 @@ impl HookedTransformer {
             return Ok(x.clone());
         }
         // Only split the weight off when someone looks at the normalised value.
-        let hooked = rt.wants(|| format!("{prefix}.hook_normalized"));
+        let hooked = rt.wants(normalized_hook);
         let (w, b) = if hooked {
             (None, None)
         } else {
@@ -650,9 +616,9 @@ impl HookedTransformer {
             NormKind::LayerNorm => ops::layer_norm(x, w, b, eps)?,
             _ => ops::rms_norm(x, w, eps)?,
         };
-        let normed = if rt.hooked(|| format!("{prefix}.hook_scale")) {
+        let normed = if rt.hooked(scale_hook) {
             // A hook may replace the scale: normalise by whatever it returns.
-            let scale = rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+            let scale = rt.point(scale_hook, scale)?;
             let centred = match self.cfg.norm {
                 NormKind::LayerNorm => x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?,
                 _ => x.clone(),
@@ -666,13 +632,13 @@ impl HookedTransformer {
             }
             out
         } else {
-            rt.point(|| format!("{prefix}.hook_scale"), layer, scale)?;
+            rt.point(scale_hook, scale)?;
             normed
         };
         if !hooked {
             return Ok(normed);
         }
-        let mut out = rt.point(|| format!("{prefix}.hook_normalized"), layer, normed)?;
+        let mut out = rt.point(normalized_hook, normed)?;
         if let Some(w) = &n.w {
             out = out.broadcast_mul(w)?;
         }
@@ -701,40 +667,44 @@ impl HookedTransformer {
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let bw = &self.weights.blocks[l];
-        let ly = Some(l);
-        let resid_pre = rt.point(|| format!("blocks.{l}.hook_resid_pre"), ly, x)?;
+        let resid_pre = rt.point(HookName::ResidPre(l), x)?;
         let mut attn_out = self.attention(l, &resid_pre, geo, rt, kv)?;
         if let Some(n) = &bw.ln1_post {
             attn_out = self.plain_norm(n, &attn_out)?;
         }
-        let attn_out = rt.point(|| format!("blocks.{l}.hook_attn_out"), ly, attn_out)?;
+        let attn_out = rt.point(HookName::AttnOut(l), attn_out)?;
         if c.attn_only {
             let resid_post = (resid_pre + attn_out)?;
-            return rt.point(|| format!("blocks.{l}.hook_resid_post"), ly, resid_post);
+            return rt.point(HookName::ResidPost(l), resid_post);
         }
         let (mlp_src, resid_mid) = if c.parallel_attn_mlp {
             (resid_pre.clone(), None)
         } else {
             let mid = (&resid_pre + &attn_out)?;
-            let mid = rt.point(|| format!("blocks.{l}.hook_resid_mid"), ly, mid)?;
+            let mid = rt.point(HookName::ResidMid(l), mid)?;
             (mid.clone(), Some(mid))
         };
         let mlp_in = if self.settings.use_hook_mlp_in {
-            rt.point(|| format!("blocks.{l}.hook_mlp_in"), ly, mlp_src)?
+            rt.point(HookName::MlpIn(l), mlp_src)?
         } else {
             mlp_src
         };
-        let n2 = self.norm(&bw.ln2, &mlp_in, &format!("blocks.{l}.ln2"), ly, rt)?;
+        let n2 = self.norm(
+            &bw.ln2,
+            &mlp_in,
+            (HookName::Ln2Scale(l), HookName::Ln2Normalized(l)),
+            rt,
+        )?;
         let mut mlp_out = self.mlp(l, &n2, rt)?;
         if let Some(n) = &bw.ln2_post {
             mlp_out = self.plain_norm(n, &mlp_out)?;
         }
-        let mlp_out = rt.point(|| format!("blocks.{l}.hook_mlp_out"), ly, mlp_out)?;
+        let mlp_out = rt.point(HookName::MlpOut(l), mlp_out)?;
         let resid_post = match resid_mid {
             Some(mid) => (mid + mlp_out)?,
             None => ((resid_pre + attn_out)? + mlp_out)?,
         };
-        rt.point(|| format!("blocks.{l}.hook_resid_post"), ly, resid_post)
+        rt.point(HookName::ResidPost(l), resid_post)
     }
 
     fn attention(
@@ -747,21 +717,20 @@ impl HookedTransformer {
     ) -> Result<Tensor> {
         let c = &self.cfg;
         let a = &self.weights.blocks[l].attn;
-        let ly = Some(l);
         let (b, p, d) = resid_pre.dims3()?;
         let (h, kvh, dh) = (c.n_heads, c.n_kv_heads, c.d_head);
-        let ln1 = format!("blocks.{l}.ln1");
+        let ln1 = (HookName::Ln1Scale(l), HookName::Ln1Normalized(l));
 
         let (q, k, v) = if self.settings.use_split_qkv_input {
             // Each head gets its own copy of the residual, normalised separately (TransformerLens).
             let mut proj =
-                |which: &str, n: usize, w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
+                |input: HookName, n: usize, w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
                     let inp = resid_pre
                         .unsqueeze(2)?
                         .broadcast_as((b, p, n, d))?
                         .contiguous()?;
-                    let inp = rt.point(|| format!("blocks.{l}.hook_{which}_input"), ly, inp)?;
-                    let normed = self.norm(&self.weights.blocks[l].ln1, &inp, &ln1, ly, rt)?;
+                    let inp = rt.point(input, inp)?;
+                    let normed = self.norm(&self.weights.blocks[l].ln1, &inp, ln1, rt)?;
                     // [b, p, n, d] x [n, d, dh] -> [b, p, n, dh]
                     let w_heads = w
                         .tensor()?
@@ -782,17 +751,17 @@ impl HookedTransformer {
                     }
                     Ok(y)
                 };
-            let q = proj("q", h, &a.w_q, &a.b_q)?;
-            let k = proj("k", kvh, &a.w_k, &a.b_k)?;
-            let v = proj("v", kvh, &a.w_v, &a.b_v)?;
+            let q = proj(HookName::QInput(l), h, &a.w_q, &a.b_q)?;
+            let k = proj(HookName::KInput(l), kvh, &a.w_k, &a.b_k)?;
+            let v = proj(HookName::VInput(l), kvh, &a.w_v, &a.b_v)?;
             (q, k, v)
         } else {
             let attn_in = if self.settings.use_attn_in {
-                rt.point(|| format!("blocks.{l}.hook_attn_in"), ly, resid_pre.clone())?
+                rt.point(HookName::AttnIn(l), resid_pre.clone())?
             } else {
                 resid_pre.clone()
             };
-            let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, &ln1, ly, rt)?;
+            let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, ln1, rt)?;
             let x2 = n1.reshape((b * p, d))?;
             let lin = |w: &Matrix, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
                 let mut y = x2.matmul(&w.tensor()?)?;
@@ -807,9 +776,9 @@ impl HookedTransformer {
                 lin(&a.w_v, &a.b_v, kvh)?,
             )
         };
-        let q = rt.point(|| format!("blocks.{l}.attn.hook_q"), ly, q)?;
-        let k = rt.point(|| format!("blocks.{l}.attn.hook_k"), ly, k)?;
-        let v = rt.point(|| format!("blocks.{l}.attn.hook_v"), ly, v)?;
+        let q = rt.point(HookName::AttnQ(l), q)?;
+        let k = rt.point(HookName::AttnK(l), k)?;
+        let v = rt.point(HookName::AttnV(l), v)?;
         let (mut q, mut k) = (q, k);
         if let Some(n) = &a.q_norm {
             q = ops::rms_norm(&q, n.w.as_ref(), c.norm_eps)?.0;
@@ -832,8 +801,8 @@ impl HookedTransformer {
             let (cos, sin) = (cos.to_dtype(q.dtype())?, sin.to_dtype(q.dtype())?);
             q = ops::apply_rotary(&q, &cos, &sin, dim)?;
             k = ops::apply_rotary(&k, &cos, &sin, dim)?;
-            q = rt.point(|| format!("blocks.{l}.attn.hook_rot_q"), ly, q)?;
-            k = rt.point(|| format!("blocks.{l}.attn.hook_rot_k"), ly, k)?;
+            q = rt.point(HookName::AttnRotQ(l), q)?;
+            k = rt.point(HookName::AttnRotK(l), k)?;
         }
         // [b, p, n, dh] -> [b, n, p, dh]
         let q = q.transpose(1, 2)?.contiguous()?;
@@ -865,16 +834,16 @@ impl HookedTransformer {
             None => &geo.bias_global,
         };
         let scores = scores.broadcast_add(bias)?;
-        let scores = rt.point(|| format!("blocks.{l}.attn.hook_attn_scores"), ly, scores)?;
+        let scores = rt.point(HookName::AttnScores(l), scores)?;
         let pattern = ops::softmax_last_dim(&scores)?;
-        let pattern = rt.point(|| format!("blocks.{l}.attn.hook_pattern"), ly, pattern)?;
+        let pattern = rt.point(HookName::AttnPattern(l), pattern)?;
         let z = pattern
             .reshape((b, kvh, rep * p, kl))?
             .matmul(&v)?
             .reshape((b, h, p, dh))?
             .transpose(1, 2)?
             .contiguous()?;
-        let z = rt.point(|| format!("blocks.{l}.attn.hook_z"), ly, z)?;
+        let z = rt.point(HookName::AttnZ(l), z)?;
         let out = if self.settings.use_attn_result {
             // [b, p, h, dh] x [h, dh, d] -> [b, p, h, d]
             let w_o = a.w_o.tensor()?.reshape((h, dh, d))?;
@@ -887,7 +856,7 @@ impl HookedTransformer {
                 .reshape((h, b, p, d))?
                 .permute((1, 2, 0, 3))?
                 .contiguous()?;
-            let result = rt.point(|| format!("blocks.{l}.attn.hook_result"), ly, result)?;
+            let result = rt.point(HookName::AttnResult(l), result)?;
             result.sum(2)?
         } else {
             z.reshape((b * p, h * dh))?
@@ -906,7 +875,6 @@ impl HookedTransformer {
             .mlp
             .as_ref()
             .ok_or_else(|| Error::Unsupported(format!("block {l} has no MLP weights")))?;
-        let ly = Some(l);
         let (b, p, d) = x.dims3()?;
         let x2 = x.reshape((b * p, d))?;
         let lin = |w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
@@ -919,28 +887,16 @@ impl HookedTransformer {
         };
         let post = match &m.w_gate {
             Some(wg) => {
-                let pre = rt.point(
-                    || format!("blocks.{l}.mlp.hook_pre"),
-                    ly,
-                    lin(wg, &m.b_gate)?,
-                )?;
-                let pre_linear = rt.point(
-                    || format!("blocks.{l}.mlp.hook_pre_linear"),
-                    ly,
-                    lin(&m.w_in, &m.b_in)?,
-                )?;
+                let pre = rt.point(HookName::MlpPre(l), lin(wg, &m.b_gate)?)?;
+                let pre_linear = rt.point(HookName::MlpPreLinear(l), lin(&m.w_in, &m.b_in)?)?;
                 ops::act_mul(&pre, &pre_linear, c.act)?
             }
             None => {
-                let pre = rt.point(
-                    || format!("blocks.{l}.mlp.hook_pre"),
-                    ly,
-                    lin(&m.w_in, &m.b_in)?,
-                )?;
+                let pre = rt.point(HookName::MlpPre(l), lin(&m.w_in, &m.b_in)?)?;
                 ops::act(&pre, c.act)?
             }
         };
-        let post = rt.point(|| format!("blocks.{l}.mlp.hook_post"), ly, post)?;
+        let post = rt.point(HookName::MlpPost(l), post)?;
         let mut out = post.reshape((b * p, c.d_mlp))?.matmul(&m.w_out.tensor()?)?;
         if let Some(bo) = &m.b_out {
             out = out.broadcast_add(bo)?;
