@@ -40,6 +40,24 @@ pub enum Error {
     /// Fetching a model (pip, hub) failed.
     #[error("fetch: {0}")]
     Fetch(String),
+    /// Work that would not fit in its memory budget, refused before it starts.
+    #[error(
+        "{what} needs {needed} bytes ({}), but {available} bytes ({}) are available ({budget}); {hint}",
+        human_bytes(*.needed),
+        human_bytes(*.available)
+    )]
+    TooLarge {
+        /// What was refused (`an activation cache of 700 hook points over 1×5000 tokens`).
+        what: String,
+        /// Bytes it would need.
+        needed: u64,
+        /// Bytes the budget allows.
+        available: u64,
+        /// Where the budget came from (`MemAvailable in /proc/meminfo`).
+        budget: String,
+        /// How to make it fit.
+        hint: String,
+    },
     /// An error from the tensor library.
     #[error("tensor: {0}")]
     Candle(#[from] candle_core::Error),
@@ -60,5 +78,20 @@ impl Error {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// `1.5 GiB`, `3.2 MiB`, `800 B`: a byte count for people.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{b} B"),
+        _ => format!("{v:.1} {}", UNITS[u]),
     }
 }

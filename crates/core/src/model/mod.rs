@@ -1,6 +1,7 @@
 //! The hooked transformer: one config-driven model for GPT-2, GPT-NeoX, Llama and Gemma 3,
 //! exposing every activation under TransformerLens' hook names.
 
+mod budget;
 pub mod generate;
 pub mod hooks;
 mod ops;
@@ -9,6 +10,7 @@ pub mod weights;
 
 use candle_core::{DType, Device, Tensor, D};
 
+pub use budget::{mem_available, CacheBudget};
 pub use generate::GenerateOptions;
 pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
 pub use weights::{AttnWeights, BlockWeights, Matrix, MlpWeights, NormWeights, Weights};
@@ -284,18 +286,15 @@ impl HookedTransformer {
         self.run_inner(Input::Tokens(tokens), &RunOptions::default(), &mut rt, None)
     }
 
-    /// Logits and the activations selected by `filter` (names or globs).
+    /// Logits and the activations selected by `filter` (names or globs). A cache that would
+    /// not fit in the available memory is refused before any work (see
+    /// [`HookedTransformer::run_with_cache_within`] for another budget).
     pub fn run_with_cache(
         &self,
         tokens: &Tensor,
         filter: &NameFilter,
     ) -> Result<(Tensor, ActivationCache)> {
-        self.run(
-            Input::Tokens(tokens),
-            &RunOptions::default(),
-            None,
-            Some(filter),
-        )
+        self.run_with_cache_within(tokens, filter, CacheBudget::Available)
     }
 
     /// Logits with hooks that may read or replace activations.
