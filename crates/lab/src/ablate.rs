@@ -113,7 +113,7 @@ impl Experiment for Config {
         Config {
             model: "smollm2-135m".into(),
             max_docs: 2,
-            max_tokens: 16,
+            max_tokens: 8,
             top_k: 5,
             ..Default::default()
         }
