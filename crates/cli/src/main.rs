@@ -9,6 +9,7 @@ mod cmd_ablate;
 mod cmd_bench;
 mod cmd_compose;
 mod cmd_diff;
+mod cmd_generate;
 mod cmd_heads;
 mod cmd_info;
 mod cmd_ioi;
@@ -63,7 +64,7 @@ enum Command {
     /// Show a model's architecture, sizes and hook points.
     Info(cmd_info::InfoArgs),
     /// Generate text.
-    Generate(cmd_run::GenerateArgs),
+    Generate(cmd_generate::GenerateArgs),
     /// Run a prompt: top next tokens, cached activations, a run directory.
     Run(cmd_run::RunArgs),
     /// Measure load, forward and run_with_cache speed and memory.
@@ -131,7 +132,7 @@ fn main() -> ExitCode {
         Command::Models => cmd_models::models(),
         Command::Fetch { model } => cmd_models::fetch(&model),
         Command::Info(a) => cmd_info::info(a),
-        Command::Generate(a) => cmd_run::generate(a),
+        Command::Generate(a) => cmd_generate::generate(a),
         Command::Run(a) => cmd_run::run(a),
         Command::Bench(a) => cmd_bench::bench(a),
         Command::Heads(a) => cmd_heads::run(a),

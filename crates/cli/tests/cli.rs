@@ -39,10 +39,10 @@ fn run_prints_top_tokens_and_writes_a_run_directory() {
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
             .unwrap();
     assert_eq!(
-        manifest["model"]["sha256"],
+        manifest["models"][0]["sha256"],
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     );
-    assert_eq!(manifest["model"]["config"]["n_layers"], 30);
+    assert_eq!(manifest["models"][0]["config"]["n_layers"], 30);
     let bytes = std::fs::read(out_dir.join("activations.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let logits = st.tensor("unembed.hook_out").unwrap();
@@ -92,8 +92,8 @@ fn quantized_weights_give_the_same_activations_and_say_so_in_the_manifest() {
     };
     let (dense_manifest, dense) = run(None, "dense");
     let (quant_manifest, quant) = run(Some("--quantized-weights"), "quant");
-    assert_eq!(dense_manifest["model"]["weights"], "dense");
-    assert_eq!(quant_manifest["model"]["weights"], "quantized");
+    assert_eq!(dense_manifest["models"][0]["weights"], "dense");
+    assert_eq!(quant_manifest["models"][0]["weights"], "quantized");
     let read = |bytes: &[u8], name: &str| -> Vec<f32> {
         let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
         st.tensor(name)
@@ -266,4 +266,59 @@ fn prompt_longer_than_the_context() {
     let long = "word ".repeat(200);
     let out = interplab(&["run", p.to_str().unwrap(), "--prompt", &long]);
     assert_one_line_error(&out, "context");
+}
+
+#[test]
+fn a_cache_that_cannot_fit_is_refused_before_any_work_with_the_numbers() {
+    // SmolLM2-135M over 4 tokens: every layer's pattern is 9 heads x 4 x 4 f32s, and the logits
+    // (held beside the cache) 4 x 49152 f32s.
+    let needed = 4 * (30 * 9 * 4 * 4 + 4 * 49152);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out = interplab(&[
+        "run",
+        "smollm2-135m",
+        "--token-ids",
+        "1,2,3,4",
+        "--cache",
+        "blocks.*.attn.hook_pattern",
+        "--max-cache-bytes",
+        "100000",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, &format!("needs {needed} bytes"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("but 100000 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("narrower filter") && stderr.contains("--max-cache-bytes"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "a refused run printed results"
+    );
+    assert!(!out_dir.exists(), "a refused run left {}", out_dir.display());
+    // The same run within a budget that fits.
+    let budget = needed.to_string();
+    let out = interplab(&[
+        "run",
+        "smollm2-135m",
+        "--token-ids",
+        "1,2,3,4",
+        "--cache",
+        "blocks.*.attn.hook_pattern",
+        "--max-cache-bytes",
+        &budget,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(out_dir.join("activations.safetensors").is_file());
+}
+
+#[test]
+fn generate_refuses_a_top_p_out_of_range() {
+    let out = interplab(&["generate", "smollm2-135m", "--prompt", "Hi", "--top-p", "2"]);
+    assert_one_line_error(&out, "top_p must be in (0, 1], got 2");
 }
