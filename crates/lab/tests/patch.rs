@@ -1,0 +1,64 @@
+//! `patch` through the lab: a quick run reruns to identical results and tensors; a bad config
+//! lists every problem and creates no run directory.
+
+mod common;
+
+use interplab_core::loader::WeightStorage;
+use interplab_lab::patch::{Config, MetricName, Site};
+use interplab_lab::rerun::run_to_dir;
+use interplab_lab::{Existing, Experiment, NoProgress};
+
+#[test]
+fn quick_patch_reruns_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, _) = common::assert_rerun_identical(Config::quick().into(), tmp.path());
+    assert_eq!(
+        common::tensor_files(&first.dir),
+        vec!["patching.safetensors".to_string()]
+    );
+    let r = &first.outcome.results;
+    let n = r["clean_tokens"].as_array().unwrap().len();
+    let values = r["attn_out"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 30);
+    assert!(values.iter().all(|row| row.as_array().unwrap().len() == n));
+    assert!(first.dir.join("patch_attn_out.svg").is_file());
+}
+
+#[test]
+fn a_bad_config_lists_every_problem_and_writes_nothing() {
+    let cfg = Config {
+        model: "smollm2-135m".into(),
+        clean: "a".into(),
+        corrupt: "b".into(),
+        metric: MetricName::LogitDiff,
+        answer: None,
+        sites: vec![Site::ResidPre],
+        head: Some("x".into()),
+        ..Default::default()
+    };
+    let e = cfg.validate().unwrap_err().to_string();
+    for needle in [
+        "metric logit-diff needs answer and wrong",
+        "head \"x\" is not LAYER.HEAD",
+        "head needs a per-head site",
+    ] {
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+    }
+    assert_eq!(Site::parse_list("z, resid_pre,").unwrap(), vec![Site::Z, Site::ResidPre]);
+    assert!(Site::parse_list("resid_sideways")
+        .unwrap_err()
+        .to_string()
+        .contains("unknown site"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let err = run_to_dir(
+        &cfg.into(),
+        Some(&out),
+        Existing::Refuse,
+        WeightStorage::Dense,
+        &mut |_| {},
+        &mut NoProgress,
+    );
+    assert!(err.is_err());
+    assert!(!out.exists(), "a rejected config created {}", out.display());
+}
