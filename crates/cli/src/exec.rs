@@ -151,9 +151,10 @@ impl Progress for Bars {
         self.bar().set_message(msg.to_string());
     }
     fn note(&mut self, msg: &str) {
+        // A hidden bar (stderr not a terminal) drops `println`: print the note plainly.
         match &self.bar {
-            Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
+            Some(b) if !b.is_hidden() => b.println(msg),
+            _ => eprintln!("{msg}"),
         }
     }
 }
