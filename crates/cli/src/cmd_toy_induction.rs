@@ -7,12 +7,10 @@ use interplab_lab::induction::{Config, DataKind, Norm, Stopped};
 
 use crate::exec::OutArgs;
 
-/// `--data`.
+/// `--data`: random tokens, a chunk repeated, or byte-level text (--corpus).
 #[derive(Clone, Copy, ValueEnum)]
 enum DataArg {
-    /// Random tokens, a chunk repeated.
     Repeated,
-    /// Byte-level text (--corpus).
     Corpus,
 }
 
@@ -139,7 +137,11 @@ pub fn run(a: InductionArgs) -> anyhow::Result<()> {
     let phases = interplab_lab::manifest::read(&dir.join("manifest.json"))?.phases;
     for s in &outcome.results.depths {
         let name = format!("train L{}", s.layers);
-        let secs: f64 = phases.iter().filter(|p| p.name == name).map(|p| p.seconds).sum();
+        let secs: f64 = phases
+            .iter()
+            .filter(|p| p.name == name)
+            .map(|p| p.seconds)
+            .sum();
         println!(
             "L{}: final loss {:.3}, {} ({secs:.1} s)",
             s.layers,

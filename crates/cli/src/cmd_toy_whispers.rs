@@ -119,7 +119,11 @@ pub fn run(a: WhispersArgs) -> anyhow::Result<()> {
     }
     let phases = interplab_lab::manifest::read(&dir.join("manifest.json"))?.phases;
     let secs = |f: &dyn Fn(&str) -> bool| -> f64 {
-        phases.iter().filter(|p| f(&p.name)).map(|p| p.seconds).sum()
+        phases
+            .iter()
+            .filter(|p| f(&p.name))
+            .map(|p| p.seconds)
+            .sum()
     };
     let forward = secs(&|n| n == "forward");
     let work = secs(&|n| n == "forward" || n.starts_with("train layer"));

@@ -220,7 +220,10 @@ impl Experiment for Config {
         p.positive("max_len", self.max_len)
             .positive("top_k", self.top_k);
         if let Some(n) = self.max_docs {
-            p.check(n >= 2, format!("max_docs must be at least 2 (one is held out), got {n}"));
+            p.check(
+                n >= 2,
+                format!("max_docs must be at least 2 (one is held out), got {n}"),
+            );
         }
         p.check(
             !self.random_dims || self.dims.is_some(),

@@ -52,7 +52,11 @@ fn a_rerun_gives_identical_results_and_weights() {
             v
         };
         let outcome = read(&first.dir.join(format!("weights_L{l}.safetensors")));
-        let snapshot = read(&first.dir.join(format!("L{l}/weights/step_000040.safetensors")));
+        let snapshot = read(
+            &first
+                .dir
+                .join(format!("L{l}/weights/step_000040.safetensors")),
+        );
         assert!(outcome.iter().any(|(n, _)| n == "blocks.0.attn.W_Q"));
         assert_eq!(outcome, snapshot, "L{l}");
     }
@@ -65,11 +69,16 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
         layers: vec![5],
         steps: 0,
         eval_seqs: 0,
-        heads: 3,
+        heads: 5,
         ..Default::default()
     };
     let e = cfg.validate().unwrap_err().to_string();
-    for needle in ["layers takes depths from 1 to 4", "steps", "eval_seqs", "not a multiple"] {
+    for needle in [
+        "layers takes depths from 1 to 4",
+        "steps",
+        "eval_seqs",
+        "not a multiple",
+    ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -119,8 +128,8 @@ const PERFECT_INDUCTION: f64 = 2.0 / 3.0;
 /// Mean loss on the third copy of the chunk (positions 33..48) at the last checkpoint.
 fn third_copy_loss(metrics: &serde_json::Value) -> f64 {
     let cps = metrics["checkpoints"].as_array().unwrap();
-    let per_pos: Vec<f64> = serde_json::from_value(cps.last().unwrap()["loss_by_position"].clone())
-        .unwrap();
+    let per_pos: Vec<f64> =
+        serde_json::from_value(cps.last().unwrap()["loss_by_position"].clone()).unwrap();
     per_pos[32..].iter().sum::<f64>() / 15.0
 }
 

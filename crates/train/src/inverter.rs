@@ -449,11 +449,21 @@ impl Inverter {
         let p = params_as_tensors(&self.params, self.d, self.hidden, self.classes)?;
         let mut out = Vec::new();
         for (name, t) in names.iter().zip(p) {
-            let t = if name.starts_with('b') { t.flatten_all()? } else { t };
+            let t = if name.starts_with('b') {
+                t.flatten_all()?
+            } else {
+                t
+            };
             out.push((name.to_string(), t));
         }
-        out.push(("mean".into(), Tensor::new(self.mean.as_slice(), &Device::Cpu)?));
-        out.push(("std".into(), Tensor::new(self.std.as_slice(), &Device::Cpu)?));
+        out.push((
+            "mean".into(),
+            Tensor::new(self.mean.as_slice(), &Device::Cpu)?,
+        ));
+        out.push((
+            "std".into(),
+            Tensor::new(self.std.as_slice(), &Device::Cpu)?,
+        ));
         Ok(out)
     }
 

@@ -136,8 +136,20 @@ fn heads_figure(runs: &[DepthRun]) -> Figure {
             .flat_map(|run| {
                 let (nl, nh, recs) = (run.cfg.n_layers, run.cfg.n_heads, &run.records);
                 [
-                    over_time(recs, nl, nh, true, format!("{}: previous-token", depth_name(nl))),
-                    over_time(recs, nl, nh, false, format!("{}: induction", depth_name(nl))),
+                    over_time(
+                        recs,
+                        nl,
+                        nh,
+                        true,
+                        format!("{}: previous-token", depth_name(nl)),
+                    ),
+                    over_time(
+                        recs,
+                        nl,
+                        nh,
+                        false,
+                        format!("{}: induction", depth_name(nl)),
+                    ),
                 ]
             })
             .collect(),
@@ -149,12 +161,7 @@ fn composition_panels(runs: &[DepthRun]) -> Vec<Figure> {
     runs.iter()
         .filter_map(|run| {
             let (nl, nh) = (run.cfg.n_layers, run.cfg.n_heads);
-            let k = run
-                .records
-                .last()?
-                .composition
-                .as_ref()?
-                .k_scores(nl, nh);
+            let k = run.records.last()?.composition.as_ref()?.k_scores(nl, nh);
             let earlier = head_labels(nl - 1, nh);
             let later: Vec<String> = head_labels(nl, nh).split_off(nh);
             Some(Figure::Heatmap(Heatmap {
@@ -233,7 +240,10 @@ pub(super) fn outcome(cfg: &Config, runs: &[DepthRun], results: Results) -> Outc
     let comp = composition_panels(runs);
     let has_comp = !comp.is_empty();
     let comp_fig = Figure::Grid {
-        title: format!("K-composition (random {:.3})", results.composition_random_baseline),
+        title: format!(
+            "K-composition (random {:.3})",
+            results.composition_random_baseline
+        ),
         columns: 2,
         figures: comp,
     };

@@ -363,7 +363,11 @@ pub(super) fn outcome(f: &Facts, mut results: Results) -> Outcome<Results> {
     };
     let layers = &results.layers;
     // The first sample, as text: what each layer's top guesses spell.
-    if let Some(s) = layers.first().and_then(|r| r.samples.first()).map(|g| g.seq) {
+    if let Some(s) = layers
+        .first()
+        .and_then(|r| r.samples.first())
+        .map(|g| g.seq)
+    {
         let mut lines = vec![("input".to_string(), one_line(&truth_ids(&layers[0], s)))];
         lines.extend(
             layers
