@@ -154,6 +154,7 @@ impl Progress for Bars {
         self.bar().set_message(msg.to_string());
     }
     fn note(&mut self, msg: &str) {
+        // A hidden bar (stderr not a terminal) drops `println`: print the note plainly.
         match &self.bar {
             // `println` draws nothing when stderr is not a terminal; suspend works everywhere.
             Some(b) => b.suspend(|| eprintln!("{msg}")),

@@ -55,6 +55,8 @@ fn tiny_run_writes_its_run_directory() {
             "L2/analysis.json",
             "L2/weights/step_000000.safetensors",
             "L2/weights/step_000020.safetensors",
+            "weights_L1.safetensors",
+            "weights_L2.safetensors",
         ],
     );
     let r = results(&out);
@@ -115,9 +117,9 @@ fn bad_input_is_a_clean_error() {
     let o = run_tiny(&out, &["--layers", "5"]);
     assert_clean_error(&o, "--layers");
     let o = run_tiny(&out, &["--data", "images"]);
-    assert_clean_error(&o, "unknown --data");
+    assert_clean_error(&o, "invalid value 'images' for '--data");
     let o = run_tiny(&out, &["--norm", "batch"]);
-    assert_clean_error(&o, "unknown --norm");
+    assert_clean_error(&o, "invalid value 'batch' for '--norm");
     let o = run_tiny(&out, &["--heads", "3"]);
     assert_clean_error(&o, "not a multiple");
     let o = interplab(&[
@@ -142,8 +144,8 @@ fn bad_input_is_a_clean_error() {
     std::fs::write(out.join("L1/checkpoint.json"), "{\"step\": 3").unwrap();
     let o = run_tiny(&out, &["--resume"]);
     assert_clean_error(&o, "checkpoint");
-    // A checkpoint of another configuration.
-    let o = run_tiny(&out, &["--stop-after", "5"]);
+    // A checkpoint of another configuration (--force: the directory already holds a run).
+    let o = run_tiny(&out, &["--stop-after", "5", "--force"]);
     assert_ok(&o);
     let o = run_tiny(&out, &["--resume", "--lr", "0.5"]);
     assert_clean_error(&o, "different configuration");

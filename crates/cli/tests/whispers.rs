@@ -49,6 +49,8 @@ fn tiny_run_writes_its_directory_and_resumes_to_the_same_numbers() {
             "accuracy_by_layer.png",
             "accuracy_by_position.svg",
             "accuracy_by_position.png",
+            "inverter_L0.safetensors",
+            "inverter_L1.safetensors",
         ],
     );
     let r = results(&dir);

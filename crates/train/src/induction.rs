@@ -527,7 +527,7 @@ impl Trainer {
 }
 
 /// Where the loss falls fastest: the `window`-step stretch whose smoothed loss drops most.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossDrop {
     /// First and last step of the steepest stretch (1-based step numbers).
     pub start: usize,

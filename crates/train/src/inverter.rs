@@ -437,6 +437,36 @@ impl Inverter {
         out
     }
 
+    /// The parameters as named tensors, for safetensors: `W` `[d, classes]` and `b`
+    /// `[classes]` for softmax regression, else `W1` `[d, hidden]`, `b1`, `W2`
+    /// `[hidden, classes]`, `b2`; and the standardisation `mean` and `std` `[d]`.
+    pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let names: &[&str] = if self.hidden == 0 {
+            &["W", "b"]
+        } else {
+            &["W1", "b1", "W2", "b2"]
+        };
+        let p = params_as_tensors(&self.params, self.d, self.hidden, self.classes)?;
+        let mut out = Vec::new();
+        for (name, t) in names.iter().zip(p) {
+            let t = if name.starts_with('b') {
+                t.flatten_all()?
+            } else {
+                t
+            };
+            out.push((name.to_string(), t));
+        }
+        out.push((
+            "mean".into(),
+            Tensor::new(self.mean.as_slice(), &Device::Cpu)?,
+        ));
+        out.push((
+            "std".into(),
+            Tensor::new(self.std.as_slice(), &Device::Cpu)?,
+        ));
+        Ok(out)
+    }
+
     /// Class probabilities of rows `idx` of `x`, `[idx.len(), classes]`.
     pub fn probabilities(&self, x: &[f32], idx: &[usize]) -> Result<Vec<f32>> {
         let xb = self.gather(x, idx);
@@ -605,7 +635,6 @@ pub struct LayerResult {
     pub buckets: Vec<Accuracy>,
     /// Guesses at the sample positions.
     pub samples: Vec<Guess>,
-    pub wall_s: f64,
 }
 
 /// Position buckets `[lo, hi)`: single positions 0..3, then powers of two.
@@ -744,7 +773,6 @@ pub fn train_layer(
     prob: &Problem,
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<(Inverter, LayerResult)> {
-    let t0 = std::time::Instant::now();
     let d = ex.width;
     let x = &ex.acts[h];
     let mut inv = Inverter::new(d, cfg.hidden, prob.classes.len(), cfg.seed ^ layer as u64);
@@ -861,7 +889,6 @@ pub fn train_layer(
         test_seen: acc(&prob.test_seen, &subset(&prob.test_seen)),
         buckets,
         samples,
-        wall_s: t0.elapsed().as_secs_f64(),
     };
     Ok((inv, result))
 }

@@ -1,165 +1,21 @@
-//! Attention-only transformers trained on repeated random tokens (RESEARCH.md §3), checked with
-//! the analysis crate's instruments: a 2-layer model forms an induction head in layer 1 whose
-//! strongest K-composition partner is a previous-token head in layer 0, with an abrupt loss drop;
-//! a 1-layer model forms none. Also: three training steps against TransformerLens and
+//! The induction trainer: three training steps against TransformerLens and
 //! torch.optim.AdamW, the training loss's gradients against finite differences, bit-exact
-//! resume, bad input.
-//!
-//! Thresholds. On the scoring sequences (a 16-token chunk repeated 3 times, no BOS) a perfect
-//! induction head scores about 2/3 under TransformerLens' definition (the first chunk's rows
-//! have no target but count in the denominator; a token repeated inside the chunk adds a
-//! little), a perfect previous-token head 47/48, and a head attending uniformly over its prefix
-//! scores (1/48) Σ_{q=1}^{47} 1/(q+1) ≈ 0.072 as a previous-token head; a previous-token head
-//! is one scoring over twice that. "Forms an induction head" means some head reaches half of
-//! the perfect induction score, i.e. most of its attention from the repeats lands on the token
-//! after the earlier copy (the reference run's layer-1 heads reach ≈ 75%; uniform attention
-//! ≈ 6%).
+//! resume, bad input, and the repeated-data format. Whether trained models form induction heads
+//! is checked through the experiment itself, in `crates/lab/tests/induction.rs`.
 
 use candle_core::{DType, Device, Tensor};
-use interplab_analysis::composition::{composition_scores, CompositionKind};
-use interplab_analysis::heads::{scores_from_cache, HeadKind, HeadScoreOptions, HeadScores};
-use interplab_analysis::stats::next_token_losses;
-use interplab_core::model::{next_token_loss, Input, NameFilter, RunOptions};
+use interplab_core::model::{next_token_loss, Input, RunOptions};
 use interplab_train::checkpoint;
 use interplab_train::induction::{
-    eval_batch, init_model, steepest_drop, Data, DataConfig, InductionConfig, TrainState, Trainer,
+    eval_batch, init_model, Data, DataConfig, InductionConfig, TrainState, Trainer,
 };
 use interplab_train::optim::{AdamW, AdamWConfig};
 use interplab_train::optim_var::VarAdamWState;
-
-/// The §3 model (d_model 48, 4 heads, vocab 128, LayerNorm, chunks of 8–16 tokens repeated
-/// to 48 positions, AdamW wd 1) at lr 3e-3 so the phase change comes within 600 steps.
-fn fast_config(n_layers: usize) -> InductionConfig {
-    InductionConfig {
-        n_layers,
-        steps: 600,
-        lr: 3e-3,
-        ..Default::default()
-    }
-}
-
-struct Analysed {
-    prev: HeadScores,
-    induction: HeadScores,
-    /// Mean loss per predicted position on the scoring sequences.
-    loss_by_position: Vec<f64>,
-}
-
-fn analyse(tr: &Trainer, seqs: &[Vec<u32>]) -> Analysed {
-    let c = &tr.model.cfg;
-    let flat: Vec<u32> = seqs.iter().flatten().copied().collect();
-    let tokens = Tensor::from_vec(flat, (seqs.len(), seqs[0].len()), &Device::Cpu).unwrap();
-    let filter = NameFilter::new(&["blocks.*.attn.hook_pattern"]);
-    let (logits, cache) = tr
-        .model
-        .run(
-            Input::Tokens(&tokens),
-            &RunOptions::default(),
-            None,
-            Some(&filter),
-        )
-        .unwrap();
-    let mut s = scores_from_cache(
-        &cache,
-        c.n_layers,
-        c.n_heads,
-        seqs,
-        &[HeadKind::PreviousToken, HeadKind::Induction],
-        HeadScoreOptions::default(),
-    )
-    .unwrap()
-    .into_iter();
-    let mut loss = vec![0.0; seqs[0].len() - 1];
-    for (b, s) in seqs.iter().enumerate() {
-        let l = next_token_losses(&logits.narrow(0, b, 1).unwrap(), s).unwrap();
-        for (acc, x) in loss.iter_mut().zip(&l[0]) {
-            *acc += x / seqs.len() as f64;
-        }
-    }
-    Analysed {
-        prev: s.next().unwrap(),
-        induction: s.next().unwrap(),
-        loss_by_position: loss,
-    }
-}
 
 /// One thread for candle and rayon: these models are too small to split, and at 2 threads on a
 /// busy 2-core machine the 2-layer test ran 4× longer (rayon oversubscription, DESIGN.md).
 fn one_thread() {
     std::env::set_var("RAYON_NUM_THREADS", "1");
-}
-
-fn trained(n_layers: usize) -> (Trainer, Vec<Vec<u32>>) {
-    one_thread();
-    let cfg = fast_config(n_layers);
-    let data = Data::new(&cfg, None).unwrap();
-    let mut tr = Trainer::new(cfg.clone()).unwrap();
-    tr.train(&data, cfg.steps, &mut |_, _| {}).unwrap();
-    (tr, eval_batch(&cfg, &data, 32))
-}
-
-const PERFECT_INDUCTION: f64 = 2.0 / 3.0;
-
-fn uniform_prev_score(n: usize) -> f64 {
-    (1..n).map(|q| 1.0 / (q + 1) as f64).sum::<f64>() / n as f64
-}
-
-#[test]
-fn two_layers_form_an_induction_head_that_k_composes_with_a_previous_token_head() {
-    let (tr, seqs) = trained(2);
-    let a = analyse(&tr, &seqs);
-    let (l, h, score) = a.induction.top_k(1)[0];
-    eprintln!(
-        "induction {:.3?}\nprevious {:.3?}",
-        a.induction.scores, a.prev.scores
-    );
-    assert_eq!(l, 1, "the best induction head {l}.{h} is not in layer 1");
-    assert!(
-        score > 0.5 * PERFECT_INDUCTION,
-        "best induction score {score:.3} below half of a perfect head's"
-    );
-    // Its strongest K-composition partner is in layer 0 and is a previous-token head.
-    let k = composition_scores(&tr.model, CompositionKind::K).unwrap();
-    let (pl, ph, ks) = k.strongest_partner(l, h).unwrap();
-    let prev0 = &a.prev.scores[0];
-    eprintln!("partner {pl}.{ph} (K {ks:.3}), previous-token scores of layer 0 {prev0:.3?}");
-    assert_eq!(pl, 0);
-    let uniform = uniform_prev_score(seqs[0].len());
-    assert!(
-        prev0[ph] > 2.0 * uniform,
-        "partner's previous-token score {:.3} is not above twice uniform attention's {uniform:.3}",
-        prev0[ph]
-    );
-    // The loss shows the drop: over half a nat within 50 steps, ...
-    let drop = steepest_drop(&tr.loss_history, 25).unwrap();
-    eprintln!("{drop:?}");
-    assert!(drop.before - drop.after > 0.5, "{drop:?}");
-    // ... and ends with the third copy predicted in order: a model that knows which 16 tokens
-    // came before but not their order cannot get below ln 16 = 2.77 nats there.
-    let third: f64 = a.loss_by_position[32..].iter().sum::<f64>() / 15.0;
-    assert!(
-        third < 0.5 * 16f64.ln(),
-        "loss on the third copy {third:.3}"
-    );
-}
-
-#[test]
-fn one_layer_forms_no_induction_head() {
-    let (tr, seqs) = trained(1);
-    let a = analyse(&tr, &seqs);
-    let (_, _, score) = a.induction.top_k(1)[0];
-    eprintln!("induction {:.3?}", a.induction.scores);
-    assert!(
-        score < 0.5 * PERFECT_INDUCTION,
-        "a one-layer head scores {score:.3} as an induction head"
-    );
-    // It still learns something from the repeats (copying tokens seen before): the third copy
-    // is predicted better than chance but no better than an order-blind copier.
-    let third: f64 = a.loss_by_position[32..].iter().sum::<f64>() / 15.0;
-    assert!(
-        third < 128f64.ln() && third > 0.5 * 16f64.ln(),
-        "{third:.3}"
-    );
 }
 
 /// Loss of `model` (f64) with one element of `name` moved by `delta`.
