@@ -18,13 +18,13 @@ pub struct DiffArgs {
     #[arg(long, default_value = "sonnets")]
     corpus: String,
     /// Documents to use at most.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = Config::default().max_docs).max_docs)]
     max_docs: usize,
     /// Tokens per document at most.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = Config::default().max_tokens).max_tokens)]
     max_tokens: usize,
     /// Tokens to list.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = Config::default().top).top)]
     top: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -5,7 +5,6 @@ use std::time::Instant;
 use clap::Args;
 use interplab_core::model::GenerateOptions;
 use interplab_lab::prompt::prompt_ids;
-use interplab_lab::Problems;
 
 use crate::ui::load_model;
 
@@ -24,10 +23,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f64,
     /// Nucleus sampling threshold, in (0, 1].
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f64,
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
@@ -36,25 +35,17 @@ pub struct GenerateArgs {
 
 /// Generate text and print it.
 pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
-    let mut p = Problems::new("generate");
-    p.check(
-        a.top_p > 0.0 && a.top_p <= 1.0,
-        format!("top_p must be in (0, 1], got {}", a.top_p),
-    )
-    .check(
-        a.temperature >= 0.0 && a.temperature.is_finite(),
-        format!("temperature must be 0 or more, got {}", a.temperature),
-    )
-    .finish()?;
-    let m = load_model(&a.model)?;
-    let ids = prompt_ids(&m, &a.prompt, a.chat, None)?;
-    let opts = GenerateOptions {
+    let mut opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
         top_p: a.top_p,
         seed: a.seed,
-        stop_ids: m.tokenizer.eos_ids().to_vec(),
+        stop_ids: Vec::new(),
     };
+    opts.validate()?;
+    let m = load_model(&a.model)?;
+    let ids = prompt_ids(&m, &a.prompt, a.chat, None)?;
+    opts.stop_ids = m.tokenizer.eos_ids().to_vec();
     let t0 = Instant::now();
     let out = m.model.generate(&ids, &opts, None)?;
     let secs = t0.elapsed().as_secs_f64();

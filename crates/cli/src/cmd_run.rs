@@ -2,7 +2,6 @@
 
 use clap::Args;
 use interplab_lab::prompt::{Config, ACTIVATIONS};
-use serde_json::json;
 
 use crate::exec::{ModelArgs, OutArgs};
 
@@ -18,7 +17,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', conflicts_with = "prompt")]
     token_ids: Option<Vec<u32>>,
     /// How many next tokens to show.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = Config::default().top_k).top_k)]
     top_k: usize,
     /// Hook names or globs to cache, comma-separated (`*` for all).
     #[arg(long)]
@@ -37,15 +36,6 @@ pub struct RunArgs {
     chat: bool,
     #[command(flatten)]
     out: OutArgs,
-}
-
-/// Display form of a token for tables.
-pub fn show_token(m: &interplab_core::loader::LoadedModel, id: u32) -> String {
-    let s = m
-        .tokenizer
-        .decode(&[id])
-        .unwrap_or_else(|_| format!("<{id}>"));
-    format!("{s:?}")
 }
 
 /// Run one prompt, print the top next tokens and write a run directory.
@@ -97,29 +87,4 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     println!("run directory: {}", dir.display());
     Ok(())
-}
-
-/// The manifest every run directory gets: tool version, model provenance, config, arguments.
-pub fn manifest(
-    m: &interplab_core::loader::LoadedModel,
-    command: &str,
-    args: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    Ok(json!({
-        "tool": "interplab",
-        "version": env!("CARGO_PKG_VERSION"),
-        "candle": "0.11.1",
-        "command": command,
-        "created_utc": crate::rundir::utc_stamp(),
-        "model": {
-            "source": m.resolved.source,
-            "path": m.resolved.path,
-            "sha256": m.resolved.sha256,
-            "format": m.format,
-            "config": serde_json::to_value(&m.model.cfg)?,
-            "weights": if m.model.weights.has_quantized() { "quantized" } else { "dense" },
-        },
-        "threads": std::env::var("RAYON_NUM_THREADS").ok(),
-        "args": args,
-    }))
 }

@@ -33,45 +33,45 @@ pub struct InductionArgs {
     /// The text for `--data corpus`: `sonnets` (shipped) or a path to a text or JSONL file.
     #[arg(long, default_value = "sonnets")]
     corpus: String,
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = Config::default().d_model)]
     d_model: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = Config::default().heads)]
     heads: usize,
     /// Vocabulary size (text data needs 128: byte-level ASCII).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = Config::default().vocab)]
     vocab: usize,
     /// Longest repeated chunk (repeated data).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = Config::default().seq_len)]
     seq_len: usize,
     /// Shortest repeated chunk: each training sequence draws its chunk length from
     /// MIN..=seq_len, so the distance to the earlier copy varies (a fixed period lets a
     /// positional head fake induction).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = Config::default().min_seq_len)]
     min_seq_len: usize,
     /// Copies of the chunk; the context is seq_len × repeats (repeated data).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Config::default().repeats)]
     repeats: usize,
     /// Context length for text data.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = Config::default().n_ctx)]
     n_ctx: usize,
     /// Normalisation before each attention layer and the unembedding.
     #[arg(long, value_enum, default_value = "layernorm")]
     norm: NormArg,
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = Config::default().steps)]
     steps: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = Config::default().batch)]
     batch: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = Config::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Config::default().weight_decay)]
     weight_decay: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Analyse, snapshot the weights and save the training state every this many steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = Config::default().checkpoint_every)]
     checkpoint_every: usize,
     /// Sequences in the evaluation batch (head scores, in-context learning).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = Config::default().eval_seqs)]
     eval_seqs: usize,
     /// Continue from the run directory's checkpoints (needs --out).
     #[arg(long, requires = "out")]

@@ -21,7 +21,7 @@ pub struct WhispersArgs {
     #[arg(long)]
     max_docs: Option<usize>,
     /// Tokens per sequence; a longer document is cut into consecutive pieces.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = Config::default().max_len)]
     max_len: usize,
     /// Hook to read, with {L} for the layer.
     #[arg(long, default_value = DEFAULT_HOOK)]
@@ -40,37 +40,37 @@ pub struct WhispersArgs {
     #[arg(long)]
     positions: Option<String>,
     /// Hidden ReLU units of the inverter; 0 is softmax regression.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Config::default().hidden)]
     hidden: usize,
     /// Passes over the training positions (more if needed to reach --min-steps).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = Config::default().epochs)]
     epochs: usize,
     /// Optimiser steps at least, whatever the corpus size.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = Config::default().min_steps)]
     min_steps: usize,
     /// Positions per optimiser step.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = Config::default().batch)]
     batch: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = Config::default().lr)]
     lr: f64,
     /// AdamW (decoupled) weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = Config::default().weight_decay)]
     weight_decay: f64,
     /// Fraction of documents held out.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = Config::default().test_fraction)]
     test_fraction: f64,
     /// Seed of the document split, the --random-dims choice, initialisation and batch order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// k of top-k accuracy and of the guesses shown.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     /// Held-out sequences shown as samples.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Config::default().samples)]
     samples: usize,
     /// Positions shown per sample.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = Config::default().sample_len)]
     sample_len: usize,
     /// Continue from the run directory's checkpoint (needs --out): finished layers are kept.
     #[arg(long, requires = "out")]

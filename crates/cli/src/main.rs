@@ -26,7 +26,6 @@ mod cmd_toy_superposition;
 mod cmd_toy_whispers;
 mod cmd_trace;
 mod exec;
-mod rundir;
 mod ui;
 
 use std::process::ExitCode;

@@ -29,7 +29,7 @@ use interplab_analysis::heads::{
 };
 use interplab_analysis::stats::next_token_losses;
 use interplab_core::atomic::write_atomic;
-use interplab_core::model::{HookedTransformer, Input, NameFilter, RunOptions};
+use interplab_core::model::{HookName, HookedTransformer, Input, NameFilter, RunOptions};
 use interplab_train::checkpoint;
 use interplab_train::induction::{
     eval_batch, icl_score, steepest_drop, text_tokens, Data, DataConfig, InductionConfig, LossDrop,
@@ -484,7 +484,7 @@ pub fn analyse(
     train_loss: Option<f64>,
 ) -> anyhow::Result<CheckpointRecord> {
     let c = &model.cfg;
-    let filter = NameFilter::new(&["blocks.*.attn.hook_pattern"]);
+    let filter = NameFilter::new(&[HookName::AttnPattern(0).every_layer()]);
     let (logits, cache) = model.run(
         Input::Tokens(&sc.tokens),
         &RunOptions::default(),

@@ -19,6 +19,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+pub mod bench;
 pub mod catalog;
 pub mod context;
 pub mod manifest;

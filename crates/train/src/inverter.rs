@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, WithDType};
-use interplab_core::model::{HookedTransformer, Input, NameFilter, RunOptions};
+use interplab_core::model::{HookName, HookedTransformer, Input, NameFilter, RunOptions};
 use interplab_core::rng::SplitMix;
 use interplab_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,7 @@ pub fn hook_name(model: &HookedTransformer, template: &str, layer: usize) -> Res
         )));
     }
     let name = if layer == n && template == DEFAULT_HOOK {
-        format!("blocks.{}.hook_resid_post", n - 1)
+        HookName::ResidPost(n - 1).to_string()
     } else if layer >= n {
         let extra = if template == DEFAULT_HOOK {
             format!("; {n} is the final residual stream")
@@ -339,11 +339,7 @@ const FORWARD_BATCH: usize = 8;
 
 /// The block index in a `blocks.L.*` name.
 fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blocks.")?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+    HookName::parse(name)?.layer()
 }
 
 /// The label set: the tokens present in the corpus, sorted.

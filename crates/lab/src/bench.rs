@@ -1,0 +1,184 @@
+//! The measurements behind `interplab bench`: load time, forward and `run_with_cache` tokens/s
+//! with peak memory, patching and head-detector times, on the same workload as
+//! `scripts/peer/bench_peer.py` (batch × seq token ids from a fixed-seed stream). Peak RSS is the
+//! process's, so the CLI runs each measurement in a fresh child process.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use candle_core::Tensor;
+use interplab_analysis::heads::{
+    head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions,
+};
+use interplab_analysis::patching::{Metric, PatchingSetup, PositionSite};
+use interplab_core::loader::{LoadedModel, WeightStorage};
+use interplab_core::model::NameFilter;
+use serde_json::json;
+
+/// What a benchmark runs on.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Model source.
+    pub model: String,
+    /// Sequences per batch.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Timed runs per measurement (the median is reported).
+    pub runs: usize,
+}
+
+/// The median (mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The peer script's tokens: a fixed-seed stream of ids in [1000, 40000).
+pub fn bench_tokens(batch: usize, seq: usize) -> Vec<u32> {
+    let mut state = 0x5eed_u64;
+    (0..batch * seq)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            1000 + ((state >> 33) % 39_000) as u32
+        })
+        .collect()
+}
+
+/// One measurement (`what`: load, forward, cache, forward-q, cache-q, patch, heads) of `w`,
+/// loading the model through `load` (fetching is the caller's: a timed load must not download).
+pub fn measure(
+    w: &Workload,
+    what: &str,
+    load: &mut dyn FnMut(&str, WeightStorage) -> anyhow::Result<LoadedModel>,
+) -> anyhow::Result<serde_json::Value> {
+    let a = w;
+    let runs = a.runs.max(1);
+    match what {
+        "load" => {
+            // Fetch first (not timed), then time loads.
+            let _ = load(&a.model, WeightStorage::default())?;
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let m = load(&a.model, WeightStorage::default())?;
+                times.push(t0.elapsed().as_secs_f64());
+                drop(m);
+            }
+            Ok(json!({"name": "interplab_load", "median_s": median(times), "runs": runs}))
+        }
+        "forward" | "cache" | "forward-q" | "cache-q" => {
+            let quantized = what.ends_with("-q");
+            let storage = if quantized {
+                WeightStorage::Quantized
+            } else {
+                WeightStorage::Dense
+            };
+            let m = load(&a.model, storage)?;
+            let forward_only = what.starts_with("forward");
+            let ids = bench_tokens(a.batch, a.seq);
+            let tokens = Tensor::from_vec(ids, (a.batch, a.seq), m.model.device())?;
+            let all = NameFilter::all();
+            let mut cache_bytes = 0usize;
+            let mut step = || -> anyhow::Result<()> {
+                if forward_only {
+                    m.model.forward(&tokens)?;
+                } else {
+                    let (_, cache) = m.model.run_with_cache(&tokens, &all)?;
+                    cache_bytes = cache.size_bytes();
+                }
+                Ok(())
+            };
+            step()?; // warm-up
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                step()?;
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            let med = median(times);
+            let mut v = json!({
+                "name": format!(
+                    "interplab_{}{}",
+                    if forward_only { "forward" } else { "run_with_cache" },
+                    if quantized { "_quantized" } else { "" }
+                ),
+                "median_s": med,
+                "tokens_per_s": (a.batch * a.seq) as f64 / med,
+                "batch": a.batch, "seq": a.seq, "runs": runs,
+                "peak_rss_bytes": peak_rss(),
+            });
+            if !forward_only {
+                v["cache_bytes"] = json!(cache_bytes);
+            }
+            Ok(v)
+        }
+        "patch" => {
+            // scripts/peer/bench_peer.py `tl_patching_resid_pre`: the IOI pair without BOS,
+            // 30 layers x 14 positions of resid_pre, normalised logit difference.
+            let m = load(&a.model, WeightStorage::default())?;
+            let enc = |s: &str| m.tokenizer.encode(s, false);
+            let clean = enc("When Mary and John went to the store, John gave a drink to")?;
+            let corrupted = enc("When Mary and John went to the store, Mary gave a drink to")?;
+            let (answer, wrong) = (enc(" Mary")?, enc(" John")?);
+            let metric = Metric::LogitDiff {
+                answer: answer[0],
+                wrong: wrong[0],
+            };
+            let mut times = Vec::new();
+            let mut forwards = 0;
+            for i in 0..=runs {
+                // Setup (the clean and corrupted runs) is part of the timed work, as in TL's
+                // measurement which receives a clean cache but runs every patched forward.
+                let t0 = Instant::now();
+                let s = PatchingSetup::new(&m.model, &clean, &corrupted, metric)?;
+                let sweep = s.sweep_positions(PositionSite::ResidPre)?;
+                forwards = sweep.patched_forwards;
+                if i > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            Ok(
+                json!({"name": "interplab_patching_resid_pre", "median_s": median(times),
+                      "runs": runs, "patched_forwards": forwards, "positions": clean.len()}),
+            )
+        }
+        "heads" => {
+            // scripts/peer/bench_peer.py `tl_head_detector`: 4 sequences of BOS + 50 random
+            // single-word tokens repeated twice, three head types.
+            let m = load(&a.model, WeightStorage::default())?;
+            let pool = random_token_pool(&m.tokenizer, m.model.cfg.d_vocab, 50);
+            let bos = m.tokenizer.encode("", true)?.first().copied();
+            let seqs = repeated_random_tokens(&pool, 50, 4, 0, bos)?;
+            let mut times = Vec::new();
+            for i in 0..=runs {
+                let t0 = Instant::now();
+                head_scores(&m.model, &seqs, &HeadKind::ALL, HeadScoreOptions::default())?;
+                if i > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            Ok(
+                json!({"name": "interplab_head_detector", "median_s": median(times), "runs": runs,
+                      "sequences": seqs.len(), "seq_len": seqs[0].len()}),
+            )
+        }
+        other => bail!("unknown measurement `{other}` (load, forward, cache, patch, heads)"),
+    }
+}
+
