@@ -26,16 +26,16 @@ pub struct AblateArgs {
     #[arg(long, value_enum, default_value_t = MethodArg::Zero)]
     method: MethodArg,
     /// Documents to use at most.
-    #[arg(long, default_value_t = Config::default().max_docs).max_docs)]
+    #[arg(long, default_value_t = Config::default().max_docs)]
     max_docs: usize,
     /// Tokens per document at most.
-    #[arg(long, default_value_t = Config::default().max_tokens).max_tokens)]
+    #[arg(long, default_value_t = Config::default().max_tokens)]
     max_tokens: usize,
     /// Seed of resample ablation.
-    #[arg(long, default_value_t = Config::default().seed).seed)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Heads to list.
-    #[arg(long, default_value_t = Config::default().top_k).top_k)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -14,10 +14,10 @@ pub struct ComposeArgs {
     #[arg(long, default_value = "q,k,v", value_delimiter = ',', value_parser = parse_kind)]
     kinds: Vec<Kind>,
     /// Pairs to list per kind.
-    #[arg(long, default_value_t = Config::default().top_k).top_k)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     /// Random samples for the baseline.
-    #[arg(long, default_value_t = Config::default().baseline_samples).baseline_samples)]
+    #[arg(long, default_value_t = Config::default().baseline_samples)]
     baseline_samples: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -18,13 +18,13 @@ pub struct DiffArgs {
     #[arg(long, default_value = "sonnets")]
     corpus: String,
     /// Documents to use at most.
-    #[arg(long, default_value_t = Config::default().max_docs).max_docs)]
+    #[arg(long, default_value_t = Config::default().max_docs)]
     max_docs: usize,
     /// Tokens per document at most.
-    #[arg(long, default_value_t = Config::default().max_tokens).max_tokens)]
+    #[arg(long, default_value_t = Config::default().max_tokens)]
     max_tokens: usize,
     /// Tokens to list.
-    #[arg(long, default_value_t = Config::default().top).top)]
+    #[arg(long, default_value_t = Config::default().top)]
     top: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -15,13 +15,13 @@ pub struct HeadsArgs {
     #[arg(long)]
     text: Option<String>,
     /// Random tokens per half of each repeated sequence.
-    #[arg(long, default_value_t = Config::default().seq_len).seq_len)]
+    #[arg(long, default_value_t = Config::default().seq_len)]
     seq_len: usize,
     /// Number of repeated random sequences.
-    #[arg(long, default_value_t = Config::default().n_seq).n_seq)]
+    #[arg(long, default_value_t = Config::default().n_seq)]
     n_seq: usize,
     /// Seed of the random tokens.
-    #[arg(long, default_value_t = Config::default().seed).seed)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Ignore attention to the first position (BOS).
     #[arg(long)]
@@ -30,7 +30,7 @@ pub struct HeadsArgs {
     #[arg(long)]
     exclude_current_token: bool,
     /// Heads to list per score.
-    #[arg(long, default_value_t = Config::default().top_k).top_k)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -11,16 +11,16 @@ pub struct IoiArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt pairs to generate.
-    #[arg(long, default_value_t = Config::default().n_prompts).n_prompts)]
+    #[arg(long, default_value_t = Config::default().n_prompts)]
     n_prompts: usize,
     /// Seed of the generator.
-    #[arg(long, default_value_t = Config::default().seed).seed)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Skip per-head patching (behaviour only).
     #[arg(long)]
     no_patching: bool,
     /// Heads to list.
-    #[arg(long, default_value_t = Config::default().top_k).top_k)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -20,10 +20,10 @@ pub struct LensArgs {
     #[arg(long)]
     contrast: Option<String>,
     /// Position to read (negative counts from the end).
-    #[arg(long, default_value_t = Config::default().position).position, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = Config::default().position, allow_hyphen_values = true)]
     position: i64,
     /// Tokens to show per layer.
-    #[arg(long, default_value_t = Config::default().top_k).top_k)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     #[command(flatten)]
     out: OutArgs,

@@ -17,7 +17,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', conflicts_with = "prompt")]
     token_ids: Option<Vec<u32>>,
     /// How many next tokens to show.
-    #[arg(long, default_value_t = Config::default().top_k).top_k)]
+    #[arg(long, default_value_t = Config::default().top_k)]
     top_k: usize,
     /// Hook names or globs to cache, comma-separated (`*` for all).
     #[arg(long)]
@@ -59,7 +59,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     })?;
     let (outcome, dir) = crate::exec::execute(&cfg, &a.out, a.out.existing(false))?;
     let r = &outcome.results;
-    println!("prompt: {} tokens; next-token prediction:", r.token_ids.len());
+    println!(
+        "prompt: {} tokens; next-token prediction:",
+        r.token_ids.len()
+    );
     println!(
         "{:>4}  {:>6}  {:>10}  {:>8}  token",
         "rank", "id", "logit", "prob"

@@ -10,34 +10,34 @@ use crate::exec::OutArgs;
 #[derive(Args)]
 pub struct GrokkingArgs {
     /// The modulus.
-    #[arg(long, default_value_t = Config::default().p).p)]
+    #[arg(long, default_value_t = Config::default().p)]
     p: usize,
     /// Fraction of the p² pairs used for training.
-    #[arg(long, default_value_t = Config::default().frac_train).frac_train)]
+    #[arg(long, default_value_t = Config::default().frac_train)]
     frac_train: f64,
-    #[arg(long, default_value_t = Config::default().d_model).d_model)]
+    #[arg(long, default_value_t = Config::default().d_model)]
     d_model: usize,
-    #[arg(long, default_value_t = Config::default().n_heads).n_heads)]
+    #[arg(long, default_value_t = Config::default().n_heads)]
     n_heads: usize,
-    #[arg(long, default_value_t = Config::default().d_head).d_head)]
+    #[arg(long, default_value_t = Config::default().d_head)]
     d_head: usize,
-    #[arg(long, default_value_t = Config::default().d_mlp).d_mlp)]
+    #[arg(long, default_value_t = Config::default().d_mlp)]
     d_mlp: usize,
-    #[arg(long, default_value_t = Config::default().lr).lr)]
+    #[arg(long, default_value_t = Config::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = Config::default().weight_decay).weight_decay)]
+    #[arg(long, default_value_t = Config::default().weight_decay)]
     weight_decay: f64,
-    #[arg(long, default_value_t = Config::default().beta1).beta1)]
+    #[arg(long, default_value_t = Config::default().beta1)]
     beta1: f64,
-    #[arg(long, default_value_t = Config::default().beta2).beta2)]
+    #[arg(long, default_value_t = Config::default().beta2)]
     beta2: f64,
     /// Full-batch epochs.
-    #[arg(long, default_value_t = Config::default().epochs).epochs)]
+    #[arg(long, default_value_t = Config::default().epochs)]
     epochs: usize,
     /// Log metrics (test loss, Fourier spectrum, progress measures) every this many epochs.
-    #[arg(long, default_value_t = Config::default().log_every).log_every)]
+    #[arg(long, default_value_t = Config::default().log_every)]
     log_every: usize,
-    #[arg(long, default_value_t = Config::default().seed).seed)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Stop at the first logged epoch whose test accuracy reaches this (e.g. 0.99).
     #[arg(long)]
@@ -45,10 +45,10 @@ pub struct GrokkingArgs {
     /// Save the weights every this many epochs (`snapshot-epochNNNNNNN.safetensors`): the
     /// progress measures are evaluated on them at the end with the final key frequencies, as
     /// in the paper.
-    #[arg(long, default_value_t = Config::default().snapshot_every).snapshot_every)]
+    #[arg(long, default_value_t = Config::default().snapshot_every)]
     snapshot_every: usize,
     /// Save a checkpoint every this many epochs.
-    #[arg(long, default_value_t = Config::default().checkpoint_every).checkpoint_every)]
+    #[arg(long, default_value_t = Config::default().checkpoint_every)]
     checkpoint_every: usize,
     /// Continue from the run directory's checkpoint (needs --out); --epochs may be raised.
     #[arg(long, requires = "out")]

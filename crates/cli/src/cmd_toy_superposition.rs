@@ -43,7 +43,7 @@ pub struct SuperpositionArgs {
     importance_decay: Option<f64>,
     /// Geometry preset: the largest 1/(1−S) (feature probability 20^−t, t ∈ [0, 1], as in the
     /// paper's notebook, by default).
-    #[arg(long, default_value_t = Config::default().max_inv_density).max_inv_density)]
+    #[arg(long, default_value_t = Config::default().max_inv_density)]
     max_inv_density: f64,
     /// Sparsities (probability a feature is zero), one instance each.
     #[arg(long, value_delimiter = ',')]
@@ -53,11 +53,11 @@ pub struct SuperpositionArgs {
     #[arg(long, conflicts_with_all = ["n", "m", "importance_decay", "sparsities"])]
     phase_diagram: bool,
     /// Phase diagram: grid points per axis.
-    #[arg(long, default_value_t = Config::default().grid).grid, requires = "phase_diagram")]
+    #[arg(long, default_value_t = Config::default().grid, requires = "phase_diagram")]
     grid: usize,
     /// Phase diagram: instances per cell, differing only in initialisation; the one with the
     /// lowest expected loss is classified (the model has local minima).
-    #[arg(long, default_value_t = Config::default().restarts).restarts, requires = "phase_diagram")]
+    #[arg(long, default_value_t = Config::default().restarts, requires = "phase_diagram")]
     restarts: usize,
     /// Phase diagram: relative importance range LO,HI (log-spaced).
     #[arg(
@@ -78,16 +78,16 @@ pub struct SuperpositionArgs {
     /// Output nonlinearity.
     #[arg(long, value_enum, default_value = "relu")]
     variant: Variant,
-    #[arg(long, default_value_t = Config::default().steps).steps)]
+    #[arg(long, default_value_t = Config::default().steps)]
     steps: usize,
-    #[arg(long, default_value_t = Config::default().batch).batch)]
+    #[arg(long, default_value_t = Config::default().batch)]
     batch: usize,
-    #[arg(long, default_value_t = Config::default().lr).lr)]
+    #[arg(long, default_value_t = Config::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = Config::default().seed).seed)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Save a checkpoint every this many steps.
-    #[arg(long, default_value_t = Config::default().checkpoint_every).checkpoint_every)]
+    #[arg(long, default_value_t = Config::default().checkpoint_every)]
     checkpoint_every: usize,
     /// Continue from the run directory's checkpoint (needs --out).
     #[arg(long, requires = "out")]

@@ -32,20 +32,20 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value = "gaussian")]
     mode: ModeArg,
     /// Noise samples (gaussian).
-    #[arg(long, default_value_t = Config::default().samples).samples)]
+    #[arg(long, default_value_t = Config::default().samples)]
     samples: usize,
     /// Noise scale in embedding standard deviations (gaussian).
-    #[arg(long, default_value_t = Config::default().noise).noise)]
+    #[arg(long, default_value_t = Config::default().noise)]
     noise: f64,
     /// Other subjects with the same token count, separated by '|' (resample; default: those of
     /// a built-in list of well-known subjects that have the subject's token count).
     #[arg(long)]
     alternatives: Option<String>,
     /// Layers restored together for MLP and attention traces.
-    #[arg(long, default_value_t = Config::default().window).window)]
+    #[arg(long, default_value_t = Config::default().window)]
     window: usize,
     /// Seed of the noise.
-    #[arg(long, default_value_t = Config::default().seed).seed)]
+    #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
     /// Traces to run, comma-separated: hidden, mlp, attn.
     #[arg(long, default_value = "hidden,mlp,attn")]

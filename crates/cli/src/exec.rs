@@ -1,9 +1,6 @@
 //! What every experiment command shares: the output flags, progress bars for
 //! [`interplab_lab::Progress`], and one `execute` that goes config → run directory.
 
-// Until the experiment commands move onto `execute`, only `Bars` is used (by tour and rerun).
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -298,7 +298,11 @@ fn a_cache_that_cannot_fit_is_refused_before_any_work_with_the_numbers() {
         String::from_utf8_lossy(&out.stdout).is_empty(),
         "a refused run printed results"
     );
-    assert!(!out_dir.exists(), "a refused run left {}", out_dir.display());
+    assert!(
+        !out_dir.exists(),
+        "a refused run left {}",
+        out_dir.display()
+    );
     // The same run within a budget that fits.
     let budget = needed.to_string();
     let out = interplab(&[

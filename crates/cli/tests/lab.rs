@@ -13,12 +13,14 @@ fn stdout(out: &std::process::Output) -> String {
 /// CSS `url(http...)`. (An SVG's `xmlns="http://www.w3.org/2000/svg"` loads nothing.)
 fn reaches_outside(html: &str) -> bool {
     let lower = html.to_lowercase();
-    ["src=\"", "href=\"", "src='", "href='", "url("].iter().any(|attr| {
-        lower.match_indices(attr).any(|(i, _)| {
-            let v = lower[i + attr.len()..].trim_start_matches(['"', '\'']);
-            v.starts_with("http:") || v.starts_with("https:") || v.starts_with("//")
+    ["src=\"", "href=\"", "src='", "href='", "url("]
+        .iter()
+        .any(|attr| {
+            lower.match_indices(attr).any(|(i, _)| {
+                let v = lower[i + attr.len()..].trim_start_matches(['"', '\'']);
+                v.starts_with("http:") || v.starts_with("https:") || v.starts_with("//")
+            })
         })
-    })
 }
 
 #[test]
@@ -45,7 +47,10 @@ fn the_tour_lists_every_experiment_with_its_question() {
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("{name} not listed: {text}"));
-        assert!(line.trim_end().ends_with('?'), "no question for {name}: {line}");
+        assert!(
+            line.trim_end().ends_with('?'),
+            "no question for {name}: {line}"
+        );
     }
     assert_one_line_error(&interplab(&["tour", "no-such", "--quick"]), "no experiment");
 }
@@ -80,9 +85,18 @@ fn tour_quick_runs_every_experiment_and_the_index_links_every_report() {
     // A finished run repeats from its manifest, identically.
     let again = tmp.path().join("again");
     let manifest = dir.join("heads").join("manifest.json");
-    let out = interplab(&["rerun", manifest.to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    let out = interplab(&[
+        "rerun",
+        manifest.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
     assert_ok(&out);
-    assert!(stdout(&out).contains("identical results.json and tensors"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("identical results.json and tensors"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -113,7 +127,13 @@ fn a_config_file_is_the_whole_config() {
     )
     .unwrap();
     let dir = tmp.path().join("out");
-    let out = interplab(&["run", "--config", cfg.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    let out = interplab(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert_ok(&out);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
@@ -123,8 +143,18 @@ fn a_config_file_is_the_whole_config() {
         serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["top_next"].as_array().unwrap().len(), 3);
     // A field the experiment does not have is named in the error.
-    std::fs::write(&cfg, "experiment = \"run\"\nmodel = \"smollm2-135m\"\ntopk = 3\n").unwrap();
-    let out = interplab(&["run", "--config", cfg.to_str().unwrap(), "--out", tmp.path().join("x").to_str().unwrap()]);
+    std::fs::write(
+        &cfg,
+        "experiment = \"run\"\nmodel = \"smollm2-135m\"\ntopk = 3\n",
+    )
+    .unwrap();
+    let out = interplab(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "topk");
     assert!(!tmp.path().join("x").exists());
 }
@@ -133,6 +163,9 @@ fn a_config_file_is_the_whole_config() {
 fn generation_options_out_of_range_are_refused() {
     for (flag, value) in [("--top-p", "2"), ("--top-p", "0"), ("--temperature", "-1")] {
         let out = interplab(&["generate", "smollm2-135m", "--prompt", "hi", flag, value]);
-        assert_clean_error(&out, flag.trim_start_matches("--").replace('-', "_").as_str());
+        assert_clean_error(
+            &out,
+            flag.trim_start_matches("--").replace('-', "_").as_str(),
+        );
     }
 }

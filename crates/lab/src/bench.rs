@@ -181,4 +181,3 @@ pub fn measure(
         other => bail!("unknown measurement `{other}` (load, forward, cache, patch, heads)"),
     }
 }
-

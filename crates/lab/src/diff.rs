@@ -116,7 +116,10 @@ pub fn run(
     let texts =
         load_corpus(&cfg.corpus).with_context(|| format!("reading corpus {}", cfg.corpus))?;
     let bos = ma.tokenizer.add_bos_default();
-    let cap = cfg.max_tokens.min(ma.model.cfg.n_ctx).min(mb.model.cfg.n_ctx);
+    let cap = cfg
+        .max_tokens
+        .min(ma.model.cfg.n_ctx)
+        .min(mb.model.cfg.n_ctx);
     let mut docs = Vec::new();
     for t in texts.iter().take(cfg.max_docs) {
         let mut ia = ma.tokenizer.encode(t, bos)?;
@@ -170,9 +173,10 @@ pub fn run(
         ),
     ]);
     report.figure("distribution of per-token differences", &hist);
-    report
-        .heading("Tokens where the models differ most")
-        .table(&["context", "token", "loss A", "loss B", "B − A"], top_rows(&top));
+    report.heading("Tokens where the models differ most").table(
+        &["context", "token", "loss A", "loss B", "B − A"],
+        top_rows(&top),
+    );
     let loss = |f: fn(&interplab_analysis::diff::TokenLoss) -> f64| {
         let v: Vec<f32> = r.tokens.iter().map(|t| f(t) as f32).collect();
         Tensor::from_vec(v, r.tokens.len(), &Device::Cpu)
@@ -180,8 +184,11 @@ pub fn run(
     let (loss_a, loss_b) = (loss(|t| t.loss_a)?, loss(|t| t.loss_b)?);
     let mut out = Outcome::new(Results { diff: r, top }, report);
     out.figure("loss_diff_histogram", hist);
-    out.tensor("losses.safetensors", "loss_a", loss_a)
-        .tensor("losses.safetensors", "loss_b", loss_b);
+    out.tensor("losses.safetensors", "loss_a", loss_a).tensor(
+        "losses.safetensors",
+        "loss_b",
+        loss_b,
+    );
     Ok(out)
 }
 

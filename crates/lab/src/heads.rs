@@ -180,7 +180,10 @@ pub fn run(
         tensors.push((s.kind.name(), t));
     }
     let kind = |k: HeadKind| -> KindScores {
-        let s = scores.iter().find(|s| s.kind == k).expect("every kind scored");
+        let s = scores
+            .iter()
+            .find(|s| s.kind == k)
+            .expect("every kind scored");
         KindScores {
             scores: s.scores.clone(),
             top: s.top_k(cfg.top_k),

@@ -144,7 +144,10 @@ pub fn run(
         cfg.position
     };
     if pos < 0 || pos >= n {
-        anyhow::bail!("position {} is outside the prompt's {n} tokens", cfg.position);
+        anyhow::bail!(
+            "position {} is outside the prompt's {n} tokens",
+            cfg.position
+        );
     }
     let pos = pos as usize;
     let contrast = cfg
@@ -272,7 +275,11 @@ fn outcome(cfg: &Config, n_heads: usize, r: Results) -> anyhow::Result<Outcome<R
         true => None,
         false => {
             let h: Vec<f32> = dla.heads.iter().flatten().map(|&v| v as f32).collect();
-            Some(Tensor::from_vec(h, (dla.heads.len(), n_heads), &Device::Cpu)?)
+            Some(Tensor::from_vec(
+                h,
+                (dla.heads.len(), n_heads),
+                &Device::Cpu,
+            )?)
         }
     };
     let mut outcome = Outcome::new(r, report);

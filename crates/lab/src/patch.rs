@@ -224,7 +224,9 @@ impl Experiment for Config {
                 format!("head {spec:?} is not LAYER.HEAD"),
             );
             p.check(
-                self.sites.iter().any(|s| matches!(s.swept(), Swept::Head(_))),
+                self.sites
+                    .iter()
+                    .any(|s| matches!(s.swept(), Swept::Head(_))),
                 "head needs a per-head site in sites (z, q, k, v, pattern)",
             );
         }
@@ -393,12 +395,7 @@ pub fn run(
                 .iter()
                 .find(|d| d.0.name() == base)
                 .expect("site was swept");
-            let ag = agreement(
-                &out.results.sweeps[&base],
-                &at,
-                setup.corrupted_value(),
-                10,
-            );
+            let ag = agreement(&out.results.sweeps[&base], &at, setup.corrupted_value(), 10);
             rows.push(vec![
                 base.clone(),
                 format!("{:+.3}", ag.correlation),

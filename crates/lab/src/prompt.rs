@@ -240,11 +240,14 @@ pub fn run(
     };
     let mut outcome = Outcome::new(results, report);
     if let Some(cache) = cache {
-        outcome.report.heading("cached activations").paragraph(format!(
-            "{} activations ({}) in {ACTIVATIONS}, batch dimension kept.",
-            cache.len(),
-            human_bytes(cache.size_bytes() as u64)
-        ));
+        outcome
+            .report
+            .heading("cached activations")
+            .paragraph(format!(
+                "{} activations ({}) in {ACTIVATIONS}, batch dimension kept.",
+                cache.len(),
+                human_bytes(cache.size_bytes() as u64)
+            ));
         outcome.report.table(
             &["hook point", "shape"],
             cache

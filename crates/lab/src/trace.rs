@@ -61,7 +61,9 @@ impl Kind {
                 Kind::ALL
                     .into_iter()
                     .find(|k| k.name() == name)
-                    .ok_or_else(|| anyhow::anyhow!("unknown trace kind {name:?} (hidden, mlp, attn)"))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("unknown trace kind {name:?} (hidden, mlp, attn)")
+                    })
             })
             .collect()
     }

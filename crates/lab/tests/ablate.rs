@@ -16,7 +16,10 @@ fn a_rerun_gives_identical_losses() {
         ..Config::quick()
     };
     let (first, _) = common::assert_rerun_identical(cfg.into(), tmp.path());
-    assert_eq!(common::tensor_files(&first.dir), vec!["ablation.safetensors"]);
+    assert_eq!(
+        common::tensor_files(&first.dir),
+        vec!["ablation.safetensors"]
+    );
     let r = &first.outcome.results;
     assert_eq!(r["result"]["method"]["resample"]["seed"], 3);
     assert_eq!(r["top"].as_array().unwrap().len(), 5);

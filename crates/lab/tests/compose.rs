@@ -44,5 +44,9 @@ fn a_bad_config_lists_every_problem() {
         kinds: vec![],
         ..Config::quick()
     };
-    assert!(none.validate().unwrap_err().to_string().contains("at least one of q, k, v"));
+    assert!(none
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("at least one of q, k, v"));
 }

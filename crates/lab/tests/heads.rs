@@ -15,7 +15,11 @@ fn a_rerun_gives_identical_scores() {
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    for k in ["previous_token_head", "duplicate_token_head", "induction_head"] {
+    for k in [
+        "previous_token_head",
+        "duplicate_token_head",
+        "induction_head",
+    ] {
         assert_eq!(st[k].dims(), &[30, 9], "{k}");
         assert!(first.dir.join(format!("{k}.png")).is_file(), "{k}");
     }

@@ -34,7 +34,11 @@ fn a_bad_config_lists_every_problem() {
         ..Default::default()
     };
     let e = cfg.validate().unwrap_err().to_string();
-    for needle in ["prompt must be given", "target is empty", "top_k must be at least 1"] {
+    for needle in [
+        "prompt must be given",
+        "target is empty",
+        "top_k must be at least 1",
+    ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
 }

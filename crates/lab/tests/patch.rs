@@ -44,7 +44,10 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
-    assert_eq!(Site::parse_list("z, resid_pre,").unwrap(), vec![Site::Z, Site::ResidPre]);
+    assert_eq!(
+        Site::parse_list("z, resid_pre,").unwrap(),
+        vec![Site::Z, Site::ResidPre]
+    );
     assert!(Site::parse_list("resid_sideways")
         .unwrap_err()
         .to_string()

@@ -46,7 +46,10 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
-    assert_eq!(Kind::parse_list("attn,hidden").unwrap(), vec![Kind::Attn, Kind::Hidden]);
+    assert_eq!(
+        Kind::parse_list("attn,hidden").unwrap(),
+        vec![Kind::Attn, Kind::Hidden]
+    );
     assert!(Kind::parse_list("mlp,sideways").is_err());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");

@@ -57,9 +57,17 @@ impl HookedTransformer {
         // the last one, the value input's (`n_kv_heads` wide).
         let ln1_heads = self.settings.use_split_qkv_input;
         Ok(match point {
-            "hook_embed" | "hook_pos_embed" | "ln_final.hook_normalized" | "ln2.hook_normalized"
-            | "hook_resid_pre" | "hook_resid_mid" | "hook_resid_post" | "hook_attn_out"
-            | "hook_mlp_out" | "hook_attn_in" | "hook_mlp_in" => vec![b, p, d],
+            "hook_embed"
+            | "hook_pos_embed"
+            | "ln_final.hook_normalized"
+            | "ln2.hook_normalized"
+            | "hook_resid_pre"
+            | "hook_resid_mid"
+            | "hook_resid_post"
+            | "hook_attn_out"
+            | "hook_mlp_out"
+            | "hook_attn_in"
+            | "hook_mlp_in" => vec![b, p, d],
             "ln1.hook_normalized" if ln1_heads => vec![b, p, kvh, d],
             "ln1.hook_normalized" => vec![b, p, d],
             "ln1.hook_scale" if ln1_heads => vec![b, p, kvh, 1],
@@ -222,7 +230,10 @@ mod tests {
             .to_string();
         assert!(e.contains(&format!("needs {needed} bytes")), "{e}");
         assert!(e.contains(&format!("but {} bytes", needed - 1)), "{e}");
-        assert!(e.contains("--max-cache-bytes") && e.contains("narrower"), "{e}");
+        assert!(
+            e.contains("--max-cache-bytes") && e.contains("narrower"),
+            "{e}"
+        );
         let (_, cache) = m
             .run_with_cache_within(&tokens, &filter, CacheBudget::Bytes(needed))
             .unwrap();
