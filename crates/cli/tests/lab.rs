@@ -142,6 +142,21 @@ fn a_config_file_is_the_whole_config() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["top_next"].as_array().unwrap().len(), 3);
+    // A run written by its command (typed results) reruns to the same bytes (erased results).
+    let again = tmp.path().join("again");
+    let manifest = dir.join("manifest.json");
+    let out = interplab(&[
+        "rerun",
+        manifest.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains("identical results.json and tensors"),
+        "{}",
+        stdout(&out)
+    );
     // A field the experiment does not have is named in the error.
     std::fs::write(
         &cfg,

@@ -51,10 +51,17 @@ impl<R: Serialize> Outcome<R> {
     /// The same outcome with its results as JSON, for code that handles any experiment.
     pub fn erase(self) -> anyhow::Result<Outcome<serde_json::Value>> {
         Ok(Outcome {
-            results: serde_json::to_value(&self.results)?,
+            results: results_json(&self.results)?,
             tensors: self.tensors,
             figures: self.figures,
             report: self.report,
         })
     }
+}
+
+/// Results as the JSON value `results.json` holds, the same whether a typed or an erased
+/// outcome is written: keys sorted, and through text, so an `f32` keeps its shortest form
+/// (`serde_json::to_value` would widen it to the `f64` digits).
+pub fn results_json<R: Serialize>(results: &R) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_str(&serde_json::to_string(results)?)?)
 }

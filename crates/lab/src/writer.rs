@@ -120,7 +120,10 @@ impl RunWriter {
         manifest: &Manifest,
         outcome: &Outcome<R>,
     ) -> anyhow::Result<()> {
-        self.write_json("results.json", &outcome.results)?;
+        self.write_json(
+            "results.json",
+            &crate::outcome::results_json(&outcome.results)?,
+        )?;
         for (file, tensors) in &outcome.tensors {
             self.write_tensors(file, tensors)?;
         }

@@ -2,10 +2,8 @@
 
 mod common;
 
-use interplab_core::loader::WeightStorage;
 use interplab_lab::ablate::{Config, Method};
-use interplab_lab::rerun::run_to_dir;
-use interplab_lab::{Existing, Experiment, NoProgress};
+use interplab_lab::Experiment;
 
 #[test]
 fn a_rerun_gives_identical_losses() {
@@ -46,20 +44,10 @@ fn a_bad_config_lists_every_problem_and_an_empty_corpus_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    let out = tmp.path().join("run");
     let cfg = Config {
         corpus: empty.display().to_string(),
         ..Config::quick()
     };
-    let r = run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    let e = format!("{:#}", r.err().expect("an empty corpus is an error"));
+    let e = common::refused_without_writing(cfg.into());
     assert!(e.contains("no documents"), "{e}");
-    assert!(!out.exists());
 }

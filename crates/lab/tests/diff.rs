@@ -4,10 +4,8 @@
 
 mod common;
 
-use interplab_core::loader::WeightStorage;
 use interplab_lab::diff::Config;
-use interplab_lab::rerun::run_to_dir;
-use interplab_lab::{Existing, Experiment, NoProgress};
+use interplab_lab::Experiment;
 
 #[test]
 fn quick_diff_reruns_identically() {
@@ -41,16 +39,5 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let err = run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    assert!(err.is_err());
-    assert!(!out.exists(), "a rejected config created {}", out.display());
+    common::refused_without_writing(cfg.into());
 }

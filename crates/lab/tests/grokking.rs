@@ -6,22 +6,12 @@
 mod common;
 
 use candle_core::Device;
-use interplab_core::loader::WeightStorage;
 use interplab_lab::grokking::Config;
-use interplab_lab::rerun::run_to_dir;
 use interplab_lab::{Existing, Experiment, ExperimentConfig, Recorder};
 
 fn run_into(cfg: &Config, dir: &std::path::Path, existing: Existing) -> Recorder {
     let mut rec = Recorder::default();
-    run_to_dir(
-        &cfg.clone().into(),
-        Some(dir),
-        existing,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut rec,
-    )
-    .unwrap_or_else(|e| panic!("toy-grokking failed: {e:#}"));
+    common::run_into(cfg.clone().into(), dir, existing, &mut rec);
     rec
 }
 
@@ -122,16 +112,5 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let r = run_to_dir(
-        &ExperimentConfig::from(bad),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut Recorder::default(),
-    );
-    assert!(r.is_err());
-    assert!(!out.exists(), "a rejected config created its run directory");
+    common::refused_without_writing(ExperimentConfig::from(bad));
 }

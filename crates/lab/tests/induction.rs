@@ -17,10 +17,8 @@ mod common;
 
 use std::path::Path;
 
-use interplab_core::loader::WeightStorage;
 use interplab_lab::induction::{uniform_prev_score, Config, Results};
-use interplab_lab::rerun::run_to_dir;
-use interplab_lab::{Existing, Experiment, ExperimentConfig, NoProgress};
+use interplab_lab::{Existing, Experiment, NoProgress};
 use interplab_train::induction::steepest_drop;
 
 /// One thread for candle and rayon: these models are too small to split, and at 2 threads on a
@@ -81,18 +79,7 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let r = run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    assert!(r.is_err());
-    assert!(!out.exists(), "a rejected config left a run directory");
+    common::refused_without_writing(cfg.into());
 }
 
 /// The §3 model (d_model 48, 4 heads, vocab 128, LayerNorm, chunks of 8–16 tokens repeated
@@ -108,15 +95,7 @@ fn trained(layers: usize, dir: &Path) -> (Results, serde_json::Value) {
         eval_seqs: 32,
         ..Default::default()
     };
-    let w = run_to_dir(
-        &ExperimentConfig::from(cfg),
-        Some(dir),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    )
-    .unwrap();
+    let w = common::run_into(cfg.into(), dir, Existing::Refuse, &mut NoProgress);
     let results: Results = serde_json::from_value(w.outcome.results).unwrap();
     let metrics = std::fs::read_to_string(dir.join("metrics.json")).unwrap();
     let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();

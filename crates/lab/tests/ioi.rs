@@ -3,10 +3,8 @@
 
 mod common;
 
-use interplab_core::loader::WeightStorage;
 use interplab_lab::ioi::Config;
-use interplab_lab::rerun::run_to_dir;
-use interplab_lab::{Existing, Experiment, NoProgress};
+use interplab_lab::Experiment;
 
 #[test]
 fn quick_ioi_reruns_identically() {
@@ -33,16 +31,5 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     for needle in ["model is empty", "n_prompts must be at least 1"] {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let err = run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    assert!(err.is_err());
-    assert!(!out.exists(), "a rejected config created {}", out.display());
+    common::refused_without_writing(cfg.into());
 }

@@ -2,10 +2,8 @@
 
 mod common;
 
-use interplab_core::loader::WeightStorage;
 use interplab_lab::prompt::Config;
-use interplab_lab::rerun::run_to_dir;
-use interplab_lab::{Existing, Experiment, NoProgress};
+use interplab_lab::Experiment;
 
 #[test]
 fn a_rerun_gives_identical_results_and_activations() {
@@ -28,7 +26,7 @@ fn a_rerun_gives_identical_results_and_activations() {
 
 #[test]
 fn a_bad_config_lists_every_problem_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let _tmp = tempfile::tempdir().unwrap();
     let cfg = Config {
         model: "smollm2-135m".into(),
         prompt: Some("x".into()),
@@ -48,23 +46,11 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
-    let out = tmp.path().join("run");
-    let r = run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    assert!(r.is_err());
-    assert!(!out.exists());
+    common::refused_without_writing(cfg.into());
 }
 
 #[test]
 fn a_cache_over_its_budget_is_refused_before_the_forward() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
     let cfg = Config {
         model: "smollm2-135m".into(),
         token_ids: Some(vec![1, 2, 3, 4]),
@@ -72,18 +58,7 @@ fn a_cache_over_its_budget_is_refused_before_the_forward() {
         max_cache_bytes: Some(1000),
         ..Default::default()
     };
-    let e = match run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    ) {
-        Ok(_) => panic!("a cache of every hook point fitted in 1000 bytes"),
-        Err(e) => format!("{e:#}"),
-    };
+    let e = common::refused_without_writing(cfg.into());
     assert!(e.contains("but 1000 bytes"), "{e}");
     assert!(e.contains("--max-cache-bytes"), "{e}");
-    assert!(!out.exists(), "a refused run left {}", out.display());
 }

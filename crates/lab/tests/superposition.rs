@@ -5,23 +5,14 @@
 mod common;
 
 use candle_core::Device;
-use interplab_core::loader::WeightStorage;
-use interplab_lab::rerun::{compare, run_to_dir};
+use interplab_lab::rerun::compare;
 use interplab_lab::superposition::Config;
 use interplab_lab::{Existing, Experiment, ExperimentConfig, NoProgress};
 use interplab_train::checkpoint;
 use interplab_train::superposition::ToyModel;
 
 fn run_into(cfg: &Config, dir: &std::path::Path, existing: Existing) {
-    run_to_dir(
-        &cfg.clone().into(),
-        Some(dir),
-        existing,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    )
-    .unwrap_or_else(|e| panic!("toy-superposition failed: {e:#}"));
+    common::run_into(cfg.clone().into(), dir, existing, &mut NoProgress);
 }
 
 #[test]
@@ -130,16 +121,5 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
         .unwrap_err()
         .to_string()
         .contains("max_inv_density"));
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let r = run_to_dir(
-        &ExperimentConfig::from(bad),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    assert!(r.is_err());
-    assert!(!out.exists(), "a rejected config created its run directory");
+    common::refused_without_writing(ExperimentConfig::from(bad));
 }

@@ -5,10 +5,8 @@
 
 mod common;
 
-use interplab_core::loader::WeightStorage;
-use interplab_lab::rerun::run_to_dir;
 use interplab_lab::whispers::Config;
-use interplab_lab::{Existing, Experiment, NoProgress};
+use interplab_lab::Experiment;
 
 #[test]
 fn a_rerun_gives_identical_results_and_inverters() {
@@ -58,16 +56,5 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
     ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let r = run_to_dir(
-        &cfg.into(),
-        Some(&out),
-        Existing::Refuse,
-        WeightStorage::Dense,
-        &mut |_| {},
-        &mut NoProgress,
-    );
-    assert!(r.is_err());
-    assert!(!out.exists(), "a rejected config left a run directory");
+    common::refused_without_writing(cfg.into());
 }

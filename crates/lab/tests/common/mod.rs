@@ -41,3 +41,50 @@ pub fn tensor_files(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Run `cfg`, which must be refused, into a fresh directory; assert that the refusal left no
+/// run directory behind and return the error's text.
+pub fn refused_without_writing(cfg: ExperimentConfig) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let r = run_to_dir(
+        &cfg,
+        Some(&out),
+        Existing::Refuse,
+        WeightStorage::Dense,
+        &mut |_| {},
+        &mut NoProgress,
+    );
+    let e = match r {
+        Ok(_) => panic!(
+            "{} ran, but its config should have been refused",
+            cfg.name()
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        !out.exists(),
+        "a refused {} left {}",
+        cfg.name(),
+        out.display()
+    );
+    e
+}
+
+/// Run `cfg` into `dir`, panicking with the error if it fails.
+pub fn run_into(
+    cfg: ExperimentConfig,
+    dir: &Path,
+    existing: Existing,
+    progress: &mut dyn interplab_lab::Progress,
+) -> Written {
+    run_to_dir(
+        &cfg,
+        Some(dir),
+        existing,
+        WeightStorage::Dense,
+        &mut |_| {},
+        progress,
+    )
+    .unwrap_or_else(|e| panic!("{} failed: {e:#}", cfg.name()))
+}
