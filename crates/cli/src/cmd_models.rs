@@ -1,11 +1,13 @@
 //! `interplab models` and `interplab fetch`: the known model aliases, the local model cache,
 //! and fetching a model into it with a progress bar.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar};
 use interplab_core::source::{self, FetchConfig, FetchEvent, ModelSource, ALIASES};
+
+use crate::ui::show_progress;
 
 /// Prints the aliases (cached or not, and where) and the other models in the local cache.
 pub fn models() -> Result<()> {
@@ -95,55 +97,6 @@ pub fn fetch(name: &str) -> Result<()> {
     println!("  path    {}", resolved.path.display());
     println!("  sha256  {}", resolved.sha256);
     Ok(())
-}
-
-/// Turns one fetch event into progress-bar updates; the bar is made on the first event that
-/// means work.
-pub(crate) fn show_progress(bar: &mut Option<ProgressBar>, event: FetchEvent) {
-    if event == FetchEvent::Done {
-        if let Some(bar) = bar.take() {
-            bar.finish_and_clear();
-        }
-        return;
-    }
-    let bar = bar.get_or_insert_with(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(spinner_style());
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
-    match event {
-        FetchEvent::Started { what } => bar.set_message(format!("fetching {what}")),
-        FetchEvent::Downloading { package } => {
-            bar.set_style(spinner_style());
-            bar.set_message(format!("downloading {package}"));
-        }
-        FetchEvent::Extracting { bytes_done, total } => {
-            if bar.length() != Some(total) {
-                bar.set_message("extracting");
-                bar.set_length(total);
-                bar.set_style(bytes_style());
-            }
-            bar.set_position(bytes_done);
-        }
-        FetchEvent::Verifying => {
-            bar.set_style(spinner_style());
-            bar.set_message("verifying sha256");
-        }
-        FetchEvent::Done => {}
-    }
-}
-
-/// A spinner with a message and the elapsed time.
-fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template")
-}
-
-/// A bar counting bytes.
-fn bytes_style() -> ProgressStyle {
-    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
-        .expect("valid template")
-        .progress_chars("=> ")
 }
 
 /// Prints rows as left-aligned columns; the first row is the header. The last column is not

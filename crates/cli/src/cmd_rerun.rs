@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use interplab_lab::rerun;
 
-use crate::cmd_models::show_progress;
+use crate::ui::show_progress;
 use crate::exec::Bars;
 
 /// Arguments of `interplab rerun`.

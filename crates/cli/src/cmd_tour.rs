@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use interplab_lab::tour;
 
-use crate::cmd_models::show_progress;
+use crate::ui::show_progress;
 use crate::exec::Bars;
 use crate::ui::weight_storage;
 

@@ -10,7 +10,7 @@ use interplab_lab::{
     config_from_file, Context, Existing, Experiment, ExperimentConfig, Outcome, Progress, RunWriter,
 };
 
-use crate::cmd_models::show_progress;
+use crate::ui::show_progress;
 use crate::ui::weight_storage;
 
 /// The model argument of single-model experiments.

@@ -1,8 +1,12 @@
-//! Process-wide settings of the CLI, set once in main from the global flags.
+//! Process-wide settings of the CLI (set once in main from the global flags), model loading
+//! for the commands that are not experiments, and the fetch progress display.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use interplab_core::loader::WeightStorage;
+use interplab_core::source::FetchEvent;
 
 /// How every command loads GGUF weights: the global `--quantized-weights` flag.
 static WEIGHT_STORAGE: OnceLock<WeightStorage> = OnceLock::new();
@@ -34,11 +38,60 @@ pub fn load_model_with(
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let loaded =
         interplab_lab::context::load_model(source, &candle_core::Device::Cpu, storage, &mut |e| {
-            crate::cmd_models::show_progress(&mut bar, e)
+            show_progress(&mut bar, e)
         });
     if let Some(b) = bar.take() {
         b.finish_and_clear();
     }
     spinner.finish_and_clear();
     loaded
+}
+
+/// Turns one fetch event into progress-bar updates; the bar is made on the first event that
+/// means work.
+pub fn show_progress(bar: &mut Option<ProgressBar>, event: FetchEvent) {
+    if event == FetchEvent::Done {
+        if let Some(bar) = bar.take() {
+            bar.finish_and_clear();
+        }
+        return;
+    }
+    let bar = bar.get_or_insert_with(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(spinner_style());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    match event {
+        FetchEvent::Started { what } => bar.set_message(format!("fetching {what}")),
+        FetchEvent::Downloading { package } => {
+            bar.set_style(spinner_style());
+            bar.set_message(format!("downloading {package}"));
+        }
+        FetchEvent::Extracting { bytes_done, total } => {
+            if bar.length() != Some(total) {
+                bar.set_message("extracting");
+                bar.set_length(total);
+                bar.set_style(bytes_style());
+            }
+            bar.set_position(bytes_done);
+        }
+        FetchEvent::Verifying => {
+            bar.set_style(spinner_style());
+            bar.set_message("verifying sha256");
+        }
+        FetchEvent::Done => {}
+    }
+}
+
+/// A spinner with a message and the elapsed time.
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template")
+}
+
+/// A bar counting bytes.
+fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
+        .expect("valid template")
+        .progress_chars("=> ")
 }
