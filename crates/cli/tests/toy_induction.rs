@@ -63,9 +63,17 @@ fn tiny_run_writes_its_run_directory() {
     let depths = r["depths"].as_array().unwrap();
     assert_eq!(depths.len(), 2);
     assert_eq!(depths[1]["layers"], 2);
-    assert!(
-        depths[1]["k_partner"].is_array() || !depths[1]["formed_induction_head"].as_bool().unwrap()
-    );
+    // Twenty steps are far too few for an induction head (the lab's induction test trains one
+    // in 600 steps and checks its K-composition partner); a partner is still reported for the
+    // best-scoring head, and it sits in an earlier layer.
+    assert_eq!(depths[1]["formed_induction_head"], false);
+    let best = &depths[1]["best_induction_head"];
+    let partner = &depths[1]["k_partner"];
+    if best[0] == 1 {
+        assert!(partner[0].as_u64().unwrap() < 1, "partner {partner} of head {best}");
+    } else {
+        assert!(partner.is_null(), "a layer-0 head has no K-composition partner: {partner}");
+    }
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["L2"]["loss"].as_array().unwrap().len(), 20);

@@ -297,9 +297,11 @@ fn llama_gqa_value_bias_folds() {
         "fixture is not grouped-query"
     );
     let n = m.cfg.n_kv_heads * m.cfg.d_head;
+    let mut rng = interplab_core::rng::SplitMix::new(302);
     for b in m.weights.blocks.iter_mut() {
         assert!(b.attn.b_v.is_none() && b.attn.b_o.is_none());
-        b.attn.b_v = Some(Tensor::randn(0f32, 1.0, n, &Device::Cpu).unwrap());
+        let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        b.attn.b_v = Some(Tensor::from_vec(bias, n, &Device::Cpu).unwrap());
     }
     let t = fixture_tokens("llama-tiny");
     let p = processed(

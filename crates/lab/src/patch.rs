@@ -218,6 +218,12 @@ impl Experiment for Config {
         if self.metric == MetricName::Prob {
             p.check(self.answer.is_some(), "metric prob needs answer");
         }
+        // The analysis refuses it too, but only after the sweeps: say so before any work.
+        p.check(
+            !(self.attribution && self.metric == MetricName::Kl),
+            "attribution patching of metric kl is not supported (its gradient at the \
+             corrupted run is not a patch estimate); use logit-diff or prob",
+        );
         if let Some(spec) = &self.head {
             p.check(
                 parse_head(spec).is_some(),

@@ -21,44 +21,51 @@ use interplab_lab::induction::{uniform_prev_score, Config, Results};
 use interplab_lab::{Existing, Experiment, NoProgress};
 use interplab_train::induction::steepest_drop;
 
-/// One thread for candle and rayon: these models are too small to split, and at 2 threads on a
-/// busy 2-core machine the 2-layer run took 4× longer (rayon oversubscription, DESIGN.md).
-fn one_thread() {
-    std::env::set_var("RAYON_NUM_THREADS", "1");
+/// Run `f` on a local one-thread rayon pool: these models are too small to split, and at 2
+/// threads on a busy 2-core machine the 2-layer run took 4× longer (rayon oversubscription,
+/// DESIGN.md). A local pool, not `RAYON_NUM_THREADS`: setting the environment while other tests
+/// run is a data race.
+fn on_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool")
+        .install(f)
 }
 
 #[test]
 fn a_rerun_gives_identical_results_and_weights() {
-    one_thread();
-    let tmp = tempfile::tempdir().unwrap();
-    let (first, _) = common::assert_rerun_identical(Config::quick().into(), tmp.path());
-    assert_eq!(
-        common::tensor_files(&first.dir),
-        ["weights_L1.safetensors", "weights_L2.safetensors"]
-    );
-    // The final weights are the last snapshot's, and load.
-    for l in [1, 2] {
-        let read = |p: &Path| {
-            let bytes = std::fs::read(p).unwrap();
-            let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let mut v: Vec<(String, Vec<u8>)> = t
-                .tensors()
-                .into_iter()
-                .map(|(n, v)| (n, v.data().to_vec()))
-                .collect();
-            v.sort();
-            v
-        };
-        let outcome = read(&first.dir.join(format!("weights_L{l}.safetensors")));
-        let snapshot = read(
-            &first
-                .dir
-                .join(format!("L{l}/weights/step_000040.safetensors")),
+    on_one_thread(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, _) = common::assert_rerun_identical(Config::quick().into(), tmp.path());
+        assert_eq!(
+            common::tensor_files(&first.dir),
+            ["weights_L1.safetensors", "weights_L2.safetensors"]
         );
-        assert!(outcome.iter().any(|(n, _)| n == "blocks.0.attn.W_Q"));
-        assert_eq!(outcome, snapshot, "L{l}");
-    }
-    assert!(first.dir.join("metrics.json").is_file());
+        // The final weights are the last snapshot's, and load.
+        for l in [1, 2] {
+            let read = |p: &Path| {
+                let bytes = std::fs::read(p).unwrap();
+                let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+                let mut v: Vec<(String, Vec<u8>)> = t
+                    .tensors()
+                    .into_iter()
+                    .map(|(n, v)| (n, v.data().to_vec()))
+                    .collect();
+                v.sort();
+                v
+            };
+            let outcome = read(&first.dir.join(format!("weights_L{l}.safetensors")));
+            let snapshot = read(
+                &first
+                    .dir
+                    .join(format!("L{l}/weights/step_000040.safetensors")),
+            );
+            assert!(outcome.iter().any(|(n, _)| n == "blocks.0.attn.W_Q"));
+            assert_eq!(outcome, snapshot, "L{l}");
+        }
+        assert!(first.dir.join("metrics.json").is_file());
+    })
 }
 
 #[test]
@@ -86,20 +93,21 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
 /// to 48 positions, AdamW wd 1) of `layers` layers at lr 3e-3, so that the phase change comes
 /// within 600 steps; analysed at the start and the end.
 fn trained(layers: usize, dir: &Path) -> (Results, serde_json::Value) {
-    one_thread();
-    let cfg = Config {
-        layers: vec![layers],
-        steps: 600,
-        lr: 3e-3,
-        checkpoint_every: 600,
-        eval_seqs: 32,
-        ..Default::default()
-    };
-    let w = common::run_into(cfg.into(), dir, Existing::Refuse, &mut NoProgress);
-    let results: Results = serde_json::from_value(w.outcome.results).unwrap();
-    let metrics = std::fs::read_to_string(dir.join("metrics.json")).unwrap();
-    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
-    (results, metrics[format!("L{layers}")].clone())
+    on_one_thread(|| {
+        let cfg = Config {
+            layers: vec![layers],
+            steps: 600,
+            lr: 3e-3,
+            checkpoint_every: 600,
+            eval_seqs: 32,
+            ..Default::default()
+        };
+        let w = common::run_into(cfg.into(), dir, Existing::Refuse, &mut NoProgress);
+        let results: Results = serde_json::from_value(w.outcome.results).unwrap();
+        let metrics = std::fs::read_to_string(dir.join("metrics.json")).unwrap();
+        let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+        (results, metrics[format!("L{layers}")].clone())
+    })
 }
 
 const PERFECT_INDUCTION: f64 = 2.0 / 3.0;

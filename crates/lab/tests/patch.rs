@@ -52,3 +52,16 @@ fn a_bad_config_lists_every_problem_and_writes_nothing() {
         .contains("unknown site"));
     common::refused_without_writing(cfg.into());
 }
+
+#[test]
+fn attribution_of_kl_is_refused_before_any_sweep() {
+    let cfg = Config {
+        metric: MetricName::Kl,
+        attribution: true,
+        ..Config::quick()
+    };
+    // Refused by validate, which runs before any model is loaded.
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("attribution patching of metric kl"), "{e}");
+    common::refused_without_writing(cfg.into());
+}

@@ -12,10 +12,16 @@ use interplab_train::induction::{
 use interplab_train::optim::{AdamW, AdamWConfig};
 use interplab_train::optim_var::VarAdamWState;
 
-/// One thread for candle and rayon: these models are too small to split, and at 2 threads on a
-/// busy 2-core machine the 2-layer test ran 4× longer (rayon oversubscription, DESIGN.md).
-fn one_thread() {
-    std::env::set_var("RAYON_NUM_THREADS", "1");
+/// Run `f` on a local one-thread rayon pool: these models are too small to split, and at 2
+/// threads on a busy 2-core machine the 2-layer run took 4× longer (rayon oversubscription,
+/// DESIGN.md). A local pool, not `RAYON_NUM_THREADS`: setting the environment while other tests
+/// run is a data race.
+fn on_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool")
+        .install(f)
 }
 
 /// Loss of `model` (f64) with one element of `name` moved by `delta`.
@@ -240,87 +246,88 @@ fn repeated_data_varies_the_period_and_evaluation_uses_the_full_chunk() {
 /// after the third.
 #[test]
 fn three_steps_match_transformer_lens() {
-    one_thread();
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/induction_steps_tl.safetensors");
-    let r = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    let cfg = InductionConfig {
-        n_layers: 2,
-        d_model: 16,
-        n_heads: 4,
-        d_vocab: 32,
-        n_ctx: 12,
-        layer_norm: true,
-        data: DataConfig::Repeated {
-            seq_len: 4,
-            min_seq_len: 4,
-            repeats: 3,
-        },
-        steps: 3,
-        batch: 3,
-        lr: 1e-2,
-        weight_decay: 1.0,
-        ..Default::default()
-    };
-    let names: Vec<(String, usize)> = init_model(&cfg)
-        .unwrap()
-        .weights
-        .named()
-        .unwrap()
-        .into_iter()
-        .map(|(n, t)| (n, t.elem_count()))
-        .collect();
-    let flat = |key: String| -> Vec<f32> { r[&key].flatten_all().unwrap().to_vec1().unwrap() };
-    let params = names
-        .iter()
-        .map(|(name, _)| {
-            let key = format!("init.{name}");
-            (name.clone(), r[&key].dims().to_vec(), flat(key))
-        })
-        .collect();
-    let adamw = AdamWConfig {
-        lr: 1e-2,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 1.0,
-    };
-    let state = TrainState {
-        cfg: cfg.clone(),
-        step: 0,
-        loss_history: vec![],
-        params,
-        opt: VarAdamWState {
-            states: names
-                .iter()
-                .map(|(n, len)| (n.clone(), AdamW::new(adamw, *len)))
-                .collect(),
-        },
-    };
-    let mut tr = Trainer::from_state(state).unwrap();
-    let tokens = r["tokens"].to_dtype(DType::U32).unwrap();
-    let want_losses: Vec<f32> = r["losses"].to_vec1().unwrap();
-    for (s, want) in want_losses.iter().enumerate() {
-        let loss = tr.step_on(&tokens.get(s).unwrap()).unwrap();
-        assert!(
-            (loss - *want as f64).abs() < 1e-5,
-            "step {s}: loss {loss} vs TransformerLens {want}"
-        );
-    }
-    for (name, t) in tr.model.weights.named().unwrap() {
-        let got: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        let want = flat(format!("final.{name}"));
-        let init = flat(format!("init.{name}"));
-        let moved = init
+    on_one_thread(|| {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/induction_steps_tl.safetensors");
+        let r = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let cfg = InductionConfig {
+            n_layers: 2,
+            d_model: 16,
+            n_heads: 4,
+            d_vocab: 32,
+            n_ctx: 12,
+            layer_norm: true,
+            data: DataConfig::Repeated {
+                seq_len: 4,
+                min_seq_len: 4,
+                repeats: 3,
+            },
+            steps: 3,
+            batch: 3,
+            lr: 1e-2,
+            weight_decay: 1.0,
+            ..Default::default()
+        };
+        let names: Vec<(String, usize)> = init_model(&cfg)
+            .unwrap()
+            .weights
+            .named()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, t.elem_count()))
+            .collect();
+        let flat = |key: String| -> Vec<f32> { r[&key].flatten_all().unwrap().to_vec1().unwrap() };
+        let params = names
             .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(moved > 1e-3, "{name} did not move in torch");
-        for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+            .map(|(name, _)| {
+                let key = format!("init.{name}");
+                (name.clone(), r[&key].dims().to_vec(), flat(key))
+            })
+            .collect();
+        let adamw = AdamWConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1.0,
+        };
+        let state = TrainState {
+            cfg: cfg.clone(),
+            step: 0,
+            loss_history: vec![],
+            params,
+            opt: VarAdamWState {
+                states: names
+                    .iter()
+                    .map(|(n, len)| (n.clone(), AdamW::new(adamw, *len)))
+                    .collect(),
+            },
+        };
+        let mut tr = Trainer::from_state(state).unwrap();
+        let tokens = r["tokens"].to_dtype(DType::U32).unwrap();
+        let want_losses: Vec<f32> = r["losses"].to_vec1().unwrap();
+        for (s, want) in want_losses.iter().enumerate() {
+            let loss = tr.step_on(&tokens.get(s).unwrap()).unwrap();
             assert!(
-                (a - w).abs() < 2e-5,
-                "{name}[{i}]: {a} vs TransformerLens {w} (moved up to {moved})"
+                (loss - *want as f64).abs() < 1e-5,
+                "step {s}: loss {loss} vs TransformerLens {want}"
             );
         }
-    }
+        for (name, t) in tr.model.weights.named().unwrap() {
+            let got: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let want = flat(format!("final.{name}"));
+            let init = flat(format!("init.{name}"));
+            let moved = init
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(moved > 1e-3, "{name} did not move in torch");
+            for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - w).abs() < 2e-5,
+                    "{name}[{i}]: {a} vs TransformerLens {w} (moved up to {moved})"
+                );
+            }
+        }
+    })
 }

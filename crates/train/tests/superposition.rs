@@ -142,25 +142,43 @@ fn random_case(
     (w, b, imp, x)
 }
 
+/// Every kernel this CPU has (the portable one always): each gives the f64 definition's loss,
+/// and the SIMD kernel the portable kernel's bits, on single batches and on whole runs.
 #[test]
-fn simd_kernel_equals_portable_kernel_bit_for_bit() {
-    if !Kernel::Avx2.available() {
-        eprintln!("no AVX2+FMA on this CPU: only the portable kernel exists here");
-        return;
-    }
+fn kernels_give_the_definition_and_the_portable_bits() {
+    let kernels: Vec<Kernel> = [Kernel::Portable, Kernel::Avx2]
+        .into_iter()
+        .filter(|k| k.available())
+        .collect();
     // Batches that are and are not multiples of the 8 lanes; m with and without a remainder
     // after the 4-row blocks.
     for (n, m, bsz) in [(20, 5, 64), (7, 4, 13), (3, 1, 5), (40, 9, 100)] {
         for relu in [true, false] {
             let (w, b, imp, x) = random_case(n, m, bsz, n as u64);
-            let p = loss_and_grad_with(Kernel::Portable, relu, n, m, &w, &b, &imp, &x).unwrap();
-            let a = loss_and_grad_with(Kernel::Avx2, relu, n, m, &w, &b, &imp, &x).unwrap();
-            assert_eq!(p.0.to_bits(), a.0.to_bits(), "loss n={n} m={m} bsz={bsz}");
-            let (pb, ab): (Vec<u32>, Vec<u32>) = (
-                p.1.iter().map(|v| v.to_bits()).collect(),
-                a.1.iter().map(|v| v.to_bits()).collect(),
-            );
-            assert_eq!(pb, ab, "gradient n={n} m={m} bsz={bsz} relu={relu}");
+            let p: Vec<f64> = w.iter().chain(&b).map(|&v| v as f64).collect();
+            let imp64: Vec<f64> = imp.iter().map(|&v| v as f64).collect();
+            let want = loss_f64(relu, n, m, &p, &imp64, &x);
+            let portable =
+                loss_and_grad_with(Kernel::Portable, relu, n, m, &w, &b, &imp, &x).unwrap();
+            for &k in &kernels {
+                let got = loss_and_grad_with(k, relu, n, m, &w, &b, &imp, &x).unwrap();
+                // f32 sums of at most 4,000 terms: a relative error of a few 1e-7.
+                assert!(
+                    (got.0 as f64 - want).abs() <= 1e-5 * want.abs(),
+                    "{k:?} loss {} vs f64 {want} n={n} m={m} bsz={bsz} relu={relu}",
+                    got.0
+                );
+                assert_eq!(
+                    got.0.to_bits(),
+                    portable.0.to_bits(),
+                    "{k:?} loss n={n} m={m}"
+                );
+                let (pb, kb): (Vec<u32>, Vec<u32>) = (
+                    portable.1.iter().map(|v| v.to_bits()).collect(),
+                    got.1.iter().map(|v| v.to_bits()).collect(),
+                );
+                assert_eq!(pb, kb, "{k:?} gradient n={n} m={m} bsz={bsz} relu={relu}");
+            }
         }
     }
     // Whole training runs, data generation included.
@@ -174,13 +192,15 @@ fn simd_kernel_equals_portable_kernel_bit_for_bit() {
     };
     let mut p = ToyModel::new(cfg.clone()).unwrap();
     p.train_with(Kernel::Portable, 40, &mut |_, _| {}).unwrap();
-    let mut a = ToyModel::new(cfg).unwrap();
-    a.train_with(Kernel::Avx2, 40, &mut |_, _| {}).unwrap();
-    for (x, y) in p.instances.iter().zip(&a.instances) {
-        assert_eq!(x.w(), y.w());
-        assert_eq!(x.b(), y.b());
+    for &k in &kernels {
+        let mut a = ToyModel::new(cfg.clone()).unwrap();
+        a.train_with(k, 40, &mut |_, _| {}).unwrap();
+        for (x, y) in p.instances.iter().zip(&a.instances) {
+            assert_eq!(x.w(), y.w(), "{k:?}");
+            assert_eq!(x.b(), y.b(), "{k:?}");
+        }
+        assert_eq!(p.loss_history, a.loss_history, "{k:?}");
     }
-    assert_eq!(p.loss_history, a.loss_history);
 }
 
 #[test]
@@ -196,9 +216,22 @@ fn training_step_is_loss_and_grad_on_the_published_batch_then_adamw() {
         sparsities: vec![0.0, 0.8],
         ..Default::default()
     };
-    let mut model = ToyModel::new(cfg.clone()).unwrap();
-    let before = model.clone();
-    model.train(1, &mut |_, _| {});
+    let before = ToyModel::new(cfg.clone()).unwrap();
+    let trained_on = |threads: usize| {
+        let mut m = before.clone();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| m.train(1, &mut |_, _| {}));
+        m
+    };
+    let model = trained_on(1);
+    let two = trained_on(2);
+    for (a, b) in model.instances.iter().zip(&two.instances) {
+        assert_eq!(a.w(), b.w(), "1 and 2 threads differ");
+        assert_eq!(a.b(), b.b(), "1 and 2 threads differ");
+    }
     for (k, (inst0, inst1)) in before.instances.iter().zip(&model.instances).enumerate() {
         let x = batch(&cfg, inst0.sparsity, k as u64, 0);
         let imp: Vec<f32> = cfg.importance(k).iter().map(|&v| v as f32).collect();
