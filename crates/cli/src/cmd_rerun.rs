@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use interplab_lab::rerun;
 
-use crate::ui::show_progress;
 use crate::exec::Bars;
+use crate::ui::show_progress;
 
 /// Arguments of `interplab rerun`.
 #[derive(Args)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use interplab_lab::tour;
 
-use crate::ui::show_progress;
 use crate::exec::Bars;
+use crate::ui::show_progress;
 use crate::ui::weight_storage;
 
 /// Arguments of `interplab tour`.

@@ -70,9 +70,15 @@ fn tiny_run_writes_its_run_directory() {
     let best = &depths[1]["best_induction_head"];
     let partner = &depths[1]["k_partner"];
     if best[0] == 1 {
-        assert!(partner[0].as_u64().unwrap() < 1, "partner {partner} of head {best}");
+        assert!(
+            partner[0].as_u64().unwrap() < 1,
+            "partner {partner} of head {best}"
+        );
     } else {
-        assert!(partner.is_null(), "a layer-0 head has no K-composition partner: {partner}");
+        assert!(
+            partner.is_null(),
+            "a layer-0 head has no K-composition partner: {partner}"
+        );
     }
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
