@@ -15,6 +15,9 @@ pub enum Architecture {
     Llama,
     /// Gemma 3 (QK-norm, pre and post norms, sliding-window and global layers, embedding scale).
     Gemma3,
+    /// Qwen2 (the Llama layout with Q, K and V biases, grouped-query attention, rotate-half
+    /// rotary embeddings in llama.cpp's GGUF too, untied or tied embeddings as the file says).
+    Qwen2,
     /// A model Interplab built or trained itself.
     Custom,
 }

@@ -63,7 +63,7 @@ const BLOCK_MATRICES: [&str; 7] = [
     "ffn_down.weight",
 ];
 
-/// Load a GGUF model (architectures `llama` and `gemma3`) with f32 computation; `storage` says
+/// Load a GGUF model (architectures `llama`, `qwen2` and `gemma3`) with f32 computation; `storage` says
 /// whether the block matrices are dequantised now or at each use.
 pub fn load_gguf(
     gguf: &GgufFile,
@@ -140,6 +140,16 @@ pub fn load_gguf(
                 None,
                 false,
             ),
+            "qwen2" => (
+                Architecture::Qwen2,
+                Activation::Silu,
+                false,
+                false,
+                vec![None; n_layers],
+                None,
+                None,
+                false,
+            ),
             "gemma3" => {
                 let window = gguf.meta_u64(&key("attention.sliding_window"))? as usize;
                 // llama.cpp and Hugging Face: every sixth layer is global, the rest slide.
@@ -159,7 +169,7 @@ pub fn load_gguf(
             }
             other => {
                 return Err(Error::Unsupported(format!(
-                    "GGUF architecture `{other}` (supported: llama, gemma3)"
+                    "GGUF architecture `{other}` (supported: llama, qwen2, gemma3)"
                 )))
             }
         };
@@ -198,7 +208,10 @@ pub fn load_gguf(
         tied_embeddings: tied,
         default_prepend_bos: bos,
     };
+    // llama.cpp interleaves the rotary halves of Q and K for `llama` only (its converter
+    // permutes them for the GGML rotation); `qwen2` and `gemma3` keep Hugging Face's layout.
     let llama = architecture == Architecture::Llama;
+    let qkv_bias = architecture == Architecture::Qwen2;
     // A block matrix as `[in, out]`; `rotary_heads` undoes llama.cpp's interleaving of the
     // rotary halves of Q and K so the weights (and the q/k hooks) match Hugging Face and
     // TransformerLens.
@@ -243,9 +256,15 @@ pub fn load_gguf(
             )?,
             w_v: matrix(&mut bag, &format!("{p}.attn_v.weight"), None)?,
             w_o: matrix(&mut bag, &format!("{p}.attn_output.weight"), None)?,
-            b_q: None,
-            b_k: None,
-            b_v: None,
+            b_q: qkv_bias
+                .then(|| bag.take(&format!("{p}.attn_q.bias")))
+                .transpose()?,
+            b_k: qkv_bias
+                .then(|| bag.take(&format!("{p}.attn_k.bias")))
+                .transpose()?,
+            b_v: qkv_bias
+                .then(|| bag.take(&format!("{p}.attn_v.bias")))
+                .transpose()?,
             b_o: None,
             q_norm: if qk_norm {
                 Some(norm(&mut bag, &format!("{p}.attn_q_norm.weight"))?)
@@ -389,7 +408,11 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Weights)
     match model_type.as_str() {
         "gpt2" => load_gpt2(&cfg, &cfg_path, &mut bag),
         "gpt_neox" => load_neox(&cfg, &cfg_path, &mut bag),
-        "llama" | "mistral" | "qwen2" => load_llama_like(&cfg, &cfg_path, &mut bag, false),
+        "llama" | "mistral" => load_llama_like(&cfg, &cfg_path, &mut bag, false),
+        "qwen2" => load_llama_like(&cfg, &cfg_path, &mut bag, false).map(|(mut c, w)| {
+            c.architecture = Architecture::Qwen2;
+            (c, w)
+        }),
         "gemma3_text" | "gemma3" => {
             let text_cfg = cfg.get("text_config").cloned().unwrap_or(cfg.clone());
             load_llama_like(&text_cfg, &cfg_path, &mut bag, true)

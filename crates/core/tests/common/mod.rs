@@ -35,6 +35,14 @@ pub fn gemma3() -> &'static LoadedModel {
     M.get_or_init(|| load("gemma3-270m", &Device::Cpu, &mut |_| {}).expect("loading gemma3-270m"))
 }
 
+/// Qwen2.5-Coder-0.5B-Instruct (alias `qwen2.5-coder-0.5b`), loaded once per test binary.
+pub fn qwen2() -> &'static LoadedModel {
+    static M: OnceLock<LoadedModel> = OnceLock::new();
+    M.get_or_init(|| {
+        load("qwen2.5-coder-0.5b", &Device::Cpu, &mut |_| {}).expect("loading qwen2.5-coder-0.5b")
+    })
+}
+
 /// A tiny Hugging Face fixture model by directory name (`gpt2-tiny`, ...).
 pub fn tiny(name: &str) -> LoadedModel {
     let path = fixture(&format!("hf/{name}"));

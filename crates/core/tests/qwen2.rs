@@ -1,0 +1,145 @@
+//! Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF: Q4_K, Q6_K, Q5_0, Q8_0 and F32 tensors; Q/K/V
+//! biases; 14 query heads on 2 key/value heads; rotary base 1e6; untied unembedding) against
+//! Hugging Face transformers dequantising the same file to f32 (`shared/reference/qwen2`,
+//! slimmed into `fixtures/reference/qwen2` by `scripts/peer/slim_reference.py --models qwen2`).
+
+mod common;
+
+use common::{fixture, ids_of, max_abs_diff, qwen2, read_st, tokens};
+use interplab_core::config::Architecture;
+use interplab_core::model::process::ProcessOptions;
+use interplab_core::model::{log_softmax, Input, NameFilter, RunOptions};
+
+#[test]
+fn logits_and_tokens_match_transformers() {
+    let m = qwen2();
+    assert_eq!(m.model.cfg.architecture, Architecture::Qwen2);
+    assert_eq!((m.model.cfg.n_heads, m.model.cfg.n_kv_heads), (14, 2));
+    assert!(
+        !m.model.cfg.tied_embeddings,
+        "the GGUF has its own output.weight"
+    );
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("reference/qwen2/hf_logits_slim.json")).unwrap(),
+    )
+    .unwrap();
+    let prompts = meta["source_json"]["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 3);
+    let r = read_st(&fixture("reference/qwen2/hf_logits_slim.safetensors"));
+    for (i, p) in prompts.iter().enumerate() {
+        let text = p["prompt"].as_str().unwrap();
+        let want_ids = ids_of(&r[&format!("tokens_{i}")]);
+        let ids = m.tokenizer.encode(text, false).unwrap();
+        assert_eq!(ids, want_ids, "prompt {i} token ids");
+        let logits = m.model.forward(&tokens(&ids)).unwrap().squeeze(0).unwrap();
+        let last = &r[&format!("logits_last_{i}")];
+        let k = last.dim(0).unwrap();
+        let ours = logits.narrow(0, ids.len() - k, k).unwrap();
+        let d = max_abs_diff(&ours, last);
+        eprintln!("prompt {i}: last-position logits max |ours - transformers| = {d:.2e}");
+        assert!(d < 1e-3, "prompt {i}: last-position logits differ by {d}");
+        let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+        assert_eq!(
+            argmax,
+            ids_of(&r[&format!("argmax_{i}")]),
+            "prompt {i} argmax"
+        );
+        let max = logits.max(1).unwrap();
+        let d = max_abs_diff(&max, &r[&format!("max_{i}")]);
+        assert!(
+            d < 1e-3,
+            "prompt {i}: per-position max logit differs by {d}"
+        );
+    }
+}
+
+#[test]
+fn cached_hooks_replay_the_logits() {
+    let m = qwen2();
+    let ids = m.tokenizer.encode("def add(a, b):", false).unwrap();
+    let t = tokens(&ids);
+    let plain = m.model.forward(&t).unwrap();
+    let (logits, cache) = m
+        .model
+        .run_with_cache(
+            &t,
+            &NameFilter::new(&["blocks.*.hook_resid_pre", "blocks.*.attn.hook_q"]),
+        )
+        .unwrap();
+    assert_eq!(max_abs_diff(&plain, &logits), 0.0);
+    // Q carries its bias: [batch, pos, 14 heads, 64].
+    assert_eq!(
+        cache.get("blocks.0.attn.hook_q").unwrap().dims(),
+        &[1, ids.len(), 14, 64]
+    );
+    // Starting at layer 12 from the cached residual gives the same logits.
+    let resid = cache.get("blocks.12.hook_resid_pre").unwrap();
+    let opts = RunOptions {
+        start_at_layer: Some(12),
+        ..Default::default()
+    };
+    let (resumed, _) = m.model.run(Input::Resid(resid), &opts, None, None).unwrap();
+    assert_eq!(max_abs_diff(&plain, &resumed), 0.0, "start_at_layer 12");
+}
+
+#[test]
+fn greedy_generation_with_the_kv_cache_matches_transformers() {
+    // transformers' reference: argmax of a full forward per step, 20 new tokens, no EOS stop
+    // (equal to its `generate(do_sample=False)`); ours decodes with the KV cache.
+    let m = qwen2();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("reference/qwen2/hf_logits_slim.json")).unwrap(),
+    )
+    .unwrap();
+    let g = &meta["source_json"]["greedy_continuation"];
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let prompt = ids(&g["prompt_token_ids"]);
+    assert_eq!(
+        m.tokenizer
+            .encode(g["prompt"].as_str().unwrap(), false)
+            .unwrap(),
+        prompt
+    );
+    let opts = interplab_core::model::GenerateOptions {
+        max_new_tokens: 20,
+        ..Default::default()
+    };
+    let out = m.model.generate(&prompt, &opts, None).unwrap();
+    assert_eq!(out, ids(&g["new_token_ids"]));
+    assert_eq!(
+        m.tokenizer.decode(&out).unwrap(),
+        g["text"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn weight_processing_keeps_the_log_probs() {
+    // Every step (fold the RMSNorm weights, fold the value biases into b_O, centre the
+    // unembedding; centring the writing weights is skipped for RMSNorm) leaves log-probs
+    // unchanged, at the tolerance `weight_processing.rs` uses for every architecture.
+    let m = qwen2();
+    let ids = m
+        .tokenizer
+        .encode("fn main() { println!(\"hi\"); }", false)
+        .unwrap();
+    let t = tokens(&ids);
+    let mut p = m.model.clone();
+    p.process_weights(&ProcessOptions::all()).unwrap();
+    let la = log_softmax(&m.model.forward(&t).unwrap()).unwrap();
+    let lb = log_softmax(&p.forward(&t).unwrap()).unwrap();
+    let d = max_abs_diff(&la, &lb);
+    eprintln!("processed weights: log-probs max difference {d:.2e}");
+    assert!(d < 1e-4, "log-probs differ by {d} after processing");
+    // The value biases moved into b_O.
+    assert!(p
+        .weights
+        .blocks
+        .iter()
+        .all(|b| b.attn.b_v.is_none() && b.attn.b_o.is_some()));
+}
