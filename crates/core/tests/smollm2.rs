@@ -11,35 +11,12 @@ use interplab_core::model::NameFilter;
 #[test]
 fn logits_and_tokens_match_transformers() {
     let m = smollm2();
-    let r = read_st(&fixture("reference/smollm2/hf_logits_slim.safetensors"));
     let prompts = [
         "When Mary and John went to the store, John gave a drink to",
         "The Eiffel Tower is located in the city of",
         "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
     ];
-    for (i, p) in prompts.iter().enumerate() {
-        let want_ids = ids_of(&r[&format!("tokens_{i}")]);
-        let ids = m.tokenizer.encode(p, false).unwrap();
-        assert_eq!(ids, want_ids, "prompt {i} token ids");
-        let logits = m.model.forward(&tokens(&ids)).unwrap().squeeze(0).unwrap();
-        let last = &r[&format!("logits_last_{i}")];
-        let k = last.dim(0).unwrap();
-        let ours = logits.narrow(0, ids.len() - k, k).unwrap();
-        let d = max_abs_diff(&ours, last);
-        assert!(d < 1e-3, "prompt {i}: last-position logits differ by {d}");
-        let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
-        assert_eq!(
-            argmax,
-            ids_of(&r[&format!("argmax_{i}")]),
-            "prompt {i} argmax"
-        );
-        let max = logits.max(1).unwrap();
-        let d = max_abs_diff(&max, &r[&format!("max_{i}")]);
-        assert!(
-            d < 1e-3,
-            "prompt {i}: per-position max logit differs by {d}"
-        );
-    }
+    common::assert_logits_match_reference(m, "smollm2", &prompts);
 }
 
 #[test]

@@ -113,3 +113,42 @@ pub fn max_mixed_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Logits of `prompts` (tokenised without BOS) against a slimmed transformers reference
+/// (`reference/<name>/hf_logits_slim.safetensors`): token ids, the last positions' logits and
+/// the per-position max within 1e-3, argmax identical. Returns the worst last-position error.
+#[allow(dead_code)]
+pub fn assert_logits_match_reference(m: &LoadedModel, name: &str, prompts: &[&str]) -> f32 {
+    let r = read_st(&fixture(&format!(
+        "reference/{name}/hf_logits_slim.safetensors"
+    )));
+    let mut worst = 0f32;
+    for (i, p) in prompts.iter().enumerate() {
+        let want_ids = ids_of(&r[&format!("tokens_{i}")]);
+        let ids = m.tokenizer.encode(p, false).unwrap();
+        assert_eq!(ids, want_ids, "{name} prompt {i} token ids");
+        let logits = m.model.forward(&tokens(&ids)).unwrap().squeeze(0).unwrap();
+        let last = &r[&format!("logits_last_{i}")];
+        let k = last.dim(0).unwrap();
+        let ours = logits.narrow(0, ids.len() - k, k).unwrap();
+        let d = max_abs_diff(&ours, last);
+        assert!(
+            d < 1e-3,
+            "{name} prompt {i}: last-position logits differ by {d}"
+        );
+        worst = worst.max(d);
+        let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+        assert_eq!(
+            argmax,
+            ids_of(&r[&format!("argmax_{i}")]),
+            "{name} prompt {i} argmax"
+        );
+        let max = logits.max(1).unwrap();
+        let d = max_abs_diff(&max, &r[&format!("max_{i}")]);
+        assert!(
+            d < 1e-3,
+            "{name} prompt {i}: per-position max logit differs by {d}"
+        );
+    }
+    worst
+}
