@@ -189,6 +189,7 @@ pub fn induction_model(vocab: usize, n_ctx: usize) -> Result<HookedTransformer> 
         ln_final: NormWeights { w: None, b: None },
         w_u: Some(Tensor::from_vec(w_u, (dm, vocab), &dev)?),
         b_u: None,
+        unembed_blocks: None,
     };
     HookedTransformer::new(cfg, weights, dev)
 }

@@ -491,6 +491,7 @@ impl GgufFile {
             words,
             n_bytes: bytes.len(),
             device: device.clone(),
+            qmatmul: std::sync::OnceLock::new(),
         }))
     }
 
@@ -563,6 +564,9 @@ pub struct QuantizedMatrix {
     n_bytes: usize,
     /// Where the dequantised tensors go.
     device: Device,
+    /// candle's quantised kernel for [`Self::matmul_rows`] on block types without an f32 path,
+    /// built (a second copy of the blocks) on first use.
+    qmatmul: std::sync::OnceLock<Option<candle_core::quantized::QMatMul>>,
 }
 
 impl QuantizedMatrix {
@@ -633,7 +637,29 @@ impl QuantizedMatrix {
             words,
             n_bytes: self.n_bytes,
             device: self.device.clone(),
+            qmatmul: std::sync::OnceLock::new(),
         })
+    }
+
+    /// `x @ Wᵀ` for `m` rows of f32 activations `x` (`[m, cols]`, row-major), read straight
+    /// from the blocks (see [`crate::qmatmul`] for the two definitions by block type);
+    /// returns `[m, rows]`. For decoding: a few rows, where dequantising the whole matrix
+    /// would cost far more than the product.
+    pub fn matmul_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let shape = (self.rows, self.cols);
+        let q = match self.qmatmul.get() {
+            Some(q) => q.as_ref(),
+            None => {
+                let built = crate::qmatmul::candle_qmatmul(self.dtype, self.bytes(), shape)?;
+                self.qmatmul.get_or_init(|| built).as_ref()
+            }
+        };
+        crate::qmatmul::matmul_rows(self.dtype, self.bytes(), shape, x, m, q)
+    }
+
+    /// The GGML block type.
+    pub fn ggml_dtype(&self) -> GgmlDType {
+        self.dtype
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`config`]: the architecture-neutral model config (TransformerLens' `HookedTransformerConfig`).
 //! - [`corpus`]: documents from text or JSONL files, and the shipped English corpus.
 //! - [`gguf`]: a bounds-checked GGUF reader and dequantiser.
+//! - [`qmatmul`]: products of a few activation rows with GGML blocks (the decode step).
 //! - [`tokenizer`]: tokenizers from `tokenizer.json` or GGUF metadata, and chat templates.
 //! - [`source`]: model sources (`path`, `pip:`, `hf:`), aliases and the local cache.
 //! - [`rng`]: the seeded generator every random choice uses (splitmix64).
@@ -18,6 +19,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod loader;
 pub mod model;
+pub mod qmatmul;
 pub mod rng;
 pub mod safetensors_file;
 pub mod source;

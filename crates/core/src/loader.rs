@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::{Activation, Architecture, ModelConfig, NormKind, Positions};
 use crate::gguf::GgufFile;
-use crate::model::weights::Matrix;
+use crate::model::weights::{Matrix, UnembedBlocks};
 use crate::model::{AttnWeights, BlockWeights, MlpWeights, NormWeights, Weights};
 use crate::safetensors_file::SafetensorsFile;
 use crate::{Error, Result};
@@ -302,6 +302,20 @@ pub fn load_gguf(
             },
         });
     }
+    // The unembedding's blocks for decode steps (see `UnembedBlocks`).
+    let unembed_blocks = if storage == WeightStorage::Quantized {
+        let (name, source) = match &w_u {
+            Some(u) => ("output.weight", u.id()),
+            None => ("token_embd.weight", w_e.id()),
+        };
+        gguf.tensor_quantized(name, device)?
+            .map(|q| UnembedBlocks {
+                blocks: Arc::new(q),
+                source,
+            })
+    } else {
+        None
+    };
     let weights = Weights {
         w_e,
         w_pos: None,
@@ -309,6 +323,7 @@ pub fn load_gguf(
         ln_final: norm(&mut bag, "output_norm.weight")?,
         w_u,
         b_u: None,
+        unembed_blocks,
     };
     Ok((cfg, weights))
 }
@@ -556,6 +571,7 @@ fn load_gpt2(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         ln_final: layer_norm_weights(bag, "ln_f")?,
         w_u,
         b_u: None,
+        unembed_blocks: None,
     };
     Ok((c, weights))
 }
@@ -658,6 +674,7 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         ln_final: layer_norm_weights(bag, "final_layer_norm")?,
         w_u,
         b_u: None,
+        unembed_blocks: None,
     };
     Ok((c, weights))
 }
@@ -833,6 +850,7 @@ fn load_llama_like(
         ln_final: norm(bag, "norm.weight")?,
         w_u,
         b_u: None,
+        unembed_blocks: None,
     };
     Ok((c, weights))
 }

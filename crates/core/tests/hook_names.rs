@@ -137,6 +137,7 @@ fn attention_only(norm: NormKind) -> HookedTransformer {
         ln_final: ln(),
         w_u: Some(rand(d, vocab)),
         b_u: None,
+        unembed_blocks: None,
     };
     HookedTransformer::new(cfg, weights, Device::Cpu).unwrap()
 }

@@ -1,5 +1,5 @@
 //! The measurements behind `interplab bench`: load time, forward and `run_with_cache` tokens/s
-//! with peak memory, patching and head-detector times, on the same workload as
+//! with peak memory, patching and head-detector times, generation tokens/s (batch 1 and a batch), on the same workload as
 //! `scripts/peer/bench_peer.py` (batch × seq token ids from a fixed-seed stream). Peak RSS is the
 //! process's, so the CLI runs each measurement in a fresh child process.
 
@@ -12,8 +12,13 @@ use interplab_analysis::heads::{
 };
 use interplab_analysis::patching::{Metric, PatchingSetup, PositionSite};
 use interplab_core::loader::{LoadedModel, WeightStorage};
-use interplab_core::model::NameFilter;
+use interplab_core::model::{GenerateOptions, NameFilter};
 use serde_json::json;
+
+/// Prompt tokens per row of the generation benchmark.
+pub const GENERATE_PROMPT: usize = 16;
+/// New tokens per row of the generation benchmark.
+pub const GENERATE_NEW: usize = 128;
 
 /// What a benchmark runs on.
 #[derive(Debug, Clone)]
@@ -178,6 +183,49 @@ pub fn measure(
                       "sequences": seqs.len(), "seq_len": seqs[0].len()}),
             )
         }
-        other => bail!("unknown measurement `{other}` (load, forward, cache, patch, heads)"),
+        "generate" | "generate-q" | "generate-batch" | "generate-batch-q" => {
+            // scripts/peer/bench_peer.py `hf_generate`: greedy, GENERATE_PROMPT prompt tokens
+            // per row, exactly GENERATE_NEW new tokens (no stop ids), prefill included.
+            let quantized = what.ends_with("-q");
+            let storage = if quantized {
+                WeightStorage::Quantized
+            } else {
+                WeightStorage::Dense
+            };
+            let batch = if what.starts_with("generate-batch") {
+                a.batch
+            } else {
+                1
+            };
+            let m = load(&a.model, storage)?;
+            let ids = bench_tokens(batch, GENERATE_PROMPT);
+            let prompts: Vec<Vec<u32>> = ids.chunks(GENERATE_PROMPT).map(<[u32]>::to_vec).collect();
+            let opts = GenerateOptions {
+                max_new_tokens: GENERATE_NEW,
+                ..Default::default()
+            };
+            m.model.generate_batch(&prompts, &opts, None)?; // warm-up
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let out = m.model.generate_batch(&prompts, &opts, None)?;
+                times.push(t0.elapsed().as_secs_f64());
+                if out.iter().any(|o| o.len() != GENERATE_NEW) {
+                    bail!("generation stopped early");
+                }
+            }
+            let med = median(times);
+            Ok(json!({
+                "name": format!("interplab_generate_b{batch}{}", if quantized { "_quantized" } else { "" }),
+                "median_s": med,
+                "tokens_per_s": (batch * GENERATE_NEW) as f64 / med,
+                "batch": batch, "prompt_tokens": GENERATE_PROMPT, "new_tokens": GENERATE_NEW,
+                "runs": runs, "peak_rss_bytes": peak_rss(),
+            }))
+        }
+        other => bail!(
+            "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, patch, heads, \
+             generate, generate-q, generate-batch, generate-batch-q)"
+        ),
     }
 }

@@ -226,6 +226,7 @@ pub fn init_model(cfg: &InductionConfig) -> Result<HookedTransformer> {
         ln_final: norm()?,
         w_u: Some(normal(3, d, cfg.d_vocab)?),
         b_u: None,
+        unembed_blocks: None,
     };
     HookedTransformer::new(mc, weights, dev)
 }

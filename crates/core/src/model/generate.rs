@@ -112,38 +112,79 @@ impl HookedTransformer {
         &self,
         prompt: &[u32],
         opts: &GenerateOptions,
-        mut hooks: Option<&mut Hooks>,
+        hooks: Option<&mut Hooks>,
     ) -> Result<Vec<u32>> {
+        let mut out = self.generate_batch(&[prompt.to_vec()], opts, hooks)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Generate after several prompts at once: one batch, left-padded with an attention mask
+    /// (padding is invisible to attention and takes no position), one KV cache, one forward per
+    /// step for every row. Row `i` samples with its own generator seeded `opts.seed`, so its
+    /// tokens are those [`Self::generate`] gives prompt `i` alone, up to float summation order
+    /// (none in a decode step from quantised blocks, which computes each row by itself). A row
+    /// stops at a stop id; finished rows ride along until every row is done. Hooks see the
+    /// whole batch, padding included, at every step.
+    pub fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+        mut hooks: Option<&mut Hooks>,
+    ) -> Result<Vec<Vec<u32>>> {
         opts.validate()?;
-        if prompt.is_empty() {
-            return Err(Error::Input("empty prompt".into()));
+        if prompts.is_empty() {
+            return Err(Error::Input("no prompts to generate from".into()));
         }
-        if prompt.len() + opts.max_new_tokens > self.cfg.n_ctx {
+        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+            return Err(Error::Input(format!("prompt {i} is empty")));
+        }
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if longest + opts.max_new_tokens > self.cfg.n_ctx {
             return Err(Error::Input(format!(
-                "prompt of {} tokens plus {} new tokens exceeds the context length {}",
-                prompt.len(),
-                opts.max_new_tokens,
-                self.cfg.n_ctx
+                "prompt of {longest} tokens plus {} new tokens exceeds the context length {}",
+                opts.max_new_tokens, self.cfg.n_ctx
             )));
         }
-        let mut rng = SplitMix(opts.seed);
+        let b = prompts.len();
+        let mut ids = Vec::with_capacity(b * longest);
+        let mut mask = Vec::with_capacity(b * longest);
+        for p in prompts {
+            let pad = longest - p.len();
+            ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
+            mask.extend(std::iter::repeat_n(0f32, pad).chain(std::iter::repeat_n(1f32, p.len())));
+        }
+        let ragged = prompts.iter().any(|p| p.len() != longest);
+        let mask = Tensor::from_vec(mask, (b, longest), self.device())?;
+        let mut input = Tensor::from_vec(ids, (b, longest), self.device())?;
+        let mut rngs: Vec<SplitMix> = (0..b).map(|_| SplitMix(opts.seed)).collect();
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+        let mut done = vec![false; b];
         let mut kv = KvCache::default();
-        let mut out = Vec::new();
-        let mut input = Tensor::new(prompt, self.device())?.unsqueeze(0)?;
-        for _ in 0..opts.max_new_tokens {
-            let logits = self.forward_with_kv(&input, &mut kv, None, hooks.as_deref_mut())?;
+        for step in 0..opts.max_new_tokens {
+            let step_mask = (step == 0 && ragged).then_some(&mask);
+            let logits = self.forward_with_kv(&input, &mut kv, step_mask, hooks.as_deref_mut())?;
             let p = logits.dim(1)?;
-            let last: Vec<f32> = logits
+            let last: Vec<Vec<f32>> = logits
                 .narrow(1, p - 1, 1)?
-                .flatten_all()?
+                .squeeze(1)?
                 .to_dtype(DType::F32)?
-                .to_vec1()?;
-            let next = sample(&last, opts, &mut rng);
-            out.push(next);
-            if opts.stop_ids.contains(&next) {
+                .to_vec2()?;
+            let mut next = Vec::with_capacity(b);
+            for (i, row) in last.iter().enumerate() {
+                let t = if done[i] {
+                    out[i].last().copied().unwrap_or(0)
+                } else {
+                    let t = sample(row, opts, &mut rngs[i]);
+                    out[i].push(t);
+                    done[i] = opts.stop_ids.contains(&t);
+                    t
+                };
+                next.push(t);
+            }
+            if done.iter().all(|&d| d) {
                 break;
             }
-            input = Tensor::new(&[next], self.device())?.unsqueeze(0)?;
+            input = Tensor::from_vec(next, (b, 1), self.device())?;
         }
         Ok(out)
     }

@@ -349,7 +349,7 @@ impl HookedTransformer {
         let rows = resid.elem_count() / d;
         let x = resid.reshape((1, rows, d))?;
         let x = self.norm(&self.weights.ln_final, &x, LN_FINAL, &mut rt)?;
-        let mut logits = x.reshape((rows, d))?.matmul(&self.weights.unembed()?)?;
+        let mut logits = self.unembed_rows(&x.reshape((rows, d))?)?;
         if let Some(bu) = &self.weights.b_u {
             logits = logits.broadcast_add(bu)?;
         }
@@ -359,6 +359,17 @@ impl HookedTransformer {
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.d_vocab;
         Ok(logits.reshape(out)?)
+    }
+
+    /// `x @ W_U` for `x` `[n, d_model]` (bias and softcap are the caller's): from the
+    /// unembedding's blocks for a decode step, as [`Matrix::matmul`] does for block matrices.
+    fn unembed_rows(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(q) = self.weights.unembed_blocks() {
+            if let Some(y) = weights::few_rows_from_blocks(q, x)? {
+                return Ok(y);
+            }
+        }
+        Ok(x.matmul(&self.weights.unembed()?)?)
     }
 
     fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {
@@ -559,8 +570,7 @@ impl HookedTransformer {
         }
         let x = self.norm(&self.weights.ln_final, &x, LN_FINAL, rt)?;
         let (b, p, d) = x.dims3()?;
-        let w_u = self.weights.unembed()?;
-        let mut logits = x.reshape((b * p, d))?.matmul(&w_u)?;
+        let mut logits = self.unembed_rows(&x.reshape((b * p, d))?)?;
         if let Some(bu) = &self.weights.b_u {
             logits = logits.broadcast_add(bu)?;
         }
@@ -763,7 +773,7 @@ impl HookedTransformer {
             let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, ln1, rt)?;
             let x2 = n1.reshape((b * p, d))?;
             let lin = |w: &Matrix, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
-                let mut y = x2.matmul(&w.tensor()?)?;
+                let mut y = w.matmul(&x2)?;
                 if let Some(bias) = bias {
                     y = y.broadcast_add(bias)?;
                 }
@@ -858,8 +868,8 @@ impl HookedTransformer {
             let result = rt.point(HookName::AttnResult(l), result)?;
             result.sum(2)?
         } else {
-            z.reshape((b * p, h * dh))?
-                .matmul(&a.w_o.tensor()?)?
+            a.w_o
+                .matmul(&z.reshape((b * p, h * dh))?)?
                 .reshape((b, p, d))?
         };
         Ok(match &a.b_o {
@@ -877,7 +887,7 @@ impl HookedTransformer {
         let (b, p, d) = x.dims3()?;
         let x2 = x.reshape((b * p, d))?;
         let lin = |w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
-            let y = x2.matmul(&w.tensor()?)?;
+            let y = w.matmul(&x2)?;
             let y = match bias {
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
@@ -896,7 +906,7 @@ impl HookedTransformer {
             }
         };
         let post = rt.point(HookName::MlpPost(l), post)?;
-        let mut out = post.reshape((b * p, c.d_mlp))?.matmul(&m.w_out.tensor()?)?;
+        let mut out = m.w_out.matmul(&post.reshape((b * p, c.d_mlp))?)?;
         if let Some(bo) = &m.b_out {
             out = out.broadcast_add(bo)?;
         }

@@ -16,6 +16,23 @@ use crate::config::ModelConfig;
 use crate::gguf::QuantizedMatrix;
 use crate::Result;
 
+/// Input rows up to which a quantised matrix is multiplied straight from its blocks: a decode
+/// step of up to 16 sequences. Beyond it, dequantising once and a gemm are faster.
+pub const FEW_ROWS: usize = 16;
+
+/// `x @ Wᵀ` straight from the blocks of `q` (`[out, in]`) when `x` `[n, in]` is a decode
+/// step's input: at most [`FEW_ROWS`] rows of f32 on the CPU that need no gradient.
+/// `None` when it is not (the caller dequantises).
+pub(crate) fn few_rows_from_blocks(q: &QuantizedMatrix, x: &Tensor) -> Result<Option<Tensor>> {
+    let (n, _) = x.dims2()?;
+    if n > FEW_ROWS || x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
+        return Ok(None);
+    }
+    let values: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let y = q.matmul_rows(&values, n)?;
+    Ok(Some(Tensor::from_vec(y, (n, q.dims().0), x.device())?))
+}
+
 /// A weight matrix in compute layout `[in, out]`.
 #[derive(Debug, Clone)]
 pub enum Matrix {
@@ -32,6 +49,19 @@ impl Matrix {
         match self {
             Matrix::Dense(t) => Ok(t.clone()),
             Matrix::Quantized(q) => q.dequantize_transposed(),
+        }
+    }
+
+    /// `x @ W` for `x` `[n, in]`. Quantised blocks with at most [`FEW_ROWS`] rows of f32 input
+    /// that needs no gradient (a decode step) are read straight from the blocks
+    /// ([`QuantizedMatrix::matmul_rows`]); otherwise the matrix is dequantised and multiplied.
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::Dense(t) => Ok(x.matmul(t)?),
+            Matrix::Quantized(q) => match few_rows_from_blocks(q, x)? {
+                Some(y) => Ok(y),
+                None => Ok(x.matmul(&q.dequantize_transposed()?)?),
+            },
         }
     }
 
@@ -173,6 +203,21 @@ pub struct Weights {
     /// Unembedding `[d_model, d_vocab]`; `None` means tied: `W_E` transposed.
     pub w_u: Option<Tensor>,
     pub b_u: Option<Tensor>,
+    /// The unembedding's GGML blocks (see [`UnembedBlocks`]); `None` unless loaded from GGUF
+    /// with [`crate::loader::WeightStorage::Quantized`].
+    pub unembed_blocks: Option<UnembedBlocks>,
+}
+
+/// The GGML blocks `[d_vocab, d_model]` of the unembedding (the tied `token_embd`, or
+/// `output.weight`), kept so a decode step reads them (SmolLM2: 30 MB of Q8_0) instead of the
+/// dense matrix (113 MB). They are used only while the dense tensor they were loaded beside is
+/// still the model's unembedding: any rewrite of `W_U`/`W_E` (processing, training) makes a
+/// new tensor, and the blocks are ignored from then on.
+#[derive(Debug, Clone)]
+pub struct UnembedBlocks {
+    pub blocks: Arc<QuantizedMatrix>,
+    /// The id of the tensor (`W_U`, or `W_E` when tied) the blocks equal.
+    pub source: candle_core::TensorId,
 }
 
 impl Weights {
@@ -298,6 +343,13 @@ impl Weights {
             Ok(())
         })?;
         Ok(vars)
+    }
+
+    /// The unembedding's blocks, if held and still equal to the unembedding.
+    pub fn unembed_blocks(&self) -> Option<&QuantizedMatrix> {
+        let u = self.unembed_blocks.as_ref()?;
+        let current = self.w_u.as_ref().unwrap_or(&self.w_e).id();
+        (u.source == current).then_some(&*u.blocks)
     }
 
     /// The unembedding matrix `[d_model, d_vocab]` (a transposed view of `W_E` when tied).

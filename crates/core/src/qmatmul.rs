@@ -1,0 +1,370 @@
+//! Products of a few activation rows with a matrix kept as GGML blocks, reading each block once
+//! and never writing the dequantised matrix to memory: the decode step of generation (one or a
+//! few new positions per forward) with [`crate::loader::WeightStorage::Quantized`].
+//!
+//! Two definitions, by block type:
+//! - **Q4_1 and Q8_0** (SmolLM2's blocks): each block is dequantised in registers with the same
+//!   arithmetic as the dense load (`q * d + m`, `q * d`), then multiplied with the f32
+//!   activations and summed in f32. The weights are exactly the dense weights; only the order of
+//!   the f32 summation differs from the dense matmul (differences of order 1e-6 relative).
+//! - **Every other type** (Qwen's K-quants): candle's quantised kernels, which quantise each
+//!   activation row to 8-bit blocks first (Q8_K or Q8_0/Q8_1, as llama.cpp does) and take integer
+//!   dot products. This changes the result by about the 8-bit rounding of the activations
+//!   (relative error of order 1e-3 on a row's outputs), stated where it is measured
+//!   (`docs/performance.md`).
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Activation rows processed together against one weight row (kept in registers).
+const ROW_GROUP: usize = 4;
+
+/// The f32 path's block types: bytes per block of 32 weights.
+fn f32_path_block_bytes(dtype: GgmlDType) -> Option<usize> {
+    match dtype {
+        GgmlDType::Q4_1 => Some(20),
+        GgmlDType::Q8_0 => Some(34),
+        _ => None,
+    }
+}
+
+/// `y = x @ Wᵀ` for a row-major `x` `[m, cols]` and a GGML block matrix `W` `[rows, cols]`
+/// (`bytes`, whole blocks per row); returns `y` `[m, rows]`. `qmatmul` is candle's kernel for
+/// the types without an f32 path (built by [`candle_qmatmul`]).
+pub(crate) fn matmul_rows(
+    dtype: GgmlDType,
+    bytes: &[u8],
+    (rows, cols): (usize, usize),
+    x: &[f32],
+    m: usize,
+    qmatmul: Option<&QMatMul>,
+) -> Result<Vec<f32>> {
+    if x.len() != m * cols {
+        return Err(Error::Input(format!(
+            "{} activations do not make {m} rows of {cols}",
+            x.len()
+        )));
+    }
+    let Some(block_bytes) = f32_path_block_bytes(dtype) else {
+        let q = qmatmul.ok_or_else(|| {
+            Error::Unsupported(format!("no quantised kernel was built for {dtype:?}"))
+        })?;
+        let xt = Tensor::from_slice(x, (m, cols), &Device::Cpu)?;
+        return Ok(q.forward(&xt)?.flatten_all()?.to_vec1()?);
+    };
+    let row_bytes = cols / 32 * block_bytes;
+    if cols % 32 != 0 || bytes.len() != rows * row_bytes {
+        return Err(Error::Unsupported(format!(
+            "{dtype:?}: {} bytes are not {rows} rows of {cols} elements",
+            bytes.len()
+        )));
+    }
+    // Output rows per task: a few tasks per thread so uneven cores even out.
+    let tasks = rayon::current_num_threads() * 4;
+    let chunk = rows.div_ceil(tasks).clamp(16, rows.max(16));
+    // Transposed result `[rows, m]`, one chunk of weight rows per task.
+    let mut yt = vec![0f32; rows * m];
+    yt.par_chunks_mut(chunk * m)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let first = t * chunk;
+            let n = out.len() / m;
+            let w = &bytes[first * row_bytes..(first + n) * row_bytes];
+            rows_dispatch(dtype, w, row_bytes, x, m, cols, out);
+        });
+    if m == 1 {
+        return Ok(yt);
+    }
+    let mut y = vec![0f32; m * rows];
+    for (o, vals) in yt.chunks_exact(m).enumerate() {
+        for (r, &v) in vals.iter().enumerate() {
+            y[r * rows + o] = v;
+        }
+    }
+    Ok(y)
+}
+
+/// candle's quantised matmul for a block type without an f32 path, `None` for the others.
+pub(crate) fn candle_qmatmul(
+    dtype: GgmlDType,
+    bytes: &[u8],
+    (rows, cols): (usize, usize),
+) -> Result<Option<QMatMul>> {
+    if f32_path_block_bytes(dtype).is_some() {
+        return Ok(None);
+    }
+    let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), &Device::Cpu, dtype)?;
+    let q = QTensor::new(storage, (rows, cols))?;
+    Ok(Some(QMatMul::from_qtensor(q)?))
+}
+
+fn rows_dispatch(
+    dtype: GgmlDType,
+    w: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    m: usize,
+    cols: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("f16c")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX-512F, F16C and FMA.
+            unsafe { avx512::rows(dtype, w, row_bytes, x, m, cols, out) };
+            return;
+        }
+    }
+    rows_any(dtype, w, row_bytes, x, m, cols, out)
+}
+
+/// `out[o * m + r] = dot(W[o], x[r])` for the weight rows in `w` (portable; the compiler
+/// vectorises the 32-lane loops).
+fn rows_any(
+    dtype: GgmlDType,
+    w: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    m: usize,
+    cols: usize,
+    out: &mut [f32],
+) {
+    for (row, ys) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+        for (r, y) in ys.iter_mut().enumerate() {
+            let xs = &x[r * cols..(r + 1) * cols];
+            *y = match dtype {
+                GgmlDType::Q4_1 => dot::<Q4_1>(row, xs),
+                _ => dot::<Q8_0>(row, xs),
+            };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{GgmlDType, ROW_GROUP};
+    use std::arch::x86_64::*;
+
+    /// As [`super::rows_any`], with explicit AVX-512: each block is dequantised once into
+    /// two 16-lane registers and multiplied with up to [`ROW_GROUP`] activation rows.
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    pub(super) fn rows(
+        dtype: GgmlDType,
+        w: &[u8],
+        row_bytes: usize,
+        x: &[f32],
+        m: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        for (row, ys) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+            let mut r0 = 0;
+            while r0 < m {
+                let g = ROW_GROUP.min(m - r0);
+                let xs = &x[r0 * cols..(r0 + g) * cols];
+                let ys = &mut ys[r0..r0 + g];
+                let q4 = dtype == GgmlDType::Q4_1;
+                match g {
+                    1 => group::<1>(q4, row, xs, cols, ys),
+                    2 => group::<2>(q4, row, xs, cols, ys),
+                    3 => group::<3>(q4, row, xs, cols, ys),
+                    _ => group::<4>(q4, row, xs, cols, ys),
+                }
+                r0 += g;
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    fn half(bits: u16) -> __m512 {
+        // F16C converts exactly, as `half::f16::to_f32` does.
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        _mm512_set1_ps(_mm_cvtss_f32(v))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    fn group<const G: usize>(q4: bool, row: &[u8], xs: &[f32], cols: usize, ys: &mut [f32]) {
+        let bytes = if q4 { 20 } else { 34 };
+        let blocks = cols / 32;
+        assert!(row.len() >= blocks * bytes && xs.len() >= G * cols && ys.len() >= G);
+        let mut acc = [_mm512_setzero_ps(); G];
+        let mut acc2 = [_mm512_setzero_ps(); G];
+        let rp = row.as_ptr();
+        let xp = xs.as_ptr();
+        for k in 0..blocks {
+            // SAFETY: block k spans bytes [k * bytes, (k + 1) * bytes) of `row` and activations
+            // [r * cols + 32k, r * cols + 32k + 32) of `xs`, in bounds by the assert above.
+            unsafe {
+                let b = rp.add(k * bytes);
+                let d = half(u16::from_le_bytes([*b, *b.add(1)]));
+                let (lo, hi) = if q4 {
+                    let mn = half(u16::from_le_bytes([*b.add(2), *b.add(3)]));
+                    let qs = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.add(4) as *const __m128i));
+                    let lo = _mm512_cvtepi32_ps(_mm512_and_si512(qs, _mm512_set1_epi32(0x0F)));
+                    let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(qs));
+                    // q * d + m unfused: the dense load's values exactly.
+                    (
+                        _mm512_add_ps(_mm512_mul_ps(lo, d), mn),
+                        _mm512_add_ps(_mm512_mul_ps(hi, d), mn),
+                    )
+                } else {
+                    let q0 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i));
+                    let q1 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i));
+                    (
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(q0), d),
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(q1), d),
+                    )
+                };
+                for r in 0..G {
+                    let xr = xp.add(r * cols + k * 32);
+                    acc[r] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xr), acc[r]);
+                    acc2[r] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xr.add(16)), acc2[r]);
+                }
+            }
+        }
+        for r in 0..G {
+            ys[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], acc2[r]));
+        }
+    }
+}
+
+/// A block type dequantised 32 weights at a time.
+trait Block {
+    const BYTES: usize;
+    fn dequantize(b: &[u8], w: &mut [f32; 32]);
+}
+
+struct Q4_1;
+struct Q8_0;
+
+impl Block for Q4_1 {
+    const BYTES: usize = 20;
+    /// f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles (low: elements 0–15, high: 16–31);
+    /// `q * d + m` unfused, as candle and the dense load compute it.
+    #[inline(always)]
+    fn dequantize(b: &[u8], w: &mut [f32; 32]) {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mn = half::f16::from_le_bytes([b[2], b[3]]).to_f32();
+        let qs = &b[4..20];
+        for j in 0..16 {
+            w[j] = (qs[j] & 0x0F) as f32 * d + mn;
+            w[j + 16] = (qs[j] >> 4) as f32 * d + mn;
+        }
+    }
+}
+
+impl Block for Q8_0 {
+    const BYTES: usize = 34;
+    /// f16 scale `d`, 32 signed bytes; `q * d`.
+    #[inline(always)]
+    fn dequantize(b: &[u8], w: &mut [f32; 32]) {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let qs = &b[2..34];
+        for j in 0..32 {
+            w[j] = qs[j] as i8 as f32 * d;
+        }
+    }
+}
+
+/// The dot product of one weight row with one activation row, 32 f32 lanes summed pairwise.
+#[inline(always)]
+fn dot<B: Block>(row: &[u8], xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 32];
+    let mut w = [0f32; 32];
+    for (b, x) in row.chunks_exact(B::BYTES).zip(xs.chunks_exact(32)) {
+        B::dequantize(b, &mut w);
+        for j in 0..32 {
+            acc[j] += w[j] * x[j];
+        }
+    }
+    let mut n = 32;
+    while n > 1 {
+        n /= 2;
+        for j in 0..n {
+            acc[j] += acc[j + n];
+        }
+    }
+    acc[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix;
+
+    /// Random Q4_1 / Q8_0 blocks for a `[rows, cols]` matrix, and the same matrix dense
+    /// (dequantised by the scalar formula).
+    fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
+        let mut rng = SplitMix(seed);
+        let mut bytes = Vec::new();
+        let mut dense = Vec::new();
+        for _ in 0..rows * cols / 32 {
+            let d = half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.1);
+            let mut block = d.to_le_bytes().to_vec();
+            let mut w = [0f32; 32];
+            match dtype {
+                GgmlDType::Q4_1 => {
+                    let mn = half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.2);
+                    block.extend(mn.to_le_bytes());
+                    block.extend((0..16).map(|_| (rng.next_f64() * 256.0) as u8));
+                    Q4_1::dequantize(&block, &mut w);
+                }
+                _ => {
+                    block.extend((0..32).map(|_| (rng.next_f64() * 256.0) as u8));
+                    Q8_0::dequantize(&block, &mut w);
+                }
+            }
+            bytes.extend(block);
+            dense.extend(w);
+        }
+        (bytes, dense)
+    }
+
+    #[test]
+    fn f32_path_matches_dense_products_computed_in_f64() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (rows, cols) = (70, 96);
+            let (bytes, dense) = random_matrix(dtype, rows, cols, 3);
+            // Independent check of the block decoding: candle's dequantiser gives `dense`.
+            let candle = dtype
+                .from_data(std::borrow::Cow::Borrowed(&bytes))
+                .dequantize(rows * cols)
+                .unwrap();
+            let candle_cpu_storage = match candle {
+                candle_core::CpuStorage::F32(v) => v,
+                _ => panic!("candle dequantised to a non-f32 type"),
+            };
+            assert_eq!(candle_cpu_storage, dense, "{dtype:?}");
+            for m in [1, 3, 4, 7] {
+                let mut rng = SplitMix(m as u64);
+                let x: Vec<f32> = (0..m * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+                let y = matmul_rows(dtype, &bytes, (rows, cols), &x, m, None).unwrap();
+                for r in 0..m {
+                    for o in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|i| dense[o * cols + i] as f64 * x[r * cols + i] as f64)
+                            .sum();
+                        let got = y[r * rows + o] as f64;
+                        assert!((got - want).abs() < 1e-5, "{dtype:?} m={m} ({r},{o}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_sizes_are_errors() {
+        let (bytes, _) = random_matrix(GgmlDType::Q4_1, 4, 32, 1);
+        assert!(matmul_rows(GgmlDType::Q4_1, &bytes, (4, 32), &[0.0; 31], 1, None).is_err());
+        assert!(matmul_rows(GgmlDType::Q4_1, &bytes[..60], (4, 32), &[0.0; 32], 1, None).is_err());
+        assert!(matmul_rows(GgmlDType::Q4K, &bytes, (4, 32), &[0.0; 32], 1, None).is_err());
+    }
+}
