@@ -308,11 +308,10 @@ pub fn load_gguf(
             Some(u) => ("output.weight", u.id()),
             None => ("token_embd.weight", w_e.id()),
         };
-        gguf.tensor_quantized(name, device)?
-            .map(|q| UnembedBlocks {
-                blocks: Arc::new(q),
-                source,
-            })
+        gguf.tensor_quantized(name, device)?.map(|q| UnembedBlocks {
+            blocks: Arc::new(q),
+            source,
+        })
     } else {
         None
     };

@@ -31,6 +31,12 @@ fn f32_path_block_bytes(dtype: GgmlDType) -> Option<usize> {
     }
 }
 
+/// Whether [`matmul_rows`] multiplies `dtype`'s blocks with their exact dense values
+/// (Q4_1, Q8_0) rather than through 8-bit activations.
+pub(crate) fn exact_rows(dtype: GgmlDType) -> bool {
+    f32_path_block_bytes(dtype).is_some()
+}
+
 /// `y = x @ Wᵀ` for a row-major `x` `[m, cols]` and a GGML block matrix `W` `[rows, cols]`
 /// (`bytes`, whole blocks per row); returns `y` `[m, rows]`. `qmatmul` is candle's kernel for
 /// the types without an f32 path (built by [`candle_qmatmul`]).
@@ -353,7 +359,10 @@ mod tests {
                             .map(|i| dense[o * cols + i] as f64 * x[r * cols + i] as f64)
                             .sum();
                         let got = y[r * rows + o] as f64;
-                        assert!((got - want).abs() < 1e-5, "{dtype:?} m={m} ({r},{o}): {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{dtype:?} m={m} ({r},{o}): {got} vs {want}"
+                        );
                     }
                 }
             }

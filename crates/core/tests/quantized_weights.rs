@@ -115,8 +115,24 @@ fn quantized_smollm2_matches_transformers_and_caches_every_hook() {
     let (_, want) = dense.model.run_with_cache(&tokens(&ids), &all).unwrap();
     assert_eq!(cache.len(), want.len(), "hook count");
     for name in want.names() {
-        let d = max_abs_diff(cache.get(name).unwrap(), want.get(name).unwrap());
-        assert!(d < 1e-4, "{name}: quantised and dense caches differ by {d}");
+        // Decode-sized inputs (≤ 16 rows) multiply the same weights from their blocks with
+        // another f32 summation order than gemm, so the bound is relative to the values' size.
+        let w = want.get(name).unwrap();
+        let d = max_abs_diff(cache.get(name).unwrap(), w);
+        let scale = w
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1.0);
+        assert!(
+            d < 1e-5 * scale,
+            "{name}: quantised and dense caches differ by {d} (max |value| {scale})"
+        );
     }
 }
 

@@ -25,7 +25,11 @@ pub const FEW_ROWS: usize = 16;
 /// `None` when it is not (the caller dequantises).
 pub(crate) fn few_rows_from_blocks(q: &QuantizedMatrix, x: &Tensor) -> Result<Option<Tensor>> {
     let (n, _) = x.dims2()?;
-    if n > FEW_ROWS || x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
+    // Only the block types whose row kernel multiplies the dense weights exactly: candle's
+    // 8-bit-activation kernels (K-quants, Q5_0) moved Gemma 3's logits by 1.2, too much to be
+    // the same model.
+    let exact = crate::qmatmul::exact_rows(q.ggml_dtype());
+    if !exact || n > FEW_ROWS || x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
         return Ok(None);
     }
     let values: Vec<f32> = x.flatten_all()?.to_vec1()?;
