@@ -106,13 +106,20 @@ fn quantized_weights_give_the_same_activations_and_say_so_in_the_manifest() {
     for name in ["blocks.29.hook_resid_post", "unembed.hook_out"] {
         let (a, b) = (read(&dense, name), read(&quant, name));
         assert_eq!(a.len(), b.len());
-        // Relative to the value where it is large: the residual reaches 10^4.
+        // The same weights; a short prompt is multiplied from the blocks with another f32
+        // summation order than gemm, whose rounding scales with the largest values (the
+        // residual reaches 10^4): relative to the tensor's largest value.
+        let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
         let d = a
             .iter()
             .zip(&b)
-            .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
-            .fold(0f32, f32::max);
-        assert!(d < 1e-4, "{name}: dense and quantised runs differ by {d}");
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+            / scale;
+        assert!(
+            d < 1e-5,
+            "{name}: dense and quantised runs differ by {d} of {scale}"
+        );
     }
 }
 

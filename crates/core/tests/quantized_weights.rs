@@ -151,3 +151,33 @@ fn processing_a_quantized_model_equals_processing_the_dense_one() {
         assert_eq!(max_abs_diff(x, y), 0.0, "{n} after processing");
     }
 }
+
+/// A batch of prompts of different lengths (left-padded, masked) generates, row by row, the
+/// tokens each prompt generates alone, and decoding from the blocks generates what the dense
+/// model does (the same weights; greedy).
+#[test]
+fn batch_generation_equals_one_prompt_at_a_time_and_dense() {
+    use interplab_core::model::GenerateOptions;
+    let quant = load_with("smollm2-135m", WeightStorage::Quantized);
+    let dense = load_with("smollm2-135m", WeightStorage::Dense);
+    let prompts: Vec<Vec<u32>> = [
+        "The capital of France is",
+        "1, 2, 3,",
+        "Once upon a time, in a small village, there",
+    ]
+    .iter()
+    .map(|p| quant.tokenizer.encode(p, true).unwrap())
+    .collect();
+    assert!(prompts[0].len() != prompts[1].len() && prompts[1].len() != prompts[2].len());
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let batch = quant.model.generate_batch(&prompts, &opts, None).unwrap();
+    for (p, got) in prompts.iter().zip(&batch) {
+        let alone = quant.model.generate(p, &opts, None).unwrap();
+        assert_eq!(got, &alone, "batched vs alone for {p:?}");
+        let d = dense.model.generate(p, &opts, None).unwrap();
+        assert_eq!(got, &d, "blocks vs dense for {p:?}");
+    }
+}
