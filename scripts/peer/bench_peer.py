@@ -17,6 +17,14 @@ Measurements
   tl_head_detector_cached
                         the same scores, one run_with_cache (pattern hooks only) per sequence
                         shared by the three detectors
+  hf_generate           transformers generate, greedy, KV cache, batch 1: a 16-token prompt
+                        (the ids `interplab bench --what generate` uses) and exactly 128 new
+                        tokens; tokens/s counts new tokens, prefill included in the time
+  hf_generate_batch     the same with --batch prompts at once (no padding: equal lengths)
+  torch_sgemm           torch.matmul GFLOP/s on each matrix product of one forward of
+                        batch x seq tokens (the model's linear layers and the attention
+                        products), and the roofline: the tokens/s a forward would reach if
+                        every product ran at that rate and nothing else took time
 
 The HookedTransformer is configured by hand as a Llama model (HookedTransformer.from_pretrained
 needs the hub config, which these machines cannot reach) and its weights are converted from the
@@ -44,7 +52,12 @@ MEASUREMENTS = [
     "tl_patching_resid_pre",
     "tl_head_detector",
     "tl_head_detector_cached",
+    "hf_generate",
+    "hf_generate_batch",
+    "torch_sgemm",
 ]
+
+GENERATE_PROMPT, GENERATE_NEW = 16, 128  # as crates/lab/src/bench.rs
 
 IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 IOI_CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
@@ -150,6 +163,76 @@ def random_tokens(args):
     return torch.from_numpy(ids)
 
 
+def bench_token_ids(n):
+    """crates/lab/src/bench.rs `bench_tokens`: a 64-bit LCG seeded 0x5eed, ids in [1000, 40000)."""
+    state, out = 0x5EED, []
+    for _ in range(n):
+        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        out.append(1000 + (state >> 33) % 39000)
+    return out
+
+
+def model_products(c, tokens, seq):
+    """(name, m, k, n, count) for every matrix product of one forward over `tokens` tokens in
+    sequences of `seq`: each layer's q/k/v/o, gate/up/down projections, the attention scores
+    and the pattern-times-values product (per head, full seq x seq as eager attention computes
+    it), and the unembedding."""
+    d = c.hidden_size
+    n_heads = c.num_attention_heads
+    n_kv = getattr(c, "num_key_value_heads", None) or n_heads
+    d_head = getattr(c, "head_dim", None) or d // n_heads
+    layers, vocab, d_mlp = c.num_hidden_layers, c.vocab_size, c.intermediate_size
+    batch = tokens // seq
+    return [
+        ("q, o", tokens, d, n_heads * d_head, 2 * layers),
+        ("k, v", tokens, d, n_kv * d_head, 2 * layers),
+        ("gate, up", tokens, d, d_mlp, 2 * layers),
+        ("down", tokens, d_mlp, d, layers),
+        ("attn scores", seq, d_head, seq, batch * n_heads * layers),
+        ("attn pattern @ v", seq, seq, d_head, batch * n_heads * layers),
+        ("unembed", tokens, d, vocab, 1),
+    ]
+
+
+def sgemm_roofline(args):
+    """torch.matmul GFLOP/s per product shape, and the forward roofline they imply."""
+    import torch
+    from transformers import AutoConfig
+
+    d, f = os.path.split(os.path.abspath(args.gguf))
+    c = AutoConfig.from_pretrained(d, gguf_file=f)
+    tokens = args.batch * args.seq_len
+    rows, total_flops, total_time = [], 0.0, 0.0
+    for name, m, k, n, count in model_products(c, tokens, args.seq_len):
+        a = torch.randn(m, k)
+        b = torch.randn(k, n)
+        out = torch.empty(m, n)
+        # Repeat small products so that each timed call does at least ~20 MFLOP.
+        reps = max(1, int(2e7 // (2 * m * k * n)))
+
+        def mm():
+            for _ in range(reps):
+                torch.matmul(a, b, out=out)
+
+        times = timed(mm, max(args.runs, 5), 2)
+        rate = 2 * m * k * n * reps / min(times)
+        flops = 2 * m * k * n * count
+        total_flops += flops
+        total_time += flops / rate
+        rows.append({"product": name, "m": m, "k": k, "n": n, "count": count,
+                     "gflop_per_s": rate / 1e9, "forward_share_of_flops": flops})
+    for r in rows:
+        r["forward_share_of_flops"] /= total_flops
+    return {
+        "products": rows,
+        "forward_gflop": total_flops / 1e9,
+        "sgemm_gflop_per_s": total_flops / total_time / 1e9,
+        "roofline_tokens_per_s": tokens / total_time,
+        "tokens": tokens,
+        "note": "best of the timed runs per shape; the roofline counts matrix products only",
+    }
+
+
 def timed(fn, runs, warmup):
     LOADAVG.append(os.getloadavg()[0])
     for _ in range(warmup):
@@ -214,6 +297,12 @@ def worker(name, args):
     torch.manual_seed(0)
     res = {}
 
+    if name == "torch_sgemm":
+        res = {"name": name, "threads": args.threads, "batch": args.batch,
+               "seq_len": args.seq_len, **sgemm_roofline(args)}
+        res["peak_rss_bytes"] = ru_maxrss_bytes()
+        return res
+
     if name == "hf_load_gguf":
         loads, tok_loads = [], []
         LOADAVG.append(os.getloadavg()[0])
@@ -252,6 +341,26 @@ def worker(name, args):
         res = summary(name, times, args, tokens_per_s=n_tok / statistics.median(times),
                       attn_implementation=hf.config._attn_implementation, **extra)
         res["rss_after_load_bytes"] = rss_loaded
+    elif name in ("hf_generate", "hf_generate_batch"):
+        batch = 1 if name == "hf_generate" else args.batch
+        ids = torch.tensor(bench_token_ids(batch * GENERATE_PROMPT)).reshape(batch, GENERATE_PROMPT)
+        mask = torch.ones_like(ids)
+        out = {}
+
+        def gen():
+            with torch.inference_mode():
+                out["ids"] = hf.generate(
+                    input_ids=ids, attention_mask=mask, do_sample=False,
+                    max_new_tokens=GENERATE_NEW, min_new_tokens=GENERATE_NEW,
+                    pad_token_id=tok.eos_token_id if tok.eos_token_id is not None else 0)
+
+        times = timed(gen, args.runs, args.warmup)
+        new = out["ids"].shape[1] - GENERATE_PROMPT
+        assert new == GENERATE_NEW, f"generated {new} tokens"
+        res = summary(name, times, args, tokens_per_s=batch * GENERATE_NEW / statistics.median(times),
+                      batch=batch, prompt_tokens=GENERATE_PROMPT, new_tokens=GENERATE_NEW,
+                      first_row_new_ids=out["ids"][0, GENERATE_PROMPT:].tolist(),
+                      attn_implementation=hf.config._attn_implementation, load_s=load_s)
     else:
         t0 = time.perf_counter()
         tl = build_tl(hf, tok)

