@@ -492,6 +492,7 @@ impl GgufFile {
             n_bytes: bytes.len(),
             device: device.clone(),
             qmatmul: std::sync::OnceLock::new(),
+            scales: std::sync::OnceLock::new(),
         }))
     }
 
@@ -567,6 +568,9 @@ pub struct QuantizedMatrix {
     /// candle's quantised kernel for [`Self::matmul_rows`] on block types without an f32 path,
     /// built (a second copy of the blocks) on first use.
     qmatmul: std::sync::OnceLock<Option<candle_core::quantized::QMatMul>>,
+    /// The blocks' scales as f32 for the decode kernels ([`crate::qmatmul::block_scales`]),
+    /// converted on first use.
+    scales: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl QuantizedMatrix {
@@ -638,6 +642,7 @@ impl QuantizedMatrix {
             n_bytes: self.n_bytes,
             device: self.device.clone(),
             qmatmul: std::sync::OnceLock::new(),
+            scales: std::sync::OnceLock::new(),
         })
     }
 
@@ -654,7 +659,10 @@ impl QuantizedMatrix {
                 self.qmatmul.get_or_init(|| built).as_ref()
             }
         };
-        crate::qmatmul::matmul_rows(self.dtype, self.bytes(), shape, x, m, q)
+        let scales = self
+            .scales
+            .get_or_init(|| crate::qmatmul::block_scales(self.dtype, self.bytes()));
+        crate::qmatmul::matmul_rows(self.dtype, self.bytes(), shape, x, m, q, scales)
     }
 
     /// The GGML block type.
