@@ -1,7 +1,7 @@
 //! `interplab diff`: per-token loss of two models on the same corpus, and where they differ.
 
 use clap::Args;
-use interplab_lab::diff::{top_rows, Config};
+use interplab_lab::diff::{head_rows, top_rows, Config};
 
 use crate::exec::{execute, OutArgs};
 
@@ -14,7 +14,7 @@ pub struct DiffArgs {
     /// Model B (same tokenizer).
     #[arg(required_unless_present = "config", conflicts_with = "config")]
     model_b: Option<String>,
-    /// `sonnets` (shipped) or a text or JSONL file.
+    /// `sonnets` or `code` (the shipped sonnets and Rust sources) or a text or JSONL file.
     #[arg(long, default_value = "sonnets")]
     corpus: String,
     /// Documents to use at most.
@@ -26,6 +26,9 @@ pub struct DiffArgs {
     /// Tokens to list.
     #[arg(long, default_value_t = Config::default().top)]
     top: usize,
+    /// Heads to list per kind for each model (0: no head scores).
+    #[arg(long, default_value_t = Config::default().top_heads)]
+    top_heads: usize,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -39,6 +42,7 @@ pub fn run(a: DiffArgs) -> anyhow::Result<()> {
         max_docs: a.max_docs,
         max_tokens: a.max_tokens,
         top: a.top,
+        top_heads: a.top_heads,
     })?;
     let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;
     let r = &out.results.diff;
@@ -58,6 +62,15 @@ pub fn run(a: DiffArgs) -> anyhow::Result<()> {
             "  …{:<60} {:<14} A {:>6}  B {:>6}  {}",
             row[0], row[1], row[2], row[3], row[4]
         );
+    }
+    if !out.results.heads.is_empty() {
+        println!("  {:<22} {:>4}  {:>14}  {:>14}", "heads", "rank", "A", "B");
+        for row in head_rows(&out.results.heads) {
+            println!(
+                "  {:<22} {:>4}  {:>6} {:>7}  {:>6} {:>7}",
+                row[0], row[1], row[2], row[3], row[4], row[5]
+            );
+        }
     }
     println!("wrote {}", dir.display());
     Ok(())

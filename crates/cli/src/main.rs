@@ -42,9 +42,10 @@ struct Cli {
     /// CPU threads for tensor work (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
-    /// Keep a GGUF model's block matrices quantised in memory and dequantise them layer by
-    /// layer in each forward: same results, ~360 MB less for SmolLM2-135M, slower for short
-    /// prompts (see the README's performance section).
+    /// Keep a GGUF model's block matrices quantised in memory: same results, ~360 MB less for
+    /// SmolLM2-135M. A forward over many tokens dequantises them layer by layer (slower); a
+    /// decode step multiplies Q4_1/Q8_0 blocks directly (faster; `generate` does that even
+    /// without this flag). See docs/performance.md.
     #[arg(long, global = true)]
     quantized_weights: bool,
     #[command(subcommand)]

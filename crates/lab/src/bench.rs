@@ -197,7 +197,11 @@ pub fn measure(
             } else {
                 1
             };
-            let m = load(&a.model, storage)?;
+            let mut m = load(&a.model, storage)?;
+            if quantized {
+                // As `interplab generate` decodes: Q4_1/Q8_0 from their blocks, the rest dense.
+                m.model.weights.dense_where_inexact()?;
+            }
             let ids = bench_tokens(batch, GENERATE_PROMPT);
             let prompts: Vec<Vec<u32>> = ids.chunks(GENERATE_PROMPT).map(<[u32]>::to_vec).collect();
             let opts = GenerateOptions {

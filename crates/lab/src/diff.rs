@@ -1,9 +1,12 @@
-//! `diff`: per-token loss of two models that share a tokenizer on the same corpus, and the
-//! tokens where they differ most.
+//! `diff`: per-token loss of two models that share a tokenizer on the same corpus, the tokens
+//! where they differ most, and the two models' head scores side by side.
 
 use anyhow::{bail, Context as _};
 use candle_core::{Device, Tensor};
 use interplab_analysis::diff::{diff_models, DiffResult};
+use interplab_analysis::heads::{
+    head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions,
+};
 use interplab_core::corpus::load_corpus;
 use interplab_report::{BarChart, Figure, Report};
 use serde::{Deserialize, Serialize};
@@ -19,7 +22,7 @@ pub struct Config {
     pub model_a: String,
     /// Model B (same tokenizer).
     pub model_b: String,
-    /// `sonnets` (shipped) or a text or JSONL file.
+    /// `sonnets` or `code` (both shipped) or a text or JSONL file.
     pub corpus: String,
     /// Documents to use at most.
     pub max_docs: usize,
@@ -27,7 +30,13 @@ pub struct Config {
     pub max_tokens: usize,
     /// Tokens to list.
     pub top: usize,
+    /// Heads to list per kind (previous-token, duplicate-token, induction) for each model,
+    /// scored on [`HEAD_SEQUENCES`] repeated random sequences; 0 skips head scoring.
+    pub top_heads: usize,
 }
+
+/// Repeated random sequences (BOS, 50 tokens, the same 50 again) that head scores average over.
+pub const HEAD_SEQUENCES: usize = 4;
 
 impl Default for Config {
     fn default() -> Self {
@@ -38,6 +47,7 @@ impl Default for Config {
             max_docs: 32,
             max_tokens: 128,
             top: 15,
+            top_heads: 5,
         }
     }
 }
@@ -65,6 +75,21 @@ pub struct Results {
     /// in `tokens`).
     #[serde(skip)]
     pub top: Vec<TopToken>,
+    /// Each model's best heads per kind, side by side.
+    pub heads: Vec<HeadPair>,
+}
+
+/// Rank `rank` (0 = best) of one head kind in both models.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadPair {
+    /// `previous_token_head`, `duplicate_token_head` or `induction_head`.
+    pub kind: &'static str,
+    /// 0-based rank.
+    pub rank: usize,
+    /// Model A's head at this rank: (layer, head, score).
+    pub a: (usize, usize, f64),
+    /// Model B's head at this rank.
+    pub b: (usize, usize, f64),
 }
 
 impl Experiment for Config {
@@ -98,6 +123,7 @@ impl Experiment for Config {
             max_docs: 2,
             max_tokens: 32,
             top: 5,
+            top_heads: 3,
             ..Default::default()
         }
     }
@@ -154,6 +180,12 @@ pub fn run(
             loss_b: t.loss_b,
         })
         .collect();
+    let heads = if cfg.top_heads > 0 {
+        progress.phase("head scores");
+        head_pairs(ma, mb, cfg.top_heads)?
+    } else {
+        Vec::new()
+    };
     let hist = histogram(&r);
     let mut report = Report::new(format!("Model diff: {} vs {}", cfg.model_a, cfg.model_b));
     report.key_values(&[
@@ -177,12 +209,32 @@ pub fn run(
         &["context", "token", "loss A", "loss B", "B − A"],
         top_rows(&top),
     );
+    if !heads.is_empty() {
+        report
+            .heading("Head scores side by side")
+            .paragraph(&format!(
+                "TransformerLens' detector scores (mean attention on the detection pattern) on \
+                 {HEAD_SEQUENCES} sequences of BOS, up to 50 random tokens and the same tokens \
+                 again; heads are layer.head, scores in [0, 1]."
+            ))
+            .table(
+                &["kind", "rank", "A head", "A score", "B head", "B score"],
+                head_rows(&heads),
+            );
+    }
     let loss = |f: fn(&interplab_analysis::diff::TokenLoss) -> f64| {
         let v: Vec<f32> = r.tokens.iter().map(|t| f(t) as f32).collect();
         Tensor::from_vec(v, r.tokens.len(), &Device::Cpu)
     };
     let (loss_a, loss_b) = (loss(|t| t.loss_a)?, loss(|t| t.loss_b)?);
-    let mut out = Outcome::new(Results { diff: r, top }, report);
+    let mut out = Outcome::new(
+        Results {
+            diff: r,
+            top,
+            heads,
+        },
+        report,
+    );
     out.figure("loss_diff_histogram", hist);
     out.tensor("losses.safetensors", "loss_a", loss_a).tensor(
         "losses.safetensors",
@@ -190,6 +242,66 @@ pub fn run(
         loss_b,
     );
     Ok(out)
+}
+
+/// Both models' `k` best heads of each kind, on the same repeated random sequences (drawn
+/// from model A's tokenizer, which the models share).
+fn head_pairs(
+    ma: &interplab_core::loader::LoadedModel,
+    mb: &interplab_core::loader::LoadedModel,
+    k: usize,
+) -> anyhow::Result<Vec<HeadPair>> {
+    let d_vocab = ma.model.cfg.d_vocab.min(mb.model.cfg.d_vocab);
+    let pool = random_token_pool(&ma.tokenizer, d_vocab, 50);
+    // Tiny test models have fewer than 50 tokens to draw from, or a short context.
+    let n_ctx = ma.model.cfg.n_ctx.min(mb.model.cfg.n_ctx);
+    let len = 50.min(pool.len()).min(n_ctx.saturating_sub(1) / 2);
+    if len < 2 {
+        return Ok(Vec::new());
+    }
+    let bos = ma.tokenizer.encode("", true)?.first().copied();
+    let seqs = repeated_random_tokens(&pool, len, HEAD_SEQUENCES, 0, bos)?;
+    let a = head_scores(
+        &ma.model,
+        &seqs,
+        &HeadKind::ALL,
+        HeadScoreOptions::default(),
+    )?;
+    let b = head_scores(
+        &mb.model,
+        &seqs,
+        &HeadKind::ALL,
+        HeadScoreOptions::default(),
+    )?;
+    let mut pairs = Vec::new();
+    for (sa, sb) in a.iter().zip(&b) {
+        for (rank, (ta, tb)) in sa.top_k(k).into_iter().zip(sb.top_k(k)).enumerate() {
+            pairs.push(HeadPair {
+                kind: sa.kind.name(),
+                rank,
+                a: ta,
+                b: tb,
+            });
+        }
+    }
+    Ok(pairs)
+}
+
+/// The table rows of the head pairs: kind, rank, A head, A score, B head, B score.
+pub fn head_rows(pairs: &[HeadPair]) -> Vec<Vec<String>> {
+    pairs
+        .iter()
+        .map(|p| {
+            vec![
+                p.kind.to_string(),
+                (p.rank + 1).to_string(),
+                format!("{}.{}", p.a.0, p.a.1),
+                format!("{:.3}", p.a.2),
+                format!("{}.{}", p.b.0, p.b.1),
+                format!("{:.3}", p.b.2),
+            ]
+        })
+        .collect()
 }
 
 /// The table rows of the top tokens: context, token, loss A, loss B, B − A.

@@ -20,6 +20,20 @@ fn quick_diff_reruns_identically() {
     assert_eq!(r["mean_diff"].as_f64(), Some(0.0));
     assert!(!r["tokens"].as_array().unwrap().is_empty());
     assert!(first.dir.join("loss_diff_histogram.svg").is_file());
+    // The same model on both sides: every head pair is the same head with the same score.
+    let heads = r["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 3 * 3, "three kinds, top 3");
+    for h in heads {
+        assert_eq!(h["a"], h["b"], "{h}");
+    }
+    let induction_best = heads
+        .iter()
+        .find(|h| h["kind"] == "induction_head" && h["rank"] == 0)
+        .unwrap();
+    assert!(
+        induction_best["a"][2].as_f64().unwrap() > 0.3,
+        "{induction_best}"
+    );
 }
 
 #[test]

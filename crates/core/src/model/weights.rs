@@ -289,6 +289,29 @@ impl Weights {
         Ok(())
     }
 
+    /// Makes dense every block matrix whose blocks a decode step cannot multiply exactly
+    /// (everything but Q4_1 and Q8_0: see [`crate::qmatmul`]); the exact ones stay as blocks.
+    /// For generation: a decode step then reads Q4_1/Q8_0 blocks and the dense f32 of the
+    /// rest, rather than dequantising a K-quant matrix on every token.
+    pub fn dense_where_inexact(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            let a = &mut b.attn;
+            let mut ms = vec![&mut a.w_q, &mut a.w_k, &mut a.w_v, &mut a.w_o];
+            if let Some(m) = &mut b.mlp {
+                ms.extend([&mut m.w_in, &mut m.w_out]);
+                ms.extend(m.w_gate.as_mut());
+            }
+            for m in ms {
+                if let Matrix::Quantized(q) = m {
+                    if !crate::qmatmul::exact_rows(q.ggml_dtype()) {
+                        m.dense_mut()?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any block matrix is held quantised ([`Matrix::Quantized`]).
     pub fn has_quantized(&self) -> bool {
         self.blocks.iter().any(|b| {
