@@ -64,12 +64,25 @@ pub(crate) fn matmul_rows(
     };
     let row_bytes = cols / 32 * block_bytes;
     let per_row = scales_per_block(dtype) * cols / 32;
-    if cols % 32 != 0 || bytes.len() != rows * row_bytes || scales.len() != rows * per_row {
+    if cols % 32 != 0 || bytes.len() != rows * row_bytes {
         return Err(Error::Unsupported(format!(
             "{dtype:?}: {} bytes are not {rows} rows of {cols} elements",
             bytes.len()
         )));
     }
+    if scales.len() != rows * per_row {
+        return Err(Error::Input(format!(
+            "{dtype:?}: {} block scales for {rows} rows of {cols} elements",
+            scales.len()
+        )));
+    }
+    // Each activation row's block sums Σx, for Q4_1's minimum term (computed once, shared by
+    // every task).
+    let xsum: Vec<f32> = if dtype == GgmlDType::Q4_1 {
+        x.chunks_exact(32).map(|c| c.iter().sum()).collect()
+    } else {
+        Vec::new()
+    };
     // Output rows per task: a few tasks per thread so uneven cores even out.
     let tasks = rayon::current_num_threads() * 4;
     let chunk = rows.div_ceil(tasks).clamp(16, rows.max(16));
@@ -82,7 +95,7 @@ pub(crate) fn matmul_rows(
             let n = out.len() / m;
             let w = &bytes[first * row_bytes..(first + n) * row_bytes];
             let sc = &scales[first * per_row..(first + n) * per_row];
-            rows_dispatch(dtype, w, row_bytes, x, m, cols, out, sc);
+            rows_dispatch(dtype, w, row_bytes, x, m, cols, out, (sc, &xsum));
         });
     if m == 1 {
         return Ok(yt);
@@ -140,8 +153,8 @@ pub(crate) fn candle_qmatmul(
     Ok(Some(QMatMul::from_qtensor(q)?))
 }
 
-/// The rows of `w` against `x` with the fastest kernel the CPU has; `scales` are those rows'
-/// [`block_scales`].
+/// The rows of `w` against `x` with the fastest kernel the CPU has; `prepared` is those rows'
+/// [`block_scales`] and the activations' block sums (used by the AVX2 kernel).
 #[allow(clippy::too_many_arguments)]
 fn rows_dispatch(
     dtype: GgmlDType,
@@ -151,7 +164,7 @@ fn rows_dispatch(
     m: usize,
     cols: usize,
     out: &mut [f32],
-    scales: &[f32],
+    prepared: (&[f32], &[f32]),
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -168,7 +181,7 @@ fn rows_dispatch(
             && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2, F16C and FMA.
-            unsafe { avx2::rows(dtype, w, row_bytes, x, m, cols, out, scales) };
+            unsafe { avx2::rows(dtype, w, row_bytes, x, m, cols, out, prepared) };
             return;
         }
     }
@@ -289,12 +302,14 @@ mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{GgmlDType, ROW_GROUP};
+    use super::{scales_per_block, GgmlDType, ROW_GROUP};
     use std::arch::x86_64::*;
 
     /// As [`super::rows_any`], with explicit AVX2 (Zen 2/3 and older Intel have no AVX-512):
     /// each block is dequantised once into four 8-lane registers and multiplied with up to
-    /// [`ROW_GROUP`] activation rows.
+    /// [`ROW_GROUP`] activation rows. `(scales, xsum)`: the rows' [`super::block_scales`]
+    /// and, for Q4_1, each activation row's block sums `Σ x`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,f16c,fma")]
     pub(super) fn rows(
         dtype: GgmlDType,
@@ -304,17 +319,11 @@ mod avx2 {
         m: usize,
         cols: usize,
         out: &mut [f32],
-        scales: &[f32],
+        (scales, xsum): (&[f32], &[f32]),
     ) {
         let q4 = dtype == GgmlDType::Q4_1;
         let blocks = cols / 32;
-        // Each activation row's block sums, for Q4_1's minimum term.
-        let xsum: Vec<f32> = if q4 {
-            x.chunks_exact(32).map(|c| c.iter().sum()).collect()
-        } else {
-            Vec::new()
-        };
-        let per_row = blocks * if q4 { 2 } else { 1 };
+        let per_row = blocks * scales_per_block(dtype);
         for ((row, ys), sc) in w
             .chunks_exact(row_bytes)
             .zip(out.chunks_exact_mut(m))
@@ -324,7 +333,6 @@ mod avx2 {
             while r0 < m {
                 let g = ROW_GROUP.min(m - r0);
                 let xs = &x[r0 * cols..(r0 + g) * cols];
-                let scratch = sc;
                 let sums = if q4 {
                     &xsum[r0 * blocks..(r0 + g) * blocks]
                 } else {
@@ -332,10 +340,10 @@ mod avx2 {
                 };
                 let ys = &mut ys[r0..r0 + g];
                 match g {
-                    1 => group::<1>(q4, row, xs, sums, cols, ys, scratch),
-                    2 => group::<2>(q4, row, xs, sums, cols, ys, scratch),
-                    3 => group::<3>(q4, row, xs, sums, cols, ys, scratch),
-                    _ => group::<4>(q4, row, xs, sums, cols, ys, scratch),
+                    1 => group::<1>(q4, row, xs, sums, cols, ys, sc),
+                    2 => group::<2>(q4, row, xs, sums, cols, ys, sc),
+                    3 => group::<3>(q4, row, xs, sums, cols, ys, sc),
+                    _ => group::<4>(q4, row, xs, sums, cols, ys, sc),
                 }
                 r0 += g;
             }
@@ -368,7 +376,7 @@ mod avx2 {
         sc: &[f32],
     ) {
         let bytes = if q4 { 20 } else { 34 };
-        let per = if q4 { 2 } else { 1 };
+        let per = if q4 { 2 } else { 1 }; // scales_per_block
         let blocks = cols / 32;
         assert!(row.len() >= blocks * bytes && xs.len() >= G * cols && ys.len() >= G);
         assert!(sc.len() >= per * blocks && (!q4 || xsum.len() >= G * blocks));
@@ -601,9 +609,21 @@ mod tests {
                 let mut want = vec![0f32; rows * m];
                 rows_any(dtype, &bytes, row_bytes, &x, m, cols, &mut want);
                 let mut got = vec![0f32; rows * m];
-                // SAFETY: `available` checked the CPU features.
                 let scales = block_scales(dtype, &bytes);
-                unsafe { avx2::rows(dtype, &bytes, row_bytes, &x, m, cols, &mut got, &scales) };
+                let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+                // SAFETY: `available` checked the CPU features.
+                unsafe {
+                    avx2::rows(
+                        dtype,
+                        &bytes,
+                        row_bytes,
+                        &x,
+                        m,
+                        cols,
+                        &mut got,
+                        (&scales, &xsum),
+                    )
+                };
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
                         (g - w).abs() <= 1e-5 * w.abs().max(1.0),

