@@ -14,6 +14,7 @@
 //! - [`trace`]: ROME's causal tracing.
 //! - [`stats`]: next-token losses, means and standard errors, shared by the above.
 //! - [`diff`]: per-token loss differences between two models.
+//! - [`probe`]: linear probes (logistic, mean difference), AUROC and confidence intervals.
 
 pub mod ablation;
 pub mod attribution;
@@ -23,6 +24,7 @@ pub mod heads;
 pub mod ioi;
 pub mod lens;
 pub mod patching;
+pub mod probe;
 pub mod stats;
 pub mod toy;
 pub mod trace;

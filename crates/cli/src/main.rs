@@ -16,6 +16,7 @@ mod cmd_ioi;
 mod cmd_lens;
 mod cmd_models;
 mod cmd_patch;
+mod cmd_probe;
 mod cmd_rerun;
 mod cmd_run;
 mod cmd_tour;
@@ -85,6 +86,8 @@ enum Command {
     Diff(cmd_diff::DiffArgs),
     /// Indirect-object identification: prompts, logit difference, name-mover heads.
     Ioi(cmd_ioi::IoiArgs),
+    /// Linear probes (logistic, mean difference) on a hook site at every layer.
+    Probe(cmd_probe::ProbeArgs),
     /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         Command::Ablate(a) => cmd_ablate::run(a),
         Command::Compose(a) => cmd_compose::run(a),
         Command::Lens(a) => cmd_lens::run(a),
+        Command::Probe(a) => cmd_probe::run(a),
         Command::Patch(a) => cmd_patch::run(a),
         Command::Trace(a) => cmd_trace::run(a),
         Command::Diff(a) => cmd_diff::run(a),

@@ -90,6 +90,7 @@ catalog! {
     Trace => trace,
     Diff => diff,
     Ioi => ioi,
+    Probe => probe,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

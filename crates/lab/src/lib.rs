@@ -40,6 +40,7 @@ pub mod induction;
 pub mod ioi;
 pub mod lens;
 pub mod patch;
+pub mod probe;
 pub mod prompt;
 pub mod superposition;
 pub mod trace;
