@@ -15,6 +15,7 @@
 //! - [`stats`]: next-token losses, means and standard errors, shared by the above.
 //! - [`diff`]: per-token loss differences between two models.
 //! - [`probe`]: linear probes (logistic, mean difference), AUROC and confidence intervals.
+//! - [`steer`]: steering vectors (contrastive activation addition) and directional ablation.
 
 pub mod ablation;
 pub mod attribution;
@@ -26,5 +27,6 @@ pub mod lens;
 pub mod patching;
 pub mod probe;
 pub mod stats;
+pub mod steer;
 pub mod toy;
 pub mod trace;

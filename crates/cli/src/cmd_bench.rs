@@ -29,7 +29,8 @@ pub struct BenchArgs {
     /// Comma-separated: load, forward, cache (run_with_cache of every hook), forward-q and
     /// cache-q (the same with --quantized-weights), patch (IOI resid_pre sweep), heads (head
     /// detector), generate and generate-q (batch 1, 16 prompt + 128 new tokens, greedy),
-    /// generate-batch and generate-batch-q (the same for --batch rows).
+    /// generate-batch and generate-batch-q (the same for --batch rows), probe (fitting probes
+    /// on every layer for 10,000 token positions).
     #[arg(long, default_value = "load,forward,cache,forward-q,cache-q")]
     what: String,
     /// Also write the results as a JSON array here.

@@ -19,6 +19,7 @@ mod cmd_patch;
 mod cmd_probe;
 mod cmd_rerun;
 mod cmd_run;
+mod cmd_steer;
 mod cmd_tour;
 mod cmd_toy;
 mod cmd_toy_grokking;
@@ -88,6 +89,8 @@ enum Command {
     Ioi(cmd_ioi::IoiArgs),
     /// Linear probes (logistic, mean difference) on a hook site at every layer.
     Probe(cmd_probe::ProbeArgs),
+    /// Steering vectors: dose-response of a metric, side effect on a corpus, ablation.
+    Steer(cmd_steer::SteerArgs),
     /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Compose(a) => cmd_compose::run(a),
         Command::Lens(a) => cmd_lens::run(a),
         Command::Probe(a) => cmd_probe::run(a),
+        Command::Steer(a) => cmd_steer::run(a),
         Command::Patch(a) => cmd_patch::run(a),
         Command::Trace(a) => cmd_trace::run(a),
         Command::Diff(a) => cmd_diff::run(a),

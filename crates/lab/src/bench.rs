@@ -227,9 +227,91 @@ pub fn measure(
                 "runs": runs, "peak_rss_bytes": peak_rss(),
             }))
         }
+        "probe" => probe_fit(a, load),
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, patch, heads, \
-             generate, generate-q, generate-batch, generate-batch-q)"
+             generate, generate-q, generate-batch, generate-batch-q, probe)"
         ),
     }
+}
+
+/// Examples of the `probe` measurement.
+pub const PROBE_EXAMPLES: usize = 10_000;
+
+/// `probe`: logistic (and control) and mean-difference probes on every layer's resid_post for
+/// [`PROBE_EXAMPLES`] token positions of the shipped sonnets (label: the next token holds a
+/// line break; whole sonnets held out), as `interplab probe` fits them. The activations are
+/// harvested once, untimed; the timed part is fitting and scoring every layer.
+fn probe_fit(
+    a: &Workload,
+    load: &mut dyn FnMut(&str, WeightStorage) -> anyhow::Result<LoadedModel>,
+) -> anyhow::Result<serde_json::Value> {
+    use interplab_analysis::probe::{probe_set, Features, LogisticOptions, Split};
+    use rayon::prelude::*;
+    let m = load(&a.model, WeightStorage::default())?;
+    let n_layers = m.model.cfg.n_layers;
+    let hooks: Vec<String> = (0..n_layers)
+        .map(|l| format!("blocks.{l}.hook_resid_post"))
+        .collect();
+    let filter = NameFilter::new(&hooks);
+    let bos = m.tokenizer.add_bos_default();
+    let mut feats: Vec<Vec<f32>> = vec![Vec::new(); n_layers];
+    let (mut labels, mut groups) = (Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    for (doc, text) in interplab_core::corpus::load_corpus("sonnets")?
+        .iter()
+        .enumerate()
+    {
+        if labels.len() >= PROBE_EXAMPLES {
+            break;
+        }
+        let toks = m.tokenizer.encode(text, bos)?;
+        let first = usize::from(bos);
+        if toks.len() < first + 2 {
+            continue;
+        }
+        let take = (toks.len() - 1 - first).min(PROBE_EXAMPLES - labels.len());
+        let input = Tensor::new(toks.as_slice(), m.model.device())?.unsqueeze(0)?;
+        let (_, cache) = m.model.run_with_cache(&input, &filter)?;
+        for (l, h) in hooks.iter().enumerate() {
+            let t = cache.get(h)?.get(0)?.narrow(0, first, take)?;
+            feats[l].extend(t.flatten_all()?.to_vec1::<f32>()?);
+        }
+        for p in first..first + take {
+            labels.push(m.tokenizer.decode(&[toks[p + 1]])?.contains('\n'));
+            groups.push(doc as u64);
+        }
+    }
+    let harvest_s = t0.elapsed().as_secs_f64();
+    let d = m.model.cfg.d_model;
+    let split = Split::new(&labels, &groups, 0.25, 0);
+    let opts = LogisticOptions::default();
+    let mut times = Vec::new();
+    let mut accuracy = Vec::new();
+    let mut iterations = Vec::new();
+    for i in 0..=a.runs.max(1) {
+        let t = Instant::now();
+        let sets: Vec<_> = feats
+            .par_iter()
+            .map(|f| probe_set(Features::new(f, d).expect("rows"), &split, &opts))
+            .collect();
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        accuracy = sets
+            .iter()
+            .map(|s| s.as_ref().map_or(f64::NAN, |s| s.logistic.accuracy))
+            .collect();
+        iterations = sets
+            .iter()
+            .map(|s| s.as_ref().map_or(0, |s| s.fit.iterations))
+            .collect();
+    }
+    Ok(json!({
+        "name": "interplab_probe_fit", "median_s": median(times), "runs": a.runs.max(1),
+        "examples": labels.len(), "layers": n_layers, "d": d, "harvest_s": harvest_s,
+        "positives": labels.iter().filter(|&&l| l).count(),
+        "held_out_accuracy_first_last": [accuracy.first(), accuracy.last()],
+        "logistic_iterations": iterations,
+    }))
 }

@@ -91,6 +91,7 @@ catalog! {
     Diff => diff,
     Ioi => ioi,
     Probe => probe,
+    Steer => steer,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

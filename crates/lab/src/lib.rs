@@ -42,6 +42,7 @@ pub mod lens;
 pub mod patch;
 pub mod probe;
 pub mod prompt;
+pub mod steer;
 pub mod superposition;
 pub mod trace;
 pub mod whispers;
