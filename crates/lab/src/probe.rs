@@ -710,9 +710,9 @@ fn outcome(
         y_label: "accuracy".into(),
         series: vec![
             line("logistic", &|l| l.logistic.accuracy),
-            line("logistic 95% low", &|l| l.logistic.accuracy_ci.0),
+            line("logistic, 95% low", &|l| l.logistic.accuracy_ci.0),
             line("mean difference", &|l| l.mean_diff.accuracy),
-            line("control (shuffled labels)", &|l| l.control.accuracy),
+            line("control", &|l| l.control.accuracy),
         ],
         hlines: vec![(r.majority_baseline, "majority label".into())],
         ..Default::default()

@@ -164,10 +164,10 @@ impl Experiment for Config {
             model: "smollm2-135m".into(),
             data: "country".into(),
             coefficients: vec![-2.0, 0.0, 2.0],
-            max_pairs: 48,
-            max_prompts: 32,
-            corpus_docs: 2,
-            corpus_tokens: 48,
+            max_pairs: 24,
+            max_prompts: 16,
+            corpus_docs: 1,
+            corpus_tokens: 32,
             ..Default::default()
         }
     }
@@ -427,7 +427,7 @@ pub fn run(
         slope,
         cosine_with_probe,
     };
-    outcome(cfg, results, &v, &probe.weights)
+    outcome(cfg, results, (answer, contrast), &v, &probe.weights)
 }
 
 /// The least-squares slope of `y` on `x` (NaN with fewer than two distinct `x`).
@@ -444,7 +444,13 @@ fn least_squares_slope(x: &[f64], y: &[f64]) -> f64 {
 }
 
 /// The figures, report and tensors of finished results.
-fn outcome(cfg: &Config, r: Results, v: &[f32], probe: &[f64]) -> anyhow::Result<Outcome<Results>> {
+fn outcome(
+    cfg: &Config,
+    r: Results,
+    (answer, contrast): (&str, &str),
+    v: &[f32],
+    probe: &[f64],
+) -> anyhow::Result<Outcome<Results>> {
     let series = |name: &str, f: &dyn Fn(&DosePoint) -> Option<f64>| Series {
         name: name.into(),
         points: r
@@ -464,9 +470,9 @@ fn outcome(cfg: &Config, r: Results, v: &[f32], probe: &[f64]) -> anyhow::Result
         metric_series.push(series(f, &|p| p.metric_false));
     }
     let metric_fig = Figure::Line(LinePlot {
-        title: format!("dose-response: {} when steering at {}", r.metric, r.hook),
+        title: format!("dose-response of steering at {}", r.hook),
         x_label: "coefficient c (x + c·v)".into(),
-        y_label: "mean logit difference".into(),
+        y_label: format!("mean logit({answer:?}) − logit({contrast:?})"),
         series: metric_series,
         hlines: vec![(r.ablation.metric.0, "direction projected out".into())],
         ..Default::default()
