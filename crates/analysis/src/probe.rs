@@ -532,6 +532,20 @@ pub struct ProbeSet {
     pub control: Evaluation,
 }
 
+/// [`fit_logistic`] on `x` standardised ([`Standardizer`]), and the fitted probe as a function
+/// of the raw features.
+pub fn fit_logistic_standardized(
+    x: Features,
+    y: &[bool],
+    opts: &LogisticOptions,
+) -> (LogisticFit, LinearProbe) {
+    let st = Standardizer::fit(x);
+    let z = st.apply(x);
+    let fit = fit_logistic(Features::new(&z, x.d).expect("same rows"), y, opts);
+    let raw = st.unstandardize(&fit.probe);
+    (fit, raw)
+}
+
 /// Fit and score every probe of `x` on `split`. `None` when the training rows lack a class.
 pub fn probe_set(x: Features, split: &Split, opts: &LogisticOptions) -> Option<ProbeSet> {
     let d = x.d;

@@ -306,7 +306,7 @@ mod tests {
             "{got} vs {}",
             base - lost
         );
-        // The ablated activation has no component along v.
+        // A zero direction cannot be projected out.
         let zero = Intervention::ProjectOut {
             hook: hook.into(),
             vector: vec![0.0; d],

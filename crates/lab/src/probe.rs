@@ -484,7 +484,7 @@ fn harvest(
             let t = t
                 .reshape((chunk.len(), len, width))?
                 .to_dtype(candle_core::DType::F32)?;
-            let v: Vec<Vec<Vec<f32>>> = t.to_vec3()?;
+            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
             if feats[h].is_empty() {
                 d = width;
                 feats[h] = vec![0f32; ex.len() * width];
@@ -493,7 +493,8 @@ fn harvest(
                 let (lo, hi) = reads[i];
                 let out = &mut feats[h][i * width..(i + 1) * width];
                 for p in lo..hi {
-                    for (o, &x) in out.iter_mut().zip(&v[b][p]) {
+                    let at = (b * len + p) * width;
+                    for (o, &x) in out.iter_mut().zip(&v[at..at + width]) {
                         *o += x;
                     }
                 }
@@ -550,13 +551,7 @@ pub fn run(
         _ => None,
     };
     // Refuse features that cannot fit before any forward pass.
-    let width = {
-        let probe = Tensor::new(&[[0u32]], m.model.device())?;
-        let (_, c) = m
-            .model
-            .run_with_cache(&probe, &NameFilter::new(&hooks[..1]))?;
-        c.get(&hooks[0])?.dims()[2..].iter().product::<usize>()
-    };
+    let width: usize = m.model.hook_shape(&hooks[0], 1, 1)?[2..].iter().product();
     let need = (ex.len() * width * hooks.len() * 4) as u64;
     if let Some(avail) = mem_available() {
         if need > avail / 2 {

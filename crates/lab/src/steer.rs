@@ -10,7 +10,9 @@
 
 use anyhow::{bail, Context as _};
 use candle_core::{Device, Tensor};
-use interplab_analysis::probe::{cosine, fit_logistic, split_by_group, Features, LogisticOptions};
+use interplab_analysis::probe::{
+    cosine, fit_logistic_standardized, split_by_group, Features, LogisticOptions,
+};
 use interplab_analysis::stats::mean_stderr;
 use interplab_analysis::steer::{
     corpus_loss, last_token_activations, logit_diffs, mean_difference_vector, Intervention,
@@ -347,17 +349,11 @@ pub fn run(
     let feats: Vec<f32> = xp.iter().chain(&xn).flatten().copied().collect();
     let labels: Vec<bool> = (0..xp.len() + xn.len()).map(|i| i < xp.len()).collect();
     let f = Features::new(&feats, d).context("activations")?;
-    let st = interplab_analysis::probe::Standardizer::fit(f);
-    let z = st.apply(f);
-    let fit = fit_logistic(
-        Features::new(&z, d).context("activations")?,
-        &labels,
-        &LogisticOptions {
-            l2: 1e-2,
-            ..Default::default()
-        },
-    );
-    let probe = st.unstandardize(&fit.probe);
+    let opts = LogisticOptions {
+        l2: 1e-2,
+        ..Default::default()
+    };
+    let (_, probe) = fit_logistic_standardized(f, &labels, &opts);
     let v64: Vec<f64> = v.iter().map(|&x| x as f64).collect();
     let cosine_with_probe = cosine(&v64, &probe.weights);
     progress.phase("dose-response");
