@@ -16,6 +16,7 @@
 //! - [`diff`]: per-token loss differences between two models.
 //! - [`probe`]: linear probes (logistic, mean difference), AUROC and confidence intervals.
 //! - [`steer`]: steering vectors (contrastive activation addition) and directional ablation.
+//! - [`memorise`]: verbatim-recall scores (prefix, edit distance) and model-to-model comparison.
 
 pub mod ablation;
 pub mod attribution;
@@ -24,6 +25,7 @@ pub mod diff;
 pub mod heads;
 pub mod ioi;
 pub mod lens;
+pub mod memorise;
 pub mod patching;
 pub mod probe;
 pub mod stats;

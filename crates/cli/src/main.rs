@@ -20,6 +20,7 @@ mod cmd_probe;
 mod cmd_rerun;
 mod cmd_run;
 mod cmd_steer;
+mod cmd_memorise;
 mod cmd_tour;
 mod cmd_toy;
 mod cmd_toy_grokking;
@@ -91,6 +92,8 @@ enum Command {
     Probe(cmd_probe::ProbeArgs),
     /// Steering vectors: dose-response of a metric, side effect on a corpus, ablation.
     Steer(cmd_steer::SteerArgs),
+    /// Memorisation: verbatim recall of known texts, a small model's against a large one's.
+    Memorise(cmd_memorise::MemoriseArgs),
     /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Command::Lens(a) => cmd_lens::run(a),
         Command::Probe(a) => cmd_probe::run(a),
         Command::Steer(a) => cmd_steer::run(a),
+        Command::Memorise(a) => cmd_memorise::run(a),
         Command::Patch(a) => cmd_patch::run(a),
         Command::Trace(a) => cmd_trace::run(a),
         Command::Diff(a) => cmd_diff::run(a),

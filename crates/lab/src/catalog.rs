@@ -92,6 +92,7 @@ catalog! {
     Ioi => ioi,
     Probe => probe,
     Steer => steer,
+    Memorise => memorise,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

@@ -39,6 +39,7 @@ pub mod heads;
 pub mod induction;
 pub mod ioi;
 pub mod lens;
+pub mod memorise;
 pub mod patch;
 pub mod probe;
 pub mod prompt;
