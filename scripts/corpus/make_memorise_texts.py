@@ -170,10 +170,13 @@ CODE = [
      "action='store_const',\n                    const=sum, default=max,\n                    "
      "help='sum the integers (default: find the max)')\n\nargs = parser.parse_args()\n"
      "print(args.accumulate(args.integers))\n"),
-    ("express-hello", "Express documentation, hello world (MIT)",
+    ("express-hello", "Express documentation, hello world and basic routing (MIT)",
      "const express = require('express')\nconst app = express()\nconst port = 3000\n\napp.get('/', "
      "(req, res) => {\n  res.send('Hello World!')\n})\n\napp.listen(port, () => {\n  "
-     "console.log(`Example app listening on port ${port}`)\n})\n"),
+     "console.log(`Example app listening on port ${port}`)\n})\n\napp.post('/', (req, res) => {\n  "
+     "res.send('Got a POST request')\n})\n\napp.put('/user', (req, res) => {\n  res.send('Got a PUT "
+     "request at /user')\n})\n\napp.delete('/user', (req, res) => {\n  res.send('Got a DELETE "
+     "request at /user')\n})\n"),
     ("html5-boilerplate", "the HTML5 document skeleton editors insert",
      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n    <meta charset=\"UTF-8\">\n    <meta "
      "name=\"viewport\" content=\"width=device-width, initial-scale=1.0\">\n    "

@@ -5,7 +5,8 @@ Writes crates/analysis/tests/fixtures/memorise_reference.json with two vectors x
 rounded to tenths so that ties occur, as similarities of short continuations do) and
 - `pearson`, `pearson_ci`: scipy.stats.pearsonr(x, y) and its confidence_interval(0.95)
   (the Fisher z transform);
-- `spearman`: scipy.stats.spearmanr(x, y).statistic (average ranks for ties).
+- `spearman`: scipy.stats.spearmanr(x, y).statistic (average ranks for ties);
+- `t_975`: scipy.stats.t.ppf(0.975, df) for df = 1..30 (the t-intervals of `w2s`).
 
 Usage (the venv of requirements-probe.txt):
     /tmp/venv-ref/bin/python scripts/reference/make_memorise_reference.py
@@ -15,7 +16,7 @@ import os
 
 import numpy as np
 import scipy
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, spearmanr, t
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "crates", "analysis", "tests", "fixtures", "memorise_reference.json")
@@ -34,6 +35,7 @@ def main():
         "pearson": float(p.statistic),
         "pearson_ci": [float(ci.low), float(ci.high)],
         "spearman": float(spearmanr(x, y).statistic),
+        "t_975": [float(t.ppf(0.975, df)) for df in range(1, 31)],
     }
     with open(OUT, "w") as f:
         json.dump(out, f, indent=1)

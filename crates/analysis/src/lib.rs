@@ -16,6 +16,7 @@
 //! - [`diff`]: per-token loss differences between two models.
 //! - [`probe`]: linear probes (logistic, mean difference), AUROC and confidence intervals.
 //! - [`steer`]: steering vectors (contrastive activation addition) and directional ablation.
+//! - [`w2s`]: weak-to-strong generalisation with linear heads, PGR.
 //! - [`memorise`]: verbatim-recall scores (prefix, edit distance) and model-to-model comparison.
 
 pub mod ablation;
@@ -32,3 +33,4 @@ pub mod stats;
 pub mod steer;
 pub mod toy;
 pub mod trace;
+pub mod w2s;

@@ -11,7 +11,7 @@
 //! All means are accumulated in f64.
 
 use candle_core::{DType, Tensor};
-use interplab_core::model::{HookedTransformer, Hooks, NameFilter};
+use interplab_core::model::{HookedTransformer, Hooks, Input, NameFilter, RunOptions};
 use interplab_core::{Error, Result};
 
 use crate::stats::{mean_stderr, next_token_losses};
@@ -116,10 +116,21 @@ pub fn last_token_activations(
     hook: &str,
 ) -> Result<Vec<Vec<f32>>> {
     let filter = NameFilter::new(&[hook]);
+    // Blocks after the hook's cannot change it: stop after its block.
+    let stop_at_layer = hook
+        .strip_prefix("blocks.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|l| l.parse::<usize>().ok())
+        .map(|l| l + 1)
+        .filter(|&l| l < model.cfg.n_layers);
+    let opts = RunOptions {
+        stop_at_layer,
+        ..Default::default()
+    };
     let mut out = Vec::with_capacity(prompts.len());
     for batch in padded_batches(model, prompts) {
         let (chunk, input) = batch?;
-        let (_, cache) = model.run_with_cache(&input, &filter)?;
+        let (_, cache) = model.run(Input::Tokens(&input), &opts, None, Some(&filter))?;
         let act = cache.get(hook)?;
         for (row, p) in chunk.iter().enumerate() {
             let a = act.get(row)?.get(p.len() - 1)?;

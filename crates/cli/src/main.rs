@@ -21,6 +21,7 @@ mod cmd_rerun;
 mod cmd_run;
 mod cmd_steer;
 mod cmd_memorise;
+mod cmd_w2s;
 mod cmd_tour;
 mod cmd_toy;
 mod cmd_toy_grokking;
@@ -94,6 +95,8 @@ enum Command {
     Steer(cmd_steer::SteerArgs),
     /// Memorisation: verbatim recall of known texts, a small model's against a large one's.
     Memorise(cmd_memorise::MemoriseArgs),
+    /// Weak-to-strong: a strong model's head trained on a weak model's labels; PGR over seeds.
+    W2s(cmd_w2s::W2sArgs),
     /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => cmd_probe::run(a),
         Command::Steer(a) => cmd_steer::run(a),
         Command::Memorise(a) => cmd_memorise::run(a),
+        Command::W2s(a) => cmd_w2s::run(a),
         Command::Patch(a) => cmd_patch::run(a),
         Command::Trace(a) => cmd_trace::run(a),
         Command::Diff(a) => cmd_diff::run(a),

@@ -93,6 +93,7 @@ catalog! {
     Probe => probe,
     Steer => steer,
     Memorise => memorise,
+    W2s => w2s,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

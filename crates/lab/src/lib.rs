@@ -46,6 +46,7 @@ pub mod prompt;
 pub mod steer;
 pub mod superposition;
 pub mod trace;
+pub mod w2s;
 pub mod whispers;
 
 pub use catalog::{config_from_file, Experiment, ExperimentConfig};

@@ -272,22 +272,28 @@ fn windows(cfg: &Config, models: &[&LoadedModel], texts: &[Text]) -> anyhow::Res
     let span = cfg.k + cfg.m;
     let tokens = |m: &LoadedModel, s: &str| m.tokenizer.encode(s, false);
     let mut per_text: Vec<Vec<Window>> = Vec::new();
+    let mut short = Vec::new();
     for t in texts {
         let toks: Vec<Vec<u32>> = models
             .iter()
             .map(|m| tokens(m, &t.text))
             .collect::<Result<_, _>>()?;
-        let short = toks.iter().map(Vec::len).min().unwrap_or(0);
-        if short < span {
-            bail!(
-                "text {:?} has {short} tokens, fewer than k + m = {} + {} = {span}: shorten k or m, \
-                 or drop the text",
-                t.id,
-                cfg.k,
-                cfg.m
-            );
+        let n = toks.iter().map(Vec::len).min().unwrap_or(0);
+        if n < span {
+            short.push(format!("{:?} ({n})", t.id));
+        } else {
+            per_text.push(window_list(cfg, models, &t.id, &t.kind, &toks));
         }
-        per_text.push(window_list(cfg, models, &t.id, &t.kind, &toks));
+    }
+    if !short.is_empty() {
+        bail!(
+            "{} text(s) have fewer tokens than k + m = {} + {} = {span}: {}; shorten k or m, or \
+             drop those texts",
+            short.len(),
+            cfg.k,
+            cfg.m,
+            short.join(", ")
+        );
     }
     let control: Vec<Vec<Window>> = if cfg.texts == "builtin" && cfg.control > 0 {
         let mut c = Vec::new();
