@@ -9,6 +9,7 @@ mod cmd_ablate;
 mod cmd_bench;
 mod cmd_compose;
 mod cmd_diff;
+mod cmd_finetune;
 mod cmd_generate;
 mod cmd_heads;
 mod cmd_info;
@@ -97,6 +98,8 @@ enum Command {
     Memorise(cmd_memorise::MemoriseArgs),
     /// Weak-to-strong: a strong model's head trained on a weak model's labels; PGR over seeds.
     W2s(cmd_w2s::W2sArgs),
+    /// Fine-tuning compared: train on a corpus (checkpoints, resume), then before vs after.
+    Finetune(cmd_finetune::FinetuneArgs),
     /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         Command::Steer(a) => cmd_steer::run(a),
         Command::Memorise(a) => cmd_memorise::run(a),
         Command::W2s(a) => cmd_w2s::run(a),
+        Command::Finetune(a) => cmd_finetune::run(a),
         Command::Patch(a) => cmd_patch::run(a),
         Command::Trace(a) => cmd_trace::run(a),
         Command::Diff(a) => cmd_diff::run(a),

@@ -94,6 +94,7 @@ catalog! {
     Steer => steer,
     Memorise => memorise,
     W2s => w2s,
+    Finetune => finetune,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

@@ -9,10 +9,12 @@
 //! - [`superposition`]: Toy Models of Superposition (Elhage et al. 2022).
 //! - [`grokking`]: modular addition and a one-layer transformer (Nanda et al. 2023).
 //! - [`induction`]: attention-only transformers on repeated tokens or text (induction heads).
+//! - [`finetune`]: full fine-tuning of a loaded model with binary checkpoints and resume.
 //! - [`inverter`]: activation inverter ("ML Chinese whispers"): input tokens from a layer's
 //!   activations.
 
 pub mod checkpoint;
+pub mod finetune;
 pub mod grokking;
 pub mod induction;
 pub mod inverter;

@@ -80,6 +80,13 @@ impl VarAdamW {
         &self.vars
     }
 
+    /// Set the learning rate of every Var's next step (schedules).
+    pub fn set_lr(&mut self, lr: f64) {
+        for s in &mut self.states {
+            s.cfg.lr = lr;
+        }
+    }
+
     /// Steps taken.
     pub fn steps(&self) -> u64 {
         self.states.first().map_or(0, |s| s.t)
