@@ -2,9 +2,9 @@
 //! AdamW of [`crate::optim_var`], a linear learning-rate warm-up, binary checkpoints and
 //! bit-exact resume.
 //!
-//! Batch `t` is a function of `(seed, t)` only: `batch` windows of `seq_len` tokens at offsets
-//! drawn from a SplitMix stream seeded by both, so a resumed run sees exactly the batches an
-//! uninterrupted one would. A checkpoint is one safetensors file holding every parameter
+//! The token stream is packed into consecutive blocks of `seq_len` tokens (as transformers'
+//! `run_clm` groups texts); batch `t` is `batch` blocks drawn from a SplitMix stream seeded by
+//! `(seed, t)` only, so a resumed run sees exactly the batches an uninterrupted one would. A checkpoint is one safetensors file holding every parameter
 //! (`param.NAME`) and both Adam moments (`m.NAME`, `v.NAME`) in f32, with the step, the loss
 //! history and the config as JSON in its metadata; it is written to a temporary name and
 //! renamed, so an interruption leaves the previous checkpoint whole.
@@ -284,11 +284,14 @@ impl Finetuner {
                 c.seq_len
             )));
         }
-        let span = (stream.len() - c.seq_len + 1) as u64;
-        let mut rng = SplitMix(c.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let blocks = (stream.len() / c.seq_len) as u64;
+        // The generator's state is a hash of (seed, t): seeding with `seed ^ t·γ` (γ the
+        // splitmix increment) would make batch t + 1 repeat 31 of batch t's 32 rows.
+        let key = c.seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ t as u64;
+        let mut rng = SplitMix(SplitMix(key).next_u64());
         let mut ids = Vec::with_capacity(c.batch * c.seq_len);
         for _ in 0..c.batch {
-            let o = (rng.next_u64() % span) as usize;
+            let o = (rng.next_u64() % blocks) as usize * c.seq_len;
             ids.extend_from_slice(&stream[o..o + c.seq_len]);
         }
         Ok(Tensor::from_vec(ids, (c.batch, c.seq_len), self.model.device())?)
