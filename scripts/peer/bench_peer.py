@@ -26,6 +26,12 @@ Measurements
                         products), and the roofline: the tokens/s a forward would reach if
                         every product ran at that rate and nothing else took time
 
+  hf_train_step         one full fine-tuning step of the transformers model in train mode
+                        (dropout 0 in this config): forward on batch x seq token ids with
+                        labels = inputs (next-token cross-entropy), backward,
+                        torch.optim.AdamW(lr 1e-5, weight decay 0, fused=True: PyTorch's own
+                        fused kernel) step, zero_grad; tokens/s = batch x seq / median step
+
 The HookedTransformer is configured by hand as a Llama model (HookedTransformer.from_pretrained
 needs the hub config, which these machines cannot reach) and its weights are converted from the
 transformers model with transformer_lens' own convert_llama_weights; no weight processing.
@@ -55,6 +61,7 @@ MEASUREMENTS = [
     "hf_generate",
     "hf_generate_batch",
     "torch_sgemm",
+    "hf_train_step",
 ]
 
 GENERATE_PROMPT, GENERATE_NEW = 16, 128  # as crates/lab/src/bench.rs
@@ -329,7 +336,22 @@ def worker(name, args):
     tokens = random_tokens(args)
     extra = {"batch": args.batch, "seq_len": args.seq_len, "load_s": load_s}
 
-    if name == "hf_forward":
+    if name == "hf_train_step":
+        hf.train()
+        opt = torch.optim.AdamW(hf.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
+        reset_peak_rss()
+
+        def step():
+            loss = hf(tokens, labels=tokens).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        times = timed(step, args.runs, args.warmup)
+        res = summary(name, times, args, tokens_per_s=n_tok / statistics.median(times),
+                      optimizer="torch.optim.AdamW(fused=True)", **extra)
+    elif name == "hf_forward":
         rss_loaded = proc_status_bytes("VmRSS")
         reset_peak_rss()
 

@@ -228,11 +228,51 @@ pub fn measure(
             }))
         }
         "probe" => probe_fit(a, load),
+        "finetune" => finetune_step(a, load),
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, patch, heads, \
-             generate, generate-q, generate-batch, generate-batch-q, probe)"
+             generate, generate-q, generate-batch, generate-batch-q, probe, finetune)"
         ),
     }
+}
+
+/// `finetune`: one full fine-tuning step (forward, next-token loss, backward, fused AdamW) of
+/// batch × seq tokens, as `interplab finetune` takes it and as `hf_train_step` of the peer
+/// script does (lr 1e-5, no weight decay); one warm-up step, then `runs` timed steps.
+fn finetune_step(
+    a: &Workload,
+    load: &mut dyn FnMut(&str, WeightStorage) -> anyhow::Result<LoadedModel>,
+) -> anyhow::Result<serde_json::Value> {
+    use interplab_train::finetune::{FinetuneConfig, Finetuner};
+    let m = load(&a.model, WeightStorage::default())?;
+    let stream = bench_tokens(64, a.seq);
+    let runs = a.runs.max(1);
+    let mut ft = Finetuner::new(
+        &m.model,
+        FinetuneConfig {
+            steps: runs + 1,
+            batch: a.batch,
+            seq_len: a.seq,
+            lr: 1e-5,
+            warmup: 0,
+            weight_decay: 0.0,
+            seed: 0,
+        },
+    )?;
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let t = Instant::now();
+        ft.train_step(&stream)?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let med = median(times);
+    Ok(json!({
+        "name": "interplab_finetune_step", "median_s": med, "runs": runs,
+        "tokens_per_s": (a.batch * a.seq) as f64 / med,
+        "batch": a.batch, "seq_len": a.seq, "peak_rss_bytes": peak_rss(),
+    }))
 }
 
 /// Examples of the `probe` measurement.

@@ -183,7 +183,7 @@ impl Experiment for Config {
                 lr: 1e-4,
                 ..Default::default()
             },
-            checkpoint_every: 2,
+            checkpoint_every: 4,
             eval_tokens: 32,
             eval_docs: 2,
             ..Default::default()
@@ -259,13 +259,12 @@ pub fn run(
         let l = tuner.train_step(&stream)?;
         progress.position(tuner.step as u64);
         progress.message(&format!("loss {l:.4}"));
-        if tuner.step % cfg.checkpoint_every == 0 {
+        if tuner.step % cfg.checkpoint_every == 0 || tuner.step == cfg.train.steps {
             tuner.save(&ckpt)?;
         }
     }
-    tuner.save(&ckpt)?;
     let after = &tuner.model;
-    progress.phase("comparison");
+    progress.phase("losses before and after");
     let cut = |mut t: Vec<u32>| {
         t.truncate(cfg.eval_tokens.min(base.cfg.n_ctx));
         t
@@ -291,9 +290,13 @@ pub fn run(
     };
     let held_out = pair(&held)?;
     let general_loss = pair(&general)?;
+    progress.phase("head scores");
     let heads = head_changes(m, base, after, cfg.head_threshold)?;
+    progress.phase("attention distances");
     let attention_distance = attention_distances(base, after, &held)?;
+    progress.phase("weight changes");
     let (head_weight_change, mlp_weight_change) = weight_changes(base, after)?;
+    progress.phase("composition");
     let induction = heads.iter().find(|h| h.kind == "induction_head");
     let composition = match induction {
         Some(h) => induction_composition(base, after, &h.after)?,

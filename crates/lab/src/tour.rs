@@ -44,13 +44,18 @@ pub fn configs(names: &[String], quick: bool) -> anyhow::Result<Vec<ExperimentCo
     Ok(out)
 }
 
-/// An experiment's default config with [`DEFAULT_MODEL`] where it names no model.
+/// An experiment's default config with [`DEFAULT_MODEL`] for every model it leaves empty.
 fn full(name: &str) -> anyhow::Result<ExperimentConfig> {
     let cfg: ExperimentConfig = serde_json::from_value(serde_json::json!({ "experiment": name }))?;
     let mut v = serde_json::to_value(&cfg)?;
     if let Some(obj) = v.as_object_mut() {
-        if obj.get("model").is_some_and(|m| m == "") {
-            obj.insert("model".into(), DEFAULT_MODEL.into());
+        for key in ["model", "model_a", "model_b", "weak", "strong"] {
+            if obj.get(key).is_some_and(|m| m == "") {
+                obj.insert(key.into(), DEFAULT_MODEL.into());
+            }
+        }
+        if obj.get("models").is_some_and(|m| m.as_array().is_some_and(Vec::is_empty)) {
+            obj.insert("models".into(), serde_json::json!([DEFAULT_MODEL]));
         }
     }
     Ok(serde_json::from_value(v)?)
