@@ -7,7 +7,7 @@ use interplab_lab::w2s::Config;
 use interplab_lab::Experiment;
 
 #[test]
-fn a_rerun_gives_identical_heads_and_the_late_layer_beats_the_early_one() {
+fn a_rerun_gives_identical_heads_and_every_accuracy_is_a_fraction() {
     let tmp = tempfile::tempdir().unwrap();
     let (first, _) = common::assert_rerun_identical(Config::quick().into(), tmp.path());
     let t = &first.outcome.results["tasks"][0];
