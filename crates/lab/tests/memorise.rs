@@ -63,6 +63,8 @@ fn a_determined_continuation_is_recalled_and_random_words_are_not() {
         k: 32,
         m: 12,
         windows: 1,
+        // Both texts are of the file's default kind "text".
+        max_per_kind: 2,
         ..Config::quick()
     };
     let w = common::run_into(
