@@ -107,9 +107,15 @@ pub fn continuation_losses(
         // Logits at positions from−1 .. n−2 predict the tokens at from .. n−1.
         let logits = model.forward(&t)?.narrow(1, from - 1, n - from)?;
         let lp = log_softmax(&logits.to_dtype(DType::F32)?)?;
-        let targets: Vec<u32> = chunk.iter().flat_map(|s| s[from..].iter().copied()).collect();
+        let targets: Vec<u32> = chunk
+            .iter()
+            .flat_map(|s| s[from..].iter().copied())
+            .collect();
         let targets = Tensor::from_vec(targets, (b, n - from, 1), model.device())?;
-        let picked: Vec<Vec<f32>> = lp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?.to_vec2()?;
+        let picked: Vec<Vec<f32>> = lp
+            .gather(&targets, D::Minus1)?
+            .squeeze(D::Minus1)?
+            .to_vec2()?;
         for row in picked {
             out.push(-row.iter().map(|&x| x as f64).sum::<f64>() / row.len() as f64);
         }
@@ -246,7 +252,10 @@ mod tests {
         let t: Vec<u32> = (0..20).collect();
         // Verbatim.
         let r = score(&t, &t);
-        assert_eq!((r.lcp, r.edit_distance, r.exact, r.near_verbatim), (20, 0, true, true));
+        assert_eq!(
+            (r.lcp, r.edit_distance, r.exact, r.near_verbatim),
+            (20, 0, true, true)
+        );
         assert_eq!(r.similarity, 1.0);
         // One substitution at position 5: prefix 5, one edit, near-verbatim but not exact.
         let mut g = t.clone();
@@ -289,7 +298,10 @@ mod tests {
 
     #[test]
     fn ranks_share_ties() {
-        assert_eq!(average_ranks(&[10.0, 20.0, 20.0, 5.0]), vec![2.0, 3.5, 3.5, 1.0]);
+        assert_eq!(
+            average_ranks(&[10.0, 20.0, 20.0, 5.0]),
+            vec![2.0, 3.5, 3.5, 1.0]
+        );
         // A monotone but non-linear relation: Spearman 1, Pearson below 1.
         let x: Vec<f64> = (1..=10).map(f64::from).collect();
         let y: Vec<f64> = x.iter().map(|v| v.powi(4)).collect();
@@ -315,7 +327,10 @@ mod tests {
         let s = [1.0, 0.9, 1.0, 0.2, 0.1, 0.0].map(recall_with);
         let l = [1.0, 1.0, 0.5, 0.9, 1.0, 0.3].map(recall_with);
         let c = compare(&s, &l);
-        assert_eq!((c.both, c.small_only, c.large_only, c.neither), (2, 1, 2, 1));
+        assert_eq!(
+            (c.both, c.small_only, c.large_only, c.neither),
+            (2, 1, 2, 1)
+        );
         assert!((c.precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.recall - 0.5).abs() < 1e-12);
         assert_eq!(c.precision_ci, wilson_interval(2, 3));
@@ -347,12 +362,15 @@ mod tests {
     fn correlations_match_scipy() {
         // scipy 1.17.1's pearsonr (with its Fisher-z confidence_interval) and spearmanr of
         // vectors with ties, written by scripts/reference/make_memorise_reference.py.
-        let f: serde_json::Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/memorise_reference.json"
-        ))
-        .unwrap();
+        let f: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/memorise_reference.json"))
+                .unwrap();
         let v = |k: &str| -> Vec<f64> {
-            f[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+            f[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
         };
         let (x, y) = (v("x"), v("y"));
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
@@ -360,6 +378,9 @@ mod tests {
         assert!(close(spearman(&x, &y), f["spearman"].as_f64().unwrap()));
         let (lo, hi) = correlation_interval(pearson(&x, &y), x.len());
         let ci = v("pearson_ci");
-        assert!((lo - ci[0]).abs() < 1e-9 && (hi - ci[1]).abs() < 1e-9, "{lo} {hi} vs {ci:?}");
+        assert!(
+            (lo - ci[0]).abs() < 1e-9 && (hi - ci[1]).abs() < 1e-9,
+            "{lo} {hi} vs {ci:?}"
+        );
     }
 }

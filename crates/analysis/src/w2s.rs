@@ -60,7 +60,12 @@ fn sigmoid(z: f64) -> f64 {
 
 /// Train a logistic head on `x` against soft `targets` in [0, 1] (hard labels are 0/1), with
 /// the confidence loss when `confidence`; returned in raw feature space.
-pub fn train_head(x: Features, targets: &[f64], opts: &HeadOptions, confidence: bool) -> LinearProbe {
+pub fn train_head(
+    x: Features,
+    targets: &[f64],
+    opts: &HeadOptions,
+    confidence: bool,
+) -> LinearProbe {
     let st = Standardizer::fit(x);
     let zdata = st.apply(x);
     let d = x.d;
@@ -117,7 +122,10 @@ pub fn train_head(x: Features, targets: &[f64], opts: &HeadOptions, confidence: 
         vb = b2 * vb + (1.0 - b2) * gb * gb;
         b -= opts.lr * (mb / c1) / ((vb / c2).sqrt() + eps);
     }
-    st.unstandardize(&LinearProbe { weights: w, bias: b })
+    st.unstandardize(&LinearProbe {
+        weights: w,
+        bias: b,
+    })
 }
 
 /// The threshold `t` such that the share of `p > t` is as close as possible to `share`: the
@@ -192,7 +200,11 @@ pub struct TrialData<'a> {
 
 /// Train the three strong heads of one trial and test them.
 pub fn run_trial(data: &TrialData, opts: &HeadOptions) -> Trial {
-    let truth: Vec<f64> = data.student_truth.iter().map(|&t| f64::from(u8::from(t))).collect();
+    let truth: Vec<f64> = data
+        .student_truth
+        .iter()
+        .map(|&t| f64::from(u8::from(t)))
+        .collect();
     let naive = train_head(data.student_x, data.weak_labels, opts, false);
     let conf = train_head(data.student_x, data.weak_labels, opts, true);
     let ceiling = train_head(data.student_x, &truth, opts, false);
@@ -312,9 +324,8 @@ mod tests {
         let xs = features(400, d, 3);
         let x = Features::new(&xs, d).unwrap();
         let half = vec![0.5; 400];
-        let spread = |p: &LinearProbe| {
-            (0..400).map(|i| p.score(x.row(i)).abs()).sum::<f64>() / 400.0
-        };
+        let spread =
+            |p: &LinearProbe| (0..400).map(|i| p.score(x.row(i)).abs()).sum::<f64>() / 400.0;
         let plain = train_head(x, &half, &HeadOptions::default(), false);
         let conf = train_head(x, &half, &HeadOptions::default(), true);
         assert!(spread(&plain) < 0.05, "{}", spread(&plain));
@@ -335,13 +346,17 @@ mod tests {
         assert!((pgr(0.6, 0.8, 1.0) - 0.5).abs() < 1e-12);
         assert!(pgr(0.8, 0.9, 0.8).is_nan());
         // scipy.stats.t.ppf(0.975, df), written by scripts/reference/make_memorise_reference.py.
-        let f: serde_json::Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/memorise_reference.json"
-        ))
-        .unwrap();
+        let f: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/memorise_reference.json"))
+                .unwrap();
         for (df, q) in f["t_975"].as_array().unwrap().iter().enumerate() {
             let q = q.as_f64().unwrap();
-            assert!((t_975(df + 1) - q).abs() < 1e-4, "df {}: {} vs {q}", df + 1, t_975(df + 1));
+            assert!(
+                (t_975(df + 1) - q).abs() < 1e-4,
+                "df {}: {} vs {q}",
+                df + 1,
+                t_975(df + 1)
+            );
         }
         let (m, h, n) = mean_interval(&[1.0, 2.0, 3.0, f64::NAN]);
         assert_eq!((m, n), (2.0, 3));

@@ -15,7 +15,11 @@ pub struct W2sArgs {
     #[arg(required_unless_present = "config", conflicts_with = "config")]
     strong: Option<String>,
     /// Tasks, comma-separated: truth, sycophancy, toxicity.
-    #[arg(long, value_delimiter = ',', default_value = "truth,sycophancy,toxicity")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "truth,sycophancy,toxicity"
+    )]
     tasks: Vec<String>,
     /// Layer of the weak model's features (default: two thirds of the way).
     #[arg(long)]
@@ -62,7 +66,10 @@ pub fn run(a: W2sArgs) -> anyhow::Result<()> {
     })?;
     let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;
     let r = &out.results;
-    println!("weak {} at {}, strong {} at {}", cfg.weak, r.weak_hook, cfg.strong, r.strong_hook);
+    println!(
+        "weak {} at {}, strong {} at {}",
+        cfg.weak, r.weak_hook, cfg.strong, r.strong_hook
+    );
     println!("  {}", TASK_HEADERS.join(" | "));
     for row in task_rows(r) {
         println!("  {}", row.join(" | "));

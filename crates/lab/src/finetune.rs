@@ -159,7 +159,10 @@ impl Experiment for Config {
     fn validate(&self) -> anyhow::Result<()> {
         let mut p = Problems::new(Self::NAME);
         p.check(!self.model.is_empty(), "model must be given")
-            .check(self.held_out_every >= 2, "held_out_every must be at least 2")
+            .check(
+                self.held_out_every >= 2,
+                "held_out_every must be at least 2",
+            )
             .positive("checkpoint_every", self.checkpoint_every)
             .check(self.eval_tokens >= 2, "eval_tokens must be at least 2")
             .positive("eval_docs", self.eval_docs)
@@ -197,14 +200,14 @@ impl Experiment for Config {
 /// The general texts named by `spec`.
 fn general_texts(spec: &str) -> anyhow::Result<Vec<String>> {
     if spec == "builtin" {
-        return Ok(crate::memorise::BUILTIN_TEXTS
+        return crate::memorise::BUILTIN_TEXTS
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l)?;
                 Ok(v["text"].as_str().unwrap_or_default().to_string())
             })
-            .collect::<anyhow::Result<_>>()?);
+            .collect();
     }
     load_corpus(spec).with_context(|| format!("reading general text {spec}"))
 }
@@ -218,7 +221,8 @@ pub fn run(
     let m = ctx.model()?;
     let base = &m.model;
     let wd = ctx.workdir()?;
-    let docs = load_corpus(&cfg.corpus).with_context(|| format!("reading corpus {}", cfg.corpus))?;
+    let docs =
+        load_corpus(&cfg.corpus).with_context(|| format!("reading corpus {}", cfg.corpus))?;
     let bos = m.tokenizer.add_bos_default();
     let sep = m.tokenizer.eos_id().or(m.tokenizer.bos_id());
     let mut stream = Vec::new();
@@ -326,7 +330,9 @@ fn head_changes(
     threshold: f64,
 ) -> anyhow::Result<Vec<HeadChange>> {
     let pool = random_token_pool(&m.tokenizer, before.cfg.d_vocab, 50);
-    let len = 50.min(pool.len()).min(before.cfg.n_ctx.saturating_sub(1) / 2);
+    let len = 50
+        .min(pool.len())
+        .min(before.cfg.n_ctx.saturating_sub(1) / 2);
     if len < 2 {
         return Ok(Vec::new());
     }
@@ -372,7 +378,9 @@ fn attention_distances(
     docs: &[Vec<u32>],
 ) -> anyhow::Result<Vec<Vec<f64>>> {
     let (nl, nh) = (before.cfg.n_layers, before.cfg.n_heads);
-    let names: Vec<String> = (0..nl).map(|l| format!("blocks.{l}.attn.hook_pattern")).collect();
+    let names: Vec<String> = (0..nl)
+        .map(|l| format!("blocks.{l}.attn.hook_pattern"))
+        .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let filter = NameFilter::new(&refs);
     let mut sum = vec![vec![0.0f64; nh]; nl];
@@ -383,12 +391,17 @@ fn attention_distances(
         let (_, cb) = after.run_with_cache(&t, &filter)?;
         for (l, name) in names.iter().enumerate() {
             // [1, heads, q, k]
-            let pa: Vec<Vec<Vec<f32>>> = ca.get(name)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec3()?;
-            let pb: Vec<Vec<Vec<f32>>> = cb.get(name)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec3()?;
+            let pa: Vec<Vec<Vec<f32>>> =
+                ca.get(name)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec3()?;
+            let pb: Vec<Vec<Vec<f32>>> =
+                cb.get(name)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec3()?;
             for h in 0..nh {
                 for (qa, qb) in pa[h].iter().zip(&pb[h]) {
-                    let tv: f64 =
-                        qa.iter().zip(qb).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>();
+                    let tv: f64 = qa
+                        .iter()
+                        .zip(qb)
+                        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+                        .sum::<f64>();
                     sum[l][h] += tv / 2.0;
                 }
             }
@@ -414,7 +427,9 @@ fn weight_changes(
         before.weights.named()?.into_iter().collect();
     let wb: std::collections::BTreeMap<String, Tensor> =
         after.weights.named()?.into_iter().collect();
-    let mat = |w: &std::collections::BTreeMap<String, Tensor>, n: &str| -> anyhow::Result<Vec<Vec<f32>>> {
+    let mat = |w: &std::collections::BTreeMap<String, Tensor>,
+               n: &str|
+     -> anyhow::Result<Vec<Vec<f32>>> {
         Ok(w.get(n)
             .with_context(|| format!("no parameter {n}"))?
             .to_dtype(DType::F32)?
@@ -453,7 +468,7 @@ fn weight_changes(
         let v2 = mat(&wb, &format!("{p}.attn.W_V"))?;
         let o = mat(&wa, &format!("{p}.attn.W_O"))?;
         let o2 = mat(&wb, &format!("{p}.attn.W_O"))?;
-        for h in 0..nh {
+        for (h, change) in heads[l].iter_mut().enumerate() {
             let g = h / group.max(1);
             let parts = [
                 cols(&q, &q2, h * dh..(h + 1) * dh),
@@ -462,7 +477,7 @@ fn weight_changes(
                 rows(&o, &o2, h * dh..(h + 1) * dh),
             ];
             let (d, n): (f64, f64) = parts.iter().fold((0.0, 0.0), |s, x| (s.0 + x.0, s.1 + x.1));
-            heads[l][h] = (d / n.max(1e-30)).sqrt();
+            *change = (d / n.max(1e-30)).sqrt();
         }
         let (mut d, mut n) = (0.0, 0.0);
         for name in ["W_in", "W_gate", "W_out"] {
@@ -551,7 +566,9 @@ fn grid(title: &str, values: &[Vec<f64>], label: &str, scale: ColorScale) -> Fig
         title: title.into(),
         x_label: "head".into(),
         y_label: "layer".into(),
-        x_ticks: (0..values.first().map_or(0, Vec::len)).map(|h| h.to_string()).collect(),
+        x_ticks: (0..values.first().map_or(0, Vec::len))
+            .map(|h| h.to_string())
+            .collect(),
         y_ticks: (0..values.len()).map(|l| l.to_string()).collect(),
         values: values.to_vec(),
         scale,
@@ -632,11 +649,21 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
             .collect();
         figs.push((
             format!("{}_before", h.kind),
-            grid(&format!("{} score before", h.kind), &h.before, "score", ColorScale::Sequential),
+            grid(
+                &format!("{} score before", h.kind),
+                &h.before,
+                "score",
+                ColorScale::Sequential,
+            ),
         ));
         figs.push((
             format!("{}_change", h.kind),
-            grid(&format!("{} score after − before", h.kind), &delta, "Δ score", ColorScale::Diverging),
+            grid(
+                &format!("{} score after − before", h.kind),
+                &delta,
+                "Δ score",
+                ColorScale::Diverging,
+            ),
         ));
         let rows: Vec<Vec<String>> = h
             .new_heads
@@ -645,7 +672,12 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
             .chain(h.reweighted.iter().map(|x| (x, "reweighted")))
             .chain(h.lost.iter().map(|x| (x, "lost")))
             .map(|((l, hd, b, a), what)| {
-                vec![format!("L{l}H{hd}"), what.to_string(), format!("{b:.3}"), format!("{a:.3}")]
+                vec![
+                    format!("L{l}H{hd}"),
+                    what.to_string(),
+                    format!("{b:.3}"),
+                    format!("{a:.3}"),
+                ]
             })
             .collect();
         if !rows.is_empty() {
@@ -662,7 +694,13 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
             &["induction head", "strongest partner before", "after"],
             r.composition
                 .iter()
-                .map(|c| vec![format!("L{}H{}", c.head.0, c.head.1), show(&c.before), show(&c.after)])
+                .map(|c| {
+                    vec![
+                        format!("L{}H{}", c.head.0, c.head.1),
+                        show(&c.before),
+                        show(&c.after),
+                    ]
+                })
                 .collect(),
         );
     }

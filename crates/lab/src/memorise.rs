@@ -23,9 +23,11 @@ use interplab_analysis::patching::{HeadSite, Metric, PatchingSetup, PositionSite
 use interplab_analysis::probe::wilson_interval;
 use interplab_analysis::stats::mean_stderr;
 use interplab_core::corpus::{code_corpus, load_corpus};
-use interplab_core::model::GenerateOptions;
 use interplab_core::loader::LoadedModel;
-use interplab_report::{BarChart, ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle};
+use interplab_core::model::GenerateOptions;
+use interplab_report::{
+    BarChart, ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::tokens::show_token;
@@ -243,8 +245,8 @@ fn parse_text_objects(raw: &str, name: &str) -> anyhow::Result<Vec<Text>> {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{name} line {}: not JSON", i + 1))?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let text = field("text")
-            .with_context(|| format!("{name} line {}: no \"text\" string", i + 1))?;
+        let text =
+            field("text").with_context(|| format!("{name} line {}: no \"text\" string", i + 1))?;
         out.push(Text {
             id: field("id").unwrap_or_else(|| format!("line-{}", i + 1)),
             kind: field("kind").unwrap_or_else(|| "text".into()),
@@ -303,7 +305,8 @@ fn windows(cfg: &Config, models: &[&LoadedModel], texts: &[Text]) -> anyhow::Res
                 .map(|m| tokens(m, doc))
                 .collect::<Result<_, _>>()?;
             if toks.iter().all(|t| t.len() >= span) {
-                let mut w = window_list(cfg, models, &format!("interplab-src-{i}"), "control", &toks);
+                let mut w =
+                    window_list(cfg, models, &format!("interplab-src-{i}"), "control", &toks);
                 w.truncate(1);
                 c.push(w);
             }
@@ -318,8 +321,11 @@ fn windows(cfg: &Config, models: &[&LoadedModel], texts: &[Text]) -> anyhow::Res
     // Round robin over window index, then cap per kind.
     let mut out: Vec<Window> = Vec::new();
     let mut count = std::collections::BTreeMap::<String, usize>::new();
-    let mut lists: Vec<std::collections::VecDeque<Window>> =
-        per_text.into_iter().chain(control).map(Into::into).collect();
+    let mut lists: Vec<std::collections::VecDeque<Window>> = per_text
+        .into_iter()
+        .chain(control)
+        .map(Into::into)
+        .collect();
     while lists.iter().any(|l| !l.is_empty()) {
         for l in lists.iter_mut() {
             if let Some(w) = l.pop_front() {
@@ -434,12 +440,21 @@ pub fn run(
     let (comparison, loss_spearman) = if models.len() == 2 {
         let a: Vec<Recall> = not_control.iter().map(|s| s.models[0].recall).collect();
         let b: Vec<Recall> = not_control.iter().map(|s| s.models[1].recall).collect();
-        let la: Vec<f64> = not_control.iter().map(|s| s.models[0].target_loss).collect();
-        let lb: Vec<f64> = not_control.iter().map(|s| s.models[1].target_loss).collect();
+        let la: Vec<f64> = not_control
+            .iter()
+            .map(|s| s.models[0].target_loss)
+            .collect();
+        let lb: Vec<f64> = not_control
+            .iter()
+            .map(|s| s.models[1].target_loss)
+            .collect();
         let rho = interplab_analysis::memorise::spearman(&la, &lb);
         (
             Some(compare(&a, &b)),
-            Some((rho, interplab_analysis::memorise::correlation_interval(rho, la.len()))),
+            Some((
+                rho,
+                interplab_analysis::memorise::correlation_interval(rho, la.len()),
+            )),
         )
     } else {
         (None, None)
@@ -520,16 +535,24 @@ fn trace_memory(
         .filter(|(_, s)| s.kind == "control")
         .chain(seqs.iter().enumerate())
         .min_by(|a, b| {
-            (a.1.kind != "control")
-                .cmp(&(b.1.kind != "control"))
-                .then(a.1.models[mi].recall.similarity.total_cmp(&b.1.models[mi].recall.similarity))
+            (a.1.kind != "control").cmp(&(b.1.kind != "control")).then(
+                a.1.models[mi]
+                    .recall
+                    .similarity
+                    .total_cmp(&b.1.models[mi].recall.similarity),
+            )
         })
         .map(|(i, _)| i);
     let Some(donor) = donor else { return Ok(None) };
     let mut order: Vec<usize> = (0..seqs.len())
         .filter(|&i| seqs[i].kind != "control" && i != donor && seqs[i].models[mi].recall.lcp >= 1)
         .collect();
-    order.sort_by(|&a, &b| seqs[b].models[mi].recall.lcp.cmp(&seqs[a].models[mi].recall.lcp));
+    order.sort_by(|&a, &b| {
+        seqs[b].models[mi]
+            .recall
+            .lcp
+            .cmp(&seqs[a].models[mi].recall.lcp)
+    });
     order.truncate(TRACE_CANDIDATES);
     let bos = usize::from(m.tokenizer.add_bos_default());
     let replaced = (bos, bos + cfg.k / 2);
@@ -556,7 +579,9 @@ fn trace_memory(
             best = Some((i, corrupted, answer, wrong, gap));
         }
     }
-    let Some((i, corrupted, answer, wrong, _)) = best else { return Ok(None) };
+    let Some((i, corrupted, answer, wrong, _)) = best else {
+        return Ok(None);
+    };
     let setup = PatchingSetup::new(
         &m.model,
         &wins[i].per_model[mi].0,
@@ -589,7 +614,10 @@ fn trace_memory(
 }
 
 /// The last position's logits of one sequence.
-fn last_logits(model: &interplab_core::model::HookedTransformer, ids: &[u32]) -> anyhow::Result<Vec<f32>> {
+fn last_logits(
+    model: &interplab_core::model::HookedTransformer,
+    ids: &[u32],
+) -> anyhow::Result<Vec<f32>> {
     let n = ids.len();
     let t = candle_core::Tensor::from_vec(ids.to_vec(), (1, n), model.device())?;
     Ok(model
@@ -670,7 +698,13 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
             errors: Some(
                 r.summary
                     .iter()
-                    .map(|s| if s.similarity.1.is_finite() { s.similarity.1 } else { 0.0 })
+                    .map(|s| {
+                        if s.similarity.1.is_finite() {
+                            s.similarity.1
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect(),
             ),
             horizontal: true,
@@ -678,19 +712,22 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
         }),
     ));
     if let Some(c) = &r.comparison {
-        report.heading(format!(
-            "Does {} predict {}?",
-            r.models[0], r.models[1]
-        ));
+        report.heading(format!("Does {} predict {}?", r.models[0], r.models[1]));
         report.key_values(&[
             ("sequences (controls excluded)", c.n.to_string()),
             (
                 "Pearson r of similarities",
-                format!("{:.3} [{:.3}, {:.3}]", c.pearson, c.pearson_ci.0, c.pearson_ci.1),
+                format!(
+                    "{:.3} [{:.3}, {:.3}]",
+                    c.pearson, c.pearson_ci.0, c.pearson_ci.1
+                ),
             ),
             (
                 "Spearman ρ of similarities",
-                format!("{:.3} [{:.3}, {:.3}]", c.spearman, c.spearman_ci.0, c.spearman_ci.1),
+                format!(
+                    "{:.3} [{:.3}, {:.3}]",
+                    c.spearman, c.spearman_ci.0, c.spearman_ci.1
+                ),
             ),
             (
                 "Spearman ρ of target losses",
@@ -700,15 +737,24 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
             ),
             (
                 "both / small only / large only / neither",
-                format!("{} / {} / {} / {}", c.both, c.small_only, c.large_only, c.neither),
+                format!(
+                    "{} / {} / {} / {}",
+                    c.both, c.small_only, c.large_only, c.neither
+                ),
             ),
             (
                 "precision P(large | small)",
-                format!("{:.2} [{:.2}, {:.2}]", c.precision, c.precision_ci.0, c.precision_ci.1),
+                format!(
+                    "{:.2} [{:.2}, {:.2}]",
+                    c.precision, c.precision_ci.0, c.precision_ci.1
+                ),
             ),
             (
                 "recall P(small | large)",
-                format!("{:.2} [{:.2}, {:.2}]", c.recall, c.recall_ci.0, c.recall_ci.1),
+                format!(
+                    "{:.2} [{:.2}, {:.2}]",
+                    c.recall, c.recall_ci.0, c.recall_ci.1
+                ),
             ),
         ]);
         let points = |kind: Option<&str>| -> Vec<(f64, f64)> {
@@ -751,7 +797,12 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
              sequence's tokens. Metric: logit({}) − logit({}) at the last position (the first \
              recalled token against the corrupted run's choice), normalised to 0 = corrupted, \
              1 = clean. Clean {:.2}, corrupted {:.2}.",
-            t.replaced.0, t.replaced.1, t.answer, t.wrong, t.clean_logit_diff, t.corrupted_logit_diff
+            t.replaced.0,
+            t.replaced.1,
+            t.answer,
+            t.wrong,
+            t.clean_logit_diff,
+            t.corrupted_logit_diff
         ));
         report.table(
             &["head", "restored (normalised logit difference)"],
@@ -767,7 +818,9 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
                 x_label: "position".into(),
                 y_label: "layer".into(),
                 x_ticks: t.tokens.clone(),
-                y_ticks: (0..t.resid_pre.values.len()).map(|l| l.to_string()).collect(),
+                y_ticks: (0..t.resid_pre.values.len())
+                    .map(|l| l.to_string())
+                    .collect(),
                 values: t.resid_pre.values.clone(),
                 scale: ColorScale::Diverging,
                 range: None,
@@ -815,7 +868,15 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
         }
     }
     report.table(
-        &["sequence", "kind", "model", "similarity", "prefix match", "target", "generated"],
+        &[
+            "sequence",
+            "kind",
+            "model",
+            "similarity",
+            "prefix match",
+            "target",
+            "generated",
+        ],
         rows,
     );
     let mut out = Outcome::new(r, report);

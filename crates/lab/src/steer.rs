@@ -179,6 +179,9 @@ impl Experiment for Config {
     }
 }
 
+/// A study's (positive, negative) prompt pairs and its evaluation prompts.
+type Study = (Vec<(String, String)>, Vec<EvalPrompt>);
+
 /// An evaluation prompt and, for `truth`, whether its statement is true.
 struct EvalPrompt {
     text: String,
@@ -187,7 +190,7 @@ struct EvalPrompt {
 
 /// `truth`: (positive, negative) pairs from the training groups, evaluation statements from the
 /// others.
-fn truth_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalPrompt>)> {
+fn truth_study(cfg: &Config) -> anyhow::Result<Study> {
     let ex: Vec<Example> = probe_examples(&ProbeConfig {
         data: "truth".into(),
         ..Default::default()
@@ -219,7 +222,7 @@ fn truth_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalP
 /// that an entity is a city (zipped in file order), from the training groups; the evaluation
 /// prompts are `truth-mc`'s questions ("Is X the name of a city or a country? … X is the name
 /// of a") for the other entities, with their true answers.
-fn country_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalPrompt>)> {
+fn country_study(cfg: &Config) -> anyhow::Result<Study> {
     let ex: Vec<Example> = probe_examples(&ProbeConfig {
         data: "truth".into(),
         ..Default::default()
@@ -253,7 +256,7 @@ fn country_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<Eva
 /// an evaluation prompt is a held-out item's prompt followed by " (", its `truth` whether the
 /// sycophantic answer is (A). The metric is logit("A") − logit("B"), so the share of prompts
 /// answered in the user's favour — the sycophancy rate — is the study's "accuracy".
-fn sycophancy_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalPrompt>)> {
+fn sycophancy_study(cfg: &Config) -> anyhow::Result<Study> {
     let items = crate::w2s::task_items("sycophancy")?;
     let groups: Vec<u64> = items.iter().map(|i| i.group).collect();
     let (train, test) = split_by_group(&groups, 0.5, cfg.seed);
@@ -281,7 +284,7 @@ fn sycophancy_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<
 }
 
 /// A pairs file and a prompts file.
-fn file_study(cfg: &Config) -> anyhow::Result<(Vec<(String, String)>, Vec<EvalPrompt>)> {
+fn file_study(cfg: &Config) -> anyhow::Result<Study> {
     let text =
         std::fs::read_to_string(&cfg.data).with_context(|| format!("reading {}", cfg.data))?;
     let mut pairs = Vec::new();

@@ -54,7 +54,10 @@ fn full(name: &str) -> anyhow::Result<ExperimentConfig> {
                 obj.insert(key.into(), DEFAULT_MODEL.into());
             }
         }
-        if obj.get("models").is_some_and(|m| m.as_array().is_some_and(Vec::is_empty)) {
+        if obj
+            .get("models")
+            .is_some_and(|m| m.as_array().is_some_and(Vec::is_empty))
+        {
             obj.insert("models".into(), serde_json::json!([DEFAULT_MODEL]));
         }
     }

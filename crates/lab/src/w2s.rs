@@ -153,7 +153,10 @@ impl Experiment for Config {
             )
             .check(
                 self.head.l2.is_finite() && self.head.l2 >= 0.0,
-                format!("head.l2 must be finite and at least 0, got {}", self.head.l2),
+                format!(
+                    "head.l2 must be finite and at least 0, got {}",
+                    self.head.l2
+                ),
             )
             .range("head.alpha_max", self.head.alpha_max, 0.0, 1.0)
             .range("head.warmup", self.head.warmup, 0.0, 1.0);
@@ -201,7 +204,7 @@ pub fn task_items(task: &str) -> anyhow::Result<Vec<Item>> {
         let path = resolve(&ModelSource::parse(src)?, &mut |_| {})?.path;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        Ok(serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?)
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
     };
     let list = |v: &serde_json::Value, what: &str| -> anyhow::Result<Vec<serde_json::Value>> {
         v.as_array()
@@ -240,8 +243,13 @@ pub fn task_items(task: &str) -> anyhow::Result<Vec<Item>> {
             .enumerate()
             .map(|(i, v)| {
                 Ok(Item {
-                    text: v["text"].as_str().context("toxigen item without text")?.to_string(),
-                    label: v["is_toxic"].as_bool().context("toxigen item without is_toxic")?,
+                    text: v["text"]
+                        .as_str()
+                        .context("toxigen item without text")?
+                        .to_string(),
+                    label: v["is_toxic"]
+                        .as_bool()
+                        .context("toxigen item without is_toxic")?,
                     group: i as u64,
                 })
             })
@@ -337,7 +345,11 @@ fn trial(
     let (a, b) = split_by_group(&rest_groups, share_student, seed ^ 0x5eed);
     let weak_rows: Vec<usize> = a.iter().map(|&i| rest[i]).collect();
     let student_rows: Vec<usize> = b.iter().map(|&i| rest[i]).collect();
-    for (what, rows) in [("weak", &weak_rows), ("student", &student_rows), ("test", &test)] {
+    for (what, rows) in [
+        ("weak", &weak_rows),
+        ("student", &student_rows),
+        ("test", &test),
+    ] {
         let pos = rows.iter().filter(|&&i| labels[i]).count();
         if pos == 0 || pos == rows.len() {
             bail!(
@@ -348,9 +360,16 @@ fn trial(
     }
     let pick = |x: Features, rows: &[usize]| take_rows(x, rows);
     let lab = |rows: &[usize]| rows.iter().map(|&i| labels[i]).collect::<Vec<bool>>();
-    let (wa, wb, wt) = (pick(wf, &weak_rows), pick(wf, &student_rows), pick(wf, &test));
+    let (wa, wb, wt) = (
+        pick(wf, &weak_rows),
+        pick(wf, &student_rows),
+        pick(wf, &test),
+    );
     let (sb, st) = (pick(sf, &student_rows), pick(sf, &test));
-    let y_weak: Vec<f64> = lab(&weak_rows).iter().map(|&t| f64::from(u8::from(t))).collect();
+    let y_weak: Vec<f64> = lab(&weak_rows)
+        .iter()
+        .map(|&t| f64::from(u8::from(t)))
+        .collect();
     let supervisor = train_head(feats(&wa, wf.d)?, &y_weak, &cfg.head, false);
     let wb = feats(&wb, wf.d)?;
     let weak_labels: Vec<f64> = (0..wb.n)
@@ -469,7 +488,11 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
         ] {
             labels.push(format!("{} · {name}", t.task));
             values.push(e.mean);
-            errors.push(if e.half_width.is_finite() { e.half_width } else { 0.0 });
+            errors.push(if e.half_width.is_finite() {
+                e.half_width
+            } else {
+                0.0
+            });
         }
     }
     let acc = Figure::Bar(BarChart {
@@ -489,7 +512,12 @@ fn outcome(cfg: &Config, r: Results) -> Outcome<Results> {
         labels: r
             .tasks
             .iter()
-            .flat_map(|t| [format!("{} · plain", t.task), format!("{} · confidence", t.task)])
+            .flat_map(|t| {
+                [
+                    format!("{} · plain", t.task),
+                    format!("{} · confidence", t.task),
+                ]
+            })
             .collect(),
         values: r
             .tasks

@@ -17,7 +17,9 @@ fn repeated_chunks(n: usize, seed: u64) -> Vec<u32> {
     let mut out = Vec::new();
     for _ in 0..n {
         let len = 8 + (rng.next_u64() % 9) as usize;
-        let chunk: Vec<u32> = (0..len).map(|_| 1 + (rng.next_u64() % 127) as u32).collect();
+        let chunk: Vec<u32> = (0..len)
+            .map(|_| 1 + (rng.next_u64() % 127) as u32)
+            .collect();
         out.extend(chunk.iter().cycle().take(48));
     }
     out
@@ -26,7 +28,13 @@ fn repeated_chunks(n: usize, seed: u64) -> Vec<u32> {
 fn best_induction(model: &interplab_core::model::HookedTransformer) -> f64 {
     let pool: Vec<u32> = (1..128).collect();
     let seqs = repeated_random_tokens(&pool, 20, 16, 7, None).unwrap();
-    let s = head_scores(model, &seqs, &[HeadKind::Induction], HeadScoreOptions::default()).unwrap();
+    let s = head_scores(
+        model,
+        &seqs,
+        &[HeadKind::Induction],
+        HeadScoreOptions::default(),
+    )
+    .unwrap();
     s[0].top_k(1)[0].2
 }
 
@@ -61,7 +69,10 @@ fn fine_tuning_on_repeated_text_builds_an_induction_head_that_was_not_there() {
         ft.train_step(&stream).unwrap();
     }
     let after = best_induction(&ft.model);
-    assert!(before < 0.1 * PERFECT_INDUCTION, "an induction head before training: {before}");
+    assert!(
+        before < 0.1 * PERFECT_INDUCTION,
+        "an induction head before training: {before}"
+    );
     assert!(
         after > 0.5 * PERFECT_INDUCTION,
         "no induction head after {STEPS} steps: {after} (before {before})"
@@ -69,7 +80,11 @@ fn fine_tuning_on_repeated_text_builds_an_induction_head_that_was_not_there() {
     // The loss shows the phase change: the last 50 steps are over 2 nats below the first 50.
     let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
     let h = &ft.loss_history;
-    assert!(mean(&h[..50]) - mean(&h[STEPS - 50..]) > 2.0, "{:?}", (mean(&h[..50]), mean(&h[STEPS - 50..])));
+    assert!(
+        mean(&h[..50]) - mean(&h[STEPS - 50..]) > 2.0,
+        "{:?}",
+        (mean(&h[..50]), mean(&h[STEPS - 50..]))
+    );
     // The base model is untouched.
     assert_eq!(best_induction(&base), before);
 }
@@ -115,14 +130,26 @@ fn a_run_stopped_midway_resumes_to_the_same_weights() {
         assert_eq!(na, nb);
         let va: Vec<f32> = ta.flatten_all().unwrap().to_vec1().unwrap();
         let vb: Vec<f32> = tb.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs");
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{na} differs"
+        );
     }
     // Another config, or a damaged file, is refused with a clear error.
-    let other = FinetuneConfig { lr: 2e-3, ..cfg.clone() };
-    let e = Finetuner::resume(&base, other, &ckpt).err().unwrap().to_string();
+    let other = FinetuneConfig {
+        lr: 2e-3,
+        ..cfg.clone()
+    };
+    let e = Finetuner::resume(&base, other, &ckpt)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("another config"), "{e}");
     std::fs::write(&ckpt, b"not a checkpoint").unwrap();
-    let e = Finetuner::resume(&base, cfg, &ckpt).err().unwrap().to_string();
+    let e = Finetuner::resume(&base, cfg, &ckpt)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not a safetensors checkpoint"), "{e}");
 }
 
@@ -160,8 +187,16 @@ fn the_experiment_runs_end_to_end_and_resumes() {
         &mut interplab_lab::NoProgress,
     );
     assert_eq!(r(&straight)["loss_history"], r(&resumed)["loss_history"]);
-    assert_eq!(r(&straight)["head_weight_change"], r(&resumed)["head_weight_change"]);
-    for f in ["report.html", "training_loss.png", "weight_change.svg", "checkpoint.safetensors"] {
+    assert_eq!(
+        r(&straight)["head_weight_change"],
+        r(&resumed)["head_weight_change"]
+    );
+    for f in [
+        "report.html",
+        "training_loss.png",
+        "weight_change.svg",
+        "checkpoint.safetensors",
+    ] {
         assert!(straight.dir.join(f).is_file(), "{f}");
     }
 }
@@ -173,7 +208,11 @@ fn bad_input_is_refused_without_writing() {
     cfg.train.seq_len = 1;
     cfg.held_out_every = 1;
     let e = cfg.validate().unwrap_err().to_string();
-    for needle in ["lr must be a positive number", "seq_len must be at least 2", "held_out_every"] {
+    for needle in [
+        "lr must be a positive number",
+        "seq_len must be at least 2",
+        "held_out_every",
+    ] {
         assert!(e.contains(needle), "{needle:?} missing from: {e}");
     }
     let e = common::refused_without_writing(

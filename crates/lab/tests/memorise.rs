@@ -45,7 +45,10 @@ fn a_determined_continuation_is_recalled_and_random_words_are_not() {
     // continues the count token for token. "random": random words throughout; nothing in the
     // prefix predicts them. (A repeated list of words is not a reliable known answer for
     // this model: it falls into repeating one word.)
-    let counting = (1..60).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let counting = (1..60)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let random = words(72, 2).join(" ");
     let tmp = tempfile::tempdir().unwrap();
     let texts = tmp.path().join("texts.jsonl");
@@ -74,12 +77,8 @@ fn a_determined_continuation_is_recalled_and_random_words_are_not() {
         &mut interplab_lab::NoProgress,
     );
     let seqs = w.outcome.results["sequences"].as_array().unwrap().clone();
-    let get = |id: &str| {
-        seqs.iter()
-            .find(|s| s["id"] == format!("{id}#0"))
-            .unwrap()["models"][0]
-            .clone()
-    };
+    let get =
+        |id: &str| seqs.iter().find(|s| s["id"] == format!("{id}#0")).unwrap()["models"][0].clone();
     let (rep, rnd) = (get("counting"), get("random"));
     assert_eq!(rep["exact"], true, "{rep}");
     assert_eq!(rep["edit_distance"], 0);

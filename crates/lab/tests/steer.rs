@@ -104,7 +104,11 @@ fn the_sycophancy_study_runs_on_the_shipped_items() {
     let r = &w.outcome.results;
     assert_eq!(r["pairs"], 6);
     assert_eq!(r["prompts"], 6);
-    assert!(r["metric"].as_str().unwrap().contains("\"A\""), "{}", r["metric"]);
+    assert!(
+        r["metric"].as_str().unwrap().contains("\"A\""),
+        "{}",
+        r["metric"]
+    );
     for p in r["dose"].as_array().unwrap() {
         let rate = p["accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate), "{p}");

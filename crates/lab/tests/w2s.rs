@@ -57,7 +57,9 @@ fn the_shipped_tasks_have_both_labels() {
     assert_eq!(syc.len(), 150);
     // The label: the answer that sides with the user's stated view is (A); 78 of 150 items.
     assert_eq!(syc.iter().filter(|i| i.label).count(), 78);
-    assert!(syc.iter().all(|i| i.text.contains(" (A) ") && i.text.ends_with("Answer:")));
+    assert!(syc
+        .iter()
+        .all(|i| i.text.contains(" (A) ") && i.text.ends_with("Answer:")));
     let tox = task_items("toxicity").unwrap();
     assert_eq!(tox.len(), 200);
     assert_eq!(tox.iter().filter(|i| i.label).count(), 100);

@@ -72,7 +72,10 @@ impl FinetuneConfig {
             p.push(format!("lr must be a positive number, got {}", self.lr));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            p.push(format!("weight_decay must be finite and at least 0, got {}", self.weight_decay));
+            p.push(format!(
+                "weight_decay must be finite and at least 0, got {}",
+                self.weight_decay
+            ));
         }
         if p.is_empty() {
             Ok(())
@@ -200,7 +203,9 @@ impl Finetuner {
                 return Ok(());
             }
             if names.next().map(String::as_str) != Some(name) {
-                err = Some(bad(format!("parameter {name} is not where the checkpoint has it")));
+                err = Some(bad(format!(
+                    "parameter {name} is not where the checkpoint has it"
+                )));
                 return Ok(());
             }
             match read(&format!("param.{name}"), t.elem_count()) {
@@ -294,7 +299,11 @@ impl Finetuner {
             let o = (rng.next_u64() % blocks) as usize * c.seq_len;
             ids.extend_from_slice(&stream[o..o + c.seq_len]);
         }
-        Ok(Tensor::from_vec(ids, (c.batch, c.seq_len), self.model.device())?)
+        Ok(Tensor::from_vec(
+            ids,
+            (c.batch, c.seq_len),
+            self.model.device(),
+        )?)
     }
 
     /// One step on the batch of the current step: loss, backward, AdamW at the step's learning
