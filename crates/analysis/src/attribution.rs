@@ -133,18 +133,10 @@ pub fn agreement(
         .map(|v| v - corrupted_value)
         .collect();
     let b: Vec<f64> = attribution.values.iter().flatten().copied().collect();
-    let n = a.len().min(b.len()) as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(&b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma).powi(2);
-        sbb += (y - mb).powi(2);
-    }
-    let correlation = if saa > 0.0 && sbb > 0.0 {
-        sab / (saa * sbb).sqrt()
-    } else {
-        0.0
+    // Constant sweeps (no variation to agree on) count as no correlation.
+    let correlation = match crate::stats::pearson(&a, &b) {
+        c if c.is_nan() => 0.0,
+        c => c,
     };
     let top = |v: &[f64]| {
         let mut i: Vec<usize> = (0..v.len()).collect();

@@ -22,6 +22,7 @@ use interplab_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::wilson_interval;
+use crate::stats::{correlation_interval, pearson, spearman};
 
 /// Similarity at or above which a continuation counts as near-verbatim (at most one edit in
 /// ten tokens).
@@ -121,62 +122,6 @@ pub fn continuation_losses(
         }
     }
     Ok(out)
-}
-
-/// Pearson's correlation of `x` and `y` (NaN when either is constant or shorter than 2).
-pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len().min(y.len());
-    if n < 2 {
-        return f64::NAN;
-    }
-    let mx = x[..n].iter().sum::<f64>() / n as f64;
-    let my = y[..n].iter().sum::<f64>() / n as f64;
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        let (dx, dy) = (x[i] - mx, y[i] - my);
-        sxy += dx * dy;
-        sxx += dx * dx;
-        syy += dy * dy;
-    }
-    if sxx == 0.0 || syy == 0.0 {
-        return f64::NAN;
-    }
-    (sxy / (sxx * syy).sqrt()).clamp(-1.0, 1.0)
-}
-
-/// Ranks 1..=n, tied values sharing the mean of their ranks.
-pub fn average_ranks(x: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..x.len()).collect();
-    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    let mut ranks = vec![0.0; x.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            ranks[k] = rank;
-        }
-        i = j + 1;
-    }
-    ranks
-}
-
-/// Spearman's rank correlation: [`pearson`] of [`average_ranks`].
-pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
-    pearson(&average_ranks(x), &average_ranks(y))
-}
-
-/// Fisher-z 95% interval of a correlation `r` over `n` pairs (NaN below 4 pairs or for NaN r).
-pub fn correlation_interval(r: f64, n: usize) -> (f64, f64) {
-    if n < 4 || !r.is_finite() {
-        return (f64::NAN, f64::NAN);
-    }
-    let z = r.clamp(-1.0 + 1e-15, 1.0 - 1e-15).atanh();
-    let half = 1.959963984540054 / ((n - 3) as f64).sqrt();
-    ((z - half).tanh(), (z + half).tanh())
 }
 
 /// Does the small model's memorisation predict the large one's, over the same sequences?
@@ -296,20 +241,6 @@ mod tests {
         assert_eq!(edit_distance(&ids("sitting"), &ids("kitten")), 3);
     }
 
-    #[test]
-    fn ranks_share_ties() {
-        assert_eq!(
-            average_ranks(&[10.0, 20.0, 20.0, 5.0]),
-            vec![2.0, 3.5, 3.5, 1.0]
-        );
-        // A monotone but non-linear relation: Spearman 1, Pearson below 1.
-        let x: Vec<f64> = (1..=10).map(f64::from).collect();
-        let y: Vec<f64> = x.iter().map(|v| v.powi(4)).collect();
-        assert!((spearman(&x, &y) - 1.0).abs() < 1e-12);
-        assert!(pearson(&x, &y) < 0.95);
-        assert!(pearson(&x, &[1.0; 10]).is_nan());
-    }
-
     fn recall_with(similarity: f64) -> Recall {
         Recall {
             m: 10,
@@ -356,31 +287,5 @@ mod tests {
         }
         assert!(continuation_losses(&model, &seqs, 0, 2).is_err());
         assert!(continuation_losses(&model, &seqs, 12, 2).is_err());
-    }
-
-    #[test]
-    fn correlations_match_scipy() {
-        // scipy 1.17.1's pearsonr (with its Fisher-z confidence_interval) and spearmanr of
-        // vectors with ties, written by scripts/reference/make_memorise_reference.py.
-        let f: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/fixtures/memorise_reference.json"))
-                .unwrap();
-        let v = |k: &str| -> Vec<f64> {
-            f[k].as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        };
-        let (x, y) = (v("x"), v("y"));
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert!(close(pearson(&x, &y), f["pearson"].as_f64().unwrap()));
-        assert!(close(spearman(&x, &y), f["spearman"].as_f64().unwrap()));
-        let (lo, hi) = correlation_interval(pearson(&x, &y), x.len());
-        let ci = v("pearson_ci");
-        assert!(
-            (lo - ci[0]).abs() < 1e-9 && (hi - ci[1]).abs() < 1e-9,
-            "{lo} {hi} vs {ci:?}"
-        );
     }
 }

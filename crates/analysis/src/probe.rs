@@ -192,7 +192,8 @@ fn softplus(t: f64) -> f64 {
     t.max(0.0) + (-t.abs()).exp().ln_1p()
 }
 
-fn sigmoid(t: f64) -> f64 {
+/// The logistic function `1 / (1 + e^−t)`, without overflow.
+pub fn sigmoid(t: f64) -> f64 {
     if t >= 0.0 {
         1.0 / (1.0 + (-t).exp())
     } else {

@@ -30,6 +30,8 @@ use interplab_core::{Error, Result};
 use serde::Serialize;
 use std::cell::RefCell;
 
+use crate::stats::argmax;
+
 /// How the subject is corrupted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -369,10 +371,4 @@ fn last_log_probs(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
             .to_dtype(DType::F32)?,
     )?
     .to_vec2()?)
-}
-
-fn argmax(r: &[f32]) -> u32 {
-    (0..r.len())
-        .max_by(|&a, &b| r[a].total_cmp(&r[b]))
-        .unwrap_or(0) as u32
 }

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::{Features, LinearProbe, Standardizer};
+use crate::probe::{evaluate, sigmoid, Features, LinearProbe, Standardizer};
 
 /// Training of every head (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,15 +46,6 @@ impl Default for HeadOptions {
             alpha_max: 0.75,
             warmup: 0.2,
         }
-    }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
     }
 }
 
@@ -141,14 +132,6 @@ fn hardening_threshold(p: &[f64], share: f64) -> f64 {
     }
 }
 
-/// Fraction of `x`'s rows where `probe`'s score has the sign of the label.
-pub fn accuracy(probe: &LinearProbe, x: Features, y: &[bool]) -> f64 {
-    let ok = (0..x.n)
-        .filter(|&i| (probe.score(x.row(i)) > 0.0) == y[i])
-        .count();
-    ok as f64 / x.n.max(1) as f64
-}
-
 /// `(w2s − weak) / (ceiling − weak)`; NaN unless the ceiling beats the weak supervisor.
 pub fn pgr(weak: f64, w2s: f64, ceiling: f64) -> f64 {
     if ceiling > weak {
@@ -210,41 +193,10 @@ pub fn run_trial(data: &TrialData, opts: &HeadOptions) -> Trial {
     let ceiling = train_head(data.student_x, &truth, opts, false);
     Trial {
         weak: data.weak_accuracy,
-        w2s: accuracy(&naive, data.test_x, data.test_truth),
-        w2s_confidence: accuracy(&conf, data.test_x, data.test_truth),
-        ceiling: accuracy(&ceiling, data.test_x, data.test_truth),
+        w2s: evaluate(&naive, data.test_x, data.test_truth).accuracy,
+        w2s_confidence: evaluate(&conf, data.test_x, data.test_truth).accuracy,
+        ceiling: evaluate(&ceiling, data.test_x, data.test_truth).accuracy,
     }
-}
-
-/// Two-sided 95% quantile of Student's t with `df` degrees of freedom (scipy's
-/// `t.ppf(0.975, df)` to 4 decimals for df ≤ 30; the normal 1.96 beyond, within 0.03).
-pub fn t_975(df: usize) -> f64 {
-    const T: [f64; 30] = [
-        12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010,
-        2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739,
-        2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => T[df - 1],
-        _ => 1.959963984540054,
-    }
-}
-
-/// Mean of the finite values of `v` and the half-width of its 95% t-interval over them
-/// (NaN half-width below two values), and how many were finite.
-pub fn mean_interval(v: &[f64]) -> (f64, f64, usize) {
-    let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    let n = f.len();
-    if n == 0 {
-        return (f64::NAN, f64::NAN, 0);
-    }
-    let mean = f.iter().sum::<f64>() / n as f64;
-    if n < 2 {
-        return (mean, f64::NAN, 1);
-    }
-    let var = f.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (mean, t_975(n - 1) * (var / n as f64).sqrt(), n)
 }
 
 #[cfg(test)]
@@ -342,24 +294,8 @@ mod tests {
     }
 
     #[test]
-    fn pgr_and_t_quantiles() {
+    fn pgr_is_the_share_of_the_gap() {
         assert!((pgr(0.6, 0.8, 1.0) - 0.5).abs() < 1e-12);
         assert!(pgr(0.8, 0.9, 0.8).is_nan());
-        // scipy.stats.t.ppf(0.975, df), written by scripts/reference/make_memorise_reference.py.
-        let f: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/fixtures/memorise_reference.json"))
-                .unwrap();
-        for (df, q) in f["t_975"].as_array().unwrap().iter().enumerate() {
-            let q = q.as_f64().unwrap();
-            assert!(
-                (t_975(df + 1) - q).abs() < 1e-4,
-                "df {}: {} vs {q}",
-                df + 1,
-                t_975(df + 1)
-            );
-        }
-        let (m, h, n) = mean_interval(&[1.0, 2.0, 3.0, f64::NAN]);
-        assert_eq!((m, n), (2.0, 3));
-        assert!((h - 4.3027 * (1.0f64 / 3.0).sqrt()).abs() < 1e-3);
     }
 }

@@ -246,21 +246,39 @@ pub fn run(
 
 /// Both models' `k` best heads of each kind, on the same repeated random sequences (drawn
 /// from model A's tokenizer, which the models share).
+/// The [`HEAD_SEQUENCES`] repeated random sequences (BOS if the model adds one, up to 50
+/// tokens, the same again) that head scores are compared on, within `d_vocab` and `n_ctx`;
+/// `None` when a tiny test model has too few tokens or too short a context.
+pub(crate) fn head_sequences(
+    m: &interplab_core::loader::LoadedModel,
+    d_vocab: usize,
+    n_ctx: usize,
+) -> anyhow::Result<Option<Vec<Vec<u32>>>> {
+    let pool = random_token_pool(&m.tokenizer, d_vocab, 50);
+    let len = 50.min(pool.len()).min(n_ctx.saturating_sub(1) / 2);
+    if len < 2 {
+        return Ok(None);
+    }
+    let bos = m.tokenizer.encode("", true)?.first().copied();
+    Ok(Some(repeated_random_tokens(
+        &pool,
+        len,
+        HEAD_SEQUENCES,
+        0,
+        bos,
+    )?))
+}
+
 fn head_pairs(
     ma: &interplab_core::loader::LoadedModel,
     mb: &interplab_core::loader::LoadedModel,
     k: usize,
 ) -> anyhow::Result<Vec<HeadPair>> {
     let d_vocab = ma.model.cfg.d_vocab.min(mb.model.cfg.d_vocab);
-    let pool = random_token_pool(&ma.tokenizer, d_vocab, 50);
-    // Tiny test models have fewer than 50 tokens to draw from, or a short context.
     let n_ctx = ma.model.cfg.n_ctx.min(mb.model.cfg.n_ctx);
-    let len = 50.min(pool.len()).min(n_ctx.saturating_sub(1) / 2);
-    if len < 2 {
+    let Some(seqs) = head_sequences(ma, d_vocab, n_ctx)? else {
         return Ok(Vec::new());
-    }
-    let bos = ma.tokenizer.encode("", true)?.first().copied();
-    let seqs = repeated_random_tokens(&pool, len, HEAD_SEQUENCES, 0, bos)?;
+    };
     let a = head_scores(
         &ma.model,
         &seqs,

@@ -22,9 +22,7 @@ use anyhow::{bail, Context as _};
 use candle_core::{DType, Tensor};
 use interplab_analysis::composition::{composition_scores, CompositionKind};
 use interplab_analysis::diff::diff_models;
-use interplab_analysis::heads::{
-    head_scores, random_token_pool, repeated_random_tokens, HeadKind, HeadScoreOptions,
-};
+use interplab_analysis::heads::{head_scores, HeadKind, HeadScoreOptions};
 use interplab_core::corpus::load_corpus;
 use interplab_core::model::{HookedTransformer, NameFilter};
 use interplab_report::{ColorScale, Figure, Heatmap, LinePlot, Report, Series, SeriesStyle};
@@ -200,14 +198,11 @@ impl Experiment for Config {
 /// The general texts named by `spec`.
 fn general_texts(spec: &str) -> anyhow::Result<Vec<String>> {
     if spec == "builtin" {
-        return crate::memorise::BUILTIN_TEXTS
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l)?;
-                Ok(v["text"].as_str().unwrap_or_default().to_string())
-            })
-            .collect();
+        let texts = crate::memorise::parse_text_objects(
+            crate::memorise::BUILTIN_TEXTS,
+            "corpus/memorise.jsonl",
+        )?;
+        return Ok(texts.into_iter().map(|t| t.text).collect());
     }
     load_corpus(spec).with_context(|| format!("reading general text {spec}"))
 }
@@ -329,15 +324,9 @@ fn head_changes(
     after: &HookedTransformer,
     threshold: f64,
 ) -> anyhow::Result<Vec<HeadChange>> {
-    let pool = random_token_pool(&m.tokenizer, before.cfg.d_vocab, 50);
-    let len = 50
-        .min(pool.len())
-        .min(before.cfg.n_ctx.saturating_sub(1) / 2);
-    if len < 2 {
+    let Some(seqs) = crate::diff::head_sequences(m, before.cfg.d_vocab, before.cfg.n_ctx)? else {
         return Ok(Vec::new());
-    }
-    let bos = m.tokenizer.encode("", true)?.first().copied();
-    let seqs = repeated_random_tokens(&pool, len, 4, 0, bos)?;
+    };
     let a = head_scores(before, &seqs, &HeadKind::ALL, HeadScoreOptions::default())?;
     let b = head_scores(after, &seqs, &HeadKind::ALL, HeadScoreOptions::default())?;
     let mut out = Vec::new();

