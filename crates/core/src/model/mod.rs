@@ -309,6 +309,19 @@ impl HookedTransformer {
         self.run_inner(Input::Tokens(tokens), &opts, &mut rt, Some(kv))
     }
 
+    /// [`Self::forward_with_kv`] without the unembedding: the final residual stream (before
+    /// `ln_final`) of the new positions, for callers that need logits at a few positions
+    /// only ([`Self::unembed_resid`]).
+    pub fn resid_with_kv(&self, tokens: &Tensor, kv: &mut KvCache) -> Result<Tensor> {
+        let names = self.hook_names();
+        let mut rt = HookRuntime::new(&names, None, None)?;
+        let opts = RunOptions {
+            stop_at_layer: Some(self.cfg.n_layers),
+            ..Default::default()
+        };
+        self.run_inner(Input::Tokens(tokens), &opts, &mut rt, Some(kv))
+    }
+
     /// Run a residual stream of new positions `[batch, new, d_model]` (after the `kv.len()`
     /// positions held in `kv`) from block `start_at_layer` through the last block, and return
     /// the final residual stream (before `ln_final`). `kv` must hold keys and values for every

@@ -1,0 +1,216 @@
+//! Log-likelihoods of continuations after a context, tokenised and summed as
+//! lm-evaluation-harness's Hugging Face backend does, computed with the context run once.
+//!
+//! Tokenisation (`_encode_pair`): trailing whitespace of the context moves to the front of
+//! the continuation; `context + continuation` is encoded whole and the context alone, and the
+//! continuation's tokens are the whole encoding's after the context's length. The model reads
+//! the context's own encoding followed by those tokens. An empty context is replaced by the
+//! tokenizer's BOS token (its EOS when it has none), as the harness's `prefix_token_id`. BOS is
+//! added in front only when `add_bos` (the harness does so for Gemma models only).
+//!
+//! Scoring: the sum over the continuation's tokens of log-softmax of the logits at the
+//! position before each token (log-softmax in f64 from f32 logits), and `is_greedy`, whether
+//! every continuation token is the argmax (first maximum on ties). The context runs once with
+//! a KV cache; the continuations of one context then run together, `batch` at a time,
+//! right-padded. Right padding after causal attention changes nothing before it, so the scores
+//! do not depend on `batch` beyond float rounding of the matrix products.
+
+use candle_core::{DType, Tensor};
+
+use interplab_core::model::{HookedTransformer, KvCache};
+use interplab_core::tokenizer::Tokenizer;
+use interplab_core::{Error, Result};
+
+/// The score of one continuation.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Scored {
+    /// Σ log p(token | everything before), nats.
+    pub loglikelihood: f64,
+    /// Whether greedy decoding would have produced the continuation.
+    pub is_greedy: bool,
+    /// Tokens in the continuation.
+    pub tokens: usize,
+}
+
+/// A context's tokens and its continuations' tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub context: Vec<u32>,
+    pub continuations: Vec<Vec<u32>>,
+}
+
+/// Encodes a context and its continuations as the harness does (see the module doc).
+pub fn encode(
+    tok: &Tokenizer,
+    context: &str,
+    continuations: &[String],
+    add_bos: bool,
+) -> Result<Encoded> {
+    if context.is_empty() {
+        let prefix = tok.bos_id().or(tok.eos_id()).ok_or_else(|| {
+            Error::Input(
+                "an empty context needs a BOS or EOS token, and the tokenizer has neither".into(),
+            )
+        })?;
+        let continuations = continuations
+            .iter()
+            .map(|c| tok.encode(c, add_bos))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Encoded {
+            context: vec![prefix],
+            continuations,
+        });
+    }
+    // Python's str.rstrip() strips Unicode whitespace, as Rust's trim_end does.
+    let kept = context.trim_end();
+    let moved = &context[kept.len()..];
+    let ctx = tok.encode(kept, add_bos)?;
+    let mut conts = Vec::with_capacity(continuations.len());
+    for c in continuations {
+        let whole = tok.encode(&format!("{kept}{moved}{c}"), add_bos)?;
+        conts.push(whole.get(ctx.len()..).unwrap_or_default().to_vec());
+    }
+    Ok(Encoded {
+        context: ctx,
+        continuations: conts,
+    })
+}
+
+/// Scores continuations of contexts on one model.
+pub struct Scorer<'a> {
+    pub model: &'a HookedTransformer,
+    pub tokenizer: &'a Tokenizer,
+    /// Put BOS in front of every encoding.
+    pub add_bos: bool,
+    /// Continuations per forward pass.
+    pub batch: usize,
+}
+
+impl Scorer<'_> {
+    /// Scores every continuation after `context`. A continuation that tokenises to nothing,
+    /// or a prompt longer than the model's context, is an error.
+    pub fn score(&self, context: &str, continuations: &[String]) -> Result<Vec<Scored>> {
+        let enc = encode(self.tokenizer, context, continuations, self.add_bos)?;
+        self.score_tokens(&enc, continuations)
+    }
+
+    /// Scores already encoded continuations (`shown` names them in errors).
+    pub fn score_tokens(&self, enc: &Encoded, shown: &[String]) -> Result<Vec<Scored>> {
+        let l = enc.context.len();
+        if l == 0 {
+            return Err(Error::Input(
+                "the context is only whitespace: nothing to condition on".into(),
+            ));
+        }
+        for (i, c) in enc.continuations.iter().enumerate() {
+            if c.is_empty() {
+                let name = shown.get(i).map(String::as_str).unwrap_or("?");
+                return Err(Error::Input(format!(
+                    "the continuation {name:?} tokenises to nothing after its context"
+                )));
+            }
+        }
+        let longest = enc.continuations.iter().map(Vec::len).max().unwrap_or(0);
+        let n_ctx = self.model.cfg.n_ctx;
+        if l + longest - 1 > n_ctx {
+            return Err(Error::Input(format!(
+                "the prompt is {} tokens (context {l} + continuation {longest} − 1) but the \
+                 model reads at most {n_ctx}",
+                l + longest - 1
+            )));
+        }
+        let device = self.model.device();
+        // The context once: its cache, and the logits that predict every first token.
+        let mut kv = KvCache::default();
+        let ctx = Tensor::from_vec(enc.context.clone(), (1, l), device)?;
+        let resid = self.model.resid_with_kv(&ctx, &mut kv)?;
+        let last = resid.narrow(1, l - 1, 1)?;
+        let first: Vec<f32> = self
+            .model
+            .unembed_resid(&last)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut out: Vec<Scored> = enc
+            .continuations
+            .iter()
+            .map(|c| {
+                let (lp, greedy) = log_prob(&first, c[0]);
+                Scored {
+                    loglikelihood: lp,
+                    is_greedy: greedy,
+                    tokens: c.len(),
+                }
+            })
+            .collect();
+        // The rest of each continuation, `batch` at a time, on the shared context.
+        let rest: Vec<usize> = (0..enc.continuations.len())
+            .filter(|&i| enc.continuations[i].len() > 1)
+            .collect();
+        let vocab = self.model.cfg.d_vocab;
+        for chunk in rest.chunks(self.batch.max(1)) {
+            let width = chunk
+                .iter()
+                .map(|&i| enc.continuations[i].len() - 1)
+                .max()
+                .unwrap_or(0);
+            let mut ids = Vec::with_capacity(chunk.len() * width);
+            for &i in chunk {
+                let c = &enc.continuations[i];
+                ids.extend_from_slice(&c[..c.len() - 1]);
+                ids.extend(std::iter::repeat_n(0u32, width - (c.len() - 1)));
+            }
+            let b = chunk.len();
+            let input = Tensor::from_vec(ids, (b, width), device)?;
+            let mut cache = kv.prefix(l, b)?;
+            let logits: Vec<f32> = self
+                .model
+                .forward_with_kv(&input, &mut cache, None, None)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (row, &i) in chunk.iter().enumerate() {
+                let c = &enc.continuations[i];
+                for (j, &t) in c[1..].iter().enumerate() {
+                    let at = (row * width + j) * vocab;
+                    let (lp, greedy) = log_prob(&logits[at..at + vocab], t);
+                    out[i].loglikelihood += lp;
+                    out[i].is_greedy &= greedy;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// log-softmax of `logits` at `token` (f64), and whether `token` is the first maximum.
+fn log_prob(logits: &[f32], token: u32) -> (f64, bool) {
+    let mut best = 0usize;
+    let mut max = f32::NEG_INFINITY;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > max {
+            max = x;
+            best = i;
+        }
+    }
+    let m = max as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - m).exp()).sum();
+    let lp = logits[token as usize] as f64 - m - sum.ln();
+    (lp, best == token as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prob_is_a_log_softmax_with_first_argmax() {
+        let logits = [1.0f32, 3.0, 3.0, -2.0];
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        let (lp, greedy) = log_prob(&logits, 1);
+        assert!((lp - (3f64.exp() / z).ln()).abs() < 1e-12);
+        assert!(greedy);
+        let (_, greedy) = log_prob(&logits, 2);
+        assert!(!greedy, "ties go to the first maximum, as torch.argmax");
+    }
+}
