@@ -13,6 +13,7 @@ mod cmd_finetune;
 mod cmd_generate;
 mod cmd_heads;
 mod cmd_info;
+mod cmd_eval;
 mod cmd_ioi;
 mod cmd_lens;
 mod cmd_memorise;
@@ -90,6 +91,8 @@ enum Command {
     Diff(cmd_diff::DiffArgs),
     /// Indirect-object identification: prompts, logit difference, name-mover heads.
     Ioi(cmd_ioi::IoiArgs),
+    /// A task scored as lm-evaluation-harness scores it, over prompt variants.
+    Eval(cmd_eval::EvalArgs),
     /// Linear probes (logistic, mean difference) on a hook site at every layer.
     Probe(cmd_probe::ProbeArgs),
     /// Steering vectors: dose-response of a metric, side effect on a corpus, ablation.
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         Command::Trace(a) => cmd_trace::run(a),
         Command::Diff(a) => cmd_diff::run(a),
         Command::Ioi(a) => cmd_ioi::run(a),
+        Command::Eval(a) => cmd_eval::run(a),
         Command::Toy(a) => cmd_toy::run(a),
         Command::Tour(a) => cmd_tour::run(a),
         Command::Rerun(a) => cmd_rerun::run(a),

@@ -8,9 +8,11 @@
 //! - [`pyrandom`]: Python's `random.Random(seed).sample`, bit for bit (few-shot draws).
 //! - [`loglik`]: the harness's tokenisation of context and continuation, and log-likelihood
 //!   scoring with the context run once.
+//! - [`builtin`]: built-in tasks over packaged data (TruthfulQA MC1 from BIG-bench).
 //! - [`metrics`]: per-item `acc`, `acc_norm`, `acc_mutual_info`, `exact_match` and their means
 //!   with standard errors.
 
+pub mod builtin;
 pub mod loglik;
 pub mod metrics;
 pub mod pyrandom;

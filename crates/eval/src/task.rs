@@ -12,12 +12,14 @@
 //! `should_decontaminate` and `doc_to_decontamination_query` are accepted and ignored; any
 //! other key is an error naming it and its line.
 //!
-//! Prompts are built as the harness builds them ([`Task::context`]): the description (or the
-//! system prompt, then the fewshot delimiter, then the description), then each shot as
+//! Prompts are built as lm-evaluation-harness 0.4.13 builds them ([`Task::requests`]): the
+//! system prompt and the description joined by the fewshot delimiter (`maybe_delimit`: no
+//! delimiter when either side has whitespace at the join), then each shot as
 //! `text + target_delimiter + target + fewshot_delimiter`, then the item's text. With a chat
-//! template the harness's single-turn layout is used: a system message (when there is a
-//! system prompt or description), one user message with the shots and the question, the
-//! generation prompt, and an empty target delimiter.
+//! template, the harness's single-turn layout: a system message (when there is a system prompt
+//! or description), one user message with the shots and the question, the generation prompt,
+//! and an empty target delimiter. Few-shot examples are drawn as its samplers draw them (see
+//! `draw_shots`), with one Python `random.Random(seed)` per task advanced item by item.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,6 +84,9 @@ pub struct FewshotConfig {
     /// `default` (random, as the harness) or `first_n`.
     #[serde(default)]
     pub sampler: Option<String>,
+    /// The split to draw from (overrides `fewshot_split`).
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 /// `generation_kwargs`.
@@ -195,8 +200,8 @@ pub struct Task {
     pub origin: String,
     pub docs: Vec<Doc>,
     pub fewshot_docs: Vec<Doc>,
-    /// Whether the few-shot pool is the evaluation split itself (the harness then draws one
-    /// extra example and drops the item being asked).
+    /// Whether the few-shot split's name is the test split's (both unset counts): the
+    /// harness then keeps the item being asked out of its own shots.
     pub fewshot_is_test: bool,
     text: Rendered,
     target: Rendered,
@@ -322,7 +327,12 @@ impl Task {
         let test = take(&file.test_split, &splits, "test_split")?;
         let validation = take(&file.validation_split, &splits, "validation_split")?;
         let training = take(&file.training_split, &splits, "training_split")?;
-        let fewshot = take(&file.fewshot_split, &splits, "fewshot_split")?;
+        let fewshot_split = file
+            .fewshot_config
+            .as_ref()
+            .and_then(|c| c.split.clone())
+            .or(file.fewshot_split.clone());
+        let fewshot = take(&fewshot_split, &splits, "fewshot_split")?;
         let docs = match (test, &validation) {
             (Some(t), _) => t,
             (None, Some(v)) => v.clone(),
@@ -341,7 +351,7 @@ impl Task {
             .or(validation)
             .unwrap_or_else(|| docs.clone());
         // The harness compares the two names, so two unset names count as equal.
-        let fewshot_is_test = file.fewshot_split == file.test_split;
+        let fewshot_is_test = fewshot_split == file.test_split;
         splits.clear();
 
         let features: Vec<String> = docs
@@ -537,6 +547,60 @@ impl Task {
         })
     }
 
+    /// The shots for one item, as the harness's samplers draw them: `first_n` takes the
+    /// first `n` of the pool, the default draws `random.sample(pool, n)`; when the few-shot
+    /// split is the test split the item itself is kept out (the default draws `n + 1`, drops
+    /// copies of the item and keeps `n`, and draws again from the pool without the item if
+    /// too few remain).
+    fn draw_shots<'a>(
+        &'a self,
+        rng: &mut PyRandom,
+        doc: &Value,
+        n: usize,
+        first_n: bool,
+    ) -> Result<Vec<&'a Value>> {
+        let all: Vec<&'a Value> = self.fewshot_docs.iter().map(|d| &d.value).collect();
+        let others: Vec<&'a Value> = all.iter().copied().filter(|v| *v != doc).collect();
+        let too_few = |have: usize| {
+            Error::Input(format!(
+                "{}: {n} shots asked but only {have} other items can be shots",
+                self.origin
+            ))
+        };
+        if first_n {
+            let pool = if self.fewshot_is_test { others } else { all };
+            if pool.len() < n {
+                return Err(too_few(pool.len()));
+            }
+            return Ok(pool[..n].to_vec());
+        }
+        if !self.fewshot_is_test {
+            return Ok(rng
+                .sample_indices(all.len(), n)
+                .into_iter()
+                .map(|j| all[j])
+                .collect());
+        }
+        let drawn: Vec<&Value> = rng
+            .sample_indices(all.len(), n + 1)
+            .into_iter()
+            .map(|j| all[j])
+            .filter(|v| *v != doc)
+            .take(n)
+            .collect();
+        if drawn.len() == n {
+            return Ok(drawn);
+        }
+        if others.len() < n {
+            return Err(too_few(others.len()));
+        }
+        Ok(rng
+            .sample_indices(others.len(), n)
+            .into_iter()
+            .map(|j| others[j])
+            .collect())
+    }
+
     /// Builds the requests for every item in order (the first `limit`, if given), drawing
     /// shots exactly as the harness does. The chat template is needed when `opts.chat`.
     pub fn requests(
@@ -553,16 +617,16 @@ impl Task {
             .as_ref()
             .and_then(|c| c.sampler.as_deref())
             == Some("first_n");
-        let draw = if self.fewshot_is_test {
+        let pool = self.fewshot_docs.len();
+        let need = if self.fewshot_is_test && !first_n {
             shots + 1
         } else {
             shots
         };
-        if shots > 0 && draw > self.fewshot_docs.len() {
+        if shots > 0 && need > pool {
             return Err(Error::Input(format!(
-                "{}: {shots} shots asked but the few-shot pool has {} items",
-                self.origin,
-                self.fewshot_docs.len()
+                "{}: {shots} shots asked but the few-shot pool has {pool} items",
+                self.origin
             )));
         }
         let chat = match (opts.chat, chat) {
@@ -589,23 +653,14 @@ impl Task {
                 .map(|t| t.render(doc))
                 .transpose()?
                 .unwrap_or_default();
-            let system = match (&opts.system, description.is_empty()) {
-                (Some(s), false) => format!("{s}{}{description}", self.file.fewshot_delimiter),
-                (Some(s), true) => s.clone(),
-                (None, _) => description,
-            };
+            let system = maybe_delimit(
+                opts.system.as_deref().unwrap_or(""),
+                &description,
+                &self.file.fewshot_delimiter,
+            );
             let mut examples = String::new();
             if shots > 0 {
-                let picked: Vec<usize> = if first_n {
-                    (0..draw).collect()
-                } else {
-                    rng.sample_indices(self.fewshot_docs.len(), draw)
-                };
-                let selected = picked
-                    .into_iter()
-                    .map(|j| &self.fewshot_docs[j].value)
-                    .filter(|v| *v != doc)
-                    .take(shots);
+                let selected = self.draw_shots(&mut rng, doc, shots, first_n)?;
                 for s in selected {
                     examples.push_str(&self.doc_text(s)?);
                     let target = self.shot_target(s)?;
@@ -637,11 +692,8 @@ impl Task {
                 }
                 OutputType::Loglikelihood => {
                     let target = self.shot_target(doc)?;
-                    (
-                        vec![target.clone()],
-                        vec![format!("{delimiter}{target}")],
-                        vec![0],
-                    )
+                    // The harness scores the target without the target delimiter here.
+                    (vec![target.clone()], vec![target], vec![0])
                 }
                 OutputType::GenerateUntil => (Vec::new(), Vec::new(), Vec::new()),
             };
@@ -654,6 +706,24 @@ impl Task {
             });
         }
         Ok(out)
+    }
+}
+
+/// The harness's `maybe_delimit`: `prefix + delimiter + suffix`, without the delimiter when
+/// either side has whitespace at the join, and just the other when one is empty.
+fn maybe_delimit(prefix: &str, suffix: &str, delimiter: &str) -> String {
+    if prefix.is_empty() {
+        return suffix.to_string();
+    }
+    if suffix.is_empty() {
+        return prefix.to_string();
+    }
+    let touching =
+        prefix.ends_with(char::is_whitespace) || suffix.starts_with(char::is_whitespace);
+    if touching {
+        format!("{prefix}{suffix}")
+    } else {
+        format!("{prefix}{delimiter}{suffix}")
     }
 }
 

@@ -95,6 +95,7 @@ catalog! {
     Memorise => memorise,
     W2s => w2s,
     Finetune => finetune,
+    Eval => eval,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

@@ -34,6 +34,7 @@ pub mod writer;
 pub mod ablate;
 pub mod compose;
 pub mod diff;
+pub mod eval;
 pub mod finetune;
 pub mod grokking;
 pub mod heads;

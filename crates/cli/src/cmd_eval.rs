@@ -1,0 +1,79 @@
+//! `interplab eval`: a task scored exactly as lm-evaluation-harness scores it, over a grid of
+//! prompt variants.
+
+use clap::Args;
+use interplab_lab::eval::Config;
+
+use crate::exec::{execute, ModelArgs, OutArgs};
+
+/// Arguments of `interplab eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A built-in task (truthfulqa_mc1) or a harness YAML task file.
+    #[arg(long, default_value_t = Config::default().task)]
+    task: String,
+    /// Shots, one variant each (comma-separated; default: the task's num_fewshot).
+    #[arg(long, value_delimiter = ',')]
+    num_fewshot: Vec<usize>,
+    /// A system prompt, one variant each (repeat the flag for several).
+    #[arg(long)]
+    system: Vec<String>,
+    /// Score with the chat template off and on (two variants per cell); `--chat-only` for on.
+    #[arg(long)]
+    chat: bool,
+    /// Only with the chat template.
+    #[arg(long, conflicts_with = "chat")]
+    chat_only: bool,
+    /// Score the first N items only (0: all).
+    #[arg(long, default_value_t = Config::default().limit)]
+    limit: usize,
+    /// Continuations per forward pass.
+    #[arg(long, default_value_t = Config::default().batch)]
+    batch: usize,
+    /// Put BOS in front (default: as the harness, for Gemma only).
+    #[arg(long)]
+    add_bos: Option<bool>,
+    #[command(flatten)]
+    out: OutArgs,
+}
+
+/// Score the task, print the table, write the run directory.
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    let cfg = a.out.config_or(|| Config {
+        model: a.model.source(),
+        task: a.task.clone(),
+        num_fewshot: a.num_fewshot.clone(),
+        system: a.system.clone(),
+        chat: match (a.chat, a.chat_only) {
+            (true, _) => vec![false, true],
+            (_, true) => vec![true],
+            _ => Vec::new(),
+        },
+        limit: a.limit,
+        batch: a.batch,
+        add_bos: a.add_bos,
+        ..Default::default()
+    })?;
+    let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;
+    let r = &out.results;
+    println!("{} on {} items:", r.task, r.n_items);
+    for v in &r.variants {
+        let scores: Vec<String> = v
+            .aggregates
+            .iter()
+            .map(|a| format!("{} {:.4} ± {:.4}", a.metric, a.value, a.stderr))
+            .collect();
+        let mut label = format!("{}-shot", v.num_fewshot);
+        if let Some(s) = &v.options.system {
+            label.push_str(&format!(", system {s:?}"));
+        }
+        if v.options.chat {
+            label.push_str(", chat");
+        }
+        println!("  {label:<28} {}", scores.join("  "));
+    }
+    println!("wrote {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! `eval`: a multiple-choice or log-likelihood task (an lm-evaluation-harness YAML file, or a
+//! built-in task over packaged data) scored exactly as the harness scores it, over a grid of
+//! prompt variants (shots × system prompts × chat template on/off), with per-item records,
+//! means with standard errors, and paired comparisons of every variant with the first.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use candle_core::{Device, Tensor};
+use interplab_core::config::Architecture;
+use interplab_core::source::{resolve, ModelSource};
+use interplab_eval::loglik::Scorer;
+use interplab_eval::metrics::{mc_aggregates, Aggregate, McItem};
+use interplab_eval::task::{OutputType, PromptOptions, Task};
+use interplab_eval::{builtin, score_requests, task_metrics};
+use interplab_report::{BarChart, Figure, Report};
+use serde::{Deserialize, Serialize};
+
+use crate::{Context, Experiment, Outcome, Problems, Progress};
+
+/// BIG-bench 1.0.0's TruthfulQA multiple-choice file (Apache-2.0), from the sdist on PyPI,
+/// sha256-checked.
+pub const TRUTHFULQA_MC: &str = "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/truthful_qa/task_mc.json";
+
+/// The config of `eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Model: alias, path, pip:… or hf:….
+    pub model: String,
+    /// A built-in task name (`truthfulqa_mc1`) or the path of a harness YAML task file.
+    pub task: String,
+    /// Shots per variant (empty: the task's `num_fewshot`).
+    pub num_fewshot: Vec<usize>,
+    /// System prompts per variant (empty: none).
+    pub system: Vec<String>,
+    /// Chat template off/on per variant (empty: off).
+    pub chat: Vec<bool>,
+    /// Score the first `limit` items only (0: all).
+    pub limit: usize,
+    /// Continuations per forward pass.
+    pub batch: usize,
+    /// Put BOS in front (unset: as the harness, for Gemma models only).
+    pub add_bos: Option<bool>,
+    /// Items shown in the report per variant.
+    pub show: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            model: String::new(),
+            task: "truthfulqa_mc1".into(),
+            num_fewshot: Vec::new(),
+            system: Vec::new(),
+            chat: Vec::new(),
+            limit: 0,
+            batch: 16,
+            add_bos: None,
+            show: 8,
+        }
+    }
+}
+
+/// One prompt variant's scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    /// What the variant sets.
+    pub options: PromptOptions,
+    /// Shots used.
+    pub num_fewshot: usize,
+    /// Means and standard errors.
+    pub aggregates: Vec<Aggregate>,
+    /// Every item, scored.
+    pub items: Vec<McItem>,
+    /// The first item's prompt, as the model read it.
+    pub example_prompt: String,
+}
+
+/// The results of `eval`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub task: String,
+    /// Items scored per variant.
+    pub n_items: usize,
+    /// BOS put in front.
+    pub add_bos: bool,
+    pub metrics: Vec<String>,
+    pub variants: Vec<Variant>,
+}
+
+impl Experiment for Config {
+    const NAME: &'static str = "eval";
+    const QUESTION: &'static str =
+        "How does the model score on the task, scored exactly as lm-evaluation-harness, and how much do prompt variants move it?";
+    type Results = Results;
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut p = Problems::new(Self::NAME);
+        p.check(!self.model.is_empty(), "model is empty")
+            .check(!self.task.is_empty(), "task is empty")
+            .positive("batch", self.batch);
+        let builtin = builtin::NAMES.contains(&self.task.as_str());
+        p.check(
+            builtin || Path::new(&self.task).is_file(),
+            format!(
+                "task {:?} is neither a built-in task ({}) nor a task file",
+                self.task,
+                builtin::NAMES.join(", ")
+            ),
+        );
+        p.finish()
+    }
+    fn models(&self) -> Vec<String> {
+        vec![self.model.clone()]
+    }
+    fn quick() -> Self {
+        Config {
+            model: "smollm2-135m".into(),
+            limit: 20,
+            num_fewshot: vec![0, 2],
+            show: 3,
+            ..Default::default()
+        }
+    }
+    fn run(&self, ctx: &Context, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+        run(ctx, self, progress)
+    }
+}
+
+/// Loads the task `cfg.task` names.
+pub fn load_task(name: &str) -> anyhow::Result<Task> {
+    match name {
+        "truthfulqa_mc1" => {
+            let src = ModelSource::parse(TRUTHFULQA_MC)?;
+            let path = resolve(&src, &mut |_| {})
+                .context("fetching BIG-bench's TruthfulQA")?
+                .path;
+            Ok(builtin::truthfulqa(&path)?)
+        }
+        path => Ok(Task::from_file(Path::new(path))?),
+    }
+}
+
+/// Run `eval`.
+pub fn run(
+    ctx: &Context,
+    cfg: &Config,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
+    let m = ctx.model()?;
+    progress.phase("reading the task");
+    let task = load_task(&cfg.task)?;
+    if task.file.output_type == OutputType::GenerateUntil {
+        anyhow::bail!(
+            "{}: generate_until tasks are not scored by `eval` yet (multiple_choice and \
+             loglikelihood are)",
+            task.origin
+        );
+    }
+    let metrics = task_metrics(&task);
+    let add_bos = cfg
+        .add_bos
+        .unwrap_or(m.model.cfg.architecture == Architecture::Gemma3);
+    let scorer = Scorer {
+        model: &m.model,
+        tokenizer: &m.tokenizer,
+        add_bos,
+        batch: cfg.batch,
+    };
+    let shots: Vec<Option<usize>> = if cfg.num_fewshot.is_empty() {
+        vec![None]
+    } else {
+        cfg.num_fewshot.iter().map(|&n| Some(n)).collect()
+    };
+    let systems: Vec<Option<String>> = if cfg.system.is_empty() {
+        vec![None]
+    } else {
+        cfg.system.iter().map(|s| Some(s.clone())).collect()
+    };
+    let chats = if cfg.chat.is_empty() {
+        vec![false]
+    } else {
+        cfg.chat.clone()
+    };
+    let limit = (cfg.limit > 0).then_some(cfg.limit);
+    // Build every variant's prompts first, so a bad variant fails before any scoring.
+    let mut grid = Vec::new();
+    for n in &shots {
+        for s in &systems {
+            for &chat in &chats {
+                let options = PromptOptions {
+                    num_fewshot: *n,
+                    system: s.clone(),
+                    chat,
+                    fewshot_seed: None,
+                };
+                let requests = task.requests(&options, m.chat.as_ref(), limit)?;
+                grid.push((options, requests));
+            }
+        }
+    }
+    let mut variants = Vec::new();
+    let n_variants = grid.len();
+    for (k, (options, requests)) in grid.into_iter().enumerate() {
+        progress.phase(&format!("variant {} of {n_variants}", k + 1));
+        progress.total(requests.len() as u64, "items");
+        let items = score_requests(&scorer, &requests, &metrics, &mut |d| {
+            progress.position(d as u64)
+        })?;
+        variants.push(Variant {
+            num_fewshot: task.num_fewshot(&options),
+            options,
+            aggregates: mc_aggregates(&items, &metrics),
+            example_prompt: requests
+                .first()
+                .map(|r| r.context.clone())
+                .unwrap_or_default(),
+            items,
+        });
+    }
+    let n_items = variants.first().map_or(0, |v| v.items.len());
+    let results = Results {
+        task: task.file.task.clone(),
+        n_items,
+        add_bos,
+        metrics,
+        variants,
+    };
+    let (report, figures, tensors) = render(cfg, &task, &results)?;
+    let mut out = Outcome::new(results, report);
+    for (name, fig) in figures {
+        out.figure(name, fig);
+    }
+    for (name, t) in tensors {
+        out.tensor("eval.safetensors", &name, t);
+    }
+    Ok(out)
+}
+
+fn variant_label(v: &Variant) -> String {
+    let mut parts = vec![format!("{}-shot", v.num_fewshot)];
+    if let Some(s) = &v.options.system {
+        parts.push(format!("system {s:?}"));
+    }
+    if v.options.chat {
+        parts.push("chat".into());
+    }
+    parts.join(", ")
+}
+
+type Rendered = (Report, Vec<(&'static str, Figure)>, Vec<(String, Tensor)>);
+
+fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
+    let mut report = Report::new(format!("{}: {}", r.task, cfg.model));
+    report.key_values(&[
+        ("task", format!("{} ({})", r.task, task.origin)),
+        ("items", r.n_items.to_string()),
+        ("variants", r.variants.len().to_string()),
+        ("BOS in front", r.add_bos.to_string()),
+    ]);
+    report.paragraph(
+        "Each choice is scored by the summed log-likelihood of target_delimiter + choice after \
+         the prompt, tokenised as lm-evaluation-harness's Hugging Face backend (trailing \
+         whitespace of the prompt moves to the continuation; prompt and continuation are encoded \
+         together and split). acc: the likeliest choice is correct; acc_norm: the same after \
+         dividing by the choice's length in characters. ± is the standard error of the mean.",
+    );
+    let mut rows = Vec::new();
+    for v in &r.variants {
+        let mut row = vec![variant_label(v)];
+        for a in &v.aggregates {
+            row.push(format!("{:.4} ± {:.4}", a.value, a.stderr));
+        }
+        rows.push(row);
+    }
+    let mut header = vec!["variant"];
+    header.extend(r.metrics.iter().map(String::as_str));
+    report.heading("Scores").table(&header, rows);
+    let mut figures = Vec::new();
+    if let Some(first) = r.variants.first() {
+        if let Some(metric) = first.aggregates.first().map(|a| a.metric.clone()) {
+            let pick = |v: &Variant| v.aggregates.iter().find(|a| a.metric == metric).cloned();
+            let aggs: Vec<Aggregate> = r.variants.iter().filter_map(pick).collect();
+            let fig = Figure::Bar(BarChart {
+                title: format!("{metric} per prompt variant (± 1 s.e.)"),
+                x_label: "variant".into(),
+                y_label: metric.clone(),
+                labels: r.variants.iter().map(variant_label).collect(),
+                values: aggs.iter().map(|a| a.value).collect(),
+                errors: Some(aggs.iter().map(|a| a.stderr).collect()),
+                ..Default::default()
+            });
+            report.figure("scores per variant", &fig);
+            figures.push(("scores", fig));
+        }
+    }
+    let mut tensors = Vec::new();
+    for (k, v) in r.variants.iter().enumerate() {
+        report.heading(&format!("Variant {}: {}", k + 1, variant_label(v)));
+        report.pre(&v.example_prompt);
+        let rows = v
+            .items
+            .iter()
+            .take(cfg.show)
+            .map(|it| {
+                let doc = &task.docs[it.doc].value;
+                let choices = task.doc_choices(doc).unwrap_or_default();
+                let shown = |i: usize| {
+                    format!(
+                        "{} ({:.2})",
+                        choices.get(i).map(String::as_str).unwrap_or("?"),
+                        it.loglikelihoods[i]
+                    )
+                };
+                vec![
+                    it.doc.to_string(),
+                    task.doc_text(doc).unwrap_or_default(),
+                    it.gold.iter().map(|&g| shown(g)).collect::<Vec<_>>().join("; "),
+                    shown(it.pred),
+                    format!("{}", it.acc),
+                ]
+            })
+            .collect();
+        report.table(&["item", "question", "correct (log-lik.)", "picked", "acc"], rows);
+        let lls: Vec<f32> = v
+            .items
+            .iter()
+            .flat_map(|i| i.loglikelihoods.iter().map(|&x| x as f32))
+            .collect();
+        let n = lls.len();
+        tensors.push((
+            format!("variant{k}_loglikelihoods"),
+            Tensor::from_vec(lls, n, &Device::Cpu)?,
+        ));
+    }
+    Ok((report, figures, tensors))
+}
