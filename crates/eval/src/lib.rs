@@ -38,8 +38,9 @@ pub fn task_metrics(task: &task::Task) -> Vec<String> {
     }
 }
 
-/// Scores multiple-choice (or log-likelihood) requests in order; `on_item` is called after
-/// each with the number done. `acc_mutual_info` among `metrics` adds the unconditional pass.
+/// Scores multiple-choice (or log-likelihood) requests, returned in order; `on_item` is called
+/// with the number of items done. `acc_mutual_info` among `metrics` adds the unconditional
+/// pass (each choice after the prefix token alone).
 pub fn score_requests(
     scorer: &Scorer,
     requests: &[Request],
@@ -47,25 +48,41 @@ pub fn score_requests(
     on_item: &mut dyn FnMut(usize),
 ) -> Result<Vec<McItem>> {
     let mutual = metrics.iter().any(|m| m == "acc_mutual_info");
-    let mut items = Vec::with_capacity(requests.len());
-    for (k, r) in requests.iter().enumerate() {
-        let at = |e: Error| Error::Input(format!("item {}: {}", r.doc, strip(e)));
-        let scored = scorer.score(&r.context, &r.continuations).map_err(at)?;
-        let unconditional = if mutual {
-            Some(scorer.score("", &r.continuations).map_err(at)?)
-        } else {
-            None
-        };
-        items.push(metrics::mc_item(
-            r.doc,
-            &r.choices,
-            &r.gold,
-            &scored,
-            unconditional.as_deref(),
-        ));
-        on_item(k + 1);
-    }
-    Ok(items)
+    let encode = |r: &Request, context: &str| {
+        loglik::encode(scorer.tokenizer, context, &r.continuations, scorer.add_bos)
+            .map_err(|e| Error::Input(format!("item {}: {}", r.doc, strip(e))))
+    };
+    let encs = requests
+        .iter()
+        .map(|r| encode(r, &r.context))
+        .collect::<Result<Vec<_>>>()?;
+    let shown: Vec<&[String]> = requests
+        .iter()
+        .map(|r| r.continuations.as_slice())
+        .collect();
+    let scored = scorer.score_encoded(&encs, &shown, on_item)?;
+    let unconditional = if mutual {
+        let encs = requests
+            .iter()
+            .map(|r| encode(r, ""))
+            .collect::<Result<Vec<_>>>()?;
+        Some(scorer.score_encoded(&encs, &shown, &mut |_| {})?)
+    } else {
+        None
+    };
+    Ok(requests
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            metrics::mc_item(
+                r.doc,
+                &r.choices,
+                &r.gold,
+                &scored[k],
+                unconditional.as_ref().map(|u| u[k].as_slice()),
+            )
+        })
+        .collect())
 }
 
 fn strip(e: Error) -> String {

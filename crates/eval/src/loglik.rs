@@ -10,10 +10,12 @@
 //!
 //! Scoring: the sum over the continuation's tokens of log-softmax of the logits at the
 //! position before each token (log-softmax in f64 from f32 logits), and `is_greedy`, whether
-//! every continuation token is the argmax (first maximum on ties). The context runs once with
-//! a KV cache; the continuations of one context then run together, `batch` at a time,
-//! right-padded. Right padding after causal attention changes nothing before it, so the scores
-//! do not depend on `batch` beyond float rounding of the matrix products.
+//! every continuation token is the argmax (first maximum on ties). Each context runs once: the
+//! contexts of `batch` prompts run together, right-padded, then the continuations of those
+//! prompts run `batch` rows at a time on their own prompt's KV cache (its padding masked out of
+//! attention, positions counted in real tokens), right-padded again. Right padding keeps every
+//! real token where it is when its prompt runs alone, so the scores do not depend on `batch`
+//! beyond the float rounding of differently shaped products (measured: ≤ 1e-5 per item).
 
 use candle_core::{DType, Tensor};
 
@@ -91,93 +93,162 @@ impl Scorer<'_> {
     /// or a prompt longer than the model's context, is an error.
     pub fn score(&self, context: &str, continuations: &[String]) -> Result<Vec<Scored>> {
         let enc = encode(self.tokenizer, context, continuations, self.add_bos)?;
-        self.score_tokens(&enc, continuations)
+        Ok(self
+            .score_encoded(&[enc], &[continuations], &mut |_| {})?
+            .remove(0))
     }
 
-    /// Scores already encoded continuations (`shown` names them in errors).
-    pub fn score_tokens(&self, enc: &Encoded, shown: &[String]) -> Result<Vec<Scored>> {
-        let l = enc.context.len();
-        if l == 0 {
-            return Err(Error::Input(
-                "the context is only whitespace: nothing to condition on".into(),
-            ));
-        }
-        for (i, c) in enc.continuations.iter().enumerate() {
-            if c.is_empty() {
-                let name = shown.get(i).map(String::as_str).unwrap_or("?");
+    /// Scores many prompts: contexts run `batch` at a time (longest first, right-padded), then every continuation of those prompts,
+    /// `batch` rows at a time, each reading its own prompt's cache. `shown[i]` names prompt
+    /// `i`'s continuations in errors; `done` is called with the prompts finished so far.
+    pub fn score_encoded(
+        &self,
+        encs: &[Encoded],
+        shown: &[&[String]],
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<Scored>>> {
+        let n_ctx = self.model.cfg.n_ctx;
+        for (k, enc) in encs.iter().enumerate() {
+            let l = enc.context.len();
+            if l == 0 {
                 return Err(Error::Input(format!(
-                    "the continuation {name:?} tokenises to nothing after its context"
+                    "item {k}: the context is only whitespace: nothing to condition on"
+                )));
+            }
+            for (i, c) in enc.continuations.iter().enumerate() {
+                if c.is_empty() {
+                    let name = shown
+                        .get(k)
+                        .and_then(|s| s.get(i))
+                        .map(String::as_str)
+                        .unwrap_or("?");
+                    return Err(Error::Input(format!(
+                        "item {k}: the continuation {name:?} tokenises to nothing after its \
+                         context"
+                    )));
+                }
+            }
+            let longest = enc.continuations.iter().map(Vec::len).max().unwrap_or(1);
+            if l + longest - 1 > n_ctx {
+                return Err(Error::Input(format!(
+                    "item {k}: the prompt is {} tokens (context {l} + continuation {longest} \
+                     − 1) but the model reads at most {n_ctx}",
+                    l + longest - 1
                 )));
             }
         }
-        let longest = enc.continuations.iter().map(Vec::len).max().unwrap_or(0);
-        let n_ctx = self.model.cfg.n_ctx;
-        if l + longest - 1 > n_ctx {
-            return Err(Error::Input(format!(
-                "the prompt is {} tokens (context {l} + continuation {longest} − 1) but the \
-                 model reads at most {n_ctx}",
-                l + longest - 1
-            )));
-        }
+        let mut out: Vec<Vec<Scored>> = vec![Vec::new(); encs.len()];
+        let mut order: Vec<usize> = (0..encs.len()).collect();
+        order.sort_by_key(|&k| std::cmp::Reverse(encs[k].context.len()));
         let device = self.model.device();
-        // The context once: its cache, and the logits that predict every first token.
-        let mut kv = KvCache::default();
-        let ctx = Tensor::from_vec(enc.context.clone(), (1, l), device)?;
-        let resid = self.model.resid_with_kv(&ctx, &mut kv)?;
-        let last = resid.narrow(1, l - 1, 1)?;
-        let first: Vec<f32> = self
-            .model
-            .unembed_resid(&last)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mut out: Vec<Scored> = enc
-            .continuations
-            .iter()
-            .map(|c| {
-                let (lp, greedy) = log_prob(&first, c[0]);
-                Scored {
-                    loglikelihood: lp,
-                    is_greedy: greedy,
-                    tokens: c.len(),
-                }
-            })
-            .collect();
-        // The rest of each continuation, `batch` at a time, on the shared context.
-        let rest: Vec<usize> = (0..enc.continuations.len())
-            .filter(|&i| enc.continuations[i].len() > 1)
-            .collect();
         let vocab = self.model.cfg.d_vocab;
-        for chunk in rest.chunks(self.batch.max(1)) {
-            let width = chunk
+        let batch = self.batch.max(1);
+        let mut finished = 0;
+        for group in order.chunks(batch) {
+            // The contexts, right-padded: every real token keeps the place it has when its
+            // prompt runs alone, and the padding is masked for the continuations.
+            let lmax = group
                 .iter()
-                .map(|&i| enc.continuations[i].len() - 1)
+                .map(|&k| encs[k].context.len())
                 .max()
                 .unwrap_or(0);
-            let mut ids = Vec::with_capacity(chunk.len() * width);
-            for &i in chunk {
-                let c = &enc.continuations[i];
-                ids.extend_from_slice(&c[..c.len() - 1]);
-                ids.extend(std::iter::repeat_n(0u32, width - (c.len() - 1)));
+            let ragged = group.iter().any(|&k| encs[k].context.len() != lmax);
+            let mut ids = Vec::with_capacity(group.len() * lmax);
+            let mut mask = Vec::with_capacity(group.len() * lmax);
+            for &k in group {
+                let c = &encs[k].context;
+                ids.extend_from_slice(c);
+                ids.extend(std::iter::repeat_n(0u32, lmax - c.len()));
+                mask.extend(std::iter::repeat_n(1u8, c.len()));
+                mask.extend(std::iter::repeat_n(0u8, lmax - c.len()));
             }
-            let b = chunk.len();
-            let input = Tensor::from_vec(ids, (b, width), device)?;
-            let mut cache = kv.prefix(l, b)?;
-            let logits: Vec<f32> = self
+            let g = group.len();
+            let ids = Tensor::from_vec(ids, (g, lmax), device)?;
+            let mask = if ragged {
+                Some(Tensor::from_vec(mask, (g, lmax), device)?)
+            } else {
+                None
+            };
+            let mut kv = KvCache::default();
+            let resid = self.model.resid_with_kv(&ids, &mut kv, mask.as_ref())?;
+            // Each row's last real position predicts its first continuation token.
+            let last = group
+                .iter()
+                .enumerate()
+                .map(|(row, &k)| {
+                    resid
+                        .narrow(0, row, 1)?
+                        .narrow(1, encs[k].context.len() - 1, 1)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let last = Tensor::cat(&last, 0)?;
+            let first: Vec<f32> = self
                 .model
-                .forward_with_kv(&input, &mut cache, None, None)?
+                .unembed_resid(&last)?
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1()?;
-            for (row, &i) in chunk.iter().enumerate() {
-                let c = &enc.continuations[i];
-                for (j, &t) in c[1..].iter().enumerate() {
-                    let at = (row * width + j) * vocab;
-                    let (lp, greedy) = log_prob(&logits[at..at + vocab], t);
-                    out[i].loglikelihood += lp;
-                    out[i].is_greedy &= greedy;
+            for (row, &k) in group.iter().enumerate() {
+                let logits = &first[row * vocab..(row + 1) * vocab];
+                out[k] = encs[k]
+                    .continuations
+                    .iter()
+                    .map(|c| {
+                        let (lp, greedy) = log_prob(logits, c[0]);
+                        Scored {
+                            loglikelihood: lp,
+                            is_greedy: greedy,
+                            tokens: c.len(),
+                        }
+                    })
+                    .collect();
+            }
+            // The rest of every continuation, `batch` rows at a time, right-padded.
+            let rest: Vec<(usize, usize, usize)> = group
+                .iter()
+                .enumerate()
+                .flat_map(|(row, &k)| {
+                    encs[k]
+                        .continuations
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.len() > 1)
+                        .map(move |(i, _)| (row, k, i))
+                })
+                .collect();
+            for chunk in rest.chunks(batch) {
+                let width = chunk
+                    .iter()
+                    .map(|&(_, k, i)| encs[k].continuations[i].len() - 1)
+                    .max()
+                    .unwrap_or(0);
+                let mut ids = Vec::with_capacity(chunk.len() * width);
+                for &(_, k, i) in chunk {
+                    let c = &encs[k].continuations[i];
+                    ids.extend_from_slice(&c[..c.len() - 1]);
+                    ids.extend(std::iter::repeat_n(0u32, width - (c.len() - 1)));
+                }
+                let rows: Vec<usize> = chunk.iter().map(|&(row, _, _)| row).collect();
+                let input = Tensor::from_vec(ids, (chunk.len(), width), device)?;
+                let mut cache = kv.select(&rows)?;
+                let logits: Vec<f32> = self
+                    .model
+                    .forward_with_kv(&input, &mut cache, None, None)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                for (r, &(_, k, i)) in chunk.iter().enumerate() {
+                    let c = &encs[k].continuations[i];
+                    for (j, &t) in c[1..].iter().enumerate() {
+                        let at = (r * width + j) * vocab;
+                        let (lp, greedy) = log_prob(&logits[at..at + vocab], t);
+                        out[k][i].loglikelihood += lp;
+                        out[k][i].is_greedy &= greedy;
+                    }
                 }
             }
+            finished += g;
+            done(finished);
         }
         Ok(out)
     }

@@ -718,8 +718,7 @@ fn maybe_delimit(prefix: &str, suffix: &str, delimiter: &str) -> String {
     if suffix.is_empty() {
         return prefix.to_string();
     }
-    let touching =
-        prefix.ends_with(char::is_whitespace) || suffix.starts_with(char::is_whitespace);
+    let touching = prefix.ends_with(char::is_whitespace) || suffix.starts_with(char::is_whitespace);
     if touching {
         format!("{prefix}{suffix}")
     } else {

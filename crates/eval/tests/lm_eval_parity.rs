@@ -43,7 +43,12 @@ fn per_item_loglikelihoods_and_metrics_match_the_harness() {
         assert_eq!(requests.len(), want_items.len());
         // The prompts are the harness's, character for character (few-shot draws included).
         for (r, w) in requests.iter().zip(want_items) {
-            assert_eq!(r.context, w["context"].as_str().unwrap(), "{shots}-shot item {}", r.doc);
+            assert_eq!(
+                r.context,
+                w["context"].as_str().unwrap(),
+                "{shots}-shot item {}",
+                r.doc
+            );
         }
         let scorer = Scorer {
             model: &m.model,
@@ -64,20 +69,32 @@ fn per_item_loglikelihoods_and_metrics_match_the_harness() {
             for (a, b) in it.loglikelihoods.iter().zip(&lls) {
                 worst = worst.max((a - b).abs());
             }
-            assert_eq!(it.acc, w["acc"].as_f64().unwrap(), "{shots}-shot item {}", it.doc);
+            assert_eq!(
+                it.acc,
+                w["acc"].as_f64().unwrap(),
+                "{shots}-shot item {}",
+                it.doc
+            );
             assert_eq!(it.acc_norm, w["acc_norm"].as_f64().unwrap());
         }
         assert!(worst < 1e-3, "{shots}-shot: max |Δ log-likelihood| {worst}");
         // BIG-bench lists the correct choice first: a scorer that always picked choice 0 would
         // score 1.0, so the per-item values above are what this test rests on.
-        assert!(items.iter().any(|i| i.pred != 0), "every prediction is the first choice");
+        assert!(
+            items.iter().any(|i| i.pred != 0),
+            "every prediction is the first choice"
+        );
         for a in mc_aggregates(&items, &metrics) {
             let value = want["aggregates"][&a.metric].as_f64().unwrap();
             let stderr = want["aggregates"][format!("{}_stderr", a.metric)]
                 .as_f64()
                 .unwrap();
             assert!((a.value - value).abs() < 1e-12, "{shots}-shot {}", a.metric);
-            assert!((a.stderr - stderr).abs() < 1e-12, "{shots}-shot {} stderr", a.metric);
+            assert!(
+                (a.stderr - stderr).abs() < 1e-12,
+                "{shots}-shot {} stderr",
+                a.metric
+            );
         }
     }
 }
@@ -102,10 +119,19 @@ fn scores_do_not_depend_on_the_batch_size() {
         score_requests(&scorer, &requests, &metrics, &mut |_| {}).unwrap()
     };
     let (one, sixteen) = (run(1), run(16));
+    // Differently shaped products round differently in f32 (the matrix library picks its
+    // blocking by shape), so the sums agree to float precision, not bit for bit: measured
+    // 1.4e-5 on a sum of −11 nats (1.3e-6 relative). The bound is 1e-5 relative to the sum
+    // (1e-5 absolute below one nat); the predictions must be the same.
     for (a, b) in one.iter().zip(&sixteen) {
         for (x, y) in a.loglikelihoods.iter().zip(&b.loglikelihoods) {
-            assert!((x - y).abs() < 1e-5, "item {}: {x} vs {y}", a.doc);
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "item {}: {x} vs {y}",
+                a.doc
+            );
         }
+        assert_eq!((a.pred, a.pred_norm), (b.pred, b.pred_norm), "item {}", a.doc);
         assert_eq!(a.is_greedy, b.is_greedy);
     }
 }

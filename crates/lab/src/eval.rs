@@ -20,7 +20,8 @@ use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// BIG-bench 1.0.0's TruthfulQA multiple-choice file (Apache-2.0), from the sdist on PyPI,
 /// sha256-checked.
-pub const TRUTHFULQA_MC: &str = "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/truthful_qa/task_mc.json";
+pub const TRUTHFULQA_MC: &str = "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/truthful_qa/\
+     task_mc.json#sha256=89a0402a23d5873b0c2f427e851fca7ac420f8d08731e61be52e6cbf1a18a281";
 
 /// The config of `eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

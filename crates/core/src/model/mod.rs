@@ -80,6 +80,41 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The cache of rows `rows` of this one (a row may repeat), padding masks included: the
+    /// contexts of several prompts run once as a batch, then each continuation reads its own
+    /// prompt's row.
+    pub fn select(&self, rows: &[usize]) -> Result<KvCache> {
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<u32>>(),
+            rows.len(),
+            &candle_core::Device::Cpu,
+        )?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|slot| -> Result<Option<(Tensor, Tensor)>> {
+                let Some((k, v)) = slot else { return Ok(None) };
+                let b = k.dim(0)?;
+                if let Some(bad) = rows.iter().find(|&&r| r >= b) {
+                    return Err(Error::Input(format!(
+                        "row {bad} selected from a cache of batch {b}"
+                    )));
+                }
+                let idx = idx.to_device(k.device())?;
+                Ok(Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mask = self
+            .mask
+            .as_ref()
+            .map(|m| rows.iter().map(|&r| m[r].clone()).collect());
+        Ok(KvCache {
+            layers,
+            mask,
+            len: self.len,
+        })
+    }
+
     /// The first `len` positions of the cache for a batch of `batch`: a batch-1 cache is
     /// repeated (the shared prefix of a patching sweep), a batch-`batch` cache is cut. Padding
     /// masks are not carried over.
@@ -312,10 +347,17 @@ impl HookedTransformer {
     /// [`Self::forward_with_kv`] without the unembedding: the final residual stream (before
     /// `ln_final`) of the new positions, for callers that need logits at a few positions
     /// only ([`Self::unembed_resid`]).
-    pub fn resid_with_kv(&self, tokens: &Tensor, kv: &mut KvCache) -> Result<Tensor> {
+    /// `attention_mask` covers only the new tokens, as there.
+    pub fn resid_with_kv(
+        &self,
+        tokens: &Tensor,
+        kv: &mut KvCache,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let names = self.hook_names();
         let mut rt = HookRuntime::new(&names, None, None)?;
         let opts = RunOptions {
+            attention_mask,
             stop_at_layer: Some(self.cfg.n_layers),
             ..Default::default()
         };
