@@ -12,7 +12,9 @@
 //! - [`attribution`]: attribution patching (the gradient approximation).
 //! - [`ioi`]: indirect-object-identification prompts and analysis.
 //! - [`trace`]: ROME's causal tracing.
-//! - [`stats`]: next-token losses, means and standard errors, shared by the above.
+//! - [`stats`]: next-token losses, means and standard errors, correlations, shared by the above;
+//!   and the statistics of behavioural evals (clustered standard errors, bootstrap intervals,
+//!   McNemar, paired t and paired bootstrap comparisons, minimum detectable effects).
 //! - [`diff`]: per-token loss differences between two models.
 //! - [`probe`]: linear probes (logistic, mean difference), AUROC and confidence intervals.
 //! - [`steer`]: steering vectors (contrastive activation addition) and directional ablation.
