@@ -74,6 +74,20 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         }
         println!("  {label:<28} {}", scores.join("  "));
     }
+    for c in &r.comparisons {
+        let x = &c.comparison;
+        println!(
+            "  variant {} − variant 1, {}: {:+.4} [{:+.4}, {:+.4}], p = {:.4} ({}), MDE {:.4}",
+            c.variant + 1,
+            c.metric,
+            x.effect,
+            x.ci.0,
+            x.ci.1,
+            x.p_value,
+            x.test,
+            x.mde
+        );
+    }
     println!("wrote {}", dir.display());
     Ok(())
 }

@@ -131,7 +131,12 @@ fn scores_do_not_depend_on_the_batch_size() {
                 a.doc
             );
         }
-        assert_eq!((a.pred, a.pred_norm), (b.pred, b.pred_norm), "item {}", a.doc);
+        assert_eq!(
+            (a.pred, a.pred_norm),
+            (b.pred, b.pred_norm),
+            "item {}",
+            a.doc
+        );
         assert_eq!(a.is_greedy, b.is_greedy);
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use candle_core::{Device, Tensor};
+use interplab_analysis::stats::Comparison;
 use interplab_core::config::Architecture;
 use interplab_core::source::{resolve, ModelSource};
 use interplab_eval::loglik::Scorer;
@@ -88,6 +89,18 @@ pub struct Results {
     pub add_bos: bool,
     pub metrics: Vec<String>,
     pub variants: Vec<Variant>,
+    /// Every later variant against the first, on the same items.
+    pub comparisons: Vec<VariantComparison>,
+}
+
+/// A variant's per-item outcomes against the first variant's.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantComparison {
+    /// Index of the variant (compared with variant 0).
+    pub variant: usize,
+    pub metric: String,
+    /// The test, effect (variant − first), interval, p-value and MDE.
+    pub comparison: Comparison,
 }
 
 impl Experiment for Config {
@@ -220,12 +233,39 @@ pub fn run(
         });
     }
     let n_items = variants.first().map_or(0, |v| v.items.len());
+    // acc and acc_norm are 0/1 per item: exact McNemar on the discordant items, with a paired
+    // bootstrap interval of the difference (seeded, so reruns are identical).
+    let mut comparisons = Vec::new();
+    if let Some(first) = variants.first() {
+        for (k, v) in variants.iter().enumerate().skip(1) {
+            for metric in metrics.iter().filter(|m| *m == "acc" || *m == "acc_norm") {
+                let pick = |items: &[McItem]| -> Vec<bool> {
+                    items
+                        .iter()
+                        .map(|i| if metric == "acc" { i.acc } else { i.acc_norm } > 0.5)
+                        .collect()
+                };
+                comparisons.push(VariantComparison {
+                    variant: k,
+                    metric: metric.clone(),
+                    comparison: Comparison::binary(
+                        &pick(&v.items),
+                        &pick(&first.items),
+                        10_000,
+                        0.95,
+                        k as u64,
+                    )?,
+                });
+            }
+        }
+    }
     let results = Results {
         task: task.file.task.clone(),
         n_items,
         add_bos,
         metrics,
         variants,
+        comparisons,
     };
     let (report, figures, tensors) = render(cfg, &task, &results)?;
     let mut out = Outcome::new(results, report);
@@ -277,6 +317,40 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
     let mut header = vec!["variant"];
     header.extend(r.metrics.iter().map(String::as_str));
     report.heading("Scores").table(&header, rows);
+    if !r.comparisons.is_empty() {
+        report.paragraph(
+            "Each variant against the first, on the same items: the difference of the rates \
+             (variant − first) with a 95% paired-bootstrap interval; the p-value is exact \
+             McNemar's on the items where the two disagree (binary outcomes on the same items); \
+             MDE is the smallest difference this many items detect at α = 0.05 with power 0.8.",
+        );
+        let rows = r
+            .comparisons
+            .iter()
+            .map(|c| {
+                let x = &c.comparison;
+                vec![
+                    variant_label(&r.variants[c.variant]),
+                    c.metric.clone(),
+                    format!("{:+.4} [{:+.4}, {:+.4}]", x.effect, x.ci.0, x.ci.1),
+                    format!("{:.4}", x.p_value),
+                    format!("{:.4}", x.mde),
+                    x.test.clone(),
+                ]
+            })
+            .collect();
+        report.table(
+            &[
+                "variant",
+                "metric",
+                "Δ vs first [95% CI]",
+                "p",
+                "MDE",
+                "test",
+            ],
+            rows,
+        );
+    }
     let mut figures = Vec::new();
     if let Some(first) = r.variants.first() {
         if let Some(metric) = first.aggregates.first().map(|a| a.metric.clone()) {
@@ -316,13 +390,20 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
                 vec![
                     it.doc.to_string(),
                     task.doc_text(doc).unwrap_or_default(),
-                    it.gold.iter().map(|&g| shown(g)).collect::<Vec<_>>().join("; "),
+                    it.gold
+                        .iter()
+                        .map(|&g| shown(g))
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     shown(it.pred),
                     format!("{}", it.acc),
                 ]
             })
             .collect();
-        report.table(&["item", "question", "correct (log-lik.)", "picked", "acc"], rows);
+        report.table(
+            &["item", "question", "correct (log-lik.)", "picked", "acc"],
+            rows,
+        );
         let lls: Vec<f32> = v
             .items
             .iter()
