@@ -204,7 +204,7 @@ impl Scorer<'_> {
                     .collect();
             }
             // The rest of every continuation, `batch` rows at a time, right-padded.
-            let rest: Vec<(usize, usize, usize)> = group
+            let mut rest: Vec<(usize, usize, usize)> = group
                 .iter()
                 .enumerate()
                 .flat_map(|(row, &k)| {
@@ -216,6 +216,8 @@ impl Scorer<'_> {
                         .map(move |(i, _)| (row, k, i))
                 })
                 .collect();
+            // Longest first, so that each chunk pads little.
+            rest.sort_by_key(|&(_, k, i)| std::cmp::Reverse(encs[k].continuations[i].len()));
             for chunk in rest.chunks(batch) {
                 let width = chunk
                     .iter()
@@ -231,17 +233,31 @@ impl Scorer<'_> {
                 let rows: Vec<usize> = chunk.iter().map(|&(row, _, _)| row).collect();
                 let input = Tensor::from_vec(ids, (chunk.len(), width), device)?;
                 let mut cache = kv.select(&rows)?;
+                // Unembed only the real positions: gather them out of the final residual.
+                let resid = self.model.resid_with_kv(&input, &mut cache, None)?;
+                let d = resid.dim(2)?;
+                let mut keep = Vec::new();
+                for (r, &(_, k, i)) in chunk.iter().enumerate() {
+                    let m = encs[k].continuations[i].len() - 1;
+                    keep.extend((0..m).map(|j| (r * width + j) as u32));
+                }
+                let n_keep = keep.len();
+                let keep = Tensor::from_vec(keep, n_keep, device)?;
+                let picked = resid
+                    .reshape((chunk.len() * width, d))?
+                    .index_select(&keep, 0)?;
                 let logits: Vec<f32> = self
                     .model
-                    .forward_with_kv(&input, &mut cache, None, None)?
+                    .unembed_resid(&picked)?
                     .to_dtype(DType::F32)?
                     .flatten_all()?
                     .to_vec1()?;
-                for (r, &(_, k, i)) in chunk.iter().enumerate() {
+                let mut at = 0;
+                for &(_, k, i) in chunk {
                     let c = &encs[k].continuations[i];
-                    for (j, &t) in c[1..].iter().enumerate() {
-                        let at = (r * width + j) * vocab;
-                        let (lp, greedy) = log_prob(&logits[at..at + vocab], t);
+                    for &t in &c[1..] {
+                        let (lp, greedy) = log_prob(&logits[at * vocab..(at + 1) * vocab], t);
+                        at += 1;
                         out[k][i].loglikelihood += lp;
                         out[k][i].is_greedy &= greedy;
                     }
