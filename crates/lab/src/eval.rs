@@ -371,7 +371,7 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
     }
     let mut tensors = Vec::new();
     for (k, v) in r.variants.iter().enumerate() {
-        report.heading(&format!("Variant {}: {}", k + 1, variant_label(v)));
+        report.heading(format!("Variant {}: {}", k + 1, variant_label(v)));
         report.pre(&v.example_prompt);
         let rows = v
             .items
