@@ -11,11 +11,20 @@
 //! - [`builtin`]: built-in tasks over packaged data (TruthfulQA MC1 from BIG-bench).
 //! - [`metrics`]: per-item `acc`, `acc_norm`, `acc_mutual_info`, `exact_match` and their means
 //!   with standard errors.
+//! - [`generate`]: batched generation cut at stop strings (`generate_until`).
+//! - [`scorers`]: exact / includes / regex / numeric scorers of generated text, the refusal
+//!   classifier with its known-answer set, the secret-leak detector, a yes/no reader.
+//! - [`judge`]: yes/no answers read by log-likelihood, and model-graded scoring by a judge.
+//! - [`data`]: the agenda's packaged data sets (source strings and parsers).
 
 pub mod builtin;
+pub mod data;
+pub mod generate;
+pub mod judge;
 pub mod loglik;
 pub mod metrics;
 pub mod pyrandom;
+pub mod scorers;
 pub mod task;
 pub mod template;
 

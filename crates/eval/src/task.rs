@@ -244,6 +244,8 @@ pub struct Request {
     pub continuations: Vec<String>,
     /// The correct choices (several when the target is a list).
     pub gold: Vec<usize>,
+    /// `generate_until`: the target text the generation is scored against (else empty).
+    pub target: String,
 }
 
 /// How prompts are dressed: the prompt-variant axes a grid varies.
@@ -683,6 +685,11 @@ impl Task {
                     c.render(&messages, true)
                 }
             };
+            let target = if self.file.output_type == OutputType::GenerateUntil {
+                self.shot_target(doc)?
+            } else {
+                String::new()
+            };
             let (choices, continuations, gold) = match self.file.output_type {
                 OutputType::MultipleChoice => {
                     let choices = self.doc_choices(doc)?;
@@ -703,6 +710,7 @@ impl Task {
                 choices,
                 continuations,
                 gold,
+                target,
             });
         }
         Ok(out)

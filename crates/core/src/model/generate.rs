@@ -129,7 +129,20 @@ impl HookedTransformer {
         &self,
         prompts: &[Vec<u32>],
         opts: &GenerateOptions,
+        hooks: Option<&mut Hooks>,
+    ) -> Result<Vec<Vec<u32>>> {
+        self.generate_batch_until(prompts, opts, hooks, &mut |_, _| false)
+    }
+
+    /// [`Self::generate_batch`] with a caller's stop rule: after each new token, row `i` stops
+    /// when `stop(i, tokens_so_far)` is true (stop strings, checked on the decoded text), as it
+    /// stops at a stop id. A stopped row's tokens end with the token that stopped it.
+    pub fn generate_batch_until(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
         mut hooks: Option<&mut Hooks>,
+        stop: &mut dyn FnMut(usize, &[u32]) -> bool,
     ) -> Result<Vec<Vec<u32>>> {
         opts.validate()?;
         if prompts.is_empty() {
@@ -176,7 +189,7 @@ impl HookedTransformer {
                 } else {
                     let t = sample(row, opts, &mut rngs[i]);
                     out[i].push(t);
-                    done[i] = opts.stop_ids.contains(&t);
+                    done[i] = opts.stop_ids.contains(&t) || stop(i, &out[i]);
                     t
                 };
                 next.push(t);
