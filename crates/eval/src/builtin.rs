@@ -109,6 +109,7 @@ pub fn truthfulqa_spec() -> TaskFile {
         num_fewshot: Some(0),
         description: None,
         generation_kwargs: None,
+        filter_list: None,
         metric_list: None,
         tag: None,
         metadata: None,

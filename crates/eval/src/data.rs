@@ -71,8 +71,8 @@ pub fn parse_advbench(text: &str) -> Result<Vec<HarmfulRequest>> {
     struct File {
         seeds: Vec<Seed>,
     }
-    let f: File = serde_yaml::from_str(text)
-        .map_err(|e| Error::Input(format!("adv_bench.prompt: {e}")))?;
+    let f: File =
+        serde_yaml::from_str(text).map_err(|e| Error::Input(format!("adv_bench.prompt: {e}")))?;
     let out = f
         .seeds
         .into_iter()
@@ -168,7 +168,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dna[0].set, "donotanswer/malicious_uses");
-        let e = parse_do_not_answer("{\"p\": 1}\n", "x").unwrap_err().to_string();
+        let e = parse_do_not_answer("{\"p\": 1}\n", "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("donotanswer/x.jsonl:1"), "{e}");
         assert_eq!(do_not_answer_area(DO_NOT_ANSWER[3]), "malicious_uses");
         let fc = parse_false_claims("statement,label\nThe sky is green.\n").unwrap();

@@ -86,9 +86,7 @@ impl Generator<'_> {
         for (i, r) in requests.iter().enumerate() {
             let ids = self.tokenizer.encode(&r.prompt, self.add_bos)?;
             if ids.is_empty() {
-                return Err(Error::Input(format!(
-                    "prompt {i} tokenises to nothing"
-                )));
+                return Err(Error::Input(format!("prompt {i} tokenises to nothing")));
             }
             if ids.len() + opts.max_new_tokens > n_ctx {
                 return Err(Error::Input(format!(
@@ -135,7 +133,10 @@ impl Generator<'_> {
             done += chunk.len();
             on_done(done);
         }
-        Ok(out.into_iter().map(|g| g.expect("every request generated")).collect())
+        Ok(out
+            .into_iter()
+            .map(|g| g.expect("every request generated"))
+            .collect())
     }
 
     fn core_options(&self, opts: &GenOptions, seed: u64, eos: &[u32]) -> GenerateOptions {
@@ -168,8 +169,18 @@ impl Generator<'_> {
         budget: usize,
     ) -> Result<Generated> {
         let ended_eos = toks.last().is_some_and(|t| eos.contains(t));
-        let body = if ended_eos { &toks[..toks.len() - 1] } else { toks };
-        let full = self.tokenizer.decode(body)?;
+        let body = if ended_eos {
+            &toks[..toks.len() - 1]
+        } else {
+            toks
+        };
+        // As the harness's Hugging Face backend decodes: special tokens skipped.
+        let kept: Vec<u32> = body
+            .iter()
+            .copied()
+            .filter(|&t| !self.tokenizer.is_special(t))
+            .collect();
+        let full = self.tokenizer.decode(&kept)?;
         let (text, cut) = cut_at_until(&full, &r.until);
         let finish = if cut {
             "until"
@@ -250,7 +261,10 @@ mod tests {
     #[test]
     fn cut_keeps_text_before_the_earliest_stop_string() {
         let until = vec!["\n\n".to_string(), "Q:".to_string()];
-        assert_eq!(cut_at_until("Paris.\nQ: next\n\nmore", &until), ("Paris.\n", true));
+        assert_eq!(
+            cut_at_until("Paris.\nQ: next\n\nmore", &until),
+            ("Paris.\n", true)
+        );
         assert_eq!(cut_at_until("Paris.", &until), ("Paris.", false));
         assert_eq!(cut_at_until("", &until), ("", false));
         assert_eq!(cut_at_until("abc", &[String::new()]), ("abc", false));

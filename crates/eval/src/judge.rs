@@ -87,7 +87,9 @@ impl Judge<'_> {
                 "the judge prompt has no {response} slot".into(),
             ));
         }
-        let q = t.replace("{request}", request).replace("{response}", response);
+        let q = t
+            .replace("{request}", request)
+            .replace("{response}", response);
         Ok(match self.chat {
             Some(c) => c.render(&[ChatMessage::user(q)], true),
             None => format!("{q}\nAnswer:"),

@@ -12,6 +12,7 @@
 //! - [`metrics`]: per-item `acc`, `acc_norm`, `acc_mutual_info`, `exact_match` and their means
 //!   with standard errors.
 //! - [`generate`]: batched generation cut at stop strings (`generate_until`).
+//! - [`genscore`]: `generate_until` scoring as the harness: filter pipelines, `exact_match`.
 //! - [`scorers`]: exact / includes / regex / numeric scorers of generated text, the refusal
 //!   classifier with its known-answer set, the secret-leak detector, a yes/no reader.
 //! - [`judge`]: yes/no answers read by log-likelihood, and model-graded scoring by a judge.
@@ -20,6 +21,7 @@
 pub mod builtin;
 pub mod data;
 pub mod generate;
+pub mod genscore;
 pub mod judge;
 pub mod loglik;
 pub mod metrics;
@@ -92,6 +94,60 @@ pub fn score_requests(
             )
         })
         .collect())
+}
+
+/// Generates for `generate_until` requests and scores them as the harness
+/// ([`genscore`]): the task's stop strings, filter pipelines and metrics; `opts` carries the
+/// token budget, sampling and batch. Returned in request order.
+pub fn score_generations(
+    generator: &generate::Generator,
+    task: &task::Task,
+    requests: &[Request],
+    opts: &generate::GenOptions,
+    on_item: &mut dyn FnMut(usize),
+) -> Result<Vec<genscore::GenItem>> {
+    let pipelines = genscore::pipelines(task.file.filter_list.as_deref())?;
+    let metrics = genscore::gen_metrics(task.file.metric_list.as_deref())?;
+    let until = task.until();
+    let gen_requests: Vec<generate::GenRequest> = requests
+        .iter()
+        .map(|r| generate::GenRequest {
+            prompt: r.context.clone(),
+            until: until.clone(),
+        })
+        .collect();
+    let generated = generator.generate(&gen_requests, opts, on_item)?;
+    Ok(requests
+        .iter()
+        .zip(&generated)
+        .map(|(r, g)| genscore::gen_item(r.doc, g, &r.target, &pipelines, &metrics))
+        .collect())
+}
+
+/// The `metric,pipeline` keys a `generate_until` task reports, in order.
+pub fn generation_metric_keys(task: &task::Task) -> Result<Vec<String>> {
+    let pipelines = genscore::pipelines(task.file.filter_list.as_deref())?;
+    let metrics = genscore::gen_metrics(task.file.metric_list.as_deref())?;
+    Ok(pipelines
+        .iter()
+        .flat_map(|p| {
+            metrics
+                .iter()
+                .map(move |m| format!("{},{}", m.name, p.name))
+        })
+        .collect())
+}
+
+/// [`generate::GenOptions`] from the task's `generation_kwargs` (greedy unless `do_sample`).
+pub fn generation_options(task: &task::Task, seed: u64, batch: usize) -> generate::GenOptions {
+    let g = task.generation();
+    generate::GenOptions {
+        max_new_tokens: g.max_gen_toks,
+        temperature: if g.do_sample { g.temperature } else { 0.0 },
+        top_p: g.top_p.unwrap_or(1.0),
+        seed,
+        batch,
+    }
 }
 
 fn strip(e: Error) -> String {

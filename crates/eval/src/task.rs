@@ -93,15 +93,25 @@ pub struct FewshotConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationKwargs {
-    /// Stop sequences.
+    /// Stop sequences (one string or a list; unset: the few-shot delimiter, as the harness).
     #[serde(default)]
-    pub until: Vec<String>,
+    pub until: Option<Until>,
     #[serde(default = "default_max_gen_toks")]
     pub max_gen_toks: usize,
     #[serde(default)]
     pub do_sample: bool,
     #[serde(default)]
     pub temperature: f64,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+}
+
+/// `until`: one stop string or several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Until {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn default_max_gen_toks() -> usize {
@@ -124,6 +134,38 @@ pub struct MetricSpec {
     #[serde(default)]
     pub regexes_to_ignore: Option<Vec<String>>,
 }
+
+/// One step of a `filter_list` pipeline (the harness's filters that Interplab implements:
+/// `regex`, `take_first`, `remove_whitespace`, `lowercase`, `uppercase`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterStep {
+    pub function: String,
+    #[serde(default)]
+    pub regex_pattern: Option<String>,
+    #[serde(default)]
+    pub group_select: Option<i64>,
+    #[serde(default)]
+    pub fallback: Option<String>,
+}
+
+/// One entry of `filter_list`: a named pipeline; every metric is reported per pipeline as
+/// `metric,name` (the harness's key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    pub name: String,
+    pub filter: Vec<FilterStep>,
+}
+
+/// The filter functions read.
+pub const FILTER_FUNCTIONS: [&str; 5] = [
+    "regex",
+    "take_first",
+    "remove_whitespace",
+    "lowercase",
+    "uppercase",
+];
 
 /// A task file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +204,8 @@ pub struct TaskFile {
     pub generation_kwargs: Option<GenerationKwargs>,
     #[serde(default)]
     pub metric_list: Option<Vec<MetricSpec>>,
+    #[serde(default)]
+    pub filter_list: Option<Vec<FilterSpec>>,
     // Accepted for compatibility, not used.
     #[serde(default, skip_serializing)]
     pub tag: Option<serde_yaml::Value>,
@@ -180,6 +224,9 @@ fn default_target_delimiter() -> String {
 fn default_fewshot_delimiter() -> String {
     "\n\n".into()
 }
+
+/// The harness's default `regex_pattern` of the `regex` filter.
+pub const DEFAULT_REGEX: &str = r"#### (\-?[0-9\.\,]+)";
 
 /// The seed the harness gives every task's few-shot sampler (`--fewshot_random_seed`).
 pub const FEWSHOT_SEED: u64 = 1234;
@@ -296,10 +343,29 @@ impl Task {
                 "{origin}: output_type multiple_choice needs doc_to_choice"
             )));
         }
-        if file.output_type == OutputType::GenerateUntil && file.generation_kwargs.is_none() {
-            return Err(Error::Input(format!(
-                "{origin}: output_type generate_until needs generation_kwargs"
-            )));
+        for f in file.filter_list.iter().flatten() {
+            for step in &f.filter {
+                if !FILTER_FUNCTIONS.contains(&step.function.as_str()) {
+                    return Err(Error::Input(format!(
+                        "{}: filter {:?}: unknown function {:?} (read: {})",
+                        at("filter_list"),
+                        f.name,
+                        step.function,
+                        FILTER_FUNCTIONS.join(", ")
+                    )));
+                }
+                if step.function == "regex" {
+                    let pattern = step.regex_pattern.as_deref().unwrap_or(DEFAULT_REGEX);
+                    crate::scorers::compile(pattern).map_err(|e| {
+                        Error::Input(format!(
+                            "{}: filter {:?}: {}",
+                            at("filter_list"),
+                            f.name,
+                            strip(e)
+                        ))
+                    })?;
+                }
+            }
         }
         if let Some(s) = file
             .fewshot_config
@@ -422,6 +488,36 @@ impl Task {
             }
         }
         Ok(task)
+    }
+
+    /// The generation settings of a `generate_until` task as the harness fills them in: no
+    /// `generation_kwargs` means greedy until the few-shot delimiter with 256 new tokens at
+    /// most; no `until` means the few-shot delimiter.
+    pub fn generation(&self) -> GenerationKwargs {
+        let mut g = self
+            .file
+            .generation_kwargs
+            .clone()
+            .unwrap_or(GenerationKwargs {
+                until: None,
+                max_gen_toks: default_max_gen_toks(),
+                do_sample: false,
+                temperature: 0.0,
+                top_p: None,
+            });
+        if g.until.is_none() {
+            g.until = Some(Until::Many(vec![self.file.fewshot_delimiter.clone()]));
+        }
+        g
+    }
+
+    /// The stop strings of [`Task::generation`].
+    pub fn until(&self) -> Vec<String> {
+        match self.generation().until {
+            Some(Until::One(s)) => vec![s],
+            Some(Until::Many(v)) => v,
+            None => Vec::new(),
+        }
     }
 
     /// The number of shots after `opts`.

@@ -10,10 +10,15 @@ use candle_core::{Device, Tensor};
 use interplab_analysis::stats::Comparison;
 use interplab_core::config::Architecture;
 use interplab_core::source::{resolve, ModelSource};
+use interplab_eval::generate::Generator;
+use interplab_eval::genscore::GenItem;
 use interplab_eval::loglik::Scorer;
-use interplab_eval::metrics::{mc_aggregates, Aggregate, McItem};
+use interplab_eval::metrics::{aggregate, mc_aggregates, Aggregate, McItem};
 use interplab_eval::task::{OutputType, PromptOptions, Task};
-use interplab_eval::{builtin, score_requests, task_metrics};
+use interplab_eval::{
+    builtin, generation_metric_keys, generation_options, score_generations, score_requests,
+    task_metrics,
+};
 use interplab_report::{BarChart, Figure, Report};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +51,8 @@ pub struct Config {
     pub add_bos: Option<bool>,
     /// Items shown in the report per variant.
     pub show: usize,
+    /// `generate_until`: the sampler's seed (used when the task samples).
+    pub seed: u64,
 }
 
 impl Default for Config {
@@ -60,6 +67,7 @@ impl Default for Config {
             batch: 16,
             add_bos: None,
             show: 8,
+            seed: 0,
         }
     }
 }
@@ -73,8 +81,12 @@ pub struct Variant {
     pub num_fewshot: usize,
     /// Means and standard errors.
     pub aggregates: Vec<Aggregate>,
-    /// Every item, scored.
+    /// Every item, scored (multiple choice and log-likelihood tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<McItem>,
+    /// Every generation, scored (`generate_until` tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub generations: Vec<GenItem>,
     /// The first item's prompt, as the model read it.
     pub example_prompt: String,
 }
@@ -164,14 +176,12 @@ pub fn run(
     let m = ctx.model()?;
     progress.phase("reading the task");
     let task = load_task(&cfg.task)?;
-    if task.file.output_type == OutputType::GenerateUntil {
-        anyhow::bail!(
-            "{}: generate_until tasks are not scored by `eval` yet (multiple_choice and \
-             loglikelihood are)",
-            task.origin
-        );
-    }
-    let metrics = task_metrics(&task);
+    let generation = task.file.output_type == OutputType::GenerateUntil;
+    let metrics = if generation {
+        generation_metric_keys(&task)?
+    } else {
+        task_metrics(&task)
+    };
     let add_bos = cfg
         .add_bos
         .unwrap_or(m.model.cfg.architecture == Architecture::Gemma3);
@@ -213,44 +223,88 @@ pub fn run(
             }
         }
     }
+    let gen_opts = generation_options(&task, cfg.seed, cfg.batch);
     let mut variants = Vec::new();
     let n_variants = grid.len();
     for (k, (options, requests)) in grid.into_iter().enumerate() {
         progress.phase(&format!("variant {} of {n_variants}", k + 1));
         progress.total(requests.len() as u64, "items");
-        let items = score_requests(&scorer, &requests, &metrics, &mut |d| {
-            progress.position(d as u64)
-        })?;
-        variants.push(Variant {
-            num_fewshot: task.num_fewshot(&options),
-            options,
-            aggregates: mc_aggregates(&items, &metrics),
-            example_prompt: requests
-                .first()
-                .map(|r| r.context.clone())
-                .unwrap_or_default(),
-            items,
-        });
+        let example_prompt = requests
+            .first()
+            .map(|r| r.context.clone())
+            .unwrap_or_default();
+        let num_fewshot = task.num_fewshot(&options);
+        if generation {
+            let generator = Generator {
+                model: &m.model,
+                tokenizer: &m.tokenizer,
+                add_bos,
+            };
+            let items = score_generations(&generator, &task, &requests, &gen_opts, &mut |d| {
+                progress.position(d as u64)
+            })?;
+            let aggregates = metrics
+                .iter()
+                .map(|key| {
+                    let v: Vec<f64> = items.iter().map(|i| i.scores[key]).collect();
+                    aggregate(key, &v)
+                })
+                .collect();
+            variants.push(Variant {
+                num_fewshot,
+                options,
+                aggregates,
+                example_prompt,
+                items: Vec::new(),
+                generations: items,
+            });
+        } else {
+            let items = score_requests(&scorer, &requests, &metrics, &mut |d| {
+                progress.position(d as u64)
+            })?;
+            variants.push(Variant {
+                num_fewshot,
+                options,
+                aggregates: mc_aggregates(&items, &metrics),
+                example_prompt,
+                items,
+                generations: Vec::new(),
+            });
+        }
     }
-    let n_items = variants.first().map_or(0, |v| v.items.len());
-    // acc and acc_norm are 0/1 per item: exact McNemar on the discordant items, with a paired
-    // bootstrap interval of the difference (seeded, so reruns are identical).
+    let n_items = variants
+        .first()
+        .map_or(0, |v| v.items.len().max(v.generations.len()));
+    // Per-item outcomes that are 0/1 (acc, acc_norm, every generation metric): exact McNemar
+    // on the discordant items, with a paired bootstrap interval of the difference (seeded, so
+    // reruns are identical).
+    let binary: Vec<&String> = metrics
+        .iter()
+        .filter(|m| generation || *m == "acc" || *m == "acc_norm")
+        .collect();
+    let outcomes = |v: &Variant, metric: &str| -> Vec<bool> {
+        if generation {
+            v.generations
+                .iter()
+                .map(|i| i.scores[metric] > 0.5)
+                .collect()
+        } else {
+            v.items
+                .iter()
+                .map(|i| if metric == "acc" { i.acc } else { i.acc_norm } > 0.5)
+                .collect()
+        }
+    };
     let mut comparisons = Vec::new();
     if let Some(first) = variants.first() {
         for (k, v) in variants.iter().enumerate().skip(1) {
-            for metric in metrics.iter().filter(|m| *m == "acc" || *m == "acc_norm") {
-                let pick = |items: &[McItem]| -> Vec<bool> {
-                    items
-                        .iter()
-                        .map(|i| if metric == "acc" { i.acc } else { i.acc_norm } > 0.5)
-                        .collect()
-                };
+            for metric in &binary {
                 comparisons.push(VariantComparison {
                     variant: k,
-                    metric: metric.clone(),
+                    metric: (*metric).clone(),
                     comparison: Comparison::binary(
-                        &pick(&v.items),
-                        &pick(&first.items),
+                        &outcomes(v, metric),
+                        &outcomes(first, metric),
                         10_000,
                         0.95,
                         k as u64,
@@ -278,6 +332,19 @@ pub fn run(
     Ok(out)
 }
 
+/// The mean over items of 1 / (number of choices): the accuracy of a uniform random pick.
+fn chance_rate(task: &Task, r: &Results) -> Option<f64> {
+    let items = &r.variants.first()?.items;
+    if items.is_empty() || task.file.output_type != OutputType::MultipleChoice {
+        return None;
+    }
+    let sum: f64 = items
+        .iter()
+        .map(|i| i.gold.len() as f64 / i.loglikelihoods.len().max(1) as f64)
+        .sum();
+    Some(sum / items.len() as f64)
+}
+
 fn variant_label(v: &Variant) -> String {
     let mut parts = vec![format!("{}-shot", v.num_fewshot)];
     if let Some(s) = &v.options.system {
@@ -299,13 +366,37 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
         ("variants", r.variants.len().to_string()),
         ("BOS in front", r.add_bos.to_string()),
     ]);
-    report.paragraph(
-        "Each choice is scored by the summed log-likelihood of target_delimiter + choice after \
-         the prompt, tokenised as lm-evaluation-harness's Hugging Face backend (trailing \
-         whitespace of the prompt moves to the continuation; prompt and continuation are encoded \
-         together and split). acc: the likeliest choice is correct; acc_norm: the same after \
-         dividing by the choice's length in characters. ± is the standard error of the mean.",
-    );
+    if task.file.output_type == OutputType::GenerateUntil {
+        let g = task.generation();
+        report.paragraph(format!(
+            "Each prompt is continued {} with at most {} new tokens, until one of {:?} or an \
+             end-of-turn token, as lm-evaluation-harness's Hugging Face backend does (the text is \
+             cut before the first stop string, special tokens dropped); each filter pipeline's \
+             output is scored against the target, metric,pipeline as the harness names it. ± is \
+             the standard error of the mean.",
+            if g.do_sample {
+                "by sampling"
+            } else {
+                "greedily"
+            },
+            g.max_gen_toks,
+            task.until()
+        ));
+    } else {
+        report.paragraph(
+            "Each choice is scored by the summed log-likelihood of target_delimiter + choice \
+             after the prompt, tokenised as lm-evaluation-harness's Hugging Face backend \
+             (trailing whitespace of the prompt moves to the continuation; prompt and \
+             continuation are encoded together and split). acc: the likeliest choice is correct; \
+             acc_norm: the same after dividing by the choice's length in characters. ± is the \
+             standard error of the mean.",
+        );
+        if let Some(chance) = chance_rate(task, r) {
+            report.paragraph(format!(
+                "Chance (a uniform pick among each item's choices): {chance:.4}."
+            ));
+        }
+    }
     let mut rows = Vec::new();
     for v in &r.variants {
         let mut row = vec![variant_label(v)];
@@ -373,6 +464,38 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
     for (k, v) in r.variants.iter().enumerate() {
         report.heading(format!("Variant {}: {}", k + 1, variant_label(v)));
         report.pre(&v.example_prompt);
+        if !v.generations.is_empty() {
+            let rows = v
+                .generations
+                .iter()
+                .take(cfg.show)
+                .map(|it| {
+                    let doc = &task.docs[it.doc].value;
+                    let scores: Vec<String> =
+                        it.scores.iter().map(|(k, s)| format!("{k} {s}")).collect();
+                    vec![
+                        it.doc.to_string(),
+                        task.doc_text(doc).unwrap_or_default(),
+                        format!("{:?}", it.text),
+                        it.target.clone(),
+                        scores.join("; "),
+                        it.finish.clone(),
+                    ]
+                })
+                .collect();
+            report.table(
+                &[
+                    "item",
+                    "prompt",
+                    "generated",
+                    "target",
+                    "scores",
+                    "ended by",
+                ],
+                rows,
+            );
+            continue;
+        }
         let rows = v
             .items
             .iter()
