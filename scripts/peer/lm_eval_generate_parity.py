@@ -56,7 +56,8 @@ def run_le(lm, work, shots):
     for s in samples:
         it = items.setdefault(s["doc_id"], {"doc": s["doc_id"], "filtered": {}, "scores": {}})
         it["text"] = s["resps"][0][0]
-        it["context"] = s["arguments"]["gen_args_0"]["arg_0"]
+        args = s["arguments"]
+        it["context"] = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
         it["filtered"][s["filter"]] = s["filtered_resps"][0]
         it["scores"][f"exact_match,{s['filter']}"] = float(s["exact_match"])
     agg = {}

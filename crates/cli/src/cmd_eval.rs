@@ -11,7 +11,7 @@ use crate::exec::{execute, ModelArgs, OutArgs};
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// A built-in task (truthfulqa_mc1) or a harness YAML task file.
+    /// A built-in task (truthfulqa_mc1, hhh_alignment) or a harness YAML task file.
     #[arg(long, default_value_t = Config::default().task)]
     task: String,
     /// Shots, one variant each (comma-separated; default: the task's num_fewshot).
@@ -35,6 +35,9 @@ pub struct EvalArgs {
     /// Put BOS in front (default: as the harness, for Gemma only).
     #[arg(long)]
     add_bos: Option<bool>,
+    /// Seed of the sampler (generate_until tasks that sample).
+    #[arg(long, default_value_t = Config::default().seed)]
+    seed: u64,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -54,6 +57,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         limit: a.limit,
         batch: a.batch,
         add_bos: a.add_bos,
+        seed: a.seed,
         ..Default::default()
     })?;
     let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;

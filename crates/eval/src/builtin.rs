@@ -12,7 +12,10 @@ use interplab_core::{Error, Result};
 use crate::task::{ChoiceSpec, Doc, FieldSpec, OutputType, Task, TaskFile};
 
 /// The built-in task names.
-pub const NAMES: [&str; 1] = ["truthfulqa_mc1"];
+pub const NAMES: [&str; 2] = ["truthfulqa_mc1", "hhh_alignment"];
+
+/// The four subtasks of BIG-bench's `hhh_alignment`, in file order.
+pub const HHH_SUBTASKS: [&str; 4] = ["harmless", "helpful", "honest", "other"];
 
 /// TruthfulQA MC1 items from BIG-bench's `truthful_qa/task_mc.json`: one object per
 /// example, `{"question", "choices", "label"}`, choices in the file's order and `label` the
@@ -132,4 +135,44 @@ pub fn truthfulqa(task_mc_json: &Path) -> Result<Task> {
     let mut splits = BTreeMap::new();
     splits.insert("test".to_string(), docs);
     Task::from_parts(truthfulqa_spec(), splits, "builtin:truthfulqa_mc1")
+}
+
+/// HHH alignment items from BIG-bench's `hhh_alignment/<subtask>/task.json` (Askell et al.
+/// 2021): `{"question", "choices", "label", "subtask"}`, two choices each (a better and a
+/// worse assistant reply), choices in the file's order (the better one is listed first in
+/// every example, so, as with TruthfulQA, only per-item scores show an engine is right).
+pub fn hhh_items(files: &[(&str, &Path)]) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for (subtask, path) in files {
+        for mut item in truthfulqa_items(path)? {
+            item["subtask"] = json!(subtask);
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+/// The spec of `hhh_alignment`: BIG-bench's dialogue layout, `Human: {question}\n\nAssistant:`,
+/// the reply after a space, zero shots by default (few-shot examples from the same items).
+pub fn hhh_spec() -> TaskFile {
+    TaskFile {
+        task: "hhh_alignment".into(),
+        doc_to_text: FieldSpec::Text("Human: {{question}}\n\nAssistant:".into()),
+        ..truthfulqa_spec()
+    }
+}
+
+/// `hhh_alignment` as a task, from the fetched subtask files.
+pub fn hhh(files: &[(&str, &Path)]) -> Result<Task> {
+    let docs = hhh_items(files)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Doc {
+            origin: format!("hhh_alignment/{}[{i}]", value["subtask"].as_str().unwrap_or("?")),
+            value,
+        })
+        .collect();
+    let mut splits = BTreeMap::new();
+    splits.insert("test".to_string(), docs);
+    Task::from_parts(hhh_spec(), splits, "builtin:hhh_alignment")
 }

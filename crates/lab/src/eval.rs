@@ -29,13 +29,26 @@ use crate::{Context, Experiment, Outcome, Problems, Progress};
 pub const TRUTHFULQA_MC: &str = "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/truthful_qa/\
      task_mc.json#sha256=89a0402a23d5873b0c2f427e851fca7ac420f8d08731e61be52e6cbf1a18a281";
 
+/// BIG-bench 1.0.0's HHH alignment subtasks (Apache-2.0), sha256-checked, in
+/// [`builtin::HHH_SUBTASKS`] order.
+pub const HHH_ALIGNMENT: [&str; 4] = [
+    "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/hhh_alignment/harmless/task.json\
+     #sha256=4720acbc916cc18413e48c6bb55c19af73400436a6304c7e110b8bb40f8952a1",
+    "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/hhh_alignment/helpful/task.json\
+     #sha256=1bd2a58d9bb17b26af4806e8302374cea60671dc387fbfc2c5aa5c23e0901628",
+    "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/hhh_alignment/honest/task.json\
+     #sha256=69ba96e5bff121327ad1366e3772b7b45c50e96e7f995b2cef62c350380f1b14",
+    "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/hhh_alignment/other/task.json\
+     #sha256=4d6b041d79e5bf2705a9f81994efb95274179faaba9270f6dc83bd0cd17c227e",
+];
+
 /// The config of `eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Model: alias, path, pip:… or hf:….
     pub model: String,
-    /// A built-in task name (`truthfulqa_mc1`) or the path of a harness YAML task file.
+    /// A built-in task name (`truthfulqa_mc1`, `hhh_alignment`) or the path of a harness YAML task file.
     pub task: String,
     /// Shots per variant (empty: the task's `num_fewshot`).
     pub num_fewshot: Vec<usize>,
@@ -162,6 +175,23 @@ pub fn load_task(name: &str) -> anyhow::Result<Task> {
                 .context("fetching BIG-bench's TruthfulQA")?
                 .path;
             Ok(builtin::truthfulqa(&path)?)
+        }
+        "hhh_alignment" => {
+            let mut paths = Vec::new();
+            for src in HHH_ALIGNMENT {
+                let src = ModelSource::parse(src)?;
+                paths.push(
+                    resolve(&src, &mut |_| {})
+                        .context("fetching BIG-bench's HHH alignment")?
+                        .path,
+                );
+            }
+            let files: Vec<(&str, &Path)> = builtin::HHH_SUBTASKS
+                .iter()
+                .copied()
+                .zip(paths.iter().map(|p| p.as_path()))
+                .collect();
+            Ok(builtin::hhh(&files)?)
         }
         path => Ok(Task::from_file(Path::new(path))?),
     }
@@ -332,6 +362,45 @@ pub fn run(
     Ok(out)
 }
 
+/// Accuracy per `subtask` (items that carry that field, as `hhh_alignment`'s), per variant.
+fn subtask_table(report: &mut Report, task: &Task, r: &Results) {
+    let subtask = |doc: usize| {
+        task.docs[doc].value["subtask"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let Some(first) = r.variants.first() else {
+        return;
+    };
+    let mut names: Vec<String> = first.items.iter().filter_map(|i| subtask(i.doc)).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let rows = r
+        .variants
+        .iter()
+        .map(|v| {
+            let mut row = vec![variant_label(v)];
+            for n in &names {
+                let acc: Vec<f64> = v
+                    .items
+                    .iter()
+                    .filter(|i| subtask(i.doc).as_ref() == Some(n))
+                    .map(|i| i.acc)
+                    .collect();
+                let a = aggregate("acc", &acc);
+                row.push(format!("{:.3} ± {:.3} (n = {})", a.value, a.stderr, a.n));
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["acc per subtask"];
+    header.extend(names.iter().map(String::as_str));
+    report.heading("Per subtask").table(&header, rows);
+}
+
 /// The mean over items of 1 / (number of choices): the accuracy of a uniform random pick.
 fn chance_rate(task: &Task, r: &Results) -> Option<f64> {
     let items = &r.variants.first()?.items;
@@ -442,6 +511,7 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
             rows,
         );
     }
+    subtask_table(&mut report, task, r);
     let mut figures = Vec::new();
     if let Some(first) = r.variants.first() {
         if let Some(metric) = first.aggregates.first().map(|a| a.metric.clone()) {

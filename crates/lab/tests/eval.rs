@@ -94,3 +94,44 @@ fn a_bad_config_lists_every_problem() {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
 }
+
+#[test]
+fn a_generate_until_task_runs_through_the_lab() {
+    let task = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../eval/tests/fixtures/generate/capitals.yaml")
+        .display()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, _) = common::assert_rerun_identical(
+        Config {
+            task,
+            limit: 3,
+            num_fewshot: vec![0, 2],
+            ..Config::quick()
+        }
+        .into(),
+        tmp.path(),
+    );
+    let r = &first.outcome.results;
+    assert_eq!(r["n_items"], 3);
+    assert_eq!(
+        r["metrics"],
+        serde_json::json!(["exact_match,strip", "exact_match,first-line-words"])
+    );
+    for v in r["variants"].as_array().unwrap() {
+        let gens = v["generations"].as_array().unwrap();
+        assert_eq!(gens.len(), 3);
+        for g in gens {
+            // Cut before the stop strings, within the 12-token budget.
+            let text = g["text"].as_str().unwrap();
+            assert!(!text.contains('\n') && !text.contains("Q:"), "{text:?}");
+            assert!(g["n_tokens"].as_u64().unwrap() <= 12);
+            for s in g["scores"].as_object().unwrap().values() {
+                assert!(s == 0.0 || s == 1.0);
+            }
+        }
+    }
+    assert_eq!(r["comparisons"].as_array().unwrap().len(), 2);
+    let report = std::fs::read_to_string(first.dir.join("report.html")).unwrap();
+    assert!(report.contains("greedily"), "{report}");
+}
