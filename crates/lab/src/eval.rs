@@ -102,6 +102,19 @@ pub struct Variant {
     pub generations: Vec<GenItem>,
     /// The first item's prompt, as the model read it.
     pub example_prompt: String,
+    /// When items share a question (`doc_to_text`), as HHH's pairs do: each metric's standard
+    /// error clustered on the question (CR1), which the plain one understates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clustered: Vec<ClusteredStderr>,
+}
+
+/// A metric's standard error clustered on the items' question.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusteredStderr {
+    pub metric: String,
+    pub stderr: f64,
+    /// Distinct questions.
+    pub clusters: usize,
 }
 
 /// The results of `eval`.
@@ -281,6 +294,7 @@ pub fn run(
                 })
                 .collect();
             variants.push(Variant {
+                clustered: Vec::new(),
                 num_fewshot,
                 options,
                 aggregates,
@@ -292,7 +306,9 @@ pub fn run(
             let items = score_requests(&scorer, &requests, &metrics, &mut |d| {
                 progress.position(d as u64)
             })?;
+            let clustered = clustered_stderrs(&task, &items, &metrics)?;
             variants.push(Variant {
+                clustered,
                 num_fewshot,
                 options,
                 aggregates: mc_aggregates(&items, &metrics),
@@ -358,6 +374,37 @@ pub fn run(
     }
     for (name, t) in tensors {
         out.tensor("eval.safetensors", &name, t);
+    }
+    Ok(out)
+}
+
+/// Clustered standard errors of acc and acc_norm on the question, when questions repeat.
+fn clustered_stderrs(
+    task: &Task,
+    items: &[McItem],
+    metrics: &[String],
+) -> anyhow::Result<Vec<ClusteredStderr>> {
+    let questions: Vec<String> = items
+        .iter()
+        .map(|i| task.doc_text(&task.docs[i.doc].value))
+        .collect::<Result<_, _>>()?;
+    let mut distinct = questions.clone();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() == items.len() || distinct.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for m in metrics.iter().filter(|m| *m == "acc" || *m == "acc_norm") {
+        let values: Vec<f64> = items
+            .iter()
+            .map(|i| if m == "acc" { i.acc } else { i.acc_norm })
+            .collect();
+        out.push(ClusteredStderr {
+            metric: m.clone(),
+            stderr: interplab_analysis::stats::clustered_stderr(&values, &questions)?,
+            clusters: distinct.len(),
+        });
     }
     Ok(out)
 }
@@ -477,6 +524,21 @@ fn render(cfg: &Config, task: &Task, r: &Results) -> anyhow::Result<Rendered> {
     let mut header = vec!["variant"];
     header.extend(r.metrics.iter().map(String::as_str));
     report.heading("Scores").table(&header, rows);
+    for v in r.variants.iter().filter(|v| !v.clustered.is_empty()) {
+        let parts: Vec<String> = v
+            .clustered
+            .iter()
+            .map(|c| format!("{} ± {:.4}", c.metric, c.stderr))
+            .collect();
+        report.paragraph(format!(
+            "{}: {} items share {} questions, so the standard errors clustered on the question \
+             (CR1) are the honest ones: {}.",
+            variant_label(v),
+            r.n_items,
+            v.clustered[0].clusters,
+            parts.join(", ")
+        ));
+    }
     if !r.comparisons.is_empty() {
         report.paragraph(
             "Each variant against the first, on the same items: the difference of the rates \
