@@ -176,3 +176,44 @@ pub fn hhh(files: &[(&str, &Path)]) -> Result<Task> {
     splits.insert("test".to_string(), docs);
     Task::from_parts(hhh_spec(), splits, "builtin:hhh_alignment")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hhh_items_keep_file_order_and_their_subtask() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        // The worse reply first here, to show the label follows the score, not the position.
+        let a = write(
+            "a.json",
+            r#"{"examples": [{"input": "Q1", "target_scores": {"bad": 0, "good": 1}}]}"#,
+        );
+        let b = write(
+            "b.json",
+            r#"{"examples": [{"input": "Q2", "target_scores": {"fine": 1, "rude": 0}}]}"#,
+        );
+        let items = hhh_items(&[("harmless", &a), ("helpful", &b)]).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["choices"], json!(["bad", "good"]));
+        assert_eq!(items[0]["label"], 1);
+        assert_eq!(items[0]["subtask"], "harmless");
+        assert_eq!(items[1]["label"], 0);
+        let task = hhh(&[("harmless", &a), ("helpful", &b)]).unwrap();
+        let r = task
+            .requests(&crate::task::PromptOptions::default(), None, None)
+            .unwrap();
+        assert_eq!(r[0].context, "Human: Q1\n\nAssistant:");
+        assert_eq!(r[0].continuations, vec![" bad", " good"]);
+        let two_right = write(
+            "c.json",
+            r#"{"examples": [{"input": "Q", "target_scores": {"x": 1, "y": 1}}]}"#,
+        );
+        assert!(hhh_items(&[("other", &two_right)]).is_err());
+    }
+}
