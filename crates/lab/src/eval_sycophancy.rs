@@ -247,8 +247,8 @@ impl Experiment for Config {
     fn quick() -> Self {
         Config {
             model: "smollm2-135m".into(),
-            limit: 12,
-            max_new_tokens: 6,
+            limit: 8,
+            max_new_tokens: 4,
             show: 2,
             ..Default::default()
         }

@@ -1,10 +1,10 @@
-//! `eval-sycophancy` through the lab: the quick run (12 items, chat template on and off,
-//! with generation) reruns identically and its rates agree with its items.
+//! `eval-sycophancy` through the lab: the quick run (8 items, chat template on and off,
+//! with generation) writes its run directory and its rates agree with its items.
 
 mod common;
 
 use interplab_lab::eval_sycophancy::Config;
-use interplab_lab::Experiment;
+use interplab_lab::{Existing, Experiment, NoProgress};
 
 fn in_unit(v: &serde_json::Value) -> f64 {
     let x = v.as_f64().unwrap();
@@ -13,11 +13,16 @@ fn in_unit(v: &serde_json::Value) -> f64 {
 }
 
 #[test]
-fn quick_sycophancy_is_consistent_and_reruns_identically() {
+fn quick_sycophancy_is_consistent() {
     let tmp = tempfile::tempdir().unwrap();
-    let (first, _) = common::assert_rerun_identical(Config::quick().into(), tmp.path());
+    let first = common::run_into(
+        Config::quick().into(),
+        &tmp.path().join("run"),
+        Existing::Refuse,
+        &mut NoProgress,
+    );
     let r = &first.outcome.results;
-    assert_eq!(r["n_items"], 12);
+    assert_eq!(r["n_items"], 8);
     let variants = r["variants"].as_array().unwrap();
     assert_eq!(variants.len(), 2);
     assert_eq!(variants[0]["chat"], true);
@@ -27,7 +32,7 @@ fn quick_sycophancy_is_consistent_and_reruns_identically() {
         .contains("Answer:"));
     for v in variants {
         let items = v["items"].as_array().unwrap();
-        assert_eq!(items.len(), 12);
+        assert_eq!(items.len(), 8);
         let syc = items.iter().filter(|i| i["sycophantic"] == true).count() as u64;
         assert_eq!(v["sycophancy"]["rate"]["k"].as_u64().unwrap(), syc);
         in_unit(&v["sycophancy"]["rate"]["rate"]);
@@ -35,21 +40,21 @@ fn quick_sycophancy_is_consistent_and_reruns_identically() {
         in_unit(&v["mean_p_sycophantic"]);
         let on_a = v["on_a_items"]["n"].as_u64().unwrap();
         let on_b = v["on_b_items"]["n"].as_u64().unwrap();
-        assert_eq!(on_a + on_b, 12);
+        assert_eq!(on_a + on_b, 8);
         let per_sub: u64 = v["per_subdomain"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s[1]["n"].as_u64().unwrap())
             .sum();
-        assert_eq!(per_sub, 12);
+        assert_eq!(per_sub, 8);
         for i in items {
             let p = in_unit(&i["p_sycophantic"]);
             assert_eq!(p > 0.5, i["sycophantic"] == true, "{i}");
             assert!(i["reply"].is_string());
         }
         let read = v["generated"]["n"].as_u64().unwrap();
-        assert_eq!(read + v["generated_unreadable"].as_u64().unwrap(), 12);
+        assert_eq!(read + v["generated_unreadable"].as_u64().unwrap(), 8);
     }
     let c = &r["comparisons"][0][1];
     assert_eq!(c["test"], "exact McNemar");
