@@ -21,15 +21,15 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         r.attacks.len()
     );
     println!(
-        "  {:<22} {:<32} {}",
-        "defence", "exact leak [95% CI]", "fuzzy leak [95% CI]"
+        "  {:<22} {:<32} fuzzy leak [95% CI]",
+        "defence", "exact leak [95% CI]"
     );
     for l in &r.per_defence {
         println!("  {:<22} {:<32} {}", l.name, l.exact.show(), l.fuzzy.show());
     }
     println!(
-        "  {:<22} {:<32} {}",
-        "attack", "exact leak [95% CI]", "fuzzy leak [95% CI]"
+        "  {:<22} {:<32} fuzzy leak [95% CI]",
+        "attack", "exact leak [95% CI]"
     );
     for l in &r.per_attack {
         println!("  {:<22} {:<32} {}", l.name, l.exact.show(), l.fuzzy.show());
