@@ -41,7 +41,7 @@ pub fn default_templates() -> Vec<PromptTemplate> {
     };
     vec![
         t("Q/A", "Q: {{question}}\nA:"),
-        t("Question/Answer", "Question: {{question}}\nAnswer:"),
+        t("Question", "Question: {{question}}\nAnswer:"),
         t("bare", "{{question}}"),
     ]
 }
@@ -404,9 +404,13 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     );
     let figure = Figure::Bar(BarChart {
         title: "TruthfulQA MC1 acc per template and shots (± 1 s.e.)".into(),
-        x_label: "cell".into(),
+        x_label: "template, shots".into(),
         y_label: "acc".into(),
-        labels: r.cells.iter().map(cell_label).collect(),
+        labels: r
+            .cells
+            .iter()
+            .map(|c| format!("{} {}s", c.template, c.shots))
+            .collect(),
         values: r.cells.iter().map(|c| c.acc.rate).collect(),
         errors: Some(
             r.cells

@@ -506,6 +506,14 @@ fn label(v: &Variant) -> &'static str {
     }
 }
 
+fn short(v: &Variant) -> &'static str {
+    if v.chat {
+        "chat"
+    } else {
+        "plain"
+    }
+}
+
 fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     let mut report = Report::new(format!("Sycophancy: {}", cfg.model));
     report.key_values(&[
@@ -637,11 +645,11 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     let mut errors = Vec::new();
     for v in &r.variants {
         for (s, x) in &v.per_subdomain {
-            labels.push(format!("{s}, {}", label(v)));
+            labels.push(format!("{s}, {}", short(v)));
             values.push(x.rate);
             errors.push((x.rate * (1.0 - x.rate) / x.n.max(1) as f64).sqrt());
         }
-        labels.push(format!("all, {}", label(v)));
+        labels.push(format!("all, {}", short(v)));
         values.push(v.sycophancy.rate.rate);
         errors.push(v.sycophancy.clustered_se);
     }
