@@ -10,13 +10,14 @@ use crate::exec::{execute, ModelArgs, OutArgs};
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
-    model: ModelArgs,
-    /// A built-in task (truthfulqa_mc1, hhh_alignment) or a harness YAML task file.
+    pub model: ModelArgs,
+    /// A built-in task (truthfulqa_mc1, hhh_alignment), a harness YAML task file, or an agenda
+    /// study: password, sycophancy, sensitivity.
     #[arg(long, default_value_t = Config::default().task)]
     task: String,
     /// Shots, one variant each (comma-separated; default: the task's num_fewshot).
     #[arg(long, value_delimiter = ',')]
-    num_fewshot: Vec<usize>,
+    pub num_fewshot: Vec<usize>,
     /// A system prompt, one variant each (repeat the flag for several).
     #[arg(long)]
     system: Vec<String>,
@@ -25,25 +26,31 @@ pub struct EvalArgs {
     chat: bool,
     /// Only with the chat template.
     #[arg(long, conflicts_with = "chat")]
-    chat_only: bool,
+    pub chat_only: bool,
     /// Score the first N items only (0: all).
     #[arg(long, default_value_t = Config::default().limit)]
-    limit: usize,
+    pub limit: usize,
     /// Continuations per forward pass.
     #[arg(long, default_value_t = Config::default().batch)]
-    batch: usize,
+    pub batch: usize,
     /// Put BOS in front (default: as the harness, for Gemma only).
     #[arg(long)]
-    add_bos: Option<bool>,
+    pub add_bos: Option<bool>,
     /// Seed of the sampler (generate_until tasks that sample).
     #[arg(long, default_value_t = Config::default().seed)]
-    seed: u64,
+    pub seed: u64,
     #[command(flatten)]
-    out: OutArgs,
+    pub out: OutArgs,
 }
 
 /// Score the task, print the table, write the run directory.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    match a.task.as_str() {
+        "password" => return crate::eval_password::run(&a),
+        "sycophancy" => return crate::eval_sycophancy::run(&a),
+        "sensitivity" => return crate::eval_sensitivity::run(&a),
+        _ => {}
+    }
     let cfg = a.out.config_or(|| Config {
         model: a.model.source(),
         task: a.task.clone(),

@@ -31,6 +31,9 @@ mod cmd_toy_superposition;
 mod cmd_toy_whispers;
 mod cmd_trace;
 mod cmd_w2s;
+mod eval_password;
+mod eval_sensitivity;
+mod eval_sycophancy;
 mod exec;
 mod ui;
 

@@ -520,6 +520,40 @@ impl Task {
         }
     }
 
+    /// The same task with `doc_to_text` replaced by `template` (a template over the item's
+    /// fields, or a field's name), for the shots and the question alike: a prompt-sensitivity
+    /// axis over a built-in task. Every item and shot must render, or the error names the
+    /// template and the item.
+    pub fn with_doc_to_text(&self, template: &str) -> Result<Task> {
+        let features: Vec<String> = self
+            .docs
+            .first()
+            .and_then(|d| d.value.as_object())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let text = if features.iter().any(|f| f == template) {
+            Rendered::Field(template.to_string())
+        } else {
+            Rendered::Template(Template::parse(template).map_err(|e| {
+                Error::Input(format!("{}: doc_to_text {template:?}: {e}", self.origin))
+            })?)
+        };
+        let mut task = self.clone();
+        task.file.doc_to_text = FieldSpec::Text(template.to_string());
+        task.text = text;
+        for d in task.docs.iter().chain(&task.fewshot_docs) {
+            task.doc_text(&d.value).map_err(|e| {
+                Error::Input(format!(
+                    "{}: doc_to_text {template:?}: {}: {}",
+                    self.origin,
+                    d.origin,
+                    strip(e)
+                ))
+            })?;
+        }
+        Ok(task)
+    }
+
     /// The number of shots after `opts`.
     pub fn num_fewshot(&self, opts: &PromptOptions) -> usize {
         opts.num_fewshot.or(self.file.num_fewshot).unwrap_or(0)

@@ -104,3 +104,36 @@ fn a_missing_file_is_an_error_not_a_panic() {
         .to_string();
     assert!(e.contains("/no/such/task.yaml"), "{e}");
 }
+
+#[test]
+fn a_task_retemplated_uses_the_new_text_for_shots_and_question() {
+    let yaml = GOOD.replace("test_split: test", "test_split: test\nfewshot_split: test");
+    let t = load(&yaml, DATA).unwrap();
+    let q = t
+        .with_doc_to_text("Question: {{question}}\nAnswer:")
+        .unwrap();
+    let opts = PromptOptions {
+        num_fewshot: Some(1),
+        ..Default::default()
+    };
+    let r = q.requests(&opts, None, None).unwrap();
+    assert_eq!(
+        r[0].context,
+        "Question: Is fire cold?\nAnswer: no\n\nQuestion: Is water wet?\nAnswer:"
+    );
+    assert_eq!(r[0].continuations, vec![" yes", " no"]);
+    // A bare field name is the field itself; the original task is unchanged.
+    let bare = t.with_doc_to_text("question").unwrap();
+    let r = bare
+        .requests(&PromptOptions::default(), None, None)
+        .unwrap();
+    assert_eq!(r[1].context, "Is fire cold?");
+    let r = t.requests(&PromptOptions::default(), None, None).unwrap();
+    assert_eq!(r[1].context, "Q: Is fire cold?\nA:");
+    // A template over a missing field is refused, naming the template and the item.
+    let e = t.with_doc_to_text("{{prompt}}").unwrap_err().to_string();
+    assert!(
+        e.contains("{{prompt}}") && e.contains("data.jsonl:1"),
+        "{e}"
+    );
+}
