@@ -10,8 +10,9 @@ use crate::exec::{execute, ModelArgs, OutArgs};
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
-    model: ModelArgs,
-    /// A built-in task (truthfulqa_mc1) or a harness YAML task file.
+    pub(crate) model: ModelArgs,
+    /// A built-in task (truthfulqa_mc1), a harness YAML task file, or an agenda study
+    /// (refusal, constitution).
     #[arg(long, default_value_t = Config::default().task)]
     task: String,
     /// Shots, one variant each (comma-separated; default: the task's num_fewshot).
@@ -29,18 +30,35 @@ pub struct EvalArgs {
     /// Score the first N items only (0: all).
     #[arg(long, default_value_t = Config::default().limit)]
     limit: usize,
-    /// Continuations per forward pass.
+    /// Continuations (or generations) per forward pass.
     #[arg(long, default_value_t = Config::default().batch)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Put BOS in front (default: as the harness, for Gemma only).
     #[arg(long)]
     add_bos: Option<bool>,
+    /// Agenda studies: a judge model grading the harm of each response.
+    #[arg(long)]
+    pub(crate) judge: Option<String>,
+    /// Agenda studies: harmful requests sampled from each set (default: the study's).
+    #[arg(long)]
+    pub(crate) per_set: Option<usize>,
+    /// Agenda studies: new tokens per generation (default: the study's).
+    #[arg(long)]
+    pub(crate) max_new_tokens: Option<usize>,
+    /// constitution: critique → revision rounds after the initial response.
+    #[arg(long)]
+    pub(crate) rounds: Option<usize>,
     #[command(flatten)]
-    out: OutArgs,
+    pub(crate) out: OutArgs,
 }
 
 /// Score the task, print the table, write the run directory.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    match a.task.as_str() {
+        "refusal" => return crate::eval_refusal::run(&a),
+        "constitution" => return crate::eval_constitution::run(&a),
+        _ => {}
+    }
     let cfg = a.out.config_or(|| Config {
         model: a.model.source(),
         task: a.task.clone(),

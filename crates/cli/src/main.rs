@@ -31,6 +31,8 @@ mod cmd_toy_superposition;
 mod cmd_toy_whispers;
 mod cmd_trace;
 mod cmd_w2s;
+mod eval_constitution;
+mod eval_refusal;
 mod exec;
 mod ui;
 

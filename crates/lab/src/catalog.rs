@@ -96,6 +96,8 @@ catalog! {
     W2s => w2s,
     Finetune => finetune,
     Eval => eval,
+    EvalRefusal => eval_refusal,
+    EvalConstitution => eval_constitution,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,

@@ -35,6 +35,8 @@ pub mod ablate;
 pub mod compose;
 pub mod diff;
 pub mod eval;
+pub mod eval_constitution;
+pub mod eval_refusal;
 pub mod finetune;
 pub mod grokking;
 pub mod heads;
