@@ -45,7 +45,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         "  pooled over phrasings: {:.3} ± {:.3} (s.e. clustered by request; naive {:.3})",
         r.pooled.rate, r.pooled.stderr_clustered, r.pooled.stderr_naive
     );
-    println!("over-refusal on benign look-alikes: {}", r.over_refusal.refusal.show());
+    println!(
+        "over-refusal on benign look-alikes: {}",
+        r.over_refusal.refusal.show()
+    );
     println!(
         "classifier on known answers: FPR {}, FNR {}",
         r.classifier.false_positive.show(),

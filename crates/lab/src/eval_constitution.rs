@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval_refusal::{
     agreement, check_judge, classifier_check, clip, grade_harm, harmful_sample, judge_model,
-    models_with_judge, plain_until, render_classifier, render_judge, ClassifierCheck,
-    JudgeSummary, MeanCi, Rate, SampledRequest, N_BOOT, SETS,
+    models_with_judge, plain_until, render_classifier, render_judge, ClassifierCheck, JudgeSummary,
+    MeanCi, Rate, SampledRequest, N_BOOT, SETS,
 };
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
@@ -78,8 +78,7 @@ pub fn constitution() -> anyhow::Result<Constitution> {
 /// example's principle in range.
 pub fn parse_constitution(text: &str) -> anyhow::Result<Constitution> {
     let file = "corpus/evals/constitution.json";
-    let c: Constitution =
-        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let c: Constitution = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
     if c.principles.is_empty() {
         anyhow::bail!("{file}: no principles");
     }
@@ -146,7 +145,10 @@ pub fn revision_turns(
     critique: &str,
 ) -> Vec<(String, String)> {
     let mut t = critique_turns(c, request, response);
-    t.push((critique_request(&c.principles[principle]), critique.to_string()));
+    t.push((
+        critique_request(&c.principles[principle]),
+        critique.to_string(),
+    ));
     t
 }
 
@@ -166,6 +168,8 @@ pub struct Config {
     pub seed: u64,
     /// Critique → revision rounds after the initial response.
     pub rounds: usize,
+    /// Worked examples shown before each critique and revision (0: all of the file's).
+    pub max_examples: usize,
     /// New tokens per response, critique and revision (greedy).
     pub max_new_tokens: usize,
     /// Prompts per forward pass.
@@ -183,6 +187,7 @@ impl Default for Config {
             per_set: 20,
             seed: 0,
             rounds: 3,
+            max_examples: 0,
             max_new_tokens: 48,
             batch: 16,
             show: 3,
@@ -283,8 +288,10 @@ impl Experiment for Config {
     fn quick() -> Self {
         Config {
             model: "smollm2-135m".into(),
+            sets: vec!["advbench".into()],
             per_set: 1,
             rounds: 2,
+            max_examples: 1,
             max_new_tokens: 10,
             show: 2,
             ..Default::default()
@@ -295,7 +302,13 @@ impl Experiment for Config {
     }
 }
 
-fn step(c: &RefusalClassifier, round: usize, principle: Option<usize>, critique: Option<String>, g: Generated) -> Step {
+fn step(
+    c: &RefusalClassifier,
+    round: usize,
+    principle: Option<usize>,
+    critique: Option<String>,
+    g: Generated,
+) -> Step {
     let response = g.text.trim().to_string();
     let phrase = c.matched(&response).map(str::to_string);
     Step {
@@ -312,12 +325,19 @@ fn step(c: &RefusalClassifier, round: usize, principle: Option<usize>, critique:
 }
 
 /// Run `eval-constitution`.
-pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+pub fn run(
+    ctx: &Context,
+    cfg: &Config,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
     let m = ctx.model()?;
     let judge_m = judge_model(ctx, &cfg.model, &cfg.judge)?;
     progress.phase("reading the requests");
     let requests = harmful_sample(&cfg.sets, cfg.per_set, cfg.seed)?;
-    let con = constitution()?;
+    let mut con = constitution()?;
+    if cfg.max_examples > 0 {
+        con.examples.truncate(cfg.max_examples);
+    }
     let chat = m.chat.as_ref();
     let until = plain_until(chat.is_some());
     let generator = Generator {
@@ -331,19 +351,28 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         ..Default::default()
     };
     let classifier = RefusalClassifier::default();
-    let gen = |what: &str, prompts: Vec<String>, progress: &mut dyn Progress| -> anyhow::Result<Vec<Generated>> {
+    let gen = |what: &str,
+               prompts: Vec<String>,
+               progress: &mut dyn Progress|
+     -> anyhow::Result<Vec<Generated>> {
         progress.phase(what);
         progress.total(prompts.len() as u64, "prompts");
         let reqs: Vec<GenRequest> = prompts
             .into_iter()
-            .map(|prompt| GenRequest { prompt, until: until.clone() })
+            .map(|prompt| GenRequest {
+                prompt,
+                until: until.clone(),
+            })
             .collect();
         generator
             .generate(&reqs, &opts, &mut |d| progress.position(d as u64))
             .with_context(|| what.to_string())
     };
 
-    let first_prompts: Vec<String> = requests.iter().map(|r| dress(chat, None, &[], &r.text)).collect();
+    let first_prompts: Vec<String> = requests
+        .iter()
+        .map(|r| dress(chat, None, &[], &r.text))
+        .collect();
     let mut example = ExamplePrompts {
         response: first_prompts.first().cloned().unwrap_or_default(),
         critique: String::new(),
@@ -353,7 +382,10 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     let mut traces: Vec<Trace> = initial
         .into_iter()
         .enumerate()
-        .map(|(i, g)| Trace { request: i, steps: vec![step(&classifier, 0, None, None, g)] })
+        .map(|(i, g)| Trace {
+            request: i,
+            steps: vec![step(&classifier, 0, None, None, g)],
+        })
         .collect();
     for round in 1..=cfg.rounds {
         let p = principle_of_round(round, con.principles.len());
@@ -362,26 +394,47 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             .iter()
             .map(|t| {
                 let current = &t.steps.last().expect("round 0 exists").response;
-                dress(chat, None, &critique_turns(&con, &requests[t.request].text, current), &critique_request(principle))
+                dress(
+                    chat,
+                    None,
+                    &critique_turns(&con, &requests[t.request].text, current),
+                    &critique_request(principle),
+                )
             })
             .collect();
         if round == 1 {
             example.critique = critique_prompts.first().cloned().unwrap_or_default();
         }
-        let critiques = gen(&format!("round {round}: critiques ({})", principle.name), critique_prompts, progress)?;
-        let critiques: Vec<String> = critiques.into_iter().map(|g| g.text.trim().to_string()).collect();
+        let critiques = gen(
+            &format!("round {round}: critiques ({})", principle.name),
+            critique_prompts,
+            progress,
+        )?;
+        let critiques: Vec<String> = critiques
+            .into_iter()
+            .map(|g| g.text.trim().to_string())
+            .collect();
         let revision_prompts: Vec<String> = traces
             .iter()
             .zip(&critiques)
             .map(|(t, c)| {
                 let current = &t.steps.last().expect("round 0 exists").response;
-                dress(chat, None, &revision_turns(&con, p, &requests[t.request].text, current, c), &revision_request(principle))
+                dress(
+                    chat,
+                    None,
+                    &revision_turns(&con, p, &requests[t.request].text, current, c),
+                    &revision_request(principle),
+                )
             })
             .collect();
         if round == 1 {
             example.revision = revision_prompts.first().cloned().unwrap_or_default();
         }
-        let revisions = gen(&format!("round {round}: revisions ({})", principle.name), revision_prompts, progress)?;
+        let revisions = gen(
+            &format!("round {round}: revisions ({})", principle.name),
+            revision_prompts,
+            progress,
+        )?;
         for ((t, g), c) in traces.iter_mut().zip(revisions).zip(critiques) {
             t.steps.push(step(&classifier, round, Some(p), Some(c), g));
         }
@@ -402,13 +455,24 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         };
         let pairs: Vec<(String, String)> = traces
             .iter()
-            .flat_map(|t| t.steps.iter().map(|s| (requests[t.request].text.clone(), s.response.clone())))
+            .flat_map(|t| {
+                t.steps
+                    .iter()
+                    .map(|s| (requests[t.request].text.clone(), s.response.clone()))
+            })
             .collect();
         let harm = grade_harm(&judge, &pairs, progress)?;
-        for (s, h) in traces.iter_mut().flat_map(|t| t.steps.iter_mut()).zip(&harm) {
+        for (s, h) in traces
+            .iter_mut()
+            .flat_map(|t| t.steps.iter_mut())
+            .zip(&harm)
+        {
             s.harm = Some(*h);
         }
-        let refused: Vec<bool> = traces.iter().flat_map(|t| t.steps.iter().map(|s| s.refused)).collect();
+        let refused: Vec<bool> = traces
+            .iter()
+            .flat_map(|t| t.steps.iter().map(|s| s.refused))
+            .collect();
         judge_summary = Some(JudgeSummary {
             model: cfg.judge.clone().unwrap_or_default(),
             example_context: pairs
@@ -443,16 +507,31 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             .collect()
     };
     let refused = by_round(&|s| f32::from(u8::from(s.refused)));
-    let harm = r.judge.is_some().then(|| by_round(&|s| s.harm.unwrap_or(f64::NAN) as f32));
-    out.tensor("constitution.safetensors", "refused", Tensor::from_vec(refused, (n_rounds, n), &Device::Cpu)?);
+    let harm = r
+        .judge
+        .is_some()
+        .then(|| by_round(&|s| s.harm.unwrap_or(f64::NAN) as f32));
+    out.tensor(
+        "constitution.safetensors",
+        "refused",
+        Tensor::from_vec(refused, (n_rounds, n), &Device::Cpu)?,
+    );
     if let Some(h) = harm {
-        out.tensor("constitution.safetensors", "harm", Tensor::from_vec(h, (n_rounds, n), &Device::Cpu)?);
+        out.tensor(
+            "constitution.safetensors",
+            "harm",
+            Tensor::from_vec(h, (n_rounds, n), &Device::Cpu)?,
+        );
     }
     Ok(out)
 }
 
 /// Per round: refusal rate, mean harm, and the paired tests against round 0.
-pub fn summarise_rounds(traces: &[Trace], con: &Constitution, rounds: usize) -> anyhow::Result<Vec<RoundSummary>> {
+pub fn summarise_rounds(
+    traces: &[Trace],
+    con: &Constitution,
+    rounds: usize,
+) -> anyhow::Result<Vec<RoundSummary>> {
     let refused = |k: usize| -> Vec<bool> { traces.iter().map(|t| t.steps[k].refused).collect() };
     let harm = |k: usize| -> Option<Vec<f64>> { traces.iter().map(|t| t.steps[k].harm).collect() };
     let mut out = Vec::new();
@@ -465,16 +544,32 @@ pub fn summarise_rounds(traces: &[Trace], con: &Constitution, rounds: usize) -> 
                 (Some(a), Some(b)) => Some(Comparison::continuous(a, &b, N_BOOT, 0.95, k as u64)?),
                 _ => None,
             };
-            (Some(Comparison::binary(&refused(k), &refused(0), N_BOOT, 0.95, k as u64)?), hc)
+            (
+                Some(Comparison::binary(
+                    &refused(k),
+                    &refused(0),
+                    N_BOOT,
+                    0.95,
+                    k as u64,
+                )?),
+                hc,
+            )
         };
         out.push(RoundSummary {
             round: k,
-            principle: (k > 0).then(|| con.principles[principle_of_round(k, con.principles.len())].name.clone()),
+            principle: (k > 0).then(|| {
+                con.principles[principle_of_round(k, con.principles.len())]
+                    .name
+                    .clone()
+            }),
             refusal: Rate::of(&refused(k)),
             harm: h.map(|v| MeanCi::of(&v, k as u64)).transpose()?,
             refusal_vs_round0,
             harm_vs_round0,
-            n_empty: traces.iter().filter(|t| t.steps[k].response.is_empty()).count(),
+            n_empty: traces
+                .iter()
+                .filter(|t| t.steps[k].response.is_empty())
+                .count(),
         });
     }
     Ok(out)
@@ -484,13 +579,48 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     let mut report = Report::new(format!("constitutional critique → revise: {}", cfg.model));
     report.key_values(&[
         ("model", cfg.model.clone()),
-        ("harmful requests", format!("{} ({} per set from {}, seed {})", r.requests.len(), cfg.per_set, cfg.sets.join(", "), cfg.seed)),
-        ("rounds", format!("0 (initial response) and {} critique → revision rounds", cfg.rounds)),
-        ("principles", r.constitution.principles.iter().map(|p| p.name.clone()).collect::<Vec<_>>().join(", ")),
+        (
+            "harmful requests",
+            format!(
+                "{} ({} per set from {}, seed {})",
+                r.requests.len(),
+                cfg.per_set,
+                cfg.sets.join(", "),
+                cfg.seed
+            ),
+        ),
+        (
+            "rounds",
+            format!(
+                "0 (initial response) and {} critique → revision rounds",
+                cfg.rounds
+            ),
+        ),
+        (
+            "principles",
+            r.constitution
+                .principles
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("worked examples", r.constitution.examples.len().to_string()),
-        ("decoding", format!("greedy, at most {} new tokens per response, critique and revision, chat template", cfg.max_new_tokens)),
+        (
+            "decoding",
+            format!(
+                "greedy, at most {} new tokens per response, critique and revision, chat template",
+                cfg.max_new_tokens
+            ),
+        ),
         ("judge", cfg.judge.clone().unwrap_or_else(|| "none".into())),
-        ("classifier FPR / FNR (known answers)", format!("{:.3} / {:.3}", r.classifier.false_positive.rate, r.classifier.false_negative.rate)),
+        (
+            "classifier FPR / FNR (known answers)",
+            format!(
+                "{:.3} / {:.3}",
+                r.classifier.false_positive.rate, r.classifier.false_negative.rate
+            ),
+        ),
     ]);
     report.paragraph(
         "Round 0 is the model's response to the harmful request. In round r ≥ 1 the model is \
@@ -525,7 +655,10 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
             if has_judge {
                 row.push(s.harm.map(|h| h.show()).unwrap_or_default());
                 row.push(match &s.harm_vs_round0 {
-                    Some(x) => format!("{:+.3} [{:+.3}, {:+.3}], p = {:.4}", x.effect, x.ci.0, x.ci.1, x.p_value),
+                    Some(x) => format!(
+                        "{:+.3} [{:+.3}, {:+.3}], p = {:.4}",
+                        x.effect, x.ci.0, x.ci.1, x.p_value
+                    ),
                     None => "—".into(),
                 });
             }
@@ -533,18 +666,31 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
             row
         })
         .collect();
-    let mut header = vec!["round", "principle", "refusal rate [95% CI] (k/n)", "Δ vs round 0 [95% CI]", "p (exact McNemar)", "MDE"];
+    let mut header = vec![
+        "round",
+        "principle",
+        "refusal rate [95% CI] (k/n)",
+        "Δ vs round 0 [95% CI]",
+        "p (exact McNemar)",
+        "MDE",
+    ];
     if has_judge {
         header.push("mean judge harm [95% CI]");
         header.push("Δ harm vs round 0 (paired bootstrap)");
     }
     header.push("empty");
-    report.heading("Refusal and harm per round").table(&header, rows);
+    report
+        .heading("Refusal and harm per round")
+        .table(&header, rows);
     let fig = Figure::Bar(BarChart {
         title: "Refusal rate per round (± 1 s.e.)".into(),
         x_label: "round".into(),
         y_label: "refusal rate".into(),
-        labels: r.rounds.iter().map(|s| format!("round {}", s.round)).collect(),
+        labels: r
+            .rounds
+            .iter()
+            .map(|s| format!("round {}", s.round))
+            .collect(),
         values: r.rounds.iter().map(|s| s.refusal.rate).collect(),
         errors: Some(
             r.rounds
@@ -583,10 +729,15 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
             let verdict = format!(
                 "[refusal: {}{}]",
                 if s.refused { "yes" } else { "no" },
-                s.harm.map(|h| format!("; judge harm {h:.3}")).unwrap_or_default()
+                s.harm
+                    .map(|h| format!("; judge harm {h:.3}"))
+                    .unwrap_or_default()
             );
             match s.principle {
-                None => text.push_str(&format!("\nRound 0 response: {}\n  {verdict}\n", s.response)),
+                None => text.push_str(&format!(
+                    "\nRound 0 response: {}\n  {verdict}\n",
+                    s.response
+                )),
                 Some(p) => {
                     let pr = &r.constitution.principles[p];
                     text.push_str(&format!(
@@ -611,7 +762,11 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         .map(|t| {
             let mut row = vec![clip(&r.requests[t.request].text, 100)];
             row.extend(t.steps.iter().map(|s| {
-                format!("{}{}", if s.refused { "refused" } else { "complied" }, s.harm.map(|h| format!(" ({h:.2})")).unwrap_or_default())
+                format!(
+                    "{}{}",
+                    if s.refused { "refused" } else { "complied" },
+                    s.harm.map(|h| format!(" ({h:.2})")).unwrap_or_default()
+                )
             }));
             row
         })
@@ -642,13 +797,18 @@ mod tests {
 
     #[test]
     fn bad_constitutions_are_named() {
-        let e = parse_constitution("{\"principles\": [], \"examples\": []}").unwrap_err().to_string();
+        let e = parse_constitution("{\"principles\": [], \"examples\": []}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no principles"), "{e}");
         let one = r#"{"principles": [{"name": "a", "critique": "c", "revision": "r"}],
             "examples": [{"principle": 3, "request": "q", "response": "x", "critique": "y", "revision": "z"}]}"#;
         let e = parse_constitution(one).unwrap_err().to_string();
         assert!(e.contains("example 0") && e.contains("principle 3"), "{e}");
-        assert!(parse_constitution("{").unwrap_err().to_string().contains("constitution.json"));
+        assert!(parse_constitution("{")
+            .unwrap_err()
+            .to_string()
+            .contains("constitution.json"));
     }
 
     #[test]
@@ -661,8 +821,16 @@ mod tests {
         Constitution {
             note: String::new(),
             principles: vec![
-                Principle { name: "p0".into(), critique: "C0".into(), revision: "R0".into() },
-                Principle { name: "p1".into(), critique: "C1".into(), revision: "R1".into() },
+                Principle {
+                    name: "p0".into(),
+                    critique: "C0".into(),
+                    revision: "R0".into(),
+                },
+                Principle {
+                    name: "p1".into(),
+                    critique: "C1".into(),
+                    revision: "R1".into(),
+                },
             ],
             examples: vec![WorkedExample {
                 principle: 1,
@@ -697,7 +865,11 @@ mod tests {
             round,
             principle: (round > 0).then_some(0),
             critique: None,
-            response: if refused { "I can't help with that.".into() } else { String::new() },
+            response: if refused {
+                "I can't help with that.".into()
+            } else {
+                String::new()
+            },
             n_tokens: 1,
             finish: "eos".into(),
             refused,
@@ -712,7 +884,10 @@ mod tests {
         let traces: Vec<Trace> = [(false, true), (false, true), (false, true), (true, true)]
             .iter()
             .enumerate()
-            .map(|(i, &(a, b))| Trace { request: i, steps: vec![s(0, a, 0.8), s(1, b, 0.2)] })
+            .map(|(i, &(a, b))| Trace {
+                request: i,
+                steps: vec![s(0, a, 0.8), s(1, b, 0.2)],
+            })
             .collect();
         let r = summarise_rounds(&traces, &toy(), 1).unwrap();
         assert_eq!(r.len(), 2);

@@ -108,8 +108,17 @@ impl Phrasing {
     }
 
     /// The prompt the model reads, dressed with its chat template (or the plain fallback).
-    pub fn prompt(&self, chat: Option<&interplab_core::tokenizer::ChatTemplate>, request: &str) -> String {
-        dress(chat, self.system.as_deref(), &self.turns, &self.message(request))
+    pub fn prompt(
+        &self,
+        chat: Option<&interplab_core::tokenizer::ChatTemplate>,
+        request: &str,
+    ) -> String {
+        dress(
+            chat,
+            self.system.as_deref(),
+            &self.turns,
+            &self.message(request),
+        )
     }
 }
 
@@ -212,7 +221,11 @@ pub fn sample_requests(
 }
 
 /// The config's sets, loaded and sampled.
-pub fn harmful_sample(sets: &[String], per_set: usize, seed: u64) -> anyhow::Result<Vec<SampledRequest>> {
+pub fn harmful_sample(
+    sets: &[String],
+    per_set: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<SampledRequest>> {
     let mut loaded = Vec::new();
     for s in sets {
         loaded.push((s.clone(), load_set(s)?));
@@ -309,7 +322,11 @@ pub fn agreement(refused: &[bool], harm: &[f64]) -> Agreement {
             .filter(|&(&a, &b)| a == r && b == h)
             .count()
     };
-    let agree: Vec<bool> = refused.iter().zip(&harmful).map(|(&r, &h)| r != h).collect();
+    let agree: Vec<bool> = refused
+        .iter()
+        .zip(&harmful)
+        .map(|(&r, &h)| r != h)
+        .collect();
     let mean_where = |want: bool| {
         let v: Vec<f64> = refused
             .iter()
@@ -488,7 +505,11 @@ pub fn models_with_judge(model: &str, judge: &Option<String>) -> Vec<String> {
 }
 
 /// The loaded judge model (`ctx.model_at(1)`, or the model itself when the judge is it).
-pub fn judge_model<'c>(ctx: &'c Context, model: &str, judge: &Option<String>) -> anyhow::Result<Option<&'c LoadedModel>> {
+pub fn judge_model<'c>(
+    ctx: &'c Context,
+    model: &str,
+    judge: &Option<String>,
+) -> anyhow::Result<Option<&'c LoadedModel>> {
     Ok(match judge {
         None => None,
         Some(j) if j == model => Some(ctx.model()?),
@@ -573,7 +594,10 @@ impl Experiment for Config {
                         all.iter().any(|x| &x.name == name),
                         format!(
                             "unknown phrasing {name:?} (known: {})",
-                            all.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+                            all.iter()
+                                .map(|x| x.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     );
                 }
@@ -629,7 +653,11 @@ fn classify(c: &RefusalClassifier, request: usize, g: Generated) -> Response {
 }
 
 /// Run `eval-refusal`.
-pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+pub fn run(
+    ctx: &Context,
+    cfg: &Config,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
     let m = ctx.model()?;
     let judge_m = judge_model(ctx, &cfg.model, &cfg.judge)?;
     progress.phase("reading the requests");
@@ -669,7 +697,8 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     };
     progress.phase("generating responses");
     progress.total(gen_requests.len() as u64, "responses");
-    let generated = generator.generate(&gen_requests, &opts, &mut |d| progress.position(d as u64))?;
+    let generated =
+        generator.generate(&gen_requests, &opts, &mut |d| progress.position(d as u64))?;
     let classifier = RefusalClassifier::default();
     let n = requests.len();
     let mut generated = generated.into_iter();
@@ -700,7 +729,10 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         };
         let pairs: Vec<(String, String)> = per_phrasing
             .iter()
-            .flat_map(|rs| rs.iter().map(|r| (requests[r.request].text.clone(), r.text.clone())))
+            .flat_map(|rs| {
+                rs.iter()
+                    .map(|r| (requests[r.request].text.clone(), r.text.clone()))
+            })
             .collect();
         let harm = grade_harm(&judge, &pairs, progress)?;
         for (r, h) in per_phrasing.iter_mut().flatten().zip(&harm) {
@@ -769,8 +801,16 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             phrasing: p.phrasing.name.clone(),
             refusal: Comparison::binary(&refused, &direct_refused, N_BOOT, 0.95, k as u64)?,
             harm,
-            n_broken: direct_refused.iter().zip(&refused).filter(|&(&d, &r)| d && !r).count(),
-            n_gained: direct_refused.iter().zip(&refused).filter(|&(&d, &r)| !d && r).count(),
+            n_broken: direct_refused
+                .iter()
+                .zip(&refused)
+                .filter(|&(&d, &r)| d && !r)
+                .count(),
+            n_gained: direct_refused
+                .iter()
+                .zip(&refused)
+                .filter(|&(&d, &r)| !d && r)
+                .count(),
         });
     }
     let mut all_flags = Vec::new();
@@ -870,7 +910,12 @@ pub fn render_classifier(report: &mut Report, c: &ClassifierCheck) {
         .iter()
         .map(|e| {
             vec![
-                if e.refusal { "refusal (missed)" } else { "compliant (read as refusal)" }.into(),
+                if e.refusal {
+                    "refusal (missed)"
+                } else {
+                    "compliant (read as refusal)"
+                }
+                .into(),
                 clip(&e.text, 160),
                 e.note.clone(),
             ]
@@ -898,8 +943,16 @@ pub fn render_judge(report: &mut Report, j: &JudgeSummary) {
     report.table(
         &["classifier \\ judge", "not harmful", "harmful"],
         vec![
-            vec!["refused".into(), a.refused_not_harmful.to_string(), a.refused_harmful.to_string()],
-            vec!["complied".into(), a.complied_not_harmful.to_string(), a.complied_harmful.to_string()],
+            vec![
+                "refused".into(),
+                a.refused_not_harmful.to_string(),
+                a.refused_harmful.to_string(),
+            ],
+            vec![
+                "complied".into(),
+                a.complied_not_harmful.to_string(),
+                a.complied_harmful.to_string(),
+            ],
         ],
     );
     report.paragraph(format!(
@@ -917,12 +970,33 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     let mut report = Report::new(format!("refusal: {}", cfg.model));
     report.key_values(&[
         ("model", cfg.model.clone()),
-        ("harmful requests", format!("{} ({} per set from {}, seed {})", r.requests.len(), cfg.per_set, cfg.sets.join(", "), cfg.seed)),
+        (
+            "harmful requests",
+            format!(
+                "{} ({} per set from {}, seed {})",
+                r.requests.len(),
+                cfg.per_set,
+                cfg.sets.join(", "),
+                cfg.seed
+            ),
+        ),
         ("phrasings", r.phrasings.len().to_string()),
         ("benign requests", r.over_refusal.requests.len().to_string()),
-        ("decoding", format!("greedy, at most {} new tokens, chat template", cfg.max_new_tokens)),
+        (
+            "decoding",
+            format!(
+                "greedy, at most {} new tokens, chat template",
+                cfg.max_new_tokens
+            ),
+        ),
         ("judge", cfg.judge.clone().unwrap_or_else(|| "none".into())),
-        ("classifier FPR / FNR (known answers)", format!("{:.3} / {:.3}", r.classifier.false_positive.rate, r.classifier.false_negative.rate)),
+        (
+            "classifier FPR / FNR (known answers)",
+            format!(
+                "{:.3} / {:.3}",
+                r.classifier.false_positive.rate, r.classifier.false_negative.rate
+            ),
+        ),
     ]);
     report.paragraph(
         "Each harmful request is put to the model in every phrasing; each response is \
@@ -936,7 +1010,15 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     );
     let d = &r.phrasings[0];
     let mut rows = vec![{
-        let mut row = vec![d.phrasing.name.clone(), d.phrasing.family.clone(), d.refusal.show(), "—".into(), "—".into(), "—".into(), "—".into()];
+        let mut row = vec![
+            d.phrasing.name.clone(),
+            d.phrasing.family.clone(),
+            d.refusal.show(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ];
         if let Some(h) = &d.harm {
             row.push(h.show());
         }
@@ -958,11 +1040,21 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         }
         rows.push(row);
     }
-    let mut header = vec!["phrasing", "family", "refusal rate [95% CI] (k/n)", "Δ vs direct [95% CI]", "p (exact McNemar)", "MDE", "broken / gained"];
+    let mut header = vec![
+        "phrasing",
+        "family",
+        "refusal rate [95% CI] (k/n)",
+        "Δ vs direct [95% CI]",
+        "p (exact McNemar)",
+        "MDE",
+        "broken / gained",
+    ];
     if r.judge.is_some() {
         header.push("mean judge harm [95% CI]");
     }
-    report.heading("Refusal rate per phrasing").table(&header, rows);
+    report
+        .heading("Refusal rate per phrasing")
+        .table(&header, rows);
     if r.judge.is_some() {
         report.paragraph(
             "Judge harm per phrasing against direct (paired bootstrap of the per-request \
@@ -972,7 +1064,11 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         let rows = r
             .comparisons
             .iter()
-            .filter_map(|c| c.harm.as_ref().map(|h| vec![c.phrasing.clone(), h.to_string()]))
+            .filter_map(|c| {
+                c.harm
+                    .as_ref()
+                    .map(|h| vec![c.phrasing.clone(), h.to_string()])
+            })
             .collect();
         report.table(&["phrasing", "harm: phrasing − direct"], rows);
     }
@@ -980,7 +1076,11 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         title: "Refusal rate per phrasing (± 1 s.e.)".into(),
         x_label: "refusal rate".into(),
         y_label: "phrasing".into(),
-        labels: r.phrasings.iter().map(|p| p.phrasing.name.clone()).collect(),
+        labels: r
+            .phrasings
+            .iter()
+            .map(|p| p.phrasing.name.clone())
+            .collect(),
         values: r.phrasings.iter().map(|p| p.refusal.rate).collect(),
         errors: Some(
             r.phrasings
@@ -1021,7 +1121,17 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         format!("{:.3}", r.pooled.stderr_naive),
         format!("{:.3}", r.pooled.stderr_clustered),
     ]);
-    report.table(&["set", "requests", "direct refusal [95% CI]", "pooled over phrasings", "s.e. (naive)", "s.e. (clustered by request)"], rows);
+    report.table(
+        &[
+            "set",
+            "requests",
+            "direct refusal [95% CI]",
+            "pooled over phrasings",
+            "s.e. (naive)",
+            "s.e. (clustered by request)",
+        ],
+        rows,
+    );
     let mut header = vec!["phrasing".to_string()];
     header.extend(r.sets.iter().map(|s| s.set.clone()));
     let rows = r
@@ -1069,8 +1179,15 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     }
 
     report.heading("Transcripts");
-    for (p, c) in r.phrasings.iter().zip(std::iter::once(None).chain(r.comparisons.iter().map(Some))) {
-        report.heading(format!("Phrasing: {} ({})", p.phrasing.name, p.phrasing.family));
+    for (p, c) in r
+        .phrasings
+        .iter()
+        .zip(std::iter::once(None).chain(r.comparisons.iter().map(Some)))
+    {
+        report.heading(format!(
+            "Phrasing: {} ({})",
+            p.phrasing.name, p.phrasing.family
+        ));
         if !p.phrasing.note.is_empty() {
             report.paragraph(p.phrasing.note.clone());
         }
@@ -1097,7 +1214,15 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
                     requests_label(&r.requests[x.request]),
                     clip(&x.text, 300),
                     x.phrase.clone().unwrap_or_else(|| "—".into()),
-                    if c.is_some() { if d.responses[i].refused { "yes".into() } else { "no".into() } } else { "—".into() },
+                    if c.is_some() {
+                        if d.responses[i].refused {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        }
+                    } else {
+                        "—".into()
+                    },
                 ];
                 if let Some(h) = x.harm {
                     row.push(format!("{h:.3}"));
@@ -1126,7 +1251,13 @@ mod tests {
     fn project_phrasings_parse_and_cover_the_families() {
         let all = phrasings().unwrap();
         assert_eq!(all[0].name, "direct");
-        for fam in ["direct", "hypothetical", "role_play", "few_shot", "jailbreak"] {
+        for fam in [
+            "direct",
+            "hypothetical",
+            "role_play",
+            "few_shot",
+            "jailbreak",
+        ] {
             assert!(all.iter().any(|p| p.family == fam), "{fam}");
         }
         assert!(all.iter().filter(|p| p.family == "jailbreak").count() >= 3);
@@ -1146,9 +1277,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("phrasing 2") && e.contains("bad"), "{e}");
-        let e = parse_phrasings("{\"name\": \"a\", \"family\": \"x\", \"template\": \"{request}\"}\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse_phrasings("{\"name\": \"a\", \"family\": \"x\", \"template\": \"{request}\"}\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("direct"), "{e}");
         let e = parse_phrasings("{\"name\": 1}\n").unwrap_err().to_string();
         assert!(e.contains("refusal_phrasings.jsonl:1"), "{e}");
@@ -1160,7 +1292,10 @@ mod tests {
         let names = vec![all[3].name.clone(), all[1].name.clone()];
         let c = chosen_phrasings(&all, &names);
         let got: Vec<&str> = c.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(got, vec!["direct", all[1].name.as_str(), all[3].name.as_str()]);
+        assert_eq!(
+            got,
+            vec!["direct", all[1].name.as_str(), all[3].name.as_str()]
+        );
         assert_eq!(chosen_phrasings(&all, &[]).len(), all.len());
     }
 
@@ -1186,7 +1321,10 @@ mod tests {
             (
                 name.to_string(),
                 (0..n)
-                    .map(|i| HarmfulRequest { set: name.into(), text: format!("{name} {i}") })
+                    .map(|i| HarmfulRequest {
+                        set: name.into(),
+                        text: format!("{name} {i}"),
+                    })
                     .collect::<Vec<_>>(),
             )
         };
@@ -1194,7 +1332,8 @@ mod tests {
         let s = sample_requests(&sets, 5, 7);
         assert_eq!(s.len(), 7);
         assert_eq!(s.iter().filter(|r| r.set == "b").count(), 2);
-        let a: std::collections::BTreeSet<usize> = s.iter().filter(|r| r.set == "a").map(|r| r.index).collect();
+        let a: std::collections::BTreeSet<usize> =
+            s.iter().filter(|r| r.set == "a").map(|r| r.index).collect();
         assert_eq!(a.len(), 5);
         assert_eq!(sample_requests(&sets, 5, 7), s);
         assert_ne!(sample_requests(&sets, 5, 8), s);
@@ -1211,7 +1350,12 @@ mod tests {
         // p_e = 0.5, kappa = 0.4.
         let mut a = Vec::new();
         let mut b = Vec::new();
-        for (x, y, n) in [(true, true, 20), (true, false, 5), (false, true, 10), (false, false, 15)] {
+        for (x, y, n) in [
+            (true, true, 20),
+            (true, false, 5),
+            (false, true, 10),
+            (false, false, 15),
+        ] {
             for _ in 0..n {
                 a.push(x);
                 b.push(y);
@@ -1227,7 +1371,12 @@ mod tests {
         let harm = [0.1, 0.9, 0.8, 0.2, 0.7];
         let a = agreement(&refused, &harm);
         assert_eq!(
-            (a.refused_not_harmful, a.refused_harmful, a.complied_not_harmful, a.complied_harmful),
+            (
+                a.refused_not_harmful,
+                a.refused_harmful,
+                a.complied_not_harmful,
+                a.complied_harmful
+            ),
             (1, 1, 1, 2)
         );
         assert_eq!(a.agreement.k, 3);
@@ -1254,7 +1403,10 @@ mod tests {
         let mut p = Problems::new("x");
         check_judge(&mut p, &Some("/no/such/judge.gguf".into()));
         let e = p.finish().unwrap_err().to_string();
-        assert!(e.contains("judge") && e.contains("/no/such/judge.gguf"), "{e}");
+        assert!(
+            e.contains("judge") && e.contains("/no/such/judge.gguf"),
+            "{e}"
+        );
         assert_eq!(models_with_judge("m", &Some("m".into())), vec!["m"]);
         assert_eq!(models_with_judge("m", &Some("j".into())), vec!["m", "j"]);
         assert_eq!(models_with_judge("m", &None), vec!["m"]);

@@ -1,4 +1,5 @@
-//! `eval-constitution` through the lab: the quick run (one request per set, two critique →
+//! `eval-constitution` through the lab: the quick run (one AdvBench request, one worked
+//! example, two critique →
 //! revision rounds, the model as its own judge) writes a run in which every request has a
 //! transcript through every round, and a judge that cannot be loaded is refused before
 //! anything is written.
@@ -23,13 +24,16 @@ fn quick_constitution_has_transcripts_through_every_round() {
     );
     let r = &first.outcome.results;
     let n = r["requests"].as_array().unwrap().len();
-    assert_eq!(n, 3);
+    assert_eq!(n, 1);
     let k = r["constitution"]["principles"].as_array().unwrap().len();
     let rounds = r["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 3, "round 0 and two revision rounds");
     for (i, s) in rounds.iter().enumerate() {
         assert_eq!(s["round"], i);
-        let (kr, nr) = (s["refusal"]["k"].as_u64().unwrap(), s["refusal"]["n"].as_u64().unwrap());
+        let (kr, nr) = (
+            s["refusal"]["k"].as_u64().unwrap(),
+            s["refusal"]["n"].as_u64().unwrap(),
+        );
         assert!(kr <= nr && nr as usize == n);
         let rate = s["refusal"]["rate"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate));
@@ -40,7 +44,9 @@ fn quick_constitution_has_transcripts_through_every_round() {
         } else {
             assert_eq!(s["refusal_vs_round0"]["test"], "exact McNemar");
             assert_eq!(s["harm_vs_round0"]["test"], "paired bootstrap");
-            let name = r["constitution"]["principles"][(i - 1) % k]["name"].as_str().unwrap();
+            let name = r["constitution"]["principles"][(i - 1) % k]["name"]
+                .as_str()
+                .unwrap();
             assert_eq!(s["principle"], name);
         }
     }
@@ -61,9 +67,20 @@ fn quick_constitution_has_transcripts_through_every_round() {
     }
     // The revision prompt holds the worked examples, the request and the critique request.
     let rev = r["example_prompts"]["revision"].as_str().unwrap();
-    assert_eq!(rev.matches("Revision request:").count(), 1 + r["constitution"]["examples"].as_array().unwrap().len());
+    assert_eq!(
+        rev.matches("Revision request:").count(),
+        1 + r["constitution"]["examples"].as_array().unwrap().len()
+    );
     let html = std::fs::read_to_string(first.dir.join("report.html")).unwrap();
-    for needle in ["Transcripts", "Round 0 response", "Round 2", "Critique:", "Revision:", "known error rates", "Judge: smollm2-135m"] {
+    for needle in [
+        "Transcripts",
+        "Round 0 response",
+        "Round 2",
+        "Critique:",
+        "Revision:",
+        "known error rates",
+        "Judge: smollm2-135m",
+    ] {
         assert!(html.contains(needle), "{needle} not in the report");
     }
     assert!(first.dir.join("constitution.safetensors").is_file());
@@ -78,7 +95,10 @@ fn a_judge_that_cannot_be_loaded_is_refused_before_any_work() {
         }
         .into(),
     );
-    assert!(e.contains("judge") && e.contains("no-such-judge-model"), "{e}");
+    assert!(
+        e.contains("judge") && e.contains("no-such-judge-model"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -52,7 +52,12 @@ fn quick_refusal_eval_writes_a_run_that_hangs_together() {
             assert!(x["n_tokens"].as_u64().unwrap() <= 8);
         }
         // Per set counts add up to the phrasing's.
-        let ks: u64 = p["by_set"].as_array().unwrap().iter().map(|s| rate_ok(&s[1]).0).sum();
+        let ks: u64 = p["by_set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| rate_ok(&s[1]).0)
+            .sum();
         assert_eq!(ks, k);
     }
     let comparisons = r["comparisons"].as_array().unwrap();
@@ -64,21 +69,38 @@ fn quick_refusal_eval_writes_a_run_that_hangs_together() {
         assert_eq!(c["harm"]["test"], "paired bootstrap");
     }
     let pooled = &r["pooled"];
-    assert_eq!(pooled["n"].as_u64().unwrap() as usize, phrasings.len() * requests.len());
+    assert_eq!(
+        pooled["n"].as_u64().unwrap() as usize,
+        phrasings.len() * requests.len()
+    );
     assert_eq!(pooled["n_clusters"], 3);
     let rate = pooled["rate"].as_f64().unwrap();
-    assert!((rate - total_refused as f64 / (phrasings.len() * requests.len()) as f64).abs() < 1e-12);
+    assert!(
+        (rate - total_refused as f64 / (phrasings.len() * requests.len()) as f64).abs() < 1e-12
+    );
     let (_, n_benign) = rate_ok(&r["over_refusal"]["refusal"]);
     assert_eq!(n_benign, 3);
     let a = &r["judge"]["agreement"];
-    let cells: u64 = ["refused_not_harmful", "refused_harmful", "complied_not_harmful", "complied_harmful"]
-        .iter()
-        .map(|c| a[c].as_u64().unwrap())
-        .sum();
+    let cells: u64 = [
+        "refused_not_harmful",
+        "refused_harmful",
+        "complied_not_harmful",
+        "complied_harmful",
+    ]
+    .iter()
+    .map(|c| a[c].as_u64().unwrap())
+    .sum();
     assert_eq!(cells as usize, phrasings.len() * requests.len());
     assert!(r["classifier"]["rates"]["n_refusals"].as_u64().unwrap() >= 20);
     let html = std::fs::read_to_string(first.dir.join("report.html")).unwrap();
-    for needle in ["Transcripts", "Phrasing: direct", "Over-refusal", "known error rates", "Judge: smollm2-135m", "exact McNemar"] {
+    for needle in [
+        "Transcripts",
+        "Phrasing: direct",
+        "Over-refusal",
+        "known error rates",
+        "Judge: smollm2-135m",
+        "exact McNemar",
+    ] {
         assert!(html.contains(needle), "{needle} not in the report");
     }
     for f in ["refusal.svg", "refusal.safetensors"] {
@@ -95,7 +117,10 @@ fn a_judge_that_cannot_be_loaded_is_refused_before_any_work() {
         }
         .into(),
     );
-    assert!(e.contains("judge") && e.contains("/no/such/judge.gguf"), "{e}");
+    assert!(
+        e.contains("judge") && e.contains("/no/such/judge.gguf"),
+        "{e}"
+    );
     // A file that exists but is no model fails at loading, before any generation.
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("judge.gguf");
