@@ -12,7 +12,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// A built-in task (truthfulqa_mc1, hhh_alignment), a harness YAML task file, or an agenda
-    /// study: password, sycophancy, sensitivity.
+    /// study: framing, persona, refusal, password, sycophancy, sensitivity, constitution.
     #[arg(long, default_value_t = Config::default().task)]
     task: String,
     /// Shots, one variant each (comma-separated; default: the task's num_fewshot).
@@ -30,7 +30,7 @@ pub struct EvalArgs {
     /// Score the first N items only (0: all).
     #[arg(long, default_value_t = Config::default().limit)]
     pub limit: usize,
-    /// Continuations per forward pass.
+    /// Continuations (or generations) per forward pass.
     #[arg(long, default_value_t = Config::default().batch)]
     pub batch: usize,
     /// Put BOS in front (default: as the harness, for Gemma only).
@@ -39,6 +39,18 @@ pub struct EvalArgs {
     /// Seed of the sampler (generate_until tasks that sample).
     #[arg(long, default_value_t = Config::default().seed)]
     pub seed: u64,
+    /// Agenda studies: a judge model grading the harm of each response.
+    #[arg(long)]
+    pub judge: Option<String>,
+    /// Agenda studies: harmful requests sampled from each set (default: the study's).
+    #[arg(long)]
+    pub per_set: Option<usize>,
+    /// Agenda studies: new tokens per generation (default: the study's).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// constitution: critique → revision rounds after the initial response.
+    #[arg(long)]
+    pub rounds: Option<usize>,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -49,6 +61,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         "password" => return crate::eval_password::run(&a),
         "sycophancy" => return crate::eval_sycophancy::run(&a),
         "sensitivity" => return crate::eval_sensitivity::run(&a),
+        "refusal" => return crate::eval_refusal::run(&a),
+        "constitution" => return crate::eval_constitution::run(&a),
         _ => {}
     }
     let cfg = a.out.config_or(|| Config {

@@ -99,6 +99,8 @@ catalog! {
     EvalPassword => eval_password,
     EvalSycophancy => eval_sycophancy,
     EvalSensitivity => eval_sensitivity,
+    EvalRefusal => eval_refusal,
+    EvalConstitution => eval_constitution,
     ToySuperposition => superposition,
     ToyGrokking => grokking,
     ToyInduction => induction,
