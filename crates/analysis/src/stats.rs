@@ -449,6 +449,16 @@ pub fn binary_difference_sd(discordant_rate: f64) -> f64 {
     }
 }
 
+/// The discordant rate the MDE of a paired binary comparison plans with: the observed share
+/// of disagreeing items, floored at 3/n (the rule-of-three 95% upper bound when none
+/// disagree), so that a sample with no disagreements does not report an MDE of 0.
+pub fn planning_discordant_rate(discordant: u64, n: usize) -> f64 {
+    if n == 0 {
+        return f64::NAN;
+    }
+    (discordant as f64 / n as f64).max((3.0 / n as f64).min(1.0))
+}
+
 /// The discordant rate of two binary conditions with success rates `rate_a` and `rate_b` if
 /// their outcomes were independent across items: p_a(1 − p_b) + p_b(1 − p_a). For planning
 /// when only the two rates are known; conditions scored on the same items are usually
@@ -497,7 +507,7 @@ impl Comparison {
     /// Binary outcomes (correct or not) of conditions `a` and `b` on the same items: the exact
     /// McNemar test ([`mcnemar_exact`]), with the continuity-corrected chi-square alongside, a
     /// [`paired_bootstrap`] percentile interval of the difference of rates, and the MDE with
-    /// the observed discordant rate ([`binary_difference_sd`]).
+    /// the discordant rate [`planning_discordant_rate`] (the observed one, at least 3/n).
     pub fn binary(
         a: &[bool],
         b: &[bool],
@@ -526,7 +536,7 @@ impl Comparison {
             }],
             mde: minimum_detectable_effect(
                 n,
-                binary_difference_sd((only_a + only_b) as f64 / n as f64),
+                binary_difference_sd(planning_discordant_rate(only_a + only_b, n)),
                 MDE_ALPHA,
                 MDE_POWER,
             ),

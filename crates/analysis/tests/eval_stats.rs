@@ -401,3 +401,15 @@ fn minimum_detectable_effect_matches_scipy_and_statsmodels() {
     assert!(close(normal_quantile(0.975), f(&r["z_975"]), 1e-15));
     assert!(close(normal_quantile(0.8), f(&r["z_80"]), 1e-15));
 }
+
+#[test]
+fn mde_with_no_disagreements_plans_with_the_rule_of_three() {
+    // Every item agrees: the observed discordant rate is 0, which would claim any effect is
+    // detectable. The MDE plans with 3/n instead.
+    let a = vec![false; 30];
+    let c = Comparison::binary(&a, &a, 200, 0.95, 1).unwrap();
+    assert_eq!(c.p_value, 1.0);
+    let want = minimum_detectable_effect(30, (3.0f64 / 30.0).sqrt(), 0.05, 0.8);
+    assert!(close(c.mde, want, 1e-15), "{} vs {want}", c.mde);
+    assert!(c.mde > 0.1);
+}

@@ -208,6 +208,8 @@ pub const REFUSAL_PHRASES: &[&str] = &[
     "against my guidelines",
     "against my programming",
     "i refuse to",
+    "i'm not equipped to",
+    "i am not equipped to",
     "i can not ",
 ];
 
