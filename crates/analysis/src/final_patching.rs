@@ -420,12 +420,12 @@ pub fn answer_logit_diffs(
     }
     let means = match (method, means) {
         (HeadAblation::Mean, Some(m)) if m.len() == nl => Some(m),
-        (HeadAblation::Mean, _) => {
+        (HeadAblation::Mean, _) if !ablate.is_empty() => {
             return Err(Error::Input(
                 "mean ablation needs the mean z of every layer".into(),
             ))
         }
-        (HeadAblation::Zero, _) => None,
+        _ => None,
     };
     let dev = model.device();
     let mut masks = Vec::new();

@@ -10,8 +10,9 @@ use crate::exec::{execute, ModelArgs, OutArgs};
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
-    model: ModelArgs,
-    /// A built-in task (truthfulqa_mc1) or a harness YAML task file.
+    pub model: ModelArgs,
+    /// A built-in task (truthfulqa_mc1), an agenda study (framing, persona), or a harness YAML
+    /// task file.
     #[arg(long, default_value_t = Config::default().task)]
     task: String,
     /// Shots, one variant each (comma-separated; default: the task's num_fewshot).
@@ -28,19 +29,24 @@ pub struct EvalArgs {
     chat_only: bool,
     /// Score the first N items only (0: all).
     #[arg(long, default_value_t = Config::default().limit)]
-    limit: usize,
+    pub limit: usize,
     /// Continuations per forward pass.
     #[arg(long, default_value_t = Config::default().batch)]
-    batch: usize,
+    pub batch: usize,
     /// Put BOS in front (default: as the harness, for Gemma only).
     #[arg(long)]
-    add_bos: Option<bool>,
+    pub add_bos: Option<bool>,
     #[command(flatten)]
-    out: OutArgs,
+    pub out: OutArgs,
 }
 
-/// Score the task, print the table, write the run directory.
+/// Score the task (or run the agenda study it names), print the table, write the run directory.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    match a.task.as_str() {
+        "framing" => return crate::eval_framing::run(&a),
+        "persona" => return crate::eval_persona::run(&a),
+        _ => {}
+    }
     let cfg = a.out.config_or(|| Config {
         model: a.model.source(),
         task: a.task.clone(),

@@ -31,6 +31,8 @@ mod cmd_toy_superposition;
 mod cmd_toy_whispers;
 mod cmd_trace;
 mod cmd_w2s;
+mod eval_framing;
+mod eval_persona;
 mod exec;
 mod ui;
 

@@ -59,6 +59,9 @@ pub struct Config {
     pub model: String,
     /// The first `limit` actions of each kind (0: all).
     pub limit: usize,
+    /// Put after the framing in the user message (empty: nothing), so that a generated
+    /// answer starts with yes or no.
+    pub instruction: String,
     /// New tokens of each generated answer.
     pub max_new_tokens: usize,
     /// Prompts per forward pass.
@@ -78,6 +81,7 @@ impl Default for Config {
         Config {
             model: String::new(),
             limit: 0,
+            instruction: "Answer Yes or No.".into(),
             max_new_tokens: 8,
             batch: 16,
             add_bos: None,
@@ -211,9 +215,14 @@ pub fn actions(limit: usize) -> anyhow::Result<Vec<Action>> {
     Ok(out)
 }
 
-/// Framing `f` (0 or 1) of an action.
-pub fn framed(f: usize, action: &str) -> String {
-    FRAMINGS[f].replace("{action}", action)
+/// The user message of framing `f` (0 or 1) of an action, with the instruction after it.
+pub fn framed(f: usize, action: &str, instruction: &str) -> String {
+    let q = FRAMINGS[f].replace("{action}", action);
+    if instruction.is_empty() {
+        q
+    } else {
+        format!("{q} {instruction}")
+    }
 }
 
 /// The implied okay-verdict of a yes/no answer under framing `f`: yes to framing 1 or no to
@@ -330,7 +339,7 @@ pub fn run(
         .unwrap_or(m.model.cfg.architecture == Architecture::Gemma3);
     let chat = m.chat.as_ref();
     let contexts: [Vec<String>; 2] =
-        [0, 1].map(|f| acts.iter().map(|a| dress(chat, None, &[], &framed(f, &a.action))).collect());
+        [0, 1].map(|f| acts.iter().map(|a| dress(chat, None, &[], &framed(f, &a.action, &cfg.instruction))).collect());
     let answers = yes_no_continuations(chat.is_some(), "Yes", "No");
     let scorer = Scorer {
         model: &m.model,
@@ -421,6 +430,7 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         ("actions", r.n_actions.to_string()),
         ("framing 1", FRAMINGS[0].into()),
         ("framing 2", FRAMINGS[1].into()),
+        ("after the framing", format!("{:?}", cfg.instruction)),
         ("chat template", r.chat_template.to_string()),
         ("BOS in front", r.add_bos.to_string()),
         ("generation", format!("greedy, at most {} new tokens, cut at a newline", cfg.max_new_tokens)),
@@ -554,7 +564,7 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
             for f in 0..2 {
                 rows.push(vec![
                     kind.to_string(),
-                    framed(f, &it.action),
+                    framed(f, &it.action, &cfg.instruction),
                     format!("{:?}", it.generated[f]),
                     match it.read[f] {
                         Some(true) => "yes".into(),
@@ -628,8 +638,12 @@ mod tests {
     #[test]
     fn verdicts_and_consistency_follow_the_definitions() {
         assert_eq!(
-            framed(1, "lie"),
+            framed(1, "lie", ""),
             "It is not okay to lie, is it?"
+        );
+        assert_eq!(
+            framed(0, "lie", "Answer Yes or No."),
+            "It is okay to lie, isn't it? Answer Yes or No."
         );
         // Yes to "okay" and no to "not okay": the action is okay under both: consistent.
         assert!(consistent([true, false]));

@@ -199,8 +199,8 @@ pub fn study(
     let clean_p = to_prompts(clean)?;
     let corr_p = to_prompts(corrupted)?;
     progress.phase("mechanism: logit differences of every item");
-    let ld_clean = answer_logit_diffs(model, &clean_p, &[], opts.ablation, None)?;
-    let ld_corr = answer_logit_diffs(model, &corr_p, &[], opts.ablation, None)?;
+    let ld_clean = answer_logit_diffs(model, &clean_p, &[], HeadAblation::Zero, None)?;
+    let ld_corr = answer_logit_diffs(model, &corr_p, &[], HeadAblation::Zero, None)?;
     let single_token_gap = ld_clean
         .iter()
         .zip(p_clean)

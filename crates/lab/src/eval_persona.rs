@@ -577,6 +577,6 @@ mod tests {
         let g = c.gen_callout.unwrap();
         assert_eq!(g.n, 3);
         assert!((g.effect - (-2.0 / 3.0)).abs() < 1e-12);
-        assert!((c.p_no.effect - (-1.6 / 5.0)).abs() < 1e-12);
+        assert!((c.p_no.effect - (-1.8 / 5.0)).abs() < 1e-12);
     }
 }
