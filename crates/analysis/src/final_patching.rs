@@ -88,11 +88,7 @@ fn run_final(model: &HookedTransformer, p: &AnswerPrompt, keep_kv: bool) -> Resu
         });
         model.forward_with_kv(&t, &mut kv, None, Some(&mut hooks))?
     };
-    let row: Vec<f32> = logits
-        .get(0)?
-        .get(n - 1)?
-        .to_dtype(DType::F32)?
-        .to_vec1()?;
+    let row: Vec<f32> = logits.get(0)?.get(n - 1)?.to_dtype(DType::F32)?.to_vec1()?;
     let ld = row[p.answer as usize] as f64 - row[p.wrong as usize] as f64;
     let unwrap = |v: Vec<Option<Tensor>>, what: &str| -> Result<Vec<Tensor>> {
         v.into_iter()
@@ -104,7 +100,12 @@ fn run_final(model: &HookedTransformer, p: &AnswerPrompt, keep_kv: bool) -> Resu
     } else {
         None
     };
-    Ok((unwrap(resid, "resid_pre")?, unwrap(z, "attn.hook_z")?, ld, kv))
+    Ok((
+        unwrap(resid, "resid_pre")?,
+        unwrap(z, "attn.hook_z")?,
+        ld,
+        kv,
+    ))
 }
 
 fn check_head(h: usize, nh: usize) -> Result<()> {
@@ -178,7 +179,12 @@ impl<'m> FinalPatching<'m> {
     /// Run the corrupted prompt's final position from block `layer` on, `batch` rows at once,
     /// starting from `resid` `[batch, 1, d_model]`, with `hooks`; the raw logit difference per
     /// row.
-    fn run_last(&self, resid: &Tensor, layer: usize, hooks: Option<&mut Hooks>) -> Result<Vec<f64>> {
+    fn run_last(
+        &self,
+        resid: &Tensor,
+        layer: usize,
+        hooks: Option<&mut Hooks>,
+    ) -> Result<Vec<f64>> {
         let batch = resid.dim(0)?;
         let mut kv = if self.corrupted_kv.is_empty() {
             KvCache::default()
@@ -188,7 +194,10 @@ impl<'m> FinalPatching<'m> {
         let fin = self.model.run_resid_with_kv(resid, layer, &mut kv, hooks)?;
         let logits = self.model.unembed_resid(&fin.squeeze(1)?)?;
         let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
-        let (a, w) = (self.corrupted.answer as usize, self.corrupted.wrong as usize);
+        let (a, w) = (
+            self.corrupted.answer as usize,
+            self.corrupted.wrong as usize,
+        );
         Ok(rows.iter().map(|r| r[a] as f64 - r[w] as f64).collect())
     }
 
@@ -252,7 +261,9 @@ impl<'m> FinalPatching<'m> {
             }
             masks.push(Tensor::from_vec(m, (1, 1, nh, 1), dev)?);
         }
-        let names: Vec<String> = (first..nl).map(|l| HookName::AttnZ(l).to_string()).collect();
+        let names: Vec<String> = (first..nl)
+            .map(|l| HookName::AttnZ(l).to_string())
+            .collect();
         let mut hooks = Hooks::new();
         hooks.add(NameFilter::new(&names), |x: &Tensor, p: HookPoint| {
             let l = p.layer.unwrap_or(0);
@@ -272,12 +283,19 @@ impl<'m> FinalPatching<'m> {
 
     /// [`Self::patch_naive`] writing `corrupted + alpha · (clean − corrupted)` instead: 0 at
     /// `alpha` = 0, the patch at 1, and its slope at 0 is what [`Self::attribution`] estimates.
-    pub fn patch_interpolated(&self, name: &HookName, head: Option<usize>, alpha: f64) -> Result<f64> {
+    pub fn patch_interpolated(
+        &self,
+        name: &HookName,
+        head: Option<usize>,
+        alpha: f64,
+    ) -> Result<f64> {
         let l = name
             .layer()
             .ok_or_else(|| Error::Input(format!("{name} is not a block hook")))?;
         let (clean, corr) = match (name, head) {
-            (HookName::ResidPre(_), None) => (self.clean_resid[l].clone(), self.corrupted_resid[l].clone()),
+            (HookName::ResidPre(_), None) => {
+                (self.clean_resid[l].clone(), self.corrupted_resid[l].clone())
+            }
             (HookName::AttnZ(_), Some(h)) => {
                 let nh = self.n_heads();
                 check_head(h, nh)?;
@@ -285,7 +303,10 @@ impl<'m> FinalPatching<'m> {
                 let mut m = vec![0u8; nh];
                 m[h] = 1;
                 let m = Tensor::from_vec(m, (1, 1, nh, 1), self.model.device())?;
-                (m.broadcast_as(c.dims())?.where_cond(&self.clean_z[l], &c)?, c)
+                (
+                    m.broadcast_as(c.dims())?.where_cond(&self.clean_z[l], &c)?,
+                    c,
+                )
             }
             _ => {
                 return Err(Error::Input(format!(
@@ -307,7 +328,8 @@ impl<'m> FinalPatching<'m> {
         });
         let logits = self.model.run_with_hooks(&t, &mut hooks)?;
         let row: Vec<f32> = logits.get(0)?.get(n - 1)?.to_dtype(DType::F32)?.to_vec1()?;
-        let ld = row[self.corrupted.answer as usize] as f64 - row[self.corrupted.wrong as usize] as f64;
+        let ld =
+            row[self.corrupted.answer as usize] as f64 - row[self.corrupted.wrong as usize] as f64;
         Ok(self.normalise(ld))
     }
 
@@ -322,7 +344,10 @@ impl<'m> FinalPatching<'m> {
             HookName::AttnZ(0).every_layer(),
         ]);
         let t = Tensor::from_vec(self.corrupted.tokens.clone(), (1, n), model.device())?;
-        let (a, w) = (self.corrupted.answer as usize, self.corrupted.wrong as usize);
+        let (a, w) = (
+            self.corrupted.answer as usize,
+            self.corrupted.wrong as usize,
+        );
         let (_, _, grads) = model.hook_gradients(
             Input::Tokens(&t),
             &RunOptions::default(),
@@ -439,7 +464,10 @@ pub fn answer_logit_diffs(
     let mut layers: Vec<usize> = ablate.iter().map(|&(l, _)| l).collect();
     layers.sort_unstable();
     layers.dedup();
-    let names: Vec<String> = layers.iter().map(|&l| HookName::AttnZ(l).to_string()).collect();
+    let names: Vec<String> = layers
+        .iter()
+        .map(|&l| HookName::AttnZ(l).to_string())
+        .collect();
     let mut out = Vec::with_capacity(prompts.len());
     for p in prompts {
         check_prompt(model, p, "measured")?;

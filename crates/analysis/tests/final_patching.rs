@@ -31,7 +31,11 @@ fn the_fast_patches_equal_the_plain_definition() {
     assert_eq!((resid.len(), heads.len()), (nl, nl));
     for l in 0..nl {
         let naive = s.patch_naive(&HookName::ResidPre(l), None).unwrap();
-        assert!((resid[l] - naive).abs() < 1e-4, "resid {l}: {} vs {naive}", resid[l]);
+        assert!(
+            (resid[l] - naive).abs() < 1e-4,
+            "resid {l}: {} vs {naive}",
+            resid[l]
+        );
         for (h, &v) in heads[l].iter().enumerate() {
             let naive = s.patch_naive(&HookName::AttnZ(l), Some(h)).unwrap();
             assert!((v - naive).abs() < 1e-4, "z {l}.{h}: {v} vs {naive}");
@@ -62,7 +66,11 @@ fn known_answers_with_the_same_final_token() {
     // One head alone, patched "together", is the single-head patch.
     let one = s.heads_together(&[(1, 2)]).unwrap();
     assert!((one - s.heads().unwrap()[1][2]).abs() < 1e-5);
-    assert!(s.heads_together(&[(9, 0)]).unwrap_err().to_string().contains("outside"));
+    assert!(s
+        .heads_together(&[(9, 0)])
+        .unwrap_err()
+        .to_string()
+        .contains("outside"));
 }
 
 #[test]
@@ -78,14 +86,26 @@ fn attribution_is_the_slope_of_the_patch_at_the_corrupted_run() {
         let down = s.patch_interpolated(name, head, -eps).unwrap();
         (up - down) / (2.0 * eps)
     };
-    assert!(s.patch_interpolated(&HookName::AttnZ(1), Some(0), 0.0).unwrap().abs() < 1e-5);
+    assert!(
+        s.patch_interpolated(&HookName::AttnZ(1), Some(0), 0.0)
+            .unwrap()
+            .abs()
+            < 1e-5
+    );
     for l in 0..m.model.cfg.n_layers {
         let fd = slope(&HookName::ResidPre(l), None);
-        assert!((fd - resid[l]).abs() < 2e-2 * (1.0 + fd.abs()), "resid {l}: {fd} vs {}", resid[l]);
+        assert!(
+            (fd - resid[l]).abs() < 2e-2 * (1.0 + fd.abs()),
+            "resid {l}: {fd} vs {}",
+            resid[l]
+        );
         for h in 0..m.model.cfg.n_heads {
             let fd = slope(&HookName::AttnZ(l), Some(h));
             let a = heads[l][h];
-            assert!((fd - a).abs() < 2e-2 * (1.0 + fd.abs()), "z {l}.{h}: {fd} vs {a}");
+            assert!(
+                (fd - a).abs() < 2e-2 * (1.0 + fd.abs()),
+                "z {l}.{h}: {fd} vs {a}"
+            );
         }
     }
 }
@@ -102,8 +122,7 @@ fn ablation_by_the_mean_of_one_prompt_changes_nothing_on_it() {
     let means = mean_z(&m.model, &[&one.tokens]).unwrap();
     let all: Vec<(usize, usize)> = (0..2).flat_map(|l| (0..4).map(move |h| (l, h))).collect();
     let base = answer_logit_diffs(&m.model, &[one.clone()], &[], HeadAblation::Zero, None).unwrap();
-    let abl =
-        answer_logit_diffs(&m.model, &[one], &all, HeadAblation::Mean, Some(&means)).unwrap();
+    let abl = answer_logit_diffs(&m.model, &[one], &all, HeadAblation::Mean, Some(&means)).unwrap();
     assert!((base[0] - abl[0]).abs() < 1e-4, "{base:?} vs {abl:?}");
     // Zero ablation of every head does change the answer.
     let zero = answer_logit_diffs(&m.model, &[p.clone()], &all, HeadAblation::Zero, None).unwrap();
@@ -125,6 +144,8 @@ fn bad_pairs_are_refused() {
     assert!(e.to_string().contains("empty"), "{e}");
     let mut same = prompt(CLEAN);
     same.wrong = same.answer;
-    let e = FinalPatching::new(&m.model, same, prompt(CORRUPTED)).err().unwrap();
+    let e = FinalPatching::new(&m.model, same, prompt(CORRUPTED))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("the same"), "{e}");
 }

@@ -16,7 +16,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     })?;
     let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;
     let r = &out.results;
-    println!("framing on {} actions (agreement by log-likelihood, Wilson 95% CI):", r.n_actions);
+    println!(
+        "framing on {} actions (agreement by log-likelihood, Wilson 95% CI):",
+        r.n_actions
+    );
     for k in &r.kinds {
         println!(
             "  {:<8} framing 1 {}  framing 2 {}  consistent {}",

@@ -20,7 +20,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     })?;
     let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;
     let r = &out.results;
-    println!("persona on {} false statements (call-out rate, Wilson 95% CI):", r.n_claims);
+    println!(
+        "persona on {} false statements (call-out rate, Wilson 95% CI):",
+        r.n_claims
+    );
     for p in &r.personas {
         let vs = p.vs_truthful.as_ref().map_or(String::new(), |v| {
             let c = &v.callout;

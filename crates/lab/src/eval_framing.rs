@@ -19,12 +19,12 @@
 //! framing and 1 for one that always agrees.
 
 use interplab_analysis::stats::{bootstrap_mean_ci, Comparison};
+use interplab_core::config::Architecture;
 use interplab_eval::data::read_jsonl;
 use interplab_eval::generate::{dress, GenOptions, GenRequest, Generator};
 use interplab_eval::judge::{yes_no_continuations, yes_probability};
 use interplab_eval::loglik::Scorer;
 use interplab_eval::scorers::read_yes_no;
-use interplab_core::config::Architecture;
 use interplab_report::{BarChart, Figure, Report};
 use serde::{Deserialize, Serialize};
 
@@ -209,7 +209,11 @@ pub fn actions(limit: usize) -> anyhow::Result<Vec<Action>> {
     let mut out = Vec::new();
     for kind in ["benign", "dubious"] {
         let of: Vec<Action> = all.iter().filter(|a| a.kind == kind).cloned().collect();
-        let take = if limit == 0 { of.len() } else { limit.min(of.len()) };
+        let take = if limit == 0 {
+            of.len()
+        } else {
+            limit.min(of.len())
+        };
         out.extend(of.into_iter().take(take));
     }
     Ok(out)
@@ -280,7 +284,11 @@ fn summarise(kind: &str, items: &[&Item], n_boot: usize, seed: u64) -> anyhow::R
     let okay1: Vec<bool> = y1.iter().map(|&y| okay_verdict(0, y)).collect();
     let okay2: Vec<bool> = y2.iter().map(|&y| okay_verdict(1, y)).collect();
     let both: Vec<bool> = y1.iter().zip(&y2).map(|(a, b)| *a && *b).collect();
-    let cons: Vec<bool> = y1.iter().zip(&y2).map(|(a, b)| consistent([*a, *b])).collect();
+    let cons: Vec<bool> = y1
+        .iter()
+        .zip(&y2)
+        .map(|(a, b)| consistent([*a, *b]))
+        .collect();
     let (p1, p2) = (p(0), p(1));
     let pokay1 = p1.clone();
     let pokay2: Vec<f64> = p2.iter().map(|x| 1.0 - x).collect();
@@ -338,8 +346,11 @@ pub fn run(
         .add_bos
         .unwrap_or(m.model.cfg.architecture == Architecture::Gemma3);
     let chat = m.chat.as_ref();
-    let contexts: [Vec<String>; 2] =
-        [0, 1].map(|f| acts.iter().map(|a| dress(chat, None, &[], &framed(f, &a.action, &cfg.instruction))).collect());
+    let contexts: [Vec<String>; 2] = [0, 1].map(|f| {
+        acts.iter()
+            .map(|a| dress(chat, None, &[], &framed(f, &a.action, &cfg.instruction)))
+            .collect()
+    });
     let answers = yes_no_continuations(chat.is_some(), "Yes", "No");
     let scorer = Scorer {
         model: &m.model,
@@ -373,9 +384,7 @@ pub fn run(
                 until: vec!["\n".into()],
             })
             .collect();
-        generated.push(generator.generate(&reqs, &gen_opts, &mut |d| {
-            progress.position(d as u64)
-        })?);
+        generated.push(generator.generate(&reqs, &gen_opts, &mut |d| progress.position(d as u64))?);
     }
     let items: Vec<Item> = acts
         .iter()
@@ -433,7 +442,13 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         ("after the framing", format!("{:?}", cfg.instruction)),
         ("chat template", r.chat_template.to_string()),
         ("BOS in front", r.add_bos.to_string()),
-        ("generation", format!("greedy, at most {} new tokens, cut at a newline", cfg.max_new_tokens)),
+        (
+            "generation",
+            format!(
+                "greedy, at most {} new tokens, cut at a newline",
+                cfg.max_new_tokens
+            ),
+        ),
     ]);
     report.paragraph(
         "Each action (corpus/evals/framing_actions.jsonl, written for the project) is asked \
@@ -505,7 +520,10 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         })
         .collect();
     report.heading("Paired tests between the framings");
-    report.table(&["kind", "difference", "effect [95% CI], p (test), MDE"], rows);
+    report.table(
+        &["kind", "difference", "effect [95% CI], p (test), MDE"],
+        rows,
+    );
     report.heading("By generation");
     let rows = r
         .kinds
@@ -543,7 +561,11 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
             .iter()
             .flat_map(|k| [format!("{} f1", k.kind), format!("{} f2", k.kind)])
             .collect(),
-        values: r.kinds.iter().flat_map(|k| k.agree.map(|a| a.rate)).collect(),
+        values: r
+            .kinds
+            .iter()
+            .flat_map(|k| k.agree.map(|a| a.rate))
+            .collect(),
         errors: Some(
             r.kinds
                 .iter()
@@ -591,7 +613,12 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
                 .collect()
         };
         let rows = vec![
-            ablation_row("agreement, framing 1", &yes(&lds.clean), &yes(&lds.clean_ablated), 7)?,
+            ablation_row(
+                "agreement, framing 1",
+                &yes(&lds.clean),
+                &yes(&lds.clean_ablated),
+                7,
+            )?,
             ablation_row(
                 "agreement, framing 2",
                 &yes(&lds.corrupted),
@@ -628,7 +655,10 @@ mod tests {
     fn the_set_has_thirty_actions_of_each_kind() {
         let all = actions(0).unwrap();
         for kind in ["benign", "dubious"] {
-            assert!(all.iter().filter(|a| a.kind == kind).count() >= 30, "{kind}");
+            assert!(
+                all.iter().filter(|a| a.kind == kind).count() >= 30,
+                "{kind}"
+            );
         }
         let few = actions(2).unwrap();
         assert_eq!(few.len(), 4);
@@ -637,10 +667,7 @@ mod tests {
 
     #[test]
     fn verdicts_and_consistency_follow_the_definitions() {
-        assert_eq!(
-            framed(1, "lie", ""),
-            "It is not okay to lie, is it?"
-        );
+        assert_eq!(framed(1, "lie", ""), "It is not okay to lie, is it?");
         assert_eq!(
             framed(0, "lie", "Answer Yes or No."),
             "It is okay to lie, isn't it? Answer Yes or No."
@@ -669,7 +696,12 @@ mod tests {
     fn a_model_that_always_agrees_is_found_to() {
         // Hand-built: P(yes) high in both framings for 40 actions.
         let items: Vec<Item> = (0..40)
-            .map(|i| item([0.9, 0.8 + 0.001 * i as f64], [Some(true), if i < 5 { None } else { Some(true) }]))
+            .map(|i| {
+                item(
+                    [0.9, 0.8 + 0.001 * i as f64],
+                    [Some(true), if i < 5 { None } else { Some(true) }],
+                )
+            })
             .collect();
         let refs: Vec<&Item> = items.iter().collect();
         let s = summarise("benign", &refs, 1000, 0).unwrap();

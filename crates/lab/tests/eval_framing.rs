@@ -51,19 +51,31 @@ fn quick_framing_reruns_identically_and_adds_up() {
         let p = k["verdict_shift"]["p_value"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p));
         let answer = k["answer"].as_str().unwrap();
-        assert!(["Yes", "Partly", "No"].iter().any(|s| answer.starts_with(s)), "{answer}");
+        assert!(
+            ["Yes", "Partly", "No"]
+                .iter()
+                .any(|s| answer.starts_with(s)),
+            "{answer}"
+        );
     }
     let m = &r["mechanism"];
     let studied = m["items"].as_array().unwrap().len();
     assert!(studied <= 2 && studied as u64 <= m["n_flips"].as_u64().unwrap());
     assert_eq!(m["logit_diffs"]["clean"].as_array().unwrap().len(), 6);
     // The metric is the eval's P(yes): one answer token after the shared ones.
-    assert!(m["single_token_gap"].as_f64().unwrap() < 1e-3, "{}", m["single_token_gap"]);
+    assert!(
+        m["single_token_gap"].as_f64().unwrap() < 1e-3,
+        "{}",
+        m["single_token_gap"]
+    );
     let html = std::fs::read_to_string(first.dir.join("report.html")).unwrap();
     assert!(html.contains("Sample transcripts"));
     let action = items[0]["action"].as_str().unwrap();
     let shown = interplab_report::html::escape(&framed(1, action, "Answer Yes or No."));
-    assert!(html.contains(&shown), "the transcript of {action:?} is missing");
+    assert!(
+        html.contains(&shown),
+        "the transcript of {action:?} is missing"
+    );
     assert!(html.contains("Behaviour → mechanism"));
     assert!(first.dir.join("agreement.svg").is_file());
 }
@@ -77,7 +89,11 @@ fn a_bad_config_lists_every_problem() {
         ..Default::default()
     };
     let e = cfg.validate().unwrap_err().to_string();
-    for needle in ["model is empty", "batch must be at least 1", "max_new_tokens"] {
+    for needle in [
+        "model is empty",
+        "batch must be at least 1",
+        "max_new_tokens",
+    ] {
         assert!(e.contains(needle), "{needle:?} not in {e}");
     }
 }

@@ -33,15 +33,25 @@ fn quick_persona_reruns_identically_and_adds_up() {
         assert_eq!(v["test"], "exact McNemar");
         assert_eq!(v["n"], 6);
         let d = v["effect"].as_f64().unwrap();
-        let want = p["callout"]["rate"].as_f64().unwrap() - personas[0]["callout"]["rate"].as_f64().unwrap();
+        let want = p["callout"]["rate"].as_f64().unwrap()
+            - personas[0]["callout"]["rate"].as_f64().unwrap();
         assert!((d - want).abs() < 1e-12, "{d} vs {want}");
     }
     let m = &r["mechanism"];
     assert_eq!(m["corrupted"], "friendly");
-    assert_eq!(m["logit_diffs"]["corrupted_ablated"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        m["logit_diffs"]["corrupted_ablated"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
     let html = std::fs::read_to_string(first.dir.join("report.html")).unwrap();
     let claim = r["claims"][0].as_str().unwrap();
-    assert!(html.contains(&interplab_report::html::escape(claim)), "transcript of {claim:?} missing");
+    assert!(
+        html.contains(&interplab_report::html::escape(claim)),
+        "transcript of {claim:?} missing"
+    );
     assert!(html.contains("Sample transcripts"));
     assert!(first.dir.join("callout.svg").is_file());
 }
@@ -54,5 +64,8 @@ fn a_mechanism_persona_that_is_not_asked_is_refused() {
         ..Config::quick()
     };
     let e = cfg.validate().unwrap_err().to_string();
-    assert!(e.contains("personas is empty") && e.contains("\"grumpy\""), "{e}");
+    assert!(
+        e.contains("personas is empty") && e.contains("\"grumpy\""),
+        "{e}"
+    );
 }
