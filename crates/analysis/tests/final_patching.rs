@@ -99,9 +99,8 @@ fn attribution_is_the_slope_of_the_patch_at_the_corrupted_run() {
             "resid {l}: {fd} vs {}",
             resid[l]
         );
-        for h in 0..m.model.cfg.n_heads {
+        for (h, &a) in heads[l].iter().enumerate() {
             let fd = slope(&HookName::AttnZ(l), Some(h));
-            let a = heads[l][h];
             assert!(
                 (fd - a).abs() < 2e-2 * (1.0 + fd.abs()),
                 "z {l}.{h}: {fd} vs {a}"
@@ -114,18 +113,39 @@ fn attribution_is_the_slope_of_the_patch_at_the_corrupted_run() {
 fn ablation_by_the_mean_of_one_prompt_changes_nothing_on_it() {
     let m = common::tiny("llama-tiny");
     let p = prompt(CLEAN);
-    let plain = answer_logit_diffs(&m.model, &[p.clone()], &[], HeadAblation::Zero, None).unwrap();
+    let plain = answer_logit_diffs(
+        &m.model,
+        std::slice::from_ref(&p),
+        &[],
+        HeadAblation::Zero,
+        None,
+    )
+    .unwrap();
     let s = FinalPatching::new(&m.model, prompt(CLEAN), prompt(CORRUPTED)).unwrap();
     assert!((plain[0] - s.clean_logit_diff).abs() < 1e-4);
     // Mean z over a one-token prompt is that prompt's z: mean-ablating every head is no change.
     let one = prompt(&[5]);
     let means = mean_z(&m.model, &[&one.tokens]).unwrap();
     let all: Vec<(usize, usize)> = (0..2).flat_map(|l| (0..4).map(move |h| (l, h))).collect();
-    let base = answer_logit_diffs(&m.model, &[one.clone()], &[], HeadAblation::Zero, None).unwrap();
+    let base = answer_logit_diffs(
+        &m.model,
+        std::slice::from_ref(&one),
+        &[],
+        HeadAblation::Zero,
+        None,
+    )
+    .unwrap();
     let abl = answer_logit_diffs(&m.model, &[one], &all, HeadAblation::Mean, Some(&means)).unwrap();
     assert!((base[0] - abl[0]).abs() < 1e-4, "{base:?} vs {abl:?}");
     // Zero ablation of every head does change the answer.
-    let zero = answer_logit_diffs(&m.model, &[p.clone()], &all, HeadAblation::Zero, None).unwrap();
+    let zero = answer_logit_diffs(
+        &m.model,
+        std::slice::from_ref(&p),
+        &all,
+        HeadAblation::Zero,
+        None,
+    )
+    .unwrap();
     assert!((zero[0] - plain[0]).abs() > 1e-4);
     let e = answer_logit_diffs(&m.model, &[p], &all, HeadAblation::Mean, None).unwrap_err();
     assert!(e.to_string().contains("mean z"), "{e}");
