@@ -25,6 +25,7 @@ pub mod ablation;
 pub mod attribution;
 pub mod composition;
 pub mod diff;
+pub mod final_patching;
 pub mod heads;
 pub mod ioi;
 pub mod lens;

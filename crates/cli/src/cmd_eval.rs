@@ -55,9 +55,11 @@ pub struct EvalArgs {
     pub out: OutArgs,
 }
 
-/// Score the task, print the table, write the run directory.
+/// Score the task (or run the agenda study it names), print the table, write the run directory.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     match a.task.as_str() {
+        "framing" => return crate::eval_framing::run(&a),
+        "persona" => return crate::eval_persona::run(&a),
         "password" => return crate::eval_password::run(&a),
         "sycophancy" => return crate::eval_sycophancy::run(&a),
         "sensitivity" => return crate::eval_sensitivity::run(&a),

@@ -96,6 +96,8 @@ catalog! {
     W2s => w2s,
     Finetune => finetune,
     Eval => eval,
+    EvalFraming => eval_framing,
+    EvalPersona => eval_persona,
     EvalPassword => eval_password,
     EvalSycophancy => eval_sycophancy,
     EvalSensitivity => eval_sensitivity,
