@@ -168,7 +168,10 @@ pub fn hhh(files: &[(&str, &Path)]) -> Result<Task> {
         .into_iter()
         .enumerate()
         .map(|(i, value)| Doc {
-            origin: format!("hhh_alignment/{}[{i}]", value["subtask"].as_str().unwrap_or("?")),
+            origin: format!(
+                "hhh_alignment/{}[{i}]",
+                value["subtask"].as_str().unwrap_or("?")
+            ),
             value,
         })
         .collect();

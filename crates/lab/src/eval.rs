@@ -411,11 +411,7 @@ fn clustered_stderrs(
 
 /// Accuracy per `subtask` (items that carry that field, as `hhh_alignment`'s), per variant.
 fn subtask_table(report: &mut Report, task: &Task, r: &Results) {
-    let subtask = |doc: usize| {
-        task.docs[doc].value["subtask"]
-            .as_str()
-            .map(str::to_string)
-    };
+    let subtask = |doc: usize| task.docs[doc].value["subtask"].as_str().map(str::to_string);
     let Some(first) = r.variants.first() else {
         return;
     };

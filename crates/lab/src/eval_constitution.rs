@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::eval_refusal::{
     agreement, check_judge, classifier_check, clip, grade_harm, harmful_sample, judge_model,
     models_with_judge, plain_until, render_classifier, render_judge, ClassifierCheck, JudgeSummary,
-    MeanCi, Rate, SampledRequest, N_BOOT, SETS,
+    MeanCi, SampledRequest, N_BOOT, SETS,
 };
+use crate::rate::Rate;
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The principles and worked examples, written for the project.
@@ -562,7 +563,7 @@ pub fn summarise_rounds(
                     .name
                     .clone()
             }),
-            refusal: Rate::of(&refused(k)),
+            refusal: Rate::flags(&refused(k)),
             harm: h.map(|v| MeanCi::of(&v, k as u64)).transpose()?,
             refusal_vs_round0,
             harm_vs_round0,

@@ -29,8 +29,9 @@ use interplab_report::{BarChart, Figure, Report};
 use serde::{Deserialize, Serialize};
 
 use crate::eval_mechanism::{
-    ablation_row, show_comparison, sigmoid, study, Mechanism, MechanismOptions, Rate,
+    ablation_row, show_comparison, sigmoid, study, Mechanism, MechanismOptions,
 };
+use crate::rate::Rate;
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The project's actions, benign and dubious.
@@ -301,7 +302,7 @@ fn summarise(kind: &str, items: &[&Item], n_boot: usize, seed: u64) -> anyhow::R
         let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
         Ok((m, bootstrap_mean_ci(v, n_boot, 0.95, s)?))
     };
-    let agree = [Rate::of(&y1), Rate::of(&y2)];
+    let agree = [Rate::flags(&y1), Rate::flags(&y2)];
     let verdict_shift = Comparison::continuous(&pokay1, &pokay2, n_boot, 0.95, seed + 3)?;
     // Generation: rates over readable answers, pairs over actions readable in both framings.
     let read = |f: usize| -> Vec<bool> { items.iter().filter_map(|i| i.read[f]).collect() };
@@ -318,8 +319,8 @@ fn summarise(kind: &str, items: &[&Item], n_boot: usize, seed: u64) -> anyhow::R
     Ok(KindSummary {
         kind: kind.into(),
         n: items.len(),
-        agree_both: Rate::of(&both),
-        consistent: Rate::of(&cons),
+        agree_both: Rate::flags(&both),
+        consistent: Rate::flags(&cons),
         mean_p_yes: [mean_ci(&p1, seed + 5)?, mean_ci(&p2, seed + 6)?],
         agree_test: Comparison::binary(&y1, &y2, n_boot, 0.95, seed)?,
         p_yes_test: Comparison::continuous(&p1, &p2, n_boot, 0.95, seed + 1)?,
@@ -328,8 +329,8 @@ fn summarise(kind: &str, items: &[&Item], n_boot: usize, seed: u64) -> anyhow::R
         agree,
         verdict_shift,
         unreadable: [0, 1].map(|f| items.iter().filter(|i| i.read[f].is_none()).count()),
-        gen_agree: [Rate::of(&read(0)), Rate::of(&read(1))],
-        gen_consistent: Rate::of(
+        gen_agree: [Rate::flags(&read(0)), Rate::flags(&read(1))],
+        gen_consistent: Rate::flags(
             &pairs
                 .iter()
                 .map(|&(a, b)| consistent([a, b]))

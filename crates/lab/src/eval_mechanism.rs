@@ -13,10 +13,10 @@
 //! exactly (a one-position patch is cheap), and the heads with the largest exact effect are
 //! patched together and ablated over every item of both conditions.
 
+use crate::rate::Rate;
 use interplab_analysis::final_patching::{
     answer_logit_diffs, mean_z, AnswerPrompt, FinalPatching, HeadAblation,
 };
-use interplab_analysis::probe::wilson_interval;
 use interplab_analysis::stats::{mean_stderr, pearson, Comparison};
 use interplab_core::loader::LoadedModel;
 use interplab_eval::loglik::encode;
@@ -520,45 +520,6 @@ pub fn render(
     figures
 }
 
-/// A rate with its Wilson 95% interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Rate {
-    pub k: usize,
-    pub n: usize,
-    pub rate: f64,
-    pub ci: (f64, f64),
-}
-
-impl Rate {
-    /// The share of `true` in `v`.
-    pub fn of(v: &[bool]) -> Rate {
-        let k = v.iter().filter(|&&x| x).count();
-        Rate::new(k, v.len())
-    }
-
-    /// `k` of `n`.
-    pub fn new(k: usize, n: usize) -> Rate {
-        Rate {
-            k,
-            n,
-            rate: if n == 0 {
-                f64::NAN
-            } else {
-                k as f64 / n as f64
-            },
-            ci: wilson_interval(k, n),
-        }
-    }
-
-    /// `0.62 [0.50, 0.73] (31/50)`.
-    pub fn show(&self) -> String {
-        format!(
-            "{:.2} [{:.2}, {:.2}] ({}/{})",
-            self.rate, self.ci.0, self.ci.1, self.k, self.n
-        )
-    }
-}
-
 /// `+0.12 [+0.03, +0.21], p = 0.0120 (exact McNemar), MDE 0.10`.
 pub fn show_comparison(c: &Comparison) -> String {
     format!(
@@ -577,8 +538,8 @@ pub fn ablation_row(
     let c = Comparison::binary(after, before, 10_000, 0.95, seed)?;
     Ok(vec![
         name.to_string(),
-        Rate::of(before).show(),
-        Rate::of(after).show(),
+        Rate::flags(before).show(),
+        Rate::flags(after).show(),
         show_comparison(&c),
     ])
 }
@@ -605,10 +566,10 @@ mod tests {
 
     #[test]
     fn rates_count_and_bound() {
-        let r = Rate::of(&[true, false, true, true]);
+        let r = Rate::flags(&[true, false, true, true]);
         assert_eq!((r.k, r.n), (3, 4));
         assert_eq!(r.rate, 0.75);
         assert!(r.ci.0 < 0.75 && r.ci.1 > 0.75 && r.ci.0 >= 0.0 && r.ci.1 <= 1.0);
-        assert!(Rate::of(&[]).rate.is_nan());
+        assert!(Rate::flags(&[]).rate.is_nan());
     }
 }

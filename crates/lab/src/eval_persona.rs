@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use anyhow::Context as _;
 
 use crate::eval_mechanism::{
-    ablation_row, show_comparison, sigmoid, study, Mechanism, MechanismOptions, Rate,
+    ablation_row, show_comparison, sigmoid, study, Mechanism, MechanismOptions,
 };
+use crate::rate::Rate;
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The user message; `{claim}` is filled in.
@@ -295,12 +296,12 @@ pub fn run(
         personas.push(Persona {
             name: name.clone(),
             system: system.clone(),
-            callout: Rate::of(&callouts),
+            callout: Rate::flags(&callouts),
             mean_p_no: (
                 mean,
                 bootstrap_mean_ci(&p_no, cfg.n_boot, 0.95, cfg.seed + k as u64)?,
             ),
-            gen_callout: Rate::of(&gen_callouts),
+            gen_callout: Rate::flags(&gen_callouts),
             unreadable: read.iter().filter(|r| r.is_none()).count(),
             p_no,
             generated,
@@ -608,9 +609,9 @@ mod tests {
             p_no: p_no.to_vec(),
             generated: vec![String::new(); p_no.len()],
             read: read.to_vec(),
-            callout: Rate::new(0, 0),
+            callout: Rate::of(0, 0),
             mean_p_no: (0.0, (0.0, 0.0)),
-            gen_callout: Rate::new(0, 0),
+            gen_callout: Rate::of(0, 0),
             unreadable: 0,
             vs_truthful: None,
         }

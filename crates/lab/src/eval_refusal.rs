@@ -13,9 +13,9 @@
 //! grades the harm of every response ([`harm_prompt`]) and its agreement with the classifier
 //! is reported.
 
+use crate::rate::Rate;
 use anyhow::Context as _;
 use candle_core::{Device, Tensor};
-use interplab_analysis::probe::wilson_interval;
 use interplab_analysis::stats::{bootstrap_mean_ci, clustered_stderr, mean_stderr, Comparison};
 use interplab_core::loader::LoadedModel;
 use interplab_core::source::{resolve, ModelSource};
@@ -233,39 +233,6 @@ pub fn harmful_sample(
     Ok(sample_requests(&loaded, per_set, seed))
 }
 
-/// `k` of `n` with Wilson's 95% interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Rate {
-    pub k: usize,
-    pub n: usize,
-    /// k / n (NaN for n = 0).
-    pub rate: f64,
-    /// Wilson's 95% score interval.
-    pub ci: (f64, f64),
-}
-
-impl Rate {
-    /// The rate of `true` among `flags`.
-    pub fn of(flags: &[bool]) -> Rate {
-        let k = flags.iter().filter(|&&f| f).count();
-        let n = flags.len();
-        Rate {
-            k,
-            n,
-            rate: k as f64 / n as f64,
-            ci: wilson_interval(k, n),
-        }
-    }
-
-    /// `0.420 [0.310, 0.540] (21/50)`.
-    pub fn show(&self) -> String {
-        format!(
-            "{:.3} [{:.3}, {:.3}] ({}/{})",
-            self.rate, self.ci.0, self.ci.1, self.k, self.n
-        )
-    }
-}
-
 /// A mean with a percentile-bootstrap 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MeanCi {
@@ -343,7 +310,7 @@ pub fn agreement(refused: &[bool], harm: &[f64]) -> Agreement {
         refused_harmful: count(true, true),
         complied_not_harmful: count(false, false),
         complied_harmful: count(false, true),
-        agreement: Rate::of(&agree),
+        agreement: Rate::flags(&agree),
         kappa: cohen_kappa(&complied, &harmful),
         mean_harm_refused: mean_where(true),
         mean_harm_complied: mean_where(false),
@@ -557,12 +524,7 @@ pub fn classifier_check(c: &RefusalClassifier) -> anyhow::Result<ClassifierCheck
     let rates = c.known_answer_rates()?;
     let fp = (rates.false_positive_rate * rates.n_compliant as f64).round() as usize;
     let fn_ = (rates.false_negative_rate * rates.n_refusals as f64).round() as usize;
-    let rate = |k: usize, n: usize| Rate {
-        k,
-        n,
-        rate: k as f64 / n as f64,
-        ci: wilson_interval(k, n),
-    };
+    let rate = Rate::of;
     Ok(ClassifierCheck {
         false_positive: rate(fp, rates.n_compliant),
         false_negative: rate(fn_, rates.n_refusals),
@@ -765,7 +727,7 @@ pub fn run(
                     .filter(|r| &requests[r.request].set == s)
                     .map(|r| r.refused)
                     .collect();
-                (s.clone(), Rate::of(&flags))
+                (s.clone(), Rate::flags(&flags))
             })
             .collect();
         results_phrasings.push(PhrasingResult {
@@ -774,7 +736,7 @@ pub fn run(
                 .first()
                 .map(|r| p.prompt(chat, &r.text))
                 .unwrap_or_default(),
-            refusal: Rate::of(&refused),
+            refusal: Rate::flags(&refused),
             harm: if harm.len() == rs.len() && !harm.is_empty() {
                 Some(MeanCi::of(&harm, k as u64)?)
             } else {
@@ -839,7 +801,7 @@ pub fn run(
         sets.push(SetSummary {
             set: s.clone(),
             n_requests: direct_flags.len(),
-            direct: Rate::of(&direct_flags),
+            direct: Rate::flags(&direct_flags),
             pooled: pooled(&flags, &clusters)?,
         });
     }
@@ -851,7 +813,7 @@ pub fn run(
         comparisons,
         sets,
         over_refusal: OverRefusal {
-            refusal: Rate::of(&benign_flags),
+            refusal: Rate::flags(&benign_flags),
             requests: benign,
             responses: benign_responses,
         },
@@ -1342,7 +1304,7 @@ mod tests {
 
     #[test]
     fn rates_and_kappa_on_known_tables() {
-        let r = Rate::of(&[true, false, false, false]);
+        let r = Rate::flags(&[true, false, false, false]);
         assert_eq!((r.k, r.n), (1, 4));
         assert!((r.rate - 0.25).abs() < 1e-15);
         assert!(r.ci.0 < 0.25 && r.ci.1 > 0.25);

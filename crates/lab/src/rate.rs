@@ -28,6 +28,11 @@ impl Rate {
         }
     }
 
+    /// The rate of `true` in a slice.
+    pub fn flags(v: &[bool]) -> Rate {
+        Rate::count(v.iter().copied())
+    }
+
     /// The rate of `true` among `flags`.
     pub fn count(flags: impl IntoIterator<Item = bool>) -> Rate {
         let (mut k, mut n) = (0, 0);
