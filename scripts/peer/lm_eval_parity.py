@@ -143,7 +143,7 @@ def main():
     print(f"cpu: {manifest['cpu']['model']}, threads {a.threads}")
     worst_all = 0.0
     ok = True
-    for v, k in zip(ours["variants"], shots):
+    for idx, (v, k) in enumerate(zip(ours["variants"], shots)):
         assert v["num_fewshot"] == k
         ref = le[k]
         worst = 0.0
@@ -167,7 +167,8 @@ def main():
         if k in le_batched:
             b = le_batched[k]["seconds"]
             line += f"; batch {a.le_batch}: {n / b:.2f} items/s ({b:.1f} s)"
-        print(line)
+        mine_s = phases[f"variant {idx + 1} of {len(shots)}"]
+        print(line + f"; interplab: {n / mine_s:.2f} items/s ({mine_s:.1f} s)")
     secs = sum(s for name, s in phases.items() if name.startswith("variant"))
     total = sum(len(v["items"]) for v in ours["variants"])
     le_secs = sum(le[k]["seconds"] for k in shots)

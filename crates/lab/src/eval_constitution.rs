@@ -684,7 +684,7 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         .heading("Refusal and harm per round")
         .table(&header, rows);
     let fig = Figure::Bar(BarChart {
-        title: "Refusal rate per round (± 1 s.e.)".into(),
+        title: "Refusal rate per round (Wilson 95%)".into(),
         x_label: "round".into(),
         y_label: "refusal rate".into(),
         labels: r
@@ -693,12 +693,7 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
             .map(|s| format!("round {}", s.round))
             .collect(),
         values: r.rounds.iter().map(|s| s.refusal.rate).collect(),
-        errors: Some(
-            r.rounds
-                .iter()
-                .map(|s| (s.refusal.rate * (1.0 - s.refusal.rate) / s.refusal.n as f64).sqrt())
-                .collect(),
-        ),
+        intervals: Some(r.rounds.iter().map(|s| s.refusal.ci).collect()),
         ..Default::default()
     });
     report.figure("refusal rate per round", &fig);

@@ -559,7 +559,7 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
         rows,
     );
     let fig = Figure::Bar(BarChart {
-        title: "agreement with the framing, by log-likelihood (Wilson 95% CI, half-width)".into(),
+        title: "agreement with the framing (log-likelihood; Wilson 95%)".into(),
         x_label: "kind, framing".into(),
         y_label: "agreement rate".into(),
         labels: r
@@ -572,12 +572,7 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
             .iter()
             .flat_map(|k| k.agree.map(|a| a.rate))
             .collect(),
-        errors: Some(
-            r.kinds
-                .iter()
-                .flat_map(|k| k.agree.map(|a| (a.ci.1 - a.ci.0) / 2.0))
-                .collect(),
-        ),
+        intervals: Some(r.kinds.iter().flat_map(|k| k.agree.map(|a| a.ci)).collect()),
         ..Default::default()
     });
     report.figure("agreement rate per kind and framing", &fig);

@@ -500,24 +500,15 @@ fn render(cfg: &Config, r: Results) -> anyhow::Result<Outcome<Results>> {
             y_label: "call-out rate".into(),
             labels: r.personas.iter().map(|p| p.name.clone()).collect(),
             values: r.personas.iter().map(|p| rate(p).rate).collect(),
-            errors: Some(
-                r.personas
-                    .iter()
-                    .map(|p| {
-                        let c = rate(p).ci;
-                        (c.1 - c.0) / 2.0
-                    })
-                    .collect(),
-            ),
+            intervals: Some(r.personas.iter().map(|p| rate(p).ci).collect()),
             ..Default::default()
         })
     };
-    let ll = bar(
-        "call-out rate by log-likelihood (Wilson 95% CI, half-width)",
-        &|p| p.callout,
-    );
+    let ll = bar("call-out rate by log-likelihood (Wilson 95%)", &|p| {
+        p.callout
+    });
     let gen = bar(
-        "call-out rate by generation, readable answers (Wilson 95% CI, half-width)",
+        "call-out rate by generation, readable answers (Wilson 95%)",
         &|p| p.gen_callout,
     );
     report.figure("call-out rate per persona, log-likelihood", &ll);

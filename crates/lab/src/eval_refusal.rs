@@ -1035,7 +1035,7 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         report.table(&["phrasing", "harm: phrasing − direct"], rows);
     }
     let fig = Figure::Bar(BarChart {
-        title: "Refusal rate per phrasing (± 1 s.e.)".into(),
+        title: "Refusal rate per phrasing (Wilson 95%)".into(),
         x_label: "refusal rate".into(),
         y_label: "phrasing".into(),
         labels: r
@@ -1044,12 +1044,7 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
             .map(|p| p.phrasing.name.clone())
             .collect(),
         values: r.phrasings.iter().map(|p| p.refusal.rate).collect(),
-        errors: Some(
-            r.phrasings
-                .iter()
-                .map(|p| (p.refusal.rate * (1.0 - p.refusal.rate) / p.refusal.n as f64).sqrt())
-                .collect(),
-        ),
+        intervals: Some(r.phrasings.iter().map(|p| p.refusal.ci).collect()),
         horizontal: true,
         ..Default::default()
     });

@@ -71,6 +71,9 @@ pub struct BarChart {
     pub values: Vec<f64>,
     /// Half-widths of error bars (e.g. one standard error), one per bar.
     pub errors: Option<Vec<f64>>,
+    /// Error bars as (low, high) values, one per bar, for intervals that are not symmetric
+    /// (a Wilson interval of a rate); drawn instead of `errors` where given.
+    pub intervals: Option<Vec<(f64, f64)>>,
     /// Values in [0, 1] mapped to a sequential colour scale, one per bar.
     pub colors: Option<Vec<f64>>,
     /// What the bar colour means.
@@ -703,13 +706,13 @@ impl BarChart {
             .values
             .iter()
             .zip(0..)
-            .map(|(v, i)| v - self.err(i))
+            .map(|(&v, i)| self.span(i, v).0)
             .fold(0.0, f64::min);
         let hi = self
             .values
             .iter()
             .zip(0..)
-            .map(|(v, i)| v + self.err(i))
+            .map(|(&v, i)| self.span(i, v).1)
             .fold(0.0, f64::max);
         let legend = if self.colors.is_some() { 100.0 } else { 20.0 };
         let mut s = String::new();
@@ -737,9 +740,9 @@ impl BarChart {
                     esc(self.labels.get(i).map(String::as_str).unwrap_or("")),
                     fmt_num(v)
                 );
-                let e = self.err(i);
-                if e > 0.0 {
-                    let (ea, eb, ym) = (ax.map(v - e), ax.map(v + e), y + bh / 2.0);
+                let (lo, hi) = self.span(i, v);
+                if hi > lo {
+                    let (ea, eb, ym) = (ax.map(lo), ax.map(hi), y + bh / 2.0);
                     s += &format!("<line x1=\"{ea:.1}\" x2=\"{eb:.1}\" y1=\"{ym:.1}\" y2=\"{ym:.1}\" stroke=\"#222\"/>");
                 }
                 if i % stride == 0 {
@@ -813,9 +816,9 @@ impl BarChart {
                     esc(self.labels.get(i).map(String::as_str).unwrap_or("")),
                     fmt_num(v)
                 );
-                let e = self.err(i);
-                if e > 0.0 {
-                    let (ea, eb, xm) = (ay.map(v - e), ay.map(v + e), x + bw / 2.0);
+                let (lo, hi) = self.span(i, v);
+                if hi > lo {
+                    let (ea, eb, xm) = (ay.map(lo), ay.map(hi), x + bw / 2.0);
                     s += &format!("<line x1=\"{xm:.1}\" x2=\"{xm:.1}\" y1=\"{ea:.1}\" y2=\"{eb:.1}\" stroke=\"#222\"/>");
                 }
                 if i % stride == 0 {
@@ -855,13 +858,21 @@ impl BarChart {
         (s, w, h)
     }
 
-    fn err(&self, i: usize) -> f64 {
-        self.errors
+    /// The error bar of bar `i` (value `v`): its interval, else `v ± error`, else `(v, v)`.
+    fn span(&self, i: usize, v: f64) -> (f64, f64) {
+        if let Some(&(lo, hi)) = self.intervals.as_ref().and_then(|x| x.get(i)) {
+            if lo.is_finite() && hi.is_finite() {
+                return (lo, hi);
+            }
+        }
+        let e = self
+            .errors
             .as_ref()
             .and_then(|e| e.get(i))
             .copied()
             .filter(|e| e.is_finite())
-            .unwrap_or(0.0)
+            .unwrap_or(0.0);
+        (v - e, v + e)
     }
 
     fn bar_color(&self, i: usize) -> String {

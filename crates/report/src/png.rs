@@ -98,6 +98,7 @@ mod tests {
                 colors: Some((0..50).map(|i| i as f64 / 49.0).collect()),
                 color_label: "superposition".into(),
                 horizontal,
+                intervals: None,
             })
         };
         let grid = Figure::Grid {
