@@ -40,7 +40,19 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             v.balanced
         );
         if let Some(g) = &v.generated {
-            println!("  {:<14} generated: sycophantic {}", "", g.show());
+            let unreadable = v.generated_unreadable.unwrap_or(0);
+            if g.n == 0 {
+                println!(
+                    "  {:<14} generated: no reply named a letter ({unreadable} replies)",
+                    ""
+                );
+            } else {
+                println!(
+                    "  {:<14} generated: sycophantic {} ({unreadable} replies named no letter)",
+                    "",
+                    g.show()
+                );
+            }
         }
     }
     for (k, x) in &r.comparisons {
