@@ -70,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         colors: Some((0..30).map(|i| i as f64 / 29.0).collect()),
         color_label: "induction score".into(),
         horizontal: false,
+        intervals: None,
     });
     let mut hbar = match &bar {
         Figure::Bar(b) => b.clone(),
