@@ -155,7 +155,9 @@ impl Experiment for Config {
         p.check(
             builtin || Path::new(&self.task).is_file(),
             format!(
-                "task {:?} is neither a built-in task ({}) nor a task file",
+                "task {:?} is neither a built-in task ({}) nor a task file (the agenda studies \
+                 framing, persona, refusal, password, sycophancy, sensitivity and constitution \
+                 are their own experiments: `interplab eval MODEL --task <study>`)",
                 self.task,
                 builtin::NAMES.join(", ")
             ),
