@@ -2,7 +2,8 @@
 """Plain-PyTorch (float32) reference trainer for `interplab-sae`, written to docs/sae.md.
 
     python scripts/reference/sae_train_reference.py RUN_DIR
-    python scripts/reference/sae_train_reference.py --selftest    # random RUN_DIRs in /tmp, 20 steps each
+    python scripts/reference/sae_train_reference.py --selftest    # random RUN_DIRs in /tmp, 20 steps each,
+                                                                  # then a one-batch check against SAELens
 
 Not SAELens' trainer: every step follows docs/sae.md §Training literally; autograd does the
 backward pass, with JumpReLU's straight-through estimator as torch.autograd.Functions.
@@ -204,6 +205,33 @@ class Model:
         return pre * (pre > theta).to(pre.dtype)
 
 
+def losses(m, x, y, dead, lam_t):
+    """Steps 1-2: forward, mse, sparsity, AuxK. Returns (loss, mse, sparsity, aux, pre, f, kept)."""
+    cfg, arch = m.cfg, m.arch
+    pre, f, kept = m.encode_train(x)
+    yhat = m.decode(f)
+    mse = (yhat - y).pow(2).sum(-1).mean()
+    if arch == "relu":
+        sparsity = lam_t * (f * m.p["W_dec"].norm(dim=1)).sum(-1).mean()
+    elif arch == "jumprelu":
+        theta = m.p["log_threshold"].exp()
+        sparsity = lam_t * StepFn.apply(pre, theta, cfg["jumprelu_bandwidth"]).sum(-1).mean()
+    else:
+        sparsity = torch.zeros((), dtype=torch.float32)
+    aux = torch.zeros((), dtype=torch.float32)
+    n_dead = int(dead.sum())
+    h = cfg["d_in"] // 2
+    if arch in ("topk", "batchtopk") and n_dead > 0 and h > 0:
+        k_aux = min(h, n_dead)
+        e = (y - yhat).detach()
+        masked = torch.where(dead[None, :], pre, torch.full_like(pre, -math.inf))
+        vals, ii = torch.topk(masked, k_aux, dim=-1)
+        a = torch.zeros_like(pre).scatter(-1, ii, vals.relu())
+        ehat = a @ m.p["W_dec"]
+        aux = cfg["aux_alpha"] * min(n_dead / h, 1.0) * (ehat - e).pow(2).sum(-1).mean()
+    return mse + sparsity + aux, mse, sparsity, aux, pre, f, kept
+
+
 def rows(t, B, N):
     return (t * B + torch.arange(B)) % N
 
@@ -228,35 +256,13 @@ def train(run_dir, quiet=False):
     log = {k: [] for k in ("loss", "mse", "sparsity", "aux", "dead", "lr", "lambda")}
     if arch == "batchtopk":
         log["theta"] = []
-    h = d_in // 2
     for t in range(T):
         idx = rows(t, B, N)
         x, y = X[idx], Y[idx]
         dead = since * B >= cfg["dead_tokens"]
         n_dead = int(dead.sum())
-        # 1. forward
-        pre, f, kept = m.encode_train(x)
-        yhat = m.decode(f)
-        mse = (yhat - y).pow(2).sum(-1).mean()
-        # 2. sparsity and AuxK
         lam_t = lam(t, cfg)
-        if arch == "relu":
-            sparsity = lam_t * (f * m.p["W_dec"].norm(dim=1)).sum(-1).mean()
-        elif arch == "jumprelu":
-            theta = m.p["log_threshold"].exp()
-            sparsity = lam_t * StepFn.apply(pre, theta, cfg["jumprelu_bandwidth"]).sum(-1).mean()
-        else:
-            sparsity = torch.zeros((), dtype=torch.float32)
-        aux = torch.zeros((), dtype=torch.float32)
-        if arch in ("topk", "batchtopk") and n_dead > 0 and h > 0:
-            k_aux = min(h, n_dead)
-            e = (y - yhat).detach()
-            masked = torch.where(dead[None, :], pre, torch.full_like(pre, -math.inf))
-            vals, ii = torch.topk(masked, k_aux, dim=-1)
-            a = torch.zeros_like(pre).scatter(-1, ii, vals.relu())
-            ehat = a @ m.p["W_dec"]
-            aux = cfg["aux_alpha"] * min(n_dead / h, 1.0) * (ehat - e).pow(2).sum(-1).mean()
-        loss = mse + sparsity + aux
+        loss, mse, sparsity, aux, pre, f, kept = losses(m, x, y, dead, lam_t)
         # dead-latent counters, after the forward
         with torch.no_grad():
             fired = (f > 0).any(0)
@@ -365,6 +371,84 @@ def make_run_dir(path, arch, transcoder, seed=0, steps=20):
     save_file(ho, os.path.join(path, "heldout.safetensors"))
 
 
+def crosscheck_saelens(seed=1):
+    """One batch through this file's losses and through SAELens' training SAE classes with the same
+    weights (rescale_acts_by_decoder_norm off, coefficients fixed): losses and every gradient
+    must agree. AuxK is compared on a batch where the dead latents' top pre-activations are
+    positive, since SAELens applies no ReLU to the AuxK activations (docs/sae.md does)."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    import sae_lens as sl
+    from sae_lens.saes.sae import TrainStepInput
+    g = torch.Generator().manual_seed(seed)
+    d_in, d_sae, B, k, lam_v, eps, alpha = 16, 64, 32, 4, 0.3, 0.05, 1.0 / 32
+    ok = True
+    for arch in ("relu", "topk", "batchtopk", "jumprelu"):
+        x = torch.randn(B, d_in, generator=g) * 2.0
+        W_dec = torch.randn(d_sae, d_in, generator=g)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        init = {"W_enc": W_dec.T.contiguous() * 0.7, "b_enc": torch.randn(d_sae, generator=g) * 0.1,
+                "W_dec": W_dec * (0.5 if arch == "relu" else 1.0), "b_dec": torch.randn(d_in, generator=g) * 0.2,
+                "log_threshold": torch.log(0.2 + 0.5 * torch.rand(d_sae, generator=g))}
+        dead = torch.rand(d_sae, generator=g) < 0.4
+        if arch in ("topk", "batchtopk"):
+            init["b_enc"][dead] += 6.0
+        cfg = {"architecture": arch, "transcoder": False, "d_in": d_in, "d_sae": d_sae, "d_out": d_in, "k": k,
+               "aux_alpha": alpha, "jumprelu_bandwidth": eps}
+        if arch != "jumprelu":
+            del init["log_threshold"]
+        m = Model(cfg, init)
+        loss, mse, sp, aux, pre, f, kept = losses(m, x, x, dead, lam_v)
+        loss.backward()
+        common = dict(d_in=d_in, d_sae=d_sae, decoder_init_norm=None)
+        if arch == "relu":
+            ref = sl.StandardTrainingSAE(sl.StandardTrainingSAEConfig(**common, l1_coefficient=lam_v))
+            coeffs = {"l1": lam_v}
+        elif arch == "topk":
+            ref = sl.TopKTrainingSAE(sl.TopKTrainingSAEConfig(**common, k=k, rescale_acts_by_decoder_norm=False,
+                                                              aux_loss_coefficient=alpha))
+            coeffs = {}
+        elif arch == "batchtopk":
+            ref = sl.BatchTopKTrainingSAE(sl.BatchTopKTrainingSAEConfig(
+                **common, k=k, rescale_acts_by_decoder_norm=False, aux_loss_coefficient=alpha, topk_threshold_lr=1.0))
+            coeffs = {}
+        else:
+            ref = sl.JumpReLUTrainingSAE(sl.JumpReLUTrainingSAEConfig(**common, jumprelu_bandwidth=eps,
+                                                                      l0_coefficient=lam_v))
+            coeffs = {"l0": lam_v}
+        with torch.no_grad():
+            for n in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                getattr(ref, n).data.copy_(init[n])
+            if arch == "jumprelu":
+                ref.threshold.data.copy_(init["log_threshold"].exp())
+        out = ref.training_forward_pass(TrainStepInput(sae_in=x, coefficients=coeffs, dead_neuron_mask=dead,
+                                                       n_training_steps=0, is_logging_step=False))
+        out.loss.backward()
+        rl = {k2: float(v) for k2, v in out.losses.items()}
+        mine_aux = float(sp) if arch in ("relu", "jumprelu") else float(aux)
+        ref_aux = sum(v for k2, v in rl.items() if k2 != "mse_loss")
+        checks = [("loss", float(loss), float(out.loss)), ("mse", float(mse), rl["mse_loss"]),
+                  ("sparsity/aux", mine_aux, ref_aux)]
+        for n in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            checks.append((f"d{n}", m.p[n].grad, getattr(ref, n).grad))
+        if arch == "jumprelu":
+            checks.append(("dlog_threshold", m.p["log_threshold"].grad, ref.threshold.grad * init["log_threshold"].exp()))
+        if arch == "batchtopk":
+            checks.append(("m", float(kept[kept > 0].min()), float(ref.topk_threshold)))
+        worst = 0.0
+        for name, a, b in checks:
+            a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+            rel = float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+            worst = max(worst, rel)
+            if rel > 1e-5:
+                ok = False
+                print(f"    {arch} {name}: relative difference {rel:.3e}")
+        print(f"{'ok ' if worst <= 1e-5 else 'BAD'} SAELens cross-check {arch:9s}: loss {float(loss):.6g} "
+              f"(sparsity/aux {mine_aux:.4g}, {int(dead.sum())} dead), "
+              f"worst relative difference over loss/mse/sparsity/aux/gradients {worst:.2e}")
+    return ok
+
+
 def selftest():
     base = tempfile.mkdtemp(prefix="sae_ref_selftest_")
     ok = True
@@ -386,6 +470,12 @@ def selftest():
               f"heldout fvu {log['heldout']['fvu']:.4f} l0 {log['heldout']['l0']:.2f}"
               + (f"  theta {log['theta'][-1]:.4g}" if arch == "batchtopk" else ""))
     print(f"self-test run dirs under {base}")
+    try:
+        import sae_lens  # noqa: F401
+    except ImportError:
+        print("sae_lens not installed: SAELens cross-check skipped")
+    else:
+        ok &= crosscheck_saelens()
     return 0 if ok else 1
 
 
