@@ -236,40 +236,33 @@ def rows(t, B, N):
     return (t * B + torch.arange(B)) % N
 
 
-def train(run_dir, quiet=False):
-    with open(os.path.join(run_dir, "config.json")) as fh:
-        cfg = json.load(fh)
-    cfg.setdefault("d_out", cfg["d_in"])
-    init = load_file(os.path.join(run_dir, "init.safetensors"))
-    tr = load_file(os.path.join(run_dir, "train.safetensors"))
-    ho = load_file(os.path.join(run_dir, "heldout.safetensors"))
-    m = Model(cfg, init)
-    X = tr["x"].to(torch.float32)
-    Y = tr["y"].to(torch.float32) if m.transcoder else X
-    N, B, T = X.shape[0], cfg["batch_size"], cfg["steps"]
-    d_in, d_sae = cfg["d_in"], cfg["d_sae"]
-    arch = m.arch
-    params = [m.p[n] for n in m.names]
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]),
-                            eps=cfg["adam_eps"], weight_decay=0.0, foreach=False)
-    since = torch.zeros(d_sae, dtype=torch.int64)  # steps since each latent last fired
-    log = {k: [] for k in ("loss", "mse", "sparsity", "aux", "dead", "lr", "lambda")}
-    if arch == "batchtopk":
-        log["theta"] = []
-    for t in range(T):
-        idx = rows(t, B, N)
-        x, y = X[idx], Y[idx]
-        dead = since * B >= cfg["dead_tokens"]
+class Trainer:
+    """The model, AdamW state, dead-latent counters and BatchTopK threshold; step(t, x, y) is one
+    training step of docs/sae.md §Training."""
+
+    def __init__(self, cfg, init):
+        cfg.setdefault("d_out", cfg["d_in"])
+        self.cfg = cfg
+        self.m = Model(cfg, init)
+        self.params = [self.m.p[n] for n in self.m.names]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg["lr"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]),
+                                     eps=cfg["adam_eps"], weight_decay=0.0, foreach=False)
+        self.since = torch.zeros(cfg["d_sae"], dtype=torch.int64)  # steps since each latent last fired
+
+    def step(self, t, x, y):
+        cfg, m, arch, B = self.cfg, self.m, self.m.arch, x.shape[0]
+        dead = self.since * B >= cfg["dead_tokens"]
         n_dead = int(dead.sum())
         lam_t = lam(t, cfg)
+        # 1-2. forward, losses
         loss, mse, sparsity, aux, pre, f, kept = losses(m, x, y, dead, lam_t)
         # dead-latent counters, after the forward
         with torch.no_grad():
             fired = (f > 0).any(0)
-            since += 1
-            since[fired] = 0
+            self.since += 1
+            self.since[fired] = 0
         # 3. backward (STE inside the autograd Functions)
-        opt.zero_grad(set_to_none=False)
+        self.opt.zero_grad(set_to_none=False)
         loss.backward()
         with torch.no_grad():
             # 4. remove the decoder gradient's component parallel to each row
@@ -278,16 +271,16 @@ def train(run_dir, quiet=False):
                 G -= ((G * W).sum(1, keepdim=True) / (W * W).sum(1, keepdim=True)) * W
             # 5. global norm clipping, norm in f64
             if cfg["clip_grad"] > 0:
-                total = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params))
+                total = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in self.params))
                 if total > cfg["clip_grad"]:
                     s = cfg["clip_grad"] / total
-                    for p in params:
+                    for p in self.params:
                         p.grad.mul_(s)
-            # 6. AdamW
+            # 6. AdamW at lr(t)
             lr_t = cfg["lr"] * lr_factor(t, cfg)
-            for g in opt.param_groups:
+            for g in self.opt.param_groups:
                 g["lr"] = lr_t
-        opt.step()
+        self.opt.step()
         with torch.no_grad():
             # 7. renormalise decoder rows
             if arch in UNIT_NORM:
@@ -300,17 +293,34 @@ def train(run_dir, quiet=False):
                     mm = float(pos.min())
                     m.theta = mm if m.theta is None else (
                         cfg["threshold_beta"] * m.theta + (1.0 - cfg["threshold_beta"]) * mm)
-                log["theta"].append(m.theta)
-        log["loss"].append(loss.item())
-        log["mse"].append(mse.item())
-        log["sparsity"].append(sparsity.item())
-        log["aux"].append(aux.item())
-        log["dead"].append(n_dead)
-        log["lr"].append(lr_t)
-        log["lambda"].append(lam_t)
+        return {"loss": loss.item(), "mse": mse.item(), "sparsity": sparsity.item(), "aux": aux.item(),
+                "dead": n_dead, "lr": lr_t, "lambda": lam_t}
+
+
+def train(run_dir, quiet=False):
+    with open(os.path.join(run_dir, "config.json")) as fh:
+        cfg = json.load(fh)
+    init = load_file(os.path.join(run_dir, "init.safetensors"))
+    tr = load_file(os.path.join(run_dir, "train.safetensors"))
+    ho = load_file(os.path.join(run_dir, "heldout.safetensors"))
+    tn = Trainer(cfg, init)
+    m, arch, d_sae = tn.m, tn.m.arch, cfg["d_sae"]
+    X = tr["x"].to(torch.float32)
+    Y = tr["y"].to(torch.float32) if m.transcoder else X
+    N, B, T = X.shape[0], cfg["batch_size"], cfg["steps"]
+    log = {k: [] for k in ("loss", "mse", "sparsity", "aux", "dead", "lr", "lambda")}
+    if arch == "batchtopk":
+        log["theta"] = []
+    for t in range(T):
+        idx = rows(t, B, N)
+        r = tn.step(t, X[idx], Y[idx])
+        for k2, v in r.items():
+            log[k2].append(v)
+        if arch == "batchtopk":
+            log["theta"].append(m.theta)
         if not quiet and (t % max(1, T // 10) == 0 or t == T - 1):
-            print(f"step {t:5d} loss {loss.item():.6g} mse {mse.item():.6g} "
-                  f"sparsity {sparsity.item():.6g} aux {aux.item():.6g} dead {n_dead}")
+            print(f"step {t:5d} loss {r['loss']:.6g} mse {r['mse']:.6g} "
+                  f"sparsity {r['sparsity']:.6g} aux {r['aux']:.6g} dead {r['dead']}")
     # held-out metrics
     hx = ho["x"].to(torch.float32)
     hy = ho["y"].to(torch.float32) if m.transcoder else hx
