@@ -3,8 +3,15 @@
 //! A `.jsonl` file holds one JSON object per line; its `"text"` field is one document. Any other
 //! file is plain UTF-8 text whose documents are separated by one or more blank lines. Empty
 //! documents are dropped; a file with no documents is an error.
+//!
+//! Built-in corpora ([`load_corpus`]): `sonnets` and `code`, shipped in the binary, and
+//! `docs-and-plays` ([`docs`]), fetched into the cache when first used.
 
 use std::path::Path;
+
+pub mod docs;
+
+pub use docs::{docs_and_plays, held_out_split, DOCS_AND_PLAYS};
 
 use crate::{Error, Result};
 
@@ -137,11 +144,16 @@ pub fn code_corpus() -> Vec<String> {
 }
 
 /// The documents of a corpus named on a command line: `sonnets` (the shipped sonnets), `code`
-/// (the shipped Rust sources, [`code_corpus`]) or a path to a text or JSONL file.
+/// (the shipped Rust sources, [`code_corpus`]), `docs-and-plays` (Shakespeare and five
+/// projects' documentation, fetched into the cache of [`FetchConfig::from_env`] when first
+/// used: [`docs_and_plays`]) or a path to a text or JSONL file.
+///
+/// [`FetchConfig::from_env`]: crate::source::FetchConfig::from_env
 pub fn load_corpus(spec: &str) -> Result<Vec<String>> {
     match spec {
         "sonnets" => Ok(split_paragraphs(SHAKESPEARE_SONNETS)),
         "code" => Ok(code_corpus()),
+        DOCS_AND_PLAYS => docs_and_plays(&crate::source::FetchConfig::from_env()?, &mut |_| {}),
         _ => load_documents(Path::new(spec)),
     }
 }
