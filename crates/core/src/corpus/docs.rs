@@ -193,9 +193,9 @@ pub fn part_files(
 pub fn strip_gutenberg(text: &str) -> (&str, bool) {
     let starts = |line: &str, prefixes: &[&str]| {
         let l = line.trim_start().as_bytes();
-        prefixes.iter().any(|p| {
-            l.len() >= p.len() && l[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-        })
+        prefixes
+            .iter()
+            .any(|p| l.len() >= p.len() && l[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
     };
     const START: [&str; 3] = ["*** start of", "***start of", "*end*the small print"];
     const END: [&str; 4] = [
@@ -310,7 +310,11 @@ fn is_punctuation_rule(t: &str) -> bool {
     let bytes = t.as_bytes();
     let mut run = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        run = if i > 0 && bytes[i - 1] == b { run + 1 } else { 1 };
+        run = if i > 0 && bytes[i - 1] == b {
+            run + 1
+        } else {
+            1
+        };
         if b != b' ' && run >= 4 {
             return true;
         }
