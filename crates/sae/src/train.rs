@@ -1,0 +1,773 @@
+//! Training one SAE or transcoder: the step of docs/sae.md §Training on flat f32 buffers, with
+//! the fused AdamW of `interplab_train::optim`, and checkpoints that resume bit-exactly.
+//!
+//! The backward pass is written out by hand: every product with the latents goes through the
+//! sparse codes (cost ∝ active latents), so a TopK step costs about one dense encoder product.
+
+use std::path::Path;
+
+use interplab_core::rng::SplitMix;
+use interplab_train::optim::{AdamW, AdamWConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::{self, codes_t_times, codes_times, gather_dots};
+use crate::sae::{Architecture, Codes, Sae};
+
+/// Hyper-parameters of a training run (the shape comes from [`TrainConfig::arch`] and sizes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub arch: Architecture,
+    pub transcoder: bool,
+    pub d_in: usize,
+    pub d_sae: usize,
+    /// Output width; 0 means `d_in`.
+    pub d_out: usize,
+    /// Active latents per row (`topk`) or per row on average over a batch (`batchtopk`).
+    pub k: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Steps in the whole run (for the learning-rate decay).
+    pub steps: u64,
+    pub lr: f64,
+    pub lr_warmup_steps: u64,
+    /// The last this-many steps decay the learning rate linearly to 0.
+    pub lr_decay_steps: u64,
+    /// λ: the L1 coefficient (`relu`) or the L0 coefficient (`jumprelu`).
+    pub sparsity_coefficient: f64,
+    pub sparsity_warmup_steps: u64,
+    /// A latent is dead (for AuxK) after this many training tokens without firing.
+    pub dead_tokens: u64,
+    /// AuxK's coefficient α.
+    pub aux_alpha: f64,
+    /// JumpReLU's kernel bandwidth ε.
+    pub jumprelu_bandwidth: f64,
+    /// JumpReLU's initial threshold.
+    pub jumprelu_init_threshold: f64,
+    /// Global gradient-norm clip (0: none).
+    pub clip_grad: f64,
+    /// BatchTopK's threshold moving-average factor.
+    pub threshold_beta: f64,
+    /// Decoder row norm at initialisation; 0 means the architecture's default (0.1 for
+    /// `relu`, 1 otherwise).
+    pub decoder_init_norm: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Seed of the initial weights.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: Architecture::Topk,
+            transcoder: false,
+            d_in: 0,
+            d_sae: 0,
+            d_out: 0,
+            k: 32,
+            batch_size: 4096,
+            steps: 1000,
+            lr: 4e-4,
+            lr_warmup_steps: 0,
+            lr_decay_steps: 0,
+            sparsity_coefficient: 5.0,
+            sparsity_warmup_steps: 0,
+            dead_tokens: 1_000_000,
+            aux_alpha: 1.0 / 32.0,
+            jumprelu_bandwidth: 0.05,
+            jumprelu_init_threshold: 0.01,
+            clip_grad: 1.0,
+            threshold_beta: 0.999,
+            decoder_init_norm: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The output width.
+    pub fn d_out(&self) -> usize {
+        if self.d_out == 0 {
+            self.d_in
+        } else {
+            self.d_out
+        }
+    }
+
+    /// Every problem, in one error.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut p = Vec::new();
+        if self.d_in == 0 || self.d_sae == 0 {
+            p.push("d_in and d_sae must be positive".to_string());
+        }
+        if self.arch.uses_k() && (self.k == 0 || self.k > self.d_sae) {
+            p.push(format!(
+                "k = {} must be between 1 and the number of latents ({})",
+                self.k, self.d_sae
+            ));
+        }
+        if self.batch_size == 0 {
+            p.push("batch_size must be positive".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            p.push(format!("lr must be positive, not {}", self.lr));
+        }
+        if !(self.sparsity_coefficient.is_finite() && self.sparsity_coefficient >= 0.0) {
+            p.push("the sparsity coefficient must be finite and ≥ 0".into());
+        }
+        if !(self.jumprelu_bandwidth > 0.0 && self.jumprelu_init_threshold > 0.0) {
+            p.push("JumpReLU bandwidth and initial threshold must be positive".into());
+        }
+        if !self.transcoder && self.d_out != 0 && self.d_out != self.d_in {
+            p.push("an SAE's d_out must equal d_in (or be 0)".into());
+        }
+        if !p.is_empty() {
+            anyhow::bail!("{}", p.join("; "));
+        }
+        Ok(())
+    }
+
+    fn decoder_norm(&self) -> f64 {
+        if self.decoder_init_norm > 0.0 {
+            self.decoder_init_norm
+        } else if self.arch == Architecture::Relu {
+            0.1
+        } else {
+            1.0
+        }
+    }
+
+    /// The learning rate at step `t` (from 0).
+    pub fn lr_at(&self, t: u64) -> f64 {
+        let warm = if self.lr_warmup_steps > 0 {
+            ((t + 1) as f64 / self.lr_warmup_steps as f64).min(1.0)
+        } else {
+            1.0
+        };
+        let decay = if self.lr_decay_steps > 0 && t + self.lr_decay_steps >= self.steps {
+            // Linear from 1 at the first decay step to 1/decay at the last.
+            (self.steps.saturating_sub(t) as f64 / self.lr_decay_steps as f64).min(1.0)
+        } else {
+            1.0
+        };
+        self.lr * warm * decay
+    }
+
+    /// The sparsity coefficient at step `t`.
+    pub fn sparsity_at(&self, t: u64) -> f64 {
+        let warm = if self.sparsity_warmup_steps > 0 {
+            ((t + 1) as f64 / self.sparsity_warmup_steps as f64).min(1.0)
+        } else {
+            1.0
+        };
+        self.sparsity_coefficient * warm
+    }
+}
+
+/// What one step measured (on that batch, before the update).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub loss: f64,
+    pub mse: f64,
+    pub sparsity: f64,
+    pub aux: f64,
+    /// Mean active latents per row.
+    pub l0: f64,
+    /// FVU of the batch against its own mean.
+    pub fvu: f64,
+    /// Fraction of latents dead (for AuxK's definition) before the step.
+    pub dead: f64,
+    pub lr: f64,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// The whole training state: weights, optimiser moments, counters.
+#[derive(Debug, Clone)]
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    /// The SAE being trained; for `jumprelu`, `threshold` mirrors `exp(log_threshold)`.
+    pub sae: Sae,
+    /// JumpReLU's trained parameter (empty otherwise).
+    pub log_threshold: Vec<f32>,
+    /// Moments for `W_enc`, `b_enc`, `W_dec`, `b_dec`, `log_threshold`.
+    pub opt: Vec<AdamW>,
+    /// Steps taken.
+    pub t: u64,
+    /// Per latent, steps since it last fired.
+    pub since_fired: Vec<u64>,
+    /// BatchTopK's running threshold (NaN before the first step).
+    pub batch_threshold: f64,
+}
+
+/// Gradients of one step, in the parameters' layouts.
+struct Grads {
+    w_enc_t: Vec<f32>,
+    b_enc: Vec<f32>,
+    w_dec: Vec<f32>,
+    b_dec: Vec<f32>,
+    log_threshold: Vec<f32>,
+}
+
+impl Trainer {
+    /// Fresh weights (docs/sae.md §Initialisation); `b_dec` is the geometric median of
+    /// `init_targets` (`[n, d_out]` rows; the first 16,384 are used).
+    pub fn new(cfg: TrainConfig, init_targets: &[f32]) -> anyhow::Result<Trainer> {
+        cfg.validate()?;
+        let (d_in, m, d_out) = (cfg.d_in, cfg.d_sae, cfg.d_out());
+        let mut rng = SplitMix::new(cfg.seed ^ 0x5AE5_AE5A_E5AE_5AE5);
+        let norm = cfg.decoder_norm();
+        let mut w_dec = vec![0.0f32; m * d_out];
+        for row in w_dec.chunks_exact_mut(d_out) {
+            let v: Vec<f64> = (0..d_out).map(|_| rng.normal()).collect();
+            let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            for (o, a) in row.iter_mut().zip(&v) {
+                *o = (a / n * norm) as f32;
+            }
+        }
+        // W_enc = W_decᵀ, i.e. w_enc_t = W_dec when d_in = d_out; a transcoder with
+        // d_in ≠ d_out draws its encoder the same way.
+        let w_enc_t = if d_in == d_out {
+            w_dec.clone()
+        } else {
+            let mut w = vec![0.0f32; m * d_in];
+            for row in w.chunks_exact_mut(d_in) {
+                let v: Vec<f64> = (0..d_in).map(|_| rng.normal()).collect();
+                let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+                for (o, a) in row.iter_mut().zip(&v) {
+                    *o = (a / n * norm) as f32;
+                }
+            }
+            w
+        };
+        let rows = (init_targets.len() / d_out).min(16_384);
+        let b_dec = if rows > 0 {
+            geometric_median(&init_targets[..rows * d_out], d_out, 100, 1e-5)
+        } else {
+            vec![0.0; d_out]
+        };
+        let log_threshold = if cfg.arch == Architecture::Jumprelu {
+            vec![cfg.jumprelu_init_threshold.ln() as f32; m]
+        } else {
+            Vec::new()
+        };
+        let sae = Sae {
+            arch: cfg.arch,
+            d_in,
+            d_sae: m,
+            d_out,
+            k: cfg.k,
+            transcoder: cfg.transcoder,
+            w_enc_t,
+            b_enc: vec![0.0; m],
+            w_dec,
+            b_dec,
+            threshold: Vec::new(),
+        };
+        Trainer::from_weights(cfg, sae, log_threshold)
+    }
+
+    /// Start from given weights (the reference check starts both sides from one file).
+    pub fn from_weights(
+        cfg: TrainConfig,
+        mut sae: Sae,
+        log_threshold: Vec<f32>,
+    ) -> anyhow::Result<Trainer> {
+        cfg.validate()?;
+        let adam = AdamWConfig {
+            lr: cfg.lr,
+            beta1: cfg.adam_beta1,
+            beta2: cfg.adam_beta2,
+            eps: cfg.adam_eps,
+            weight_decay: 0.0,
+        };
+        if cfg.arch == Architecture::Jumprelu {
+            anyhow::ensure!(
+                log_threshold.len() == sae.d_sae,
+                "a JumpReLU SAE needs one log-threshold per latent"
+            );
+            sae.threshold = log_threshold.iter().map(|v| v.exp()).collect();
+        }
+        let opt = vec![
+            AdamW::new(adam, sae.w_enc_t.len()),
+            AdamW::new(adam, sae.b_enc.len()),
+            AdamW::new(adam, sae.w_dec.len()),
+            AdamW::new(adam, sae.b_dec.len()),
+            AdamW::new(adam, log_threshold.len()),
+        ];
+        Ok(Trainer {
+            since_fired: vec![0; sae.d_sae],
+            sae,
+            log_threshold,
+            opt,
+            t: 0,
+            batch_threshold: f64::NAN,
+            cfg,
+        })
+    }
+
+    /// Latents dead before this step (AuxK's definition).
+    fn dead_mask(&self) -> Vec<bool> {
+        let b = self.cfg.batch_size as u64;
+        self.since_fired
+            .iter()
+            .map(|&s| s > 0 && s * b >= self.cfg.dead_tokens)
+            .collect()
+    }
+
+    /// One training step on `x` (`[B, d_in]`) with targets `y` (`[B, d_out]`; `None`: `x`).
+    pub fn step(&mut self, x: &[f32], y: Option<&[f32]>) -> StepStats {
+        let cfg = self.cfg.clone();
+        let sae = &self.sae;
+        let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
+        let n = x.len() / d_in;
+        let y = y.unwrap_or(x);
+        assert_eq!(y.len(), n * d_out, "targets do not match the inputs");
+        let lam = cfg.sparsity_at(self.t);
+        let inv_n = 1.0 / n as f32;
+
+        // Forward.
+        let xc = sae.centred(x);
+        let mut pre = vec![0.0f32; n * m];
+        kernels::matmul(&mut pre, &xc, &sae.w_enc_t, n, d_in, m, false, true, false);
+        kernels::add_bias_rows(&mut pre, &sae.b_enc);
+        let theta: Vec<f32> = sae.threshold.clone();
+        let codes = match cfg.arch {
+            Architecture::Relu => kernels::activate_rows(&pre, m, kernels::relu_row),
+            Architecture::Topk => {
+                kernels::activate_rows(&pre, m, |r, o| kernels::topk_row(r, cfg.k, o))
+            }
+            Architecture::Jumprelu => {
+                kernels::activate_rows(&pre, m, |r, o| kernels::jump_row(r, &theta, o))
+            }
+            Architecture::Batchtopk => batch_topk(&pre, m, cfg.k * n),
+        };
+        let y_hat = kernels::decode(&codes, &sae.w_dec, &sae.b_dec, m, d_out);
+        let mut err = vec![0.0f32; n * d_out]; // ŷ − y
+        for ((e, a), b) in err.iter_mut().zip(&y_hat).zip(y) {
+            *e = a - b;
+        }
+        let mse = err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / n as f64;
+        let fvu = mse * n as f64 / total_variance(y, d_out).max(f64::MIN_POSITIVE);
+
+        let mut g = Grads {
+            w_enc_t: vec![0.0; m * d_in],
+            b_enc: vec![0.0; m],
+            w_dec: vec![0.0; m * d_out],
+            b_dec: vec![0.0; d_out],
+            log_threshold: vec![0.0; self.log_threshold.len()],
+        };
+        // d mse / d ŷ.
+        let g_y: Vec<f32> = err.iter().map(|e| 2.0 * e * inv_n).collect();
+        for row in g_y.chunks_exact(d_out) {
+            for (a, b) in g.b_dec.iter_mut().zip(row) {
+                *a += b;
+            }
+        }
+        codes_t_times(&codes, &g_y, m, d_out, &mut g.w_dec);
+        let mut g_f = gather_dots(&codes, &g_y, &sae.w_dec, m, d_out);
+
+        // Sparsity terms.
+        let mut sparsity = 0.0f64;
+        match cfg.arch {
+            Architecture::Relu => {
+                let norms = sae.decoder_norms();
+                let mut col_sum = vec![0.0f64; m];
+                for (k, (&i, &v)) in codes.idx.iter().zip(&codes.val).enumerate() {
+                    let i = i as usize;
+                    sparsity += v as f64 * norms[i] as f64;
+                    col_sum[i] += v as f64;
+                    g_f[k] += (lam as f32) * inv_n * norms[i];
+                }
+                sparsity *= lam / n as f64;
+                for i in 0..m {
+                    if col_sum[i] != 0.0 && norms[i] > 0.0 {
+                        let c = (lam * col_sum[i] / n as f64 / norms[i] as f64) as f32;
+                        let row = &sae.w_dec[i * d_out..(i + 1) * d_out];
+                        for (a, w) in g.w_dec[i * d_out..(i + 1) * d_out].iter_mut().zip(row) {
+                            *a += c * w;
+                        }
+                    }
+                }
+            }
+            Architecture::Jumprelu => {
+                let eps = cfg.jumprelu_bandwidth as f32;
+                // Entries within the kernel's window of their threshold.
+                let near = kernels::activate_rows(&pre, m, |r, o| {
+                    for (i, (&v, &t)) in r.iter().zip(&theta).enumerate() {
+                        if ((v - t) / eps).abs() < 0.5 {
+                            o.push((i as u32, v));
+                        }
+                    }
+                });
+                let g_out = gather_dots(&near, &g_y, &sae.w_dec, m, d_out);
+                let mut g_theta = vec![0.0f64; m];
+                for (k, &i) in near.idx.iter().enumerate() {
+                    let i = i as usize;
+                    let t = theta[i] as f64;
+                    g_theta[i] += g_out[k] as f64 * (-t / eps as f64);
+                    g_theta[i] += lam / n as f64 * (-1.0 / eps as f64);
+                }
+                for i in 0..m {
+                    g.log_threshold[i] = (g_theta[i] * theta[i] as f64) as f32;
+                }
+                sparsity = lam * codes.nnz() as f64 / n as f64;
+            }
+            Architecture::Topk | Architecture::Batchtopk => {}
+        }
+
+        // AuxK.
+        let dead = self.dead_mask();
+        let n_dead = dead.iter().filter(|&&d| d).count();
+        let mut aux = 0.0f64;
+        let mut aux_codes = Codes::from_rows(vec![Vec::new(); n]);
+        let mut g_a = Vec::new();
+        if cfg.arch.uses_k() && n_dead > 0 && cfg.aux_alpha > 0.0 {
+            let half = (d_in / 2).max(1);
+            let k_aux = half.min(n_dead);
+            let scale = cfg.aux_alpha * (n_dead as f64 / half as f64).min(1.0);
+            aux_codes = kernels::activate_rows(&pre, m, |r, o| {
+                for i in kernels::topk_indices(r, k_aux, |i| dead[i]) {
+                    if r[i as usize] > 0.0 {
+                        o.push((i, r[i as usize]));
+                    }
+                }
+            });
+            // ê − e with e = y − ŷ (no gradient): ê + err.
+            let mut diff = vec![0.0f32; n * d_out];
+            codes_times(&aux_codes, &sae.w_dec, m, d_out, &mut diff);
+            for (a, e) in diff.iter_mut().zip(&err) {
+                *a += e;
+            }
+            aux = scale * diff.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
+            let c = (2.0 * scale / n as f64) as f32;
+            let g_e: Vec<f32> = diff.iter().map(|v| c * v).collect();
+            codes_t_times(&aux_codes, &g_e, m, d_out, &mut g.w_dec);
+            g_a = gather_dots(&aux_codes, &g_e, &sae.w_dec, m, d_out);
+        }
+
+        // Gradient at the pre-activations: the main codes and the AuxK codes, row by row.
+        let mut rows: Vec<Vec<(u32, f32)>> = Vec::with_capacity(n);
+        for b in 0..n {
+            let mut r = Vec::new();
+            for k in codes.ptr[b]..codes.ptr[b + 1] {
+                r.push((codes.idx[k], g_f[k]));
+            }
+            for k in aux_codes.ptr[b]..aux_codes.ptr[b + 1] {
+                r.push((aux_codes.idx[k], g_a[k]));
+            }
+            rows.push(r);
+        }
+        let g_pre = Codes::from_rows(rows);
+        for (&i, &v) in g_pre.idx.iter().zip(&g_pre.val) {
+            g.b_enc[i as usize] += v;
+        }
+        codes_t_times(&g_pre, &xc, m, d_in, &mut g.w_enc_t);
+        if !sae.transcoder {
+            // pre = (x − b_dec)·W_enc + b_enc: ∂/∂b_dec = −W_enc · Σ_b g_pre[b].
+            for i in 0..m {
+                let gi = g.b_enc[i];
+                if gi != 0.0 {
+                    let row = &sae.w_enc_t[i * d_in..(i + 1) * d_in];
+                    for (a, w) in g.b_dec.iter_mut().zip(row) {
+                        *a -= gi * w;
+                    }
+                }
+            }
+        }
+
+        // Unit-norm decoder rows: drop the gradient's component along each row.
+        if cfg.arch.unit_norm_decoder() {
+            remove_parallel(&mut g.w_dec, &sae.w_dec, d_out);
+        }
+        let grad_norm = [&g.w_enc_t, &g.b_enc, &g.w_dec, &g.b_dec, &g.log_threshold]
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt();
+        if cfg.clip_grad > 0.0 {
+            // As the reference trainer: scale by clip/‖g‖ when ‖g‖ > clip (no ε).
+            let coef = cfg.clip_grad / grad_norm;
+            if grad_norm > cfg.clip_grad {
+                for v in [
+                    &mut g.w_enc_t,
+                    &mut g.b_enc,
+                    &mut g.w_dec,
+                    &mut g.b_dec,
+                    &mut g.log_threshold,
+                ] {
+                    for a in v.iter_mut() {
+                        *a *= coef as f32;
+                    }
+                }
+            }
+        }
+
+        // Bookkeeping that reads this step's forward.
+        let l0 = codes.nnz() as f64 / n as f64;
+        let mut fired = vec![false; m];
+        for &i in &codes.idx {
+            fired[i as usize] = true;
+        }
+        let batch_min = codes
+            .val
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+
+        // Update.
+        let lr = cfg.lr_at(self.t);
+        for o in &mut self.opt {
+            o.cfg.lr = lr;
+        }
+        let sae = &mut self.sae;
+        self.opt[0].step(&mut sae.w_enc_t, &g.w_enc_t);
+        self.opt[1].step(&mut sae.b_enc, &g.b_enc);
+        self.opt[2].step(&mut sae.w_dec, &g.w_dec);
+        self.opt[3].step(&mut sae.b_dec, &g.b_dec);
+        if !self.log_threshold.is_empty() {
+            self.opt[4].step(&mut self.log_threshold, &g.log_threshold);
+            sae.threshold = self.log_threshold.iter().map(|v| v.exp()).collect();
+        }
+        if cfg.arch.unit_norm_decoder() {
+            normalise_rows(&mut sae.w_dec, d_out);
+        }
+        if cfg.arch == Architecture::Batchtopk && batch_min.is_finite() {
+            let m_b = batch_min as f64;
+            self.batch_threshold = if self.batch_threshold.is_nan() {
+                m_b
+            } else {
+                cfg.threshold_beta * self.batch_threshold + (1.0 - cfg.threshold_beta) * m_b
+            };
+        }
+        for (s, f) in self.since_fired.iter_mut().zip(&fired) {
+            *s = if *f { 0 } else { *s + 1 };
+        }
+        let stats = StepStats {
+            step: self.t,
+            loss: mse + sparsity + aux,
+            mse,
+            sparsity,
+            aux,
+            l0,
+            fvu,
+            dead: n_dead as f64 / m as f64,
+            lr,
+            grad_norm,
+        };
+        self.t += 1;
+        stats
+    }
+
+    /// The SAE for inference: for `batchtopk`, a threshold on every latent (the running
+    /// estimate); scales folded when `scales` is given (`s_in`, `s_out`).
+    pub fn inference_sae(&self, scales: Option<(f32, f32)>) -> Sae {
+        let mut sae = self.sae.clone();
+        if sae.arch == Architecture::Batchtopk {
+            let t = if self.batch_threshold.is_nan() {
+                0.0
+            } else {
+                self.batch_threshold as f32
+            };
+            sae.threshold = vec![t; sae.d_sae];
+        }
+        if let Some((s_in, s_out)) = scales {
+            sae.fold_scales(s_in, s_out);
+        }
+        sae
+    }
+
+    /// Save the whole state to `path` atomically.
+    pub fn save_checkpoint(&self, path: &Path, extra: &serde_json::Value) -> anyhow::Result<()> {
+        let mut tensors: Vec<(String, Vec<f32>)> = vec![
+            ("W_enc_t".into(), self.sae.w_enc_t.clone()),
+            ("b_enc".into(), self.sae.b_enc.clone()),
+            ("W_dec".into(), self.sae.w_dec.clone()),
+            ("b_dec".into(), self.sae.b_dec.clone()),
+            ("log_threshold".into(), self.log_threshold.clone()),
+        ];
+        for (i, o) in self.opt.iter().enumerate() {
+            tensors.push((format!("adam{i}.m"), o.m.clone()));
+            tensors.push((format!("adam{i}.v"), o.v.clone()));
+        }
+        let state = serde_json::json!({
+            "cfg": self.cfg,
+            "t": self.t,
+            "adam_t": self.opt.iter().map(|o| o.t).collect::<Vec<_>>(),
+            "since_fired": self.since_fired,
+            "batch_threshold": if self.batch_threshold.is_nan() { None } else { Some(self.batch_threshold) },
+            "extra": extra,
+        });
+        crate::io::write_f32_safetensors(path, &tensors, &[("state", state.to_string())])
+    }
+
+    /// Load a state written by [`Trainer::save_checkpoint`]; returns it with the `extra` value.
+    pub fn load_checkpoint(path: &Path) -> anyhow::Result<(Trainer, serde_json::Value)> {
+        let (tensors, meta) = crate::io::read_f32_safetensors(path)?;
+        let state: serde_json::Value = serde_json::from_str(
+            meta.get("state")
+                .ok_or_else(|| anyhow::anyhow!("{}: not an SAE checkpoint", path.display()))?,
+        )?;
+        let cfg: TrainConfig = serde_json::from_value(state["cfg"].clone())?;
+        let get = |name: &str| -> anyhow::Result<Vec<f32>> {
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("{}: no tensor {name}", path.display()))
+        };
+        let sae = Sae {
+            arch: cfg.arch,
+            d_in: cfg.d_in,
+            d_sae: cfg.d_sae,
+            d_out: cfg.d_out(),
+            k: cfg.k,
+            transcoder: cfg.transcoder,
+            w_enc_t: get("W_enc_t")?,
+            b_enc: get("b_enc")?,
+            w_dec: get("W_dec")?,
+            b_dec: get("b_dec")?,
+            threshold: Vec::new(),
+        };
+        let log_threshold = get("log_threshold")?;
+        let mut tr = Trainer::from_weights(cfg, sae, log_threshold)?;
+        tr.sae.check()
+            .or_else(|e| if tr.cfg.arch == Architecture::Batchtopk { Ok(()) } else { Err(e) })?;
+        let adam_t: Vec<u64> = serde_json::from_value(state["adam_t"].clone())?;
+        for (i, o) in tr.opt.iter_mut().enumerate() {
+            o.m = get(&format!("adam{i}.m"))?;
+            o.v = get(&format!("adam{i}.v"))?;
+            o.t = adam_t[i];
+        }
+        tr.t = serde_json::from_value(state["t"].clone())?;
+        tr.since_fired = serde_json::from_value(state["since_fired"].clone())?;
+        tr.batch_threshold = state["batch_threshold"].as_f64().unwrap_or(f64::NAN);
+        Ok((tr, state["extra"].clone()))
+    }
+}
+
+/// BatchTopK's selection: ReLU, then the `keep` largest values over the whole batch (ties at
+/// the cut kept in index order until `keep` is reached).
+fn batch_topk(pre: &[f32], m: usize, keep: usize) -> Codes {
+    let mut pos: Vec<f32> = pre.iter().copied().filter(|&v| v > 0.0).collect();
+    if pos.len() <= keep {
+        return kernels::activate_rows(pre, m, kernels::relu_row);
+    }
+    let cut_idx = pos.len() - keep;
+    let (_, cut, _) = pos.select_nth_unstable_by(cut_idx, |a, b| a.total_cmp(b));
+    let cut = *cut;
+    let above = pre.iter().filter(|&&v| v > cut).count();
+    let mut ties_left = keep - above;
+    let mut rows = Vec::with_capacity(pre.len() / m);
+    for row in pre.chunks_exact(m) {
+        let mut r = Vec::new();
+        for (i, &v) in row.iter().enumerate() {
+            if v > cut || (v == cut && ties_left > 0 && {
+                ties_left -= 1;
+                true
+            }) {
+                r.push((i as u32, v));
+            }
+        }
+        rows.push(r);
+    }
+    Codes::from_rows(rows)
+}
+
+/// `Σ_b ‖y_b − ȳ‖²` in f64.
+pub fn total_variance(y: &[f32], d: usize) -> f64 {
+    let n = y.len() / d;
+    let mut mean = vec![0.0f64; d];
+    for row in y.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v as f64;
+        }
+    }
+    for m in &mut mean {
+        *m /= n.max(1) as f64;
+    }
+    y.chunks_exact(d)
+        .map(|row| {
+            row.iter()
+                .zip(&mean)
+                .map(|(&v, m)| (v as f64 - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// Remove from each gradient row its component along the (unit-norm) weight row.
+fn remove_parallel(grad: &mut [f32], w: &[f32], d: usize) {
+    for (g, r) in grad.chunks_exact_mut(d).zip(w.chunks_exact(d)) {
+        let dot = kernels::dot(g, r);
+        let nn = kernels::dot(r, r).max(1e-30);
+        let c = dot / nn;
+        for (a, b) in g.iter_mut().zip(r) {
+            *a -= c * b;
+        }
+    }
+}
+
+/// Scale each row to unit Euclidean norm.
+fn normalise_rows(w: &mut [f32], d: usize) {
+    for r in w.chunks_exact_mut(d) {
+        let n = kernels::dot(r, r).sqrt();
+        if n > 0.0 {
+            for a in r.iter_mut() {
+                *a /= n;
+            }
+        }
+    }
+}
+
+/// The geometric median of `n` rows of width `d` by Weiszfeld's iteration from the mean,
+/// stopping after `max_iter` steps or when the step is below `tol` times the median's norm.
+pub fn geometric_median(x: &[f32], d: usize, max_iter: usize, tol: f64) -> Vec<f32> {
+    let n = x.len() / d;
+    let mut z = vec![0.0f64; d];
+    for row in x.chunks_exact(d) {
+        for (a, &v) in z.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+    }
+    for a in &mut z {
+        *a /= n.max(1) as f64;
+    }
+    for _ in 0..max_iter {
+        let mut num = vec![0.0f64; d];
+        let mut den = 0.0f64;
+        for row in x.chunks_exact(d) {
+            let dist = row
+                .iter()
+                .zip(&z)
+                .map(|(&v, m)| (v as f64 - m).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-8);
+            let w = 1.0 / dist;
+            den += w;
+            for (a, &v) in num.iter_mut().zip(row) {
+                *a += w * v as f64;
+            }
+        }
+        let next: Vec<f64> = num.iter().map(|a| a / den).collect();
+        let step = next
+            .iter()
+            .zip(&z)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let norm = next.iter().map(|a| a * a).sum::<f64>().sqrt();
+        z = next;
+        if step <= tol * norm.max(1e-12) {
+            break;
+        }
+    }
+    z.into_iter().map(|v| v as f32).collect()
+}
