@@ -91,10 +91,11 @@ pub fn topk_indices(row: &[f32], k: usize, keep: impl Fn(usize) -> bool) -> Vec<
     idx
 }
 
-/// JumpReLU: entries above their threshold.
+/// JumpReLU: `relu(pre)·[pre > θ]` — positive entries above their threshold (SAELens'
+/// inference form; the same as `pre·[pre > θ]` for θ ≥ 0, which training keeps).
 pub fn jump_row(row: &[f32], threshold: &[f32], out: &mut Vec<(u32, f32)>) {
     for (i, (&v, &t)) in row.iter().zip(threshold).enumerate() {
-        if v > t {
+        if v > t && v > 0.0 {
             out.push((i as u32, v));
         }
     }

@@ -8,12 +8,14 @@
 //! - [`train`]: the training step, initialisation, checkpoints;
 //! - [`metrics`]: L0, FVU, dead and dense latents, shrinkage;
 //! - [`kernels`]: the CPU products with sparse codes;
-//! - [`io`]: safetensors reading and writing.
+//! - [`io`]: safetensors reading and writing;
+//! - [`saelens`]: SAEs on disk in SAELens' layout.
 
 pub mod io;
 pub mod kernels;
 pub mod metrics;
 pub mod sae;
+pub mod saelens;
 pub mod train;
 
 pub use sae::{Architecture, Codes, Sae};

@@ -68,9 +68,11 @@ pub struct Sae {
     pub d_out: usize,
     /// Active latents per row for `topk` (and the batch average for `batchtopk` in training).
     pub k: usize,
-    /// A transcoder reads one hook and predicts another; it does not subtract `b_dec` from
-    /// its input.
+    /// A transcoder reads one hook and predicts another.
     pub transcoder: bool,
+    /// Whether the encoder reads `x − b_dec` (SAEs trained here) or `x` (transcoders, and
+    /// SAEs loaded from SAELens with `apply_b_dec_to_input: false`).
+    pub apply_b_dec_to_input: bool,
     /// The encoder transposed: `[d_sae, d_in]`, row `i` is latent `i`'s encoder direction.
     pub w_enc_t: Vec<f32>,
     /// `[d_sae]`.
@@ -166,6 +168,10 @@ impl Sae {
             self.d_sae
         );
         anyhow::ensure!(
+            !self.apply_b_dec_to_input || self.d_out == self.d_in,
+            "an encoder that subtracts b_dec needs d_out = d_in"
+        );
+        anyhow::ensure!(
             self.transcoder || self.d_out == self.d_in,
             "an SAE's output width ({}) must equal its input width ({})",
             self.d_out,
@@ -194,9 +200,9 @@ impl Sae {
         pre
     }
 
-    /// `x − b_dec` for an SAE, `x` for a transcoder.
+    /// `x − b_dec` when `apply_b_dec_to_input`, else `x`.
     pub(crate) fn centred(&self, x: &[f32]) -> Vec<f32> {
-        if self.transcoder {
+        if !self.apply_b_dec_to_input {
             x.to_vec()
         } else {
             let mut v = x.to_vec();

@@ -264,6 +264,7 @@ impl Trainer {
             d_out,
             k: cfg.k,
             transcoder: cfg.transcoder,
+            apply_b_dec_to_input: !cfg.transcoder,
             w_enc_t,
             b_enc: vec![0.0; m],
             w_dec,
@@ -469,7 +470,7 @@ impl Trainer {
             g.b_enc[i as usize] += v;
         }
         codes_t_times(&g_pre, &xc, m, d_in, &mut g.w_enc_t);
-        if !sae.transcoder {
+        if sae.apply_b_dec_to_input {
             // pre = (x − b_dec)·W_enc + b_enc: ∂/∂b_dec = −W_enc · Σ_b g_pre[b].
             for i in 0..m {
                 let gi = g.b_enc[i];
@@ -629,6 +630,7 @@ impl Trainer {
             d_out: cfg.d_out(),
             k: cfg.k,
             transcoder: cfg.transcoder,
+            apply_b_dec_to_input: !cfg.transcoder,
             w_enc_t: get("W_enc_t")?,
             b_enc: get("b_enc")?,
             w_dec: get("W_dec")?,
