@@ -20,6 +20,7 @@ mod cmd_memorise;
 mod cmd_models;
 mod cmd_patch;
 mod cmd_probe;
+mod cmd_sae;
 mod cmd_rerun;
 mod cmd_run;
 mod cmd_steer;
@@ -110,6 +111,8 @@ enum Command {
     W2s(cmd_w2s::W2sArgs),
     /// Fine-tuning compared: train on a corpus (checkpoints, resume), then before vs after.
     Finetune(cmd_finetune::FinetuneArgs),
+    /// Sparse autoencoders and transcoders: train, evaluate, feature cards.
+    Sae(cmd_sae::SaeArgs),
     /// Toy experiments: superposition, grokking, induction (trained from scratch), whispers.
     Toy(cmd_toy::ToyArgs),
     /// The catalog of experiments and the questions they answer; run some or all of them.
@@ -182,6 +185,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => cmd_diff::run(a),
         Command::Ioi(a) => cmd_ioi::run(a),
         Command::Eval(a) => cmd_eval::run(a),
+        Command::Sae(a) => cmd_sae::run(a),
         Command::Toy(a) => cmd_toy::run(a),
         Command::Tour(a) => cmd_tour::run(a),
         Command::Rerun(a) => cmd_rerun::run(a),

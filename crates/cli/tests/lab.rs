@@ -66,7 +66,7 @@ fn tour_quick_runs_every_experiment_and_the_index_links_every_report() {
         .iter()
         .map(|(n, _)| n.to_string())
         .collect();
-    assert_eq!(names.len(), 26);
+    assert_eq!(names.len(), 29);
     for n in &names {
         let report = dir.join(n).join("report.html");
         assert!(report.is_file(), "{n}: no report");
@@ -80,7 +80,7 @@ fn tour_quick_runs_every_experiment_and_the_index_links_every_report() {
             "{n}'s report loads something from outside the file"
         );
     }
-    assert!(index.contains("26 of 26 experiments ran"), "{index}");
+    assert!(index.contains("29 of 29 experiments ran"), "{index}");
 
     // A finished run repeats from its manifest, identically.
     let again = tmp.path().join("again");

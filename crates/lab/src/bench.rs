@@ -228,10 +228,13 @@ pub fn measure(
             }))
         }
         "probe" => probe_fit(a, load),
+        "sae-topk" | "sae-relu" | "sae-batchtopk" | "sae-jumprelu" => sae_step(a, &what[4..]),
+        "harvest" | "harvest-last" => harvest(a, what == "harvest-last", load),
         "finetune" => finetune_step(a, load),
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, patch, heads, \
-             generate, generate-q, generate-batch, generate-batch-q, probe, finetune)"
+             generate, generate-q, generate-batch, generate-batch-q, probe, finetune, sae-topk, \
+             sae-relu, sae-batchtopk, sae-jumprelu, harvest, harvest-last)"
         ),
     }
 }
@@ -354,4 +357,81 @@ fn probe_fit(
         "held_out_accuracy_first_last": [accuracy.first(), accuracy.last()],
         "logistic_iterations": iterations,
     }))
+}
+
+/// `sae-<arch>`: one SAE training step as `interplab sae train` takes it, on the problem of
+/// `scripts/peer/sae_bench.py`: d_in 576 → 4,608 latents, a batch of 4,096 rows of N(0, 1)
+/// data each scaled to norm √576, k = 32; two warm-up steps, then `runs` timed steps.
+fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
+    use interplab_sae::{Architecture, TrainConfig, Trainer};
+    let (d, m, b) = (576usize, 4608usize, 4096usize);
+    let mut rng = interplab_core::rng::SplitMix::new(0);
+    let mut x: Vec<f32> = (0..b * d).map(|_| rng.normal() as f32).collect();
+    for row in x.chunks_exact_mut(d) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v *= (d as f32).sqrt() / n);
+    }
+    let cfg = TrainConfig {
+        arch: Architecture::parse(arch)?,
+        d_in: d,
+        d_sae: m,
+        k: 32,
+        batch_size: b,
+        steps: 1000,
+        sparsity_coefficient: if arch == "jumprelu" { 1e-3 } else { 5.0 },
+        ..Default::default()
+    };
+    let mut tr = Trainer::new(cfg, &x)?;
+    for _ in 0..2 {
+        tr.step(&x, None);
+    }
+    let mut times = Vec::new();
+    for _ in 0..a.runs.max(1) {
+        let t0 = Instant::now();
+        tr.step(&x, None);
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(json!({"name": format!("interplab_sae_step_{arch}"), "median_s": median(times),
+              "runs": a.runs.max(1), "d_in": d, "d_sae": m, "batch": b, "k": 32,
+              "peak_rss_bytes": peak_rss()}))
+}
+
+/// `harvest` / `harvest-last`: activations of `blocks.15.hook_resid_post` (the default SAE hook;
+/// the model stops after block 15) or of the last block's `hook_resid_post` (a full-depth pass
+/// without the unembedding), as `interplab sae train` harvests them, over the forward
+/// benchmark's batch × seq tokens: rows per second.
+fn harvest(
+    a: &Workload,
+    last: bool,
+    load: &mut dyn FnMut(&str, WeightStorage) -> anyhow::Result<LoadedModel>,
+) -> anyhow::Result<serde_json::Value> {
+    use interplab_sae::store::{HarvestSpec, Harvester};
+    let m = load(&a.model, WeightStorage::Dense)?;
+    let layer = if last { m.model.cfg.n_layers - 1 } else { 15.min(m.model.cfg.n_layers - 1) };
+    let hook = format!("blocks.{layer}.hook_resid_post");
+    let h = Harvester::new(
+        &m,
+        HarvestSpec {
+            hook: hook.clone(),
+            hook_out: None,
+            exclude_special: false,
+            batch_sequences: a.batch,
+        },
+    )?;
+    let ids = bench_tokens(a.batch, a.seq);
+    let seqs: Vec<Vec<u32>> = ids.chunks(a.seq).map(<[u32]>::to_vec).collect();
+    h.harvest(&seqs, 0)?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..a.runs.max(1) {
+        let t0 = Instant::now();
+        let rows = h.harvest(&seqs, 0)?;
+        times.push(t0.elapsed().as_secs_f64());
+        if rows.len() != a.batch * a.seq {
+            bail!("harvested {} rows, expected {}", rows.len(), a.batch * a.seq);
+        }
+    }
+    let med = median(times);
+    Ok(json!({"name": format!("interplab_harvest_{}", if last { "last" } else { "l15" }),
+              "hook": hook, "median_s": med, "tokens_per_s": (a.batch * a.seq) as f64 / med,
+              "batch": a.batch, "seq": a.seq, "runs": a.runs.max(1), "peak_rss_bytes": peak_rss()}))
 }

@@ -8,7 +8,7 @@ use interplab_lab::{config_from_file, heads, ExperimentConfig};
 fn the_catalog_names_every_experiment_once_with_a_question() {
     let all = ExperimentConfig::all_quick();
     let mut names: Vec<&str> = all.iter().map(|c| c.name()).collect();
-    assert_eq!(names.len(), 26);
+    assert_eq!(names.len(), 29);
     for c in &all {
         assert!(
             c.question().ends_with('?'),
@@ -21,7 +21,7 @@ fn the_catalog_names_every_experiment_once_with_a_question() {
     }
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), 26, "duplicate catalog names");
+    assert_eq!(names.len(), 29, "duplicate catalog names");
 }
 
 #[test]

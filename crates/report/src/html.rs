@@ -17,6 +17,12 @@ enum Block {
     },
     KeyValues(Vec<(String, String)>),
     Pre(String),
+    Tokens {
+        label: String,
+        tokens: Vec<(String, f64)>,
+        max: f64,
+        focus: Option<usize>,
+    },
 }
 
 /// A report under construction; [`Report::to_html`] renders it.
@@ -79,6 +85,24 @@ impl Report {
         self
     }
 
+    /// A run of tokens, each shaded by its value (0 → white, `max` → full orange) and showing
+    /// the value on hover; `focus` is outlined. For an SAE latent's activating contexts.
+    pub fn tokens(
+        &mut self,
+        label: impl Into<String>,
+        tokens: Vec<(String, f64)>,
+        max: f64,
+        focus: Option<usize>,
+    ) -> &mut Self {
+        self.blocks.push(Block::Tokens {
+            label: label.into(),
+            tokens,
+            max,
+            focus,
+        });
+        self
+    }
+
     /// The whole page.
     pub fn to_html(&self) -> String {
         let mut s = String::new();
@@ -120,6 +144,31 @@ impl Report {
                     }
                     s.push_str("</tbody></table>\n");
                 }
+                Block::Tokens {
+                    label,
+                    tokens,
+                    max,
+                    focus,
+                } => {
+                    s.push_str(&format!(
+                        "<div class=\"ctx\"><span class=\"lbl\">{}</span>",
+                        escape(label)
+                    ));
+                    for (i, (t, v)) in tokens.iter().enumerate() {
+                        let a = if *max > 0.0 {
+                            (v / max).clamp(0.0, 1.0)
+                        } else {
+                            0.0
+                        };
+                        let class = if Some(i) == *focus { " class=\"focus\"" } else { "" };
+                        s.push_str(&format!(
+                            "<span{class} style=\"background:rgba(255,140,0,{a:.3})\" title=\"{}\">{}</span>",
+                            escape(&format!("{t:?}: {v:.4}")),
+                            escape(&t.replace('\n', "↵"))
+                        ));
+                    }
+                    s.push_str("</div>\n");
+                }
                 Block::Figure { caption, svg } => {
                     s.push_str("<figure>");
                     s.push_str(svg);
@@ -142,6 +191,9 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f
 table.kv th{width:14em}
 figure{margin:1em 0}figure svg{max-width:100%;height:auto}figcaption{color:#555;font-size:0.9em}
 pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}
+div.ctx{font-family:ui-monospace,monospace;font-size:0.85em;white-space:pre-wrap;margin:2px 0;line-height:1.6}
+div.ctx span.lbl{color:#777;display:inline-block;min-width:5.5em}
+div.ctx span.focus{outline:1px solid #c40}
 ";
 
 /// Escape text for HTML element content and attribute values.

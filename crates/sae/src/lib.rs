@@ -9,12 +9,15 @@
 //! - [`metrics`]: L0, FVU, dead and dense latents, shrinkage;
 //! - [`kernels`]: the CPU products with sparse codes;
 //! - [`io`]: safetensors reading and writing;
-//! - [`saelens`]: SAEs on disk in SAELens' layout.
+//! - [`saelens`]: SAEs on disk in SAELens' layout;
+//! - [`store`]: sequences, harvesting, the shuffle buffer, activation shards.
 
 pub mod io;
 pub mod kernels;
+pub mod evaluate;
 pub mod metrics;
 pub mod sae;
+pub mod store;
 pub mod saelens;
 pub mod train;
 
