@@ -228,6 +228,9 @@ pub struct EvalArgs {
     /// Held-out tokens for CE recovered and KL.
     #[arg(long, value_parser = parse_count, default_value = "8192")]
     ce_tokens: u64,
+    /// Tokens per sequence (as in training, to read the same held-out tokens).
+    #[arg(long, default_value_t = interplab_lab::sae_eval::Config::default().context)]
+    context: usize,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -239,6 +242,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         corpus: a.corpus.clone(),
         eval_tokens: a.eval_tokens,
         ce_tokens: a.ce_tokens,
+        context: a.context,
         ..Default::default()
     })?;
     let (outcome, dir) = crate::exec::execute(&cfg, &a.out, a.out.existing(false))?;

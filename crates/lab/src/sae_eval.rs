@@ -12,7 +12,7 @@ use interplab_sae::store::{HarvestSpec, Harvester};
 use interplab_sae::Sae;
 use serde::{Deserialize, Serialize};
 
-use crate::sae_train::{corpus_sequences, frontier, Trained, Variant};
+use crate::sae_train::{corpus_sequences, frontier, take_tokens, Trained, Variant};
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The config of `sae-eval`.
@@ -161,12 +161,8 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     }
     progress.phase("tokenising");
     let (_, held) = corpus_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every, 0)?;
-    let take = |tokens: u64| -> Vec<Vec<u32>> {
-        let per = cfg.context as u64;
-        held.iter().take(tokens.div_ceil(per) as usize).cloned().collect()
-    };
-    let eval_seqs = take(cfg.eval_tokens);
-    let ce_seqs = take(cfg.ce_tokens);
+    let eval_seqs = take_tokens(m, &held, cfg.eval_tokens, cfg.exclude_special);
+    let ce_seqs = take_tokens(m, &held, cfg.ce_tokens, false);
     if eval_seqs.is_empty() {
         bail!("corpus {} has no held-out sequence of {} tokens", cfg.corpus, cfg.context);
     }

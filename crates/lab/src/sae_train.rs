@@ -305,7 +305,7 @@ pub fn corpus_sequences(
 }
 
 /// Sequences from the front of `seqs` holding at least `tokens` usable tokens (all if fewer).
-fn take_tokens(
+pub(crate) fn take_tokens(
     m: &interplab_core::loader::LoadedModel,
     seqs: &[Vec<u32>],
     tokens: u64,
@@ -373,11 +373,12 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         exclude_special: cfg.exclude_special,
         batch_sequences: cfg.batch_sequences,
     };
+    // The hooks first: a wrong name fails before the corpus is read.
+    let probe = Harvester::new(m, spec.clone())?;
+    let (d_in, d_out) = (probe.d_in, probe.d_out);
     progress.phase("tokenising");
     let (train_seqs, held_seqs) =
         corpus_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every, cfg.seed)?;
-    let probe = Harvester::new(m, spec.clone())?;
-    let (d_in, d_out) = (probe.d_in, probe.d_out);
     let width = if cfg.hook_out.is_some() { d_in + d_out } else { d_in };
     // Memory: the buffer, the SAEs with their Adam moments, one harvest chunk.
     let per_sae = 4 * (cfg.latents * (d_in + d_out) + cfg.latents + d_out) * 4;
