@@ -11,8 +11,8 @@ use crate::exec::{execute, ModelArgs, OutArgs};
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// A built-in task (truthfulqa_mc1, hhh_alignment), a harness YAML task file, or an agenda
-    /// study: framing, persona, refusal, password, sycophancy, sensitivity, constitution.
+    /// A built-in task (truthfulqa_mc1, hhh_alignment, bbq), a harness YAML task file, or an
+    /// agenda study: framing, persona, refusal, password, sycophancy, sensitivity, constitution.
     #[arg(long, default_value_t = Config::default().task)]
     task: String,
     /// Shots, one variant each (comma-separated; default: the task's num_fewshot).

@@ -1,4 +1,5 @@
-//! `interplab eval MODEL --task sensitivity`: TruthfulQA MC1 over templates × shots
+//! `interplab eval MODEL --task sensitivity`: TruthfulQA MC1 (the config's `task`) over
+//! templates × shots
 //! (`interplab_lab::eval_sensitivity`).
 
 use interplab_lab::eval_sensitivity::Config;
@@ -22,7 +23,11 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     })?;
     let (out, dir) = execute(&cfg, &a.out, a.out.existing(false))?;
     let r = &out.results;
-    println!("prompt sensitivity on TruthfulQA MC1, {} items:", r.n_items);
+    println!(
+        "prompt sensitivity on {}, {} items:",
+        interplab_lab::eval_sensitivity::task_title(&r.task),
+        r.n_items
+    );
     for (k, c) in r.cells.iter().enumerate() {
         let vs = match k {
             0 => "baseline".to_string(),

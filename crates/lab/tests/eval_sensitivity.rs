@@ -1,5 +1,5 @@
 //! `eval-sensitivity` through the lab: the quick grid (3 templates × 0/1 shots on 6
-//! TruthfulQA items) is consistent: every cell scored the same items, the spread is the
+//! BBQ items) is consistent: every cell scored the same items, the spread is the
 //! range of the cells, every cell is paired with the baseline, the prompts are re-templated.
 
 mod common;
