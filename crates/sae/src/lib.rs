@@ -10,11 +10,14 @@
 //! - [`kernels`]: the CPU products with sparse codes;
 //! - [`io`]: safetensors reading and writing;
 //! - [`saelens`]: SAEs on disk in SAELens' layout;
-//! - [`store`]: sequences, harvesting, the shuffle buffer, activation shards.
+//! - [`store`]: sequences, harvesting, the shuffle buffer, activation shards;
+//! - [`evaluate`]: reconstruction metrics and CE recovered / KL with the SAE spliced in;
+//! - [`hooked`]: SAEs attached to a model as hook points, steering directions.
 
 pub mod io;
 pub mod kernels;
 pub mod evaluate;
+pub mod hooked;
 pub mod metrics;
 pub mod sae;
 pub mod store;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 
@@ -120,6 +121,25 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
+}
+
+/// A module spliced into the forward at one hook point (its host), with hook points of its
+/// own: an SAE attached at `blocks.3.hook_resid_post` exposes
+/// `blocks.3.hook_resid_post.sae.hook_sae_acts_post` and the rest. When a call hooks or caches
+/// none of its points it is not run at all and the host activation passes unchanged.
+pub trait Attachment: std::fmt::Debug + Send + Sync {
+    /// The hook point it reads and whose activation its output replaces.
+    fn host(&self) -> &str;
+    /// Its own points, relative to the host (`sae.hook_sae_acts_post`), in the order they fire.
+    fn points(&self) -> Vec<String>;
+    /// Run on the host activation `x`. `fire(point, t)` runs the hooks and the cache of one of
+    /// its points (relative name) and returns the possibly replaced tensor. Returns the
+    /// activation that continues through the model.
+    fn forward(
+        &self,
+        x: &Tensor,
+        fire: &mut dyn FnMut(&str, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor>;
 }
 
 /// Hook functions for one model call; they live for that call only.
@@ -255,6 +275,8 @@ pub(crate) struct HookRuntime<'h, 'a> {
     any: bool,
     /// When set, every point the forward passes, in order (duplicates kept).
     pub(crate) emitted: Option<Vec<HookName>>,
+    /// Attachments whose points this call hooks or caches, by host name.
+    attached: HashMap<String, Vec<Arc<dyn Attachment>>>,
 }
 
 impl<'h, 'a> HookRuntime<'h, 'a> {
@@ -284,7 +306,50 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             cache: ActivationCache::new(),
             any,
             emitted: None,
+            attached: HashMap::new(),
         })
+    }
+
+    /// Run `attachments` at their hosts during this call, those of them whose points are hooked
+    /// or cached (the others would change nothing).
+    pub(crate) fn with_attachments(mut self, attachments: &[Arc<dyn Attachment>]) -> Self {
+        for a in attachments {
+            let host = a.host().to_string();
+            let used = a.points().iter().any(|p| {
+                let n = format!("{host}.{p}");
+                self.hooked.contains_key(&n)
+                    || self.cache_names.as_ref().is_some_and(|c| c.contains(&n))
+            });
+            if used {
+                self.attached.entry(host).or_default().push(a.clone());
+                self.any = true;
+            }
+        }
+        self
+    }
+
+    /// Hooks and cache of a point given by name (an attachment's).
+    fn fire_named(&mut self, name: &str, layer: Option<usize>, x: Tensor) -> Result<Tensor> {
+        let mut x = x;
+        if let (Some(idx), Some(hooks)) = (self.hooked.get(name), self.hooks.as_deref_mut()) {
+            for &i in idx {
+                let point = HookPoint { name, layer };
+                if let Some(new) = (hooks.entry_mut(i))(&x, point)? {
+                    if new.dims() != x.dims() {
+                        return Err(Error::Hook(format!(
+                            "hook on `{name}` returned shape {:?}, expected {:?}",
+                            new.dims(),
+                            x.dims()
+                        )));
+                    }
+                    x = new;
+                }
+            }
+        }
+        if self.cache_names.as_ref().is_some_and(|c| c.contains(name)) {
+            self.cache.insert(name.to_string(), x.clone());
+        }
+        Ok(x)
     }
 
     /// A runtime that does nothing (plain forward).
@@ -296,6 +361,7 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             cache: ActivationCache::new(),
             any: false,
             emitted: None,
+            attached: HashMap::new(),
         }
     }
 
@@ -340,7 +406,13 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             }
         }
         if self.cache_names.as_ref().is_some_and(|c| c.contains(&name)) {
-            self.cache.insert(name, x.clone());
+            self.cache.insert(name.clone(), x.clone());
+        }
+        if let Some(atts) = self.attached.get(&name).cloned() {
+            for a in atts {
+                let host = name.clone();
+                x = a.forward(&x, &mut |p, t| self.fire_named(&format!("{host}.{p}"), layer, t))?;
+            }
         }
         Ok(x)
     }

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, D};
 pub use budget::{mem_available, CacheBudget};
 pub use generate::GenerateOptions;
 pub use hook_name::HookName;
-pub use hooks::{glob_match, ActivationCache, HookFn, HookPoint, Hooks, NameFilter};
+pub use hooks::{glob_match, ActivationCache, Attachment, HookFn, HookPoint, Hooks, NameFilter};
 pub use weights::{AttnWeights, BlockWeights, Matrix, MlpWeights, NormWeights, Weights};
 
 use crate::config::{ModelConfig, NormKind, Positions};
@@ -163,6 +163,8 @@ pub struct HookedTransformer {
     pub weights: Weights,
     pub settings: HookSettings,
     device: Device,
+    /// Modules spliced in at hook points (SAEs), each with hook points of its own.
+    attachments: Vec<std::sync::Arc<dyn hooks::Attachment>>,
 }
 
 /// Per-call geometry: positions and attention biases.
@@ -190,7 +192,38 @@ impl HookedTransformer {
             weights,
             settings: HookSettings::default(),
             device,
+            attachments: Vec::new(),
         })
+    }
+
+    /// Splice `a` in at its host hook point; its points join [`Self::hook_names`]. An error
+    /// when the host is not a hook point of this model, or a point name is taken.
+    pub fn attach(&mut self, a: std::sync::Arc<dyn hooks::Attachment>) -> Result<()> {
+        let names = self.hook_names();
+        let host = a.host().to_string();
+        if !names.contains(&host) {
+            return Err(crate::Error::Hook(format!(
+                "cannot attach at `{host}`: not a hook point of this model"
+            )));
+        }
+        for p in a.points() {
+            let n = format!("{host}.{p}");
+            if names.contains(&n) {
+                return Err(crate::Error::Hook(format!("`{n}` is already a hook point")));
+            }
+        }
+        self.attachments.push(a);
+        Ok(())
+    }
+
+    /// Remove every attachment.
+    pub fn detach_all(&mut self) {
+        self.attachments.clear();
+    }
+
+    /// The attachments, in the order attached.
+    pub fn attachments(&self) -> &[std::sync::Arc<dyn hooks::Attachment>] {
+        &self.attachments
     }
 
     /// The dtype of the weights (f32 normally; f64 for gradient checks).
@@ -256,8 +289,18 @@ impl HookedTransformer {
 
     /// Every hook point name this model exposes with its current settings, in forward order
     /// (from the one table in [`hook_name`]; the forward emits exactly these).
+    /// An attachment's points follow its host's name.
     pub fn hook_names(&self) -> Vec<String> {
-        self.hook_points().iter().map(HookName::to_string).collect()
+        let mut out = Vec::new();
+        for h in self.hook_points() {
+            let n = h.to_string();
+            let atts: Vec<_> = self.attachments.iter().filter(|a| a.host() == n).collect();
+            out.push(n.clone());
+            for a in atts {
+                out.extend(a.points().into_iter().map(|p| format!("{n}.{p}")));
+            }
+        }
+        out
     }
 
     /// Every hook point this model exposes with its current settings, in forward order.
@@ -321,7 +364,7 @@ impl HookedTransformer {
         cache: Option<&NameFilter>,
     ) -> Result<(Tensor, ActivationCache)> {
         let names = self.hook_names();
-        let mut rt = HookRuntime::new(&names, hooks, cache)?;
+        let mut rt = HookRuntime::new(&names, hooks, cache)?.with_attachments(&self.attachments);
         let out = self.run_inner(input, opts, &mut rt, None)?;
         Ok((out, rt.cache))
     }
@@ -336,7 +379,7 @@ impl HookedTransformer {
         hooks: Option<&mut Hooks>,
     ) -> Result<Tensor> {
         let names = self.hook_names();
-        let mut rt = HookRuntime::new(&names, hooks, None)?;
+        let mut rt = HookRuntime::new(&names, hooks, None)?.with_attachments(&self.attachments);
         let opts = RunOptions {
             attention_mask,
             ..Default::default()
@@ -377,7 +420,7 @@ impl HookedTransformer {
         hooks: Option<&mut Hooks>,
     ) -> Result<Tensor> {
         let names = self.hook_names();
-        let mut rt = HookRuntime::new(&names, hooks, None)?;
+        let mut rt = HookRuntime::new(&names, hooks, None)?.with_attachments(&self.attachments);
         let opts = RunOptions {
             start_at_layer: Some(start_at_layer),
             stop_at_layer: Some(self.cfg.n_layers),
