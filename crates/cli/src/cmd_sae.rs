@@ -107,6 +107,15 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Checkpoint every this many steps (0: never).
+    #[arg(long, default_value_t = TrainCfg::default().checkpoint_every)]
+    checkpoint_every: u64,
+    /// Continue an interrupted run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps as if interrupted (for testing --resume).
+    #[arg(long)]
+    stop_after: Option<u64>,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -165,10 +174,18 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         ce_tokens: a.ce_tokens,
         save_activations: a.save_activations.clone(),
         activations: a.activations.clone(),
+        checkpoint_every: a.checkpoint_every,
+        stop_after: a.stop_after,
         seed: a.seed,
         ..Default::default()
     })?;
-    let (outcome, dir) = crate::exec::execute(&cfg, &a.out, a.out.existing(false))?;
+    let (outcome, dir) = match crate::exec::execute(&cfg, &a.out, a.out.existing(a.resume)) {
+        Err(e) if e.downcast_ref::<interplab_lab::finetune::Stopped>().is_some() => {
+            eprintln!("{e}");
+            return Ok(());
+        }
+        r => r?,
+    };
     let r = &outcome.results;
     println!(
         "{} latents on `{}`{}: {} tokens, {} steps",

@@ -117,3 +117,36 @@ fn an_sae_of_the_wrong_width_and_a_damaged_file_are_one_line() {
     assert_one_line_error(&out, "sae_weights.safetensors");
     assert_eq!(std::fs::read(cut.join("sae_weights.safetensors")).unwrap().len(), w.len() / 2, "input untouched");
 }
+
+#[test]
+fn an_interrupted_run_resumes_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let cut = tmp.path().join("cut");
+    // `--arch` adds to TRAIN's topk: a TopK and a ReLU SAE.
+    let common = ["--checkpoint-every", "4", "--arch", "relu", "--l1", "5"];
+    let mut a = TRAIN.to_vec();
+    a.extend(common);
+    a.extend(["--out", whole.to_str().unwrap()]);
+    assert_ok(&interplab(&a));
+    let mut b = TRAIN.to_vec();
+    b.extend(common);
+    b.extend(["--out", cut.to_str().unwrap(), "--stop-after", "6"]);
+    let out = interplab(&b);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped at step 6"));
+    assert!(cut.join("checkpoint/store.safetensors").is_file());
+    let mut c = TRAIN.to_vec();
+    c.extend(common);
+    c.extend(["--out", cut.to_str().unwrap(), "--resume"]);
+    assert_ok(&interplab(&c));
+    assert!(!cut.join("checkpoint").exists(), "the checkpoint is removed once the SAEs are saved");
+    for sae in ["topk-k8", "relu-l1-5"] {
+        let w = |d: &std::path::Path| std::fs::read(d.join("saes").join(sae).join("sae_weights.safetensors")).unwrap();
+        assert!(w(&whole) == w(&cut), "{sae}: resumed weights differ");
+    }
+    assert_eq!(
+        std::fs::read(whole.join("results.json")).unwrap(),
+        std::fs::read(cut.join("results.json")).unwrap()
+    );
+}

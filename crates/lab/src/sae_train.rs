@@ -27,6 +27,7 @@ use interplab_sae::store::{
 use interplab_sae::{Architecture, Sae, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
+use crate::finetune::Stopped;
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// One SAE of a run.
@@ -125,6 +126,11 @@ pub struct Config {
     pub activations: Option<PathBuf>,
     /// Steps between logged training statistics.
     pub log_every: u64,
+    /// Steps between checkpoints in the run directory (0: none); `--resume` continues from
+    /// the last one bit for bit.
+    pub checkpoint_every: u64,
+    /// Stop after this many steps as if interrupted (for testing resume).
+    pub stop_after: Option<u64>,
     pub seed: u64,
 }
 
@@ -156,6 +162,8 @@ impl Default for Config {
             save_activations: None,
             activations: None,
             log_every: 10,
+            checkpoint_every: 200,
+            stop_after: None,
             seed: 0,
         }
     }
@@ -335,6 +343,21 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
+    /// Sequences (or shards) consumed.
+    fn position(&self) -> usize {
+        match self {
+            Source::Model { next, .. } => *next,
+            Source::Shards(r) => r.position(),
+        }
+    }
+
+    fn seek(&mut self, n: usize) {
+        match self {
+            Source::Model { next, .. } => *next = n,
+            Source::Shards(r) => r.seek(n),
+        }
+    }
+
     /// The next rows (side by side for transcoders), or `None` when exhausted.
     fn next(&mut self, want_rows: usize) -> anyhow::Result<Option<Vec<f32>>> {
         match self {
@@ -454,101 +477,119 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         }
     }
 
-    // Fill the buffer, estimate the scales, initialise.
-    progress.phase("harvesting");
-    let mut buffer = ShuffleBuffer::new(width, cfg.buffer_tokens, cfg.seed);
-    let mut pending: Vec<f32> = Vec::new();
-    let mut harvested = 0u64;
-    let mut exhausted = false;
-    let chunk_rows = (cfg.batch_sequences * cfg.context).max(cfg.batch_size);
-    while buffer.free() > 0 && !exhausted {
-        match source.next(chunk_rows)? {
-            Some(rows) => {
-                harvested += (rows.len() / width) as u64;
-                let take = (buffer.free() * width).min(rows.len());
-                buffer.push(&rows[..take])?;
-                pending.extend_from_slice(&rows[take..]);
-            }
-            None => exhausted = true,
-        }
-        progress.message(&format!("buffer {} / {} rows", buffer.len(), cfg.buffer_tokens));
-    }
-    let est = &buffer.rows()[..cfg.norm_tokens.min(buffer.len()) * width];
-    let (s_in, s_out) = match cfg.normalise {
-        Normalise::None => (1.0, 1.0),
-        Normalise::ExpectedNorm => {
-            let a = expected_norm_scale(est, width, 0..d_in);
-            let b = if cfg.hook_out.is_some() {
-                expected_norm_scale(est, width, d_in..width)
-            } else {
-                a
-            };
-            (a, b)
-        }
-    };
-    // The training mean of the replaced activation (raw), for mean ablation.
-    let mean_raw = column_mean(buffer.rows(), width, if cfg.hook_out.is_some() { d_in..width } else { 0..d_in });
-    buffer.scale(d_in, s_in as f32, s_out as f32);
-    scale_rows(&mut pending, width, d_in, s_in as f32, s_out as f32);
-
     let steps = cfg.tokens / cfg.batch_size as u64;
-    let init_rows = &buffer.rows()[..buffer.len().min(16_384) * width];
-    let (_, init_y) = split_rows(init_rows, d_in, width - d_in);
-    let init_targets: Vec<f32> = if cfg.hook_out.is_some() {
-        init_y
+    let chunk_rows = (cfg.batch_sequences * cfg.context).max(cfg.batch_size);
+    let ckpt_dir = wd.path.join("checkpoint");
+    let resuming = wd.resume && ckpt_dir.join("store.safetensors").exists();
+    if resuming && cfg.save_activations.is_some() {
+        bail!("a run that writes activation shards cannot resume; start it again, or train from the shards with `activations`");
+    }
+    let mut st = if resuming {
+        let st = LoopState::load(&ckpt_dir, width, cfg.buffer_tokens)?;
+        source.seek(st.position);
+        progress.note(&format!("resuming from step {}", st.step));
+        st
     } else {
-        init_rows.to_vec()
+        // Fill the buffer, estimate the scales, initialise.
+        progress.phase("harvesting");
+        let mut buffer = ShuffleBuffer::new(width, cfg.buffer_tokens, cfg.seed);
+        let mut pending: Vec<f32> = Vec::new();
+        let mut harvested = 0u64;
+        let mut exhausted = false;
+        while buffer.free() > 0 && !exhausted {
+            match source.next(chunk_rows)? {
+                Some(rows) => {
+                    harvested += (rows.len() / width) as u64;
+                    let take = (buffer.free() * width).min(rows.len());
+                    buffer.push(&rows[..take])?;
+                    pending.extend_from_slice(&rows[take..]);
+                }
+                None => exhausted = true,
+            }
+            progress.message(&format!("buffer {} / {} rows", buffer.len(), cfg.buffer_tokens));
+        }
+        let est = &buffer.rows()[..cfg.norm_tokens.min(buffer.len()) * width];
+        let (s_in, s_out) = match cfg.normalise {
+            Normalise::None => (1.0, 1.0),
+            Normalise::ExpectedNorm => {
+                let a = expected_norm_scale(est, width, 0..d_in);
+                let b = if cfg.hook_out.is_some() {
+                    expected_norm_scale(est, width, d_in..width)
+                } else {
+                    a
+                };
+                (a, b)
+            }
+        };
+        // The training mean of the replaced activation (raw), for mean ablation.
+        let mean_raw = column_mean(
+            buffer.rows(),
+            width,
+            if cfg.hook_out.is_some() { d_in..width } else { 0..d_in },
+        );
+        buffer.scale(d_in, s_in as f32, s_out as f32);
+        scale_rows(&mut pending, width, d_in, s_in as f32, s_out as f32);
+        let init_rows = &buffer.rows()[..buffer.len().min(16_384) * width];
+        let init_targets: Vec<f32> = if cfg.hook_out.is_some() {
+            split_rows(init_rows, d_in, width - d_in).1
+        } else {
+            init_rows.to_vec()
+        };
+        let trainers: Vec<Trainer> = cfg
+            .saes
+            .iter()
+            .map(|v| Trainer::new(train_config(cfg, v, d_in, d_out, steps)?, &init_targets))
+            .collect::<anyhow::Result<_>>()?;
+        LoopState {
+            step: 0,
+            position: source.position(),
+            harvested,
+            exhausted,
+            s_in,
+            s_out,
+            mean_raw,
+            curves: vec![Vec::new(); trainers.len()],
+            buffer,
+            pending,
+            trainers,
+        }
     };
-    let mut trainers: Vec<Trainer> = cfg
-        .saes
-        .iter()
-        .map(|v| {
-            let arch = Architecture::parse(&v.arch)?;
-            let tc = TrainConfig {
-                arch,
-                transcoder: cfg.hook_out.is_some(),
-                d_in,
-                d_sae: cfg.latents,
-                d_out,
-                k: v.k,
-                batch_size: cfg.batch_size,
-                steps,
-                lr: cfg.lr,
-                lr_warmup_steps: cfg.lr_warmup_steps,
-                lr_decay_steps: (steps as f64 * cfg.lr_decay_fraction) as u64,
-                sparsity_coefficient: v.coefficient,
-                sparsity_warmup_steps: (steps as f64 * cfg.sparsity_warmup_fraction) as u64,
-                dead_tokens: cfg.dead_tokens,
-                seed: cfg.seed,
-                ..Default::default()
-            };
-            Trainer::new(tc, &init_targets)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let (s_in, s_out) = (st.s_in, st.s_out);
 
     progress.phase("training");
     progress.total(steps, "steps");
-    let mut curves: Vec<Vec<(u64, f64, f64, f64)>> = vec![Vec::new(); trainers.len()];
-    for step in 0..steps {
+    for step in st.step..steps {
+        let stop = cfg.stop_after == Some(step);
+        if stop || (cfg.checkpoint_every > 0 && step > st.step && step % cfg.checkpoint_every == 0) {
+            st.step = step;
+            st.position = source.position();
+            st.save(&ckpt_dir)?;
+            if stop {
+                return Err(Stopped { step: step as usize }.into());
+            }
+        }
         // Refill from pending rows first, then from the source, to keep the buffer mixed.
-        while buffer.wants() && !(exhausted && pending.is_empty()) {
-            if pending.is_empty() {
+        while st.buffer.wants() && !(st.exhausted && st.pending.is_empty()) {
+            if st.pending.is_empty() {
                 match source.next(chunk_rows)? {
                     Some(mut rows) => {
-                        harvested += (rows.len() / width) as u64;
+                        st.harvested += (rows.len() / width) as u64;
                         scale_rows(&mut rows, width, d_in, s_in as f32, s_out as f32);
-                        pending = rows;
+                        st.pending = rows;
                     }
-                    None => exhausted = true,
+                    None => st.exhausted = true,
                 }
             }
-            let take = (buffer.free() * width).min(pending.len());
-            buffer.push(&pending[..take])?;
-            pending.drain(..take);
+            let take = (st.buffer.free() * width).min(st.pending.len());
+            st.buffer.push(&st.pending[..take])?;
+            st.pending.drain(..take);
         }
-        let batch = buffer.draw(cfg.batch_size);
+        let batch = st.buffer.draw(cfg.batch_size);
         if batch.len() < cfg.batch_size * width {
-            bail!("the activations ran out after {harvested} rows, at step {step} of {steps}");
+            bail!(
+                "the activations ran out after {} rows, at step {step} of {steps}",
+                st.harvested
+            );
         }
         let (x, y) = if cfg.hook_out.is_some() {
             let (x, y) = split_rows(&batch, d_in, d_out);
@@ -557,17 +598,27 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             (batch, None)
         };
         let mut msg = String::new();
-        for (i, tr) in trainers.iter_mut().enumerate() {
-            let st = tr.step(&x, y.as_deref());
+        for (i, tr) in st.trainers.iter_mut().enumerate() {
+            let s = tr.step(&x, y.as_deref());
             if step % cfg.log_every == 0 || step + 1 == steps {
-                curves[i].push((step, st.loss, st.l0, st.fvu));
+                st.curves[i].push((step, s.loss, s.l0, s.fvu));
             }
             if i == 0 {
-                msg = format!("L0 {:.1}  FVU {:.3}", st.l0, st.fvu);
+                msg = format!("L0 {:.1}  FVU {:.3}", s.l0, s.fvu);
             }
         }
         progress.position(step + 1);
         progress.message(&msg);
+    }
+    let LoopState {
+        trainers,
+        curves,
+        mean_raw,
+        ..
+    } = st;
+    // The SAEs are saved below; the checkpoint (with its buffer) is no longer needed.
+    if ckpt_dir.exists() {
+        std::fs::remove_dir_all(&ckpt_dir)?;
     }
     if let Source::Model { writer: Some(w), .. } = source {
         w.finish()?;
@@ -642,6 +693,129 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         outcome.figure(name, f);
     }
     Ok(outcome)
+}
+
+/// The trainer config of one SAE of the run.
+fn train_config(cfg: &Config, v: &Variant, d_in: usize, d_out: usize, steps: u64) -> anyhow::Result<TrainConfig> {
+    Ok(TrainConfig {
+        arch: Architecture::parse(&v.arch)?,
+        transcoder: cfg.hook_out.is_some(),
+        d_in,
+        d_sae: cfg.latents,
+        d_out,
+        k: v.k,
+        batch_size: cfg.batch_size,
+        steps,
+        lr: cfg.lr,
+        lr_warmup_steps: cfg.lr_warmup_steps,
+        lr_decay_steps: (steps as f64 * cfg.lr_decay_fraction) as u64,
+        sparsity_coefficient: v.coefficient,
+        sparsity_warmup_steps: (steps as f64 * cfg.sparsity_warmup_fraction) as u64,
+        dead_tokens: cfg.dead_tokens,
+        seed: cfg.seed,
+        ..Default::default()
+    })
+}
+
+/// Everything the training loop carries from step to step: what a checkpoint holds.
+struct LoopState {
+    /// The next step to run.
+    step: u64,
+    /// Sequences (or shards) consumed from the source.
+    position: usize,
+    harvested: u64,
+    exhausted: bool,
+    s_in: f64,
+    s_out: f64,
+    mean_raw: Vec<f32>,
+    curves: Vec<Vec<(u64, f64, f64, f64)>>,
+    buffer: ShuffleBuffer,
+    pending: Vec<f32>,
+    trainers: Vec<Trainer>,
+}
+
+impl LoopState {
+    /// Write `dir` whole: into `dir.tmp`, then swapped in for the previous checkpoint.
+    fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let tmp = dir.with_extension("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        let state = serde_json::json!({
+            "step": self.step,
+            "position": self.position,
+            "harvested": self.harvested,
+            "exhausted": self.exhausted,
+            "s_in": self.s_in,
+            "s_out": self.s_out,
+            "rng": self.buffer.rng_state(),
+            "curves": self.curves,
+            "saes": self.trainers.len(),
+        });
+        interplab_sae::io::write_shaped(
+            &tmp.join("store.safetensors"),
+            &[
+                ("buffer".into(), vec![self.buffer.rows().len()], self.buffer.rows()),
+                ("pending".into(), vec![self.pending.len()], &self.pending),
+                ("mean_raw".into(), vec![self.mean_raw.len()], &self.mean_raw),
+            ],
+            &[("state", state.to_string())],
+        )?;
+        for (i, t) in self.trainers.iter().enumerate() {
+            t.save_checkpoint(&tmp.join(format!("sae_{i}.safetensors")), &serde_json::Value::Null)?;
+        }
+        let old = dir.with_extension("old");
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        if dir.exists() {
+            std::fs::rename(dir, &old)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        Ok(())
+    }
+
+    fn load(dir: &std::path::Path, width: usize, capacity: usize) -> anyhow::Result<LoopState> {
+        let (mut t, meta) = interplab_sae::io::read_shaped(&dir.join("store.safetensors"))?;
+        let state: serde_json::Value = serde_json::from_str(
+            meta.get("state")
+                .with_context(|| format!("{}: not a sae-train checkpoint", dir.display()))?,
+        )?;
+        let mut take = |n: &str| -> anyhow::Result<Vec<f32>> {
+            Ok(t.remove(n)
+                .with_context(|| format!("{}: checkpoint lacks `{n}`", dir.display()))?
+                .data)
+        };
+        let buffer = ShuffleBuffer::restore(
+            width,
+            capacity,
+            take("buffer")?,
+            state["rng"].as_u64().context("checkpoint: rng")?,
+        )?;
+        let pending = take("pending")?;
+        let mean_raw = take("mean_raw")?;
+        let n: usize = serde_json::from_value(state["saes"].clone())?;
+        let trainers = (0..n)
+            .map(|i| Ok(Trainer::load_checkpoint(&dir.join(format!("sae_{i}.safetensors")))?.0))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(LoopState {
+            step: serde_json::from_value(state["step"].clone())?,
+            position: serde_json::from_value(state["position"].clone())?,
+            harvested: serde_json::from_value(state["harvested"].clone())?,
+            exhausted: serde_json::from_value(state["exhausted"].clone())?,
+            s_in: serde_json::from_value(state["s_in"].clone())?,
+            s_out: serde_json::from_value(state["s_out"].clone())?,
+            mean_raw,
+            curves: serde_json::from_value(state["curves"].clone())?,
+            buffer,
+            pending,
+            trainers,
+        })
+    }
 }
 
 fn column_mean(rows: &[f32], width: usize, cols: std::ops::Range<usize>) -> Vec<f32> {

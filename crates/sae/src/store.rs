@@ -279,9 +279,31 @@ impl ShuffleBuffer {
         out
     }
 
-    /// A view of the rows held (for estimates made before training starts).
+    /// A view of the rows held (for estimates made before training starts, and checkpoints).
     pub fn rows(&self) -> &[f32] {
         &self.data
+    }
+
+    /// The random generator's state (for checkpoints).
+    pub fn rng_state(&self) -> u64 {
+        self.rng.0
+    }
+
+    /// A buffer restored from a checkpoint: its rows and generator state.
+    pub fn restore(width: usize, capacity: usize, rows: Vec<f32>, rng_state: u64) -> anyhow::Result<ShuffleBuffer> {
+        anyhow::ensure!(
+            rows.len() % width == 0 && rows.len() / width <= capacity,
+            "checkpointed buffer of {} values does not fit {capacity} rows of {width}",
+            rows.len()
+        );
+        let mut data = Vec::with_capacity(width * capacity);
+        data.extend_from_slice(&rows);
+        Ok(ShuffleBuffer {
+            width,
+            capacity,
+            data,
+            rng: SplitMix(rng_state),
+        })
     }
 
     /// Multiply the first `cols` columns of every row by `a` and the rest by `b` (the
@@ -430,6 +452,16 @@ impl ShardReader {
             meta,
             next: 0,
         })
+    }
+
+    /// Shards read so far.
+    pub fn position(&self) -> usize {
+        self.next
+    }
+
+    /// Continue from shard `n` (a resumed run).
+    pub fn seek(&mut self, n: usize) {
+        self.next = n;
     }
 
     /// The next shard's rows, or `None` after the last.
