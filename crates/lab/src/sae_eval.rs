@@ -12,7 +12,7 @@ use interplab_sae::store::{HarvestSpec, Harvester};
 use interplab_sae::Sae;
 use serde::{Deserialize, Serialize};
 
-use crate::sae_train::{corpus_sequences, frontier, take_tokens, Trained, Variant};
+use crate::sae_train::{frontier, held_out_sequences, take_tokens, Trained, Variant};
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The config of `sae-eval`.
@@ -160,7 +160,7 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     }
     progress.phase("tokenising");
-    let (_, held) = corpus_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every, 0)?;
+    let held = held_out_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every)?;
     let eval_seqs = take_tokens(m, &held, cfg.eval_tokens, cfg.exclude_special);
     let ce_seqs = take_tokens(m, &held, cfg.ce_tokens, false);
     if eval_seqs.is_empty() {

@@ -22,7 +22,7 @@ use interplab_sae::saelens::load;
 use interplab_sae::store::{HarvestSpec, Harvester};
 use serde::{Deserialize, Serialize};
 
-use crate::sae_train::corpus_sequences;
+use crate::sae_train::held_out_sequences;
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The config of `sae-features`.
@@ -198,7 +198,7 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         h.d_in
     );
     progress.phase("tokenising");
-    let (_, held) = corpus_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every, 0)?;
+    let held = held_out_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every)?;
     let seqs: Vec<Vec<u32>> = held
         .iter()
         .take(cfg.tokens.div_ceil(cfg.context as u64) as usize)

@@ -256,6 +256,12 @@ impl Experiment for Config {
                 }
             }
         }
+        if self.hook_out.is_some() {
+            p.check(
+                !self.saes.iter().any(|v| v.arch == "topk"),
+                "SAELens' layout has no TopK transcoder; train a transcoder as relu, batchtopk or jumprelu",
+            );
+        }
         let names: std::collections::BTreeSet<String> = self.saes.iter().map(Variant::name).collect();
         p.check(names.len() == self.saes.len(), "two SAEs of the config have the same name");
         p.finish()
@@ -310,6 +316,18 @@ pub fn corpus_sequences(
     let held = pack_sequences(m, &held, context)?;
     SplitMix::new(seed ^ 0x5E0_5E0).shuffle(&mut train);
     Ok((train, held))
+}
+
+/// The held-out sequences of the corpus only (as [`corpus_sequences`] gives them).
+pub fn held_out_sequences(
+    m: &interplab_core::loader::LoadedModel,
+    corpus: &str,
+    context: usize,
+    held_out_every: usize,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let docs = load_corpus(corpus).with_context(|| format!("reading corpus {corpus}"))?;
+    let (_, held) = held_out_split(docs, held_out_every);
+    pack_sequences(m, &held, context)
 }
 
 /// Sequences from the front of `seqs` holding at least `tokens` usable tokens (all if fewer).

@@ -12,6 +12,9 @@
 //! - `KL = mean_p Σ_v p_clean(v) (log p_clean(v) − log p_sae(v))`.
 //!
 //! A transcoder reads `hook` and replaces `hook_out` (its prediction of that activation).
+//! With `exclude_special`, the positions the SAE was not trained on ([`excluded`]: special
+//! tokens and each sequence's first position) keep their clean activation in every spliced
+//! pass, ablations included; they are still scored.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -24,7 +27,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{ce_loss_recovered, Accumulator, Metrics};
-use crate::store::{hook_layer, HarvestSpec, Harvester};
+use crate::store::{excluded, hook_layer, HarvestSpec, Harvester};
 use crate::Sae;
 
 /// Downstream metrics of one SAE.
@@ -196,6 +199,9 @@ pub fn downstream(
             })
             .collect();
         count += targets.iter().filter(|t| t.is_some()).count() as u64;
+        let keep: Vec<bool> = (0..b * p)
+            .map(|r| spec.exclude_special && excluded(m, r % p, chunk[r / p][r % p]))
+            .collect();
         // Clean pass, caching the hook when a restart is possible.
         let cache_filter = NameFilter::new(&[replaced.clone()]);
         let (clean_logits, cache) = model.run(
@@ -214,14 +220,14 @@ pub fn downstream(
             let logits = match restart {
                 Some(l) => {
                     let act = cache.get(&replaced)?;
-                    let new = replace_tensor(act, None, case)?;
+                    let new = replace_tensor(act, None, case, &keep)?;
                     let opts = RunOptions {
                         start_at_layer: Some(l + 1),
                         ..Default::default()
                     };
                     model.run(Input::Resid(&new), &opts, None, None)?.0
                 }
-                None => spliced_run(m, &tokens, spec, case)?,
+                None => spliced_run(m, &tokens, spec, case, &keep)?,
             };
             let v: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             let s = score(&v, Some((&clean, &clean_lse)), &targets, vocab);
@@ -245,8 +251,14 @@ pub fn downstream(
         .collect())
 }
 
-/// `act` (`[b, p, d]`) replaced as `case` says; `input` is a transcoder's input activation.
-fn replace_tensor(act: &Tensor, input: Option<&Tensor>, case: &Replace) -> anyhow::Result<Tensor> {
+/// `act` (`[b, p, d]`) replaced as `case` says, except the rows flagged in `keep`; `input` is
+/// a transcoder's input activation.
+fn replace_tensor(
+    act: &Tensor,
+    input: Option<&Tensor>,
+    case: &Replace,
+    keep: &[bool],
+) -> anyhow::Result<Tensor> {
     let shape = act.dims().to_vec();
     let d = *shape.last().context("a scalar activation")?;
     let rows = act.elem_count() / d;
@@ -271,6 +283,13 @@ fn replace_tensor(act: &Tensor, input: Option<&Tensor>, case: &Replace) -> anyho
             sae.forward(&x).1
         }
     };
+    let mut out = out;
+    if keep.iter().any(|&k| k) {
+        let orig: Vec<f32> = act.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        for (r, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
+            out[r * d..(r + 1) * d].copy_from_slice(&orig[r * d..(r + 1) * d]);
+        }
+    }
     Ok(Tensor::from_vec(out, shape, act.device())?.to_dtype(act.dtype())?)
 }
 
@@ -280,6 +299,7 @@ fn spliced_run(
     tokens: &Tensor,
     spec: &HarvestSpec,
     case: &Replace,
+    keep: &[bool],
 ) -> anyhow::Result<Tensor> {
     let input: Rc<RefCell<Option<Tensor>>> = Rc::new(RefCell::new(None));
     let mut hooks = Hooks::new();
@@ -295,7 +315,7 @@ fn spliced_run(
             let e = err.clone();
             hooks.add(out.as_str(), move |t, _| {
                 let x = cell.borrow_mut().take();
-                match replace_tensor(t, x.as_ref(), case) {
+                match replace_tensor(t, x.as_ref(), case, keep) {
                     Ok(v) => Ok(Some(v)),
                     Err(er) => {
                         *e.borrow_mut() = Some(er);
@@ -306,7 +326,7 @@ fn spliced_run(
         }
         None => {
             let e = err.clone();
-            hooks.add(spec.hook.as_str(), move |t, _| match replace_tensor(t, None, case) {
+            hooks.add(spec.hook.as_str(), move |t, _| match replace_tensor(t, None, case, keep) {
                 Ok(v) => Ok(Some(v)),
                 Err(er) => {
                     *e.borrow_mut() = Some(er);
