@@ -313,9 +313,16 @@ pub fn corpus_sequences(
     let docs = load_corpus(corpus).with_context(|| format!("reading corpus {corpus}"))?;
     let (train, held) = held_out_split(docs, held_out_every);
     let mut train = pack_sequences(m, &train, context)?;
-    let held = pack_sequences(m, &held, context)?;
+    let held = held_in_mixed_order(pack_sequences(m, &held, context)?);
     SplitMix::new(seed ^ 0x5E0_5E0).shuffle(&mut train);
     Ok((train, held))
+}
+
+/// Held-out sequences in one fixed shuffled order (the same for every seed), so that the first
+/// N tokens evaluated mix the corpus' parts instead of being its first documents (the plays).
+fn held_in_mixed_order(mut held: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
+    SplitMix::new(0x4E1D_0000_5AE5).shuffle(&mut held);
+    held
 }
 
 /// The held-out sequences of the corpus only (as [`corpus_sequences`] gives them).
@@ -327,7 +334,7 @@ pub fn held_out_sequences(
 ) -> anyhow::Result<Vec<Vec<u32>>> {
     let docs = load_corpus(corpus).with_context(|| format!("reading corpus {corpus}"))?;
     let (_, held) = held_out_split(docs, held_out_every);
-    pack_sequences(m, &held, context)
+    Ok(held_in_mixed_order(pack_sequences(m, &held, context)?))
 }
 
 /// Sequences from the front of `seqs` holding at least `tokens` usable tokens (all if fewer).
