@@ -143,7 +143,10 @@ fn variants(arch: &[String], k: &[usize], coef: &[f64]) -> Vec<Variant> {
 fn train(a: TrainArgs) -> anyhow::Result<()> {
     let (hook, hook_out) = if a.transcoder {
         let l = interplab_sae::store::hook_layer(&a.hook).ok_or_else(|| {
-            anyhow::anyhow!("--transcoder needs a block hook (blocks.L.…), got `{}`", a.hook)
+            anyhow::anyhow!(
+                "--transcoder needs a block hook (blocks.L.…), got `{}`",
+                a.hook
+            )
         })?;
         (
             format!("blocks.{l}.ln2.hook_normalized"),
@@ -180,7 +183,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let (outcome, dir) = match crate::exec::execute(&cfg, &a.out, a.out.existing(a.resume)) {
-        Err(e) if e.downcast_ref::<interplab_lab::finetune::Stopped>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<interplab_lab::finetune::Stopped>()
+                .is_some() =>
+        {
             eprintln!("{e}");
             return Ok(());
         }
@@ -358,7 +364,14 @@ mod tests {
         let names: Vec<String> = v.iter().map(Variant::name).collect();
         assert_eq!(
             names,
-            ["topk-k16", "topk-k32", "topk-k64", "relu-l1-1", "relu-l1-3", "relu-l1-10"]
+            [
+                "topk-k16",
+                "topk-k32",
+                "topk-k64",
+                "relu-l1-1",
+                "relu-l1-3",
+                "relu-l1-10"
+            ]
         );
     }
 }

@@ -391,9 +391,11 @@ fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
         tr.step(&x, None);
         times.push(t0.elapsed().as_secs_f64());
     }
-    Ok(json!({"name": format!("interplab_sae_step_{arch}"), "median_s": median(times),
+    Ok(
+        json!({"name": format!("interplab_sae_step_{arch}"), "median_s": median(times),
               "runs": a.runs.max(1), "d_in": d, "d_sae": m, "batch": b, "k": 32,
-              "peak_rss_bytes": peak_rss()}))
+              "peak_rss_bytes": peak_rss()}),
+    )
 }
 
 /// `harvest` / `harvest-last`: activations of `blocks.15.hook_resid_post` (the default SAE hook;
@@ -407,7 +409,11 @@ fn harvest(
 ) -> anyhow::Result<serde_json::Value> {
     use interplab_sae::store::{HarvestSpec, Harvester};
     let m = load(&a.model, WeightStorage::Dense)?;
-    let layer = if last { m.model.cfg.n_layers - 1 } else { 15.min(m.model.cfg.n_layers - 1) };
+    let layer = if last {
+        m.model.cfg.n_layers - 1
+    } else {
+        15.min(m.model.cfg.n_layers - 1)
+    };
     let hook = format!("blocks.{layer}.hook_resid_post");
     let h = Harvester::new(
         &m,
@@ -427,11 +433,17 @@ fn harvest(
         let rows = h.harvest(&seqs, 0)?;
         times.push(t0.elapsed().as_secs_f64());
         if rows.len() != a.batch * a.seq {
-            bail!("harvested {} rows, expected {}", rows.len(), a.batch * a.seq);
+            bail!(
+                "harvested {} rows, expected {}",
+                rows.len(),
+                a.batch * a.seq
+            );
         }
     }
     let med = median(times);
-    Ok(json!({"name": format!("interplab_harvest_{}", if last { "last" } else { "l15" }),
+    Ok(
+        json!({"name": format!("interplab_harvest_{}", if last { "last" } else { "l15" }),
               "hook": hook, "median_s": med, "tokens_per_s": (a.batch * a.seq) as f64 / med,
-              "batch": a.batch, "seq": a.seq, "runs": a.runs.max(1), "peak_rss_bytes": peak_rss()}))
+              "batch": a.batch, "seq": a.seq, "runs": a.runs.max(1), "peak_rss_bytes": peak_rss()}),
+    )
 }

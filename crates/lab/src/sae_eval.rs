@@ -84,7 +84,10 @@ impl Experiment for Config {
     fn validate(&self) -> anyhow::Result<()> {
         let mut p = Problems::new(Self::NAME);
         p.check(!self.model.is_empty(), "model must be given")
-            .check(!self.saes.is_empty(), "at least one SAE folder must be given")
+            .check(
+                !self.saes.is_empty(),
+                "at least one SAE folder must be given",
+            )
             .positive("held_out_every", self.held_out_every)
             .positive("batch_sequences", self.batch_sequences)
             .check(self.context >= 2, "context must be at least 2 tokens");
@@ -113,11 +116,18 @@ impl Experiment for Config {
 /// `scripts/make_quick_sae.sh` (the path is the source tree's, so the quick
 /// `sae-eval` and `sae-features` run where the repository is).
 pub fn quick_sae() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sae/tests/fixtures/smollm2_l3_topk"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sae/tests/fixtures/smollm2_l3_topk"
+    ))
 }
 
 /// Run `sae-eval`.
-pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+pub fn run(
+    ctx: &Context,
+    cfg: &Config,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
     let m = ctx.model()?;
     let mut saes: Vec<Sae> = Vec::new();
     let mut hooks: Option<(String, Option<String>)> = None;
@@ -139,11 +149,9 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             Some(_) => {}
         }
         if mean.is_none() {
-            mean = l.cfg["interplab"]["mean_activation"].as_array().map(|a| {
-                a.iter()
-                    .map(|v| v.as_f64().unwrap_or(0.0) as f32)
-                    .collect()
-            });
+            mean = l.cfg["interplab"]["mean_activation"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect());
         }
         saes.push(l.sae);
     }
@@ -164,7 +172,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     let eval_seqs = take_tokens(m, &held, cfg.eval_tokens, cfg.exclude_special);
     let ce_seqs = take_tokens(m, &held, cfg.ce_tokens, false);
     if eval_seqs.is_empty() {
-        bail!("corpus {} has no held-out sequence of {} tokens", cfg.corpus, cfg.context);
+        bail!(
+            "corpus {} has no held-out sequence of {} tokens",
+            cfg.corpus,
+            cfg.context
+        );
     }
     progress.phase("evaluating");
     let refs: Vec<&Sae> = saes.iter().collect();
@@ -173,7 +185,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         Some(v) => (v, "the training activations (cfg.json)".to_string()),
         None => {
             let rows = h.harvest(&eval_seqs, 0)?;
-            let (src, d) = if hook_out.is_some() { (&rows.y, h.d_out) } else { (&rows.x, h.d_in) };
+            let (src, d) = if hook_out.is_some() {
+                (&rows.y, h.d_out)
+            } else {
+                (&rows.x, h.d_in)
+            };
             let n = (src.len() / d).max(1);
             let mut s = vec![0.0f64; d];
             for r in src.chunks_exact(d) {
@@ -198,7 +214,10 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             path: p.display().to_string(),
             arch: s.arch.name().to_string(),
             d_sae: s.d_sae,
-            eval: Evaluation { metrics, downstream },
+            eval: Evaluation {
+                metrics,
+                downstream,
+            },
         })
         .collect();
     let mut rep = Report::new(format!("SAE evaluation on {} at {hook}", cfg.model));
@@ -207,7 +226,18 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         cfg.corpus, cfg.held_out_every
     ));
     rep.table(
-        &["SAE", "arch", "latents", "L0", "FVU", "dead", "dense", "CE rec. (zero)", "CE rec. (mean)", "KL"],
+        &[
+            "SAE",
+            "arch",
+            "latents",
+            "L0",
+            "FVU",
+            "dead",
+            "dense",
+            "CE rec. (zero)",
+            "CE rec. (mean)",
+            "KL",
+        ],
         evaluated
             .iter()
             .map(|e| {

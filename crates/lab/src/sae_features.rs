@@ -135,7 +135,10 @@ impl Experiment for Config {
     fn validate(&self) -> anyhow::Result<()> {
         let mut p = Problems::new(Self::NAME);
         p.check(!self.model.is_empty(), "model must be given")
-            .check(!self.sae.as_os_str().is_empty(), "sae (a folder) must be given")
+            .check(
+                !self.sae.as_os_str().is_empty(),
+                "sae (a folder) must be given",
+            )
             .positive("held_out_every", self.held_out_every)
             .check(self.context >= 2, "context must be at least 2 tokens")
             .check(self.tokens > 0, "tokens must be positive")
@@ -166,22 +169,38 @@ impl Experiment for Config {
 /// Whether an SAE at `hook` (predicting `hook_out`) writes into the residual stream.
 fn writes_residual(hook: &str, hook_out: Option<&str>) -> bool {
     let h = hook_out.unwrap_or(hook);
-    ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_mlp_out", "hook_attn_out"]
-        .iter()
-        .any(|s| h.ends_with(s))
+    [
+        "hook_resid_pre",
+        "hook_resid_mid",
+        "hook_resid_post",
+        "hook_mlp_out",
+        "hook_attn_out",
+    ]
+    .iter()
+    .any(|s| h.ends_with(s))
 }
 
 /// Run `sae-features`.
-pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+pub fn run(
+    ctx: &Context,
+    cfg: &Config,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
     let m = ctx.model()?;
     let loaded = load(&cfg.sae)?;
     let sae = loaded.sae;
     let hook = loaded.hook_name.clone().ok_or_else(|| {
-        anyhow::anyhow!("{}: cfg.json names no hook (`hook_name`)", cfg.sae.display())
+        anyhow::anyhow!(
+            "{}: cfg.json names no hook (`hook_name`)",
+            cfg.sae.display()
+        )
     })?;
     for &l in &cfg.latents {
         if l >= sae.d_sae {
-            bail!("latent {l} does not exist: the SAE has {} latents", sae.d_sae);
+            bail!(
+                "latent {l} does not exist: the SAE has {} latents",
+                sae.d_sae
+            );
         }
     }
     let spec = HarvestSpec {
@@ -205,7 +224,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         .cloned()
         .collect();
     if seqs.is_empty() {
-        bail!("corpus {} has no held-out sequence of {} tokens", cfg.corpus, cfg.context);
+        bail!(
+            "corpus {} has no held-out sequence of {} tokens",
+            cfg.corpus,
+            cfg.context
+        );
     }
     // Every non-zero activation: per latent, (value, sequence, position).
     progress.phase("encoding");
@@ -252,19 +275,24 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     // Logit effects and decoder cosines.
     progress.phase("cards");
     let d = sae.d_out;
-    let unembed: Option<(Vec<f32>, usize)> = if writes_residual(&hook, loaded.hook_name_out.as_deref()) && d == m.model.cfg.d_model {
-        let w_u = m.model.weights.unembed()?.to_dtype(DType::F32)?;
-        let vocab = w_u.dims()[1];
-        Some((w_u.flatten_all()?.to_vec1()?, vocab))
-    } else {
-        None
-    };
+    let unembed: Option<(Vec<f32>, usize)> =
+        if writes_residual(&hook, loaded.hook_name_out.as_deref()) && d == m.model.cfg.d_model {
+            let w_u = m.model.weights.unembed()?.to_dtype(DType::F32)?;
+            let vocab = w_u.dims()[1];
+            Some((w_u.flatten_all()?.to_vec1()?, vocab))
+        } else {
+            None
+        };
     let gamma: Vec<f32> = match &m.model.weights.ln_final.w {
         Some(w) => w.to_dtype(DType::F32)?.to_vec1()?,
         None => vec![1.0; d],
     };
     let norms = sae.decoder_norms();
-    let show = |id: u32| -> String { m.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>")) };
+    let show = |id: u32| -> String {
+        m.tokenizer
+            .decode(&[id])
+            .unwrap_or_else(|_| format!("<{id}>"))
+    };
     let mut rng = SplitMix::new(cfg.seed ^ 0xCA4D);
     let mut cards = Vec::new();
     for &l in &chosen {
@@ -326,7 +354,9 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
                 let mut order: Vec<usize> = (0..*vocab).collect();
                 order.sort_by(|&a, &b| eff[b].total_cmp(&eff[a]));
                 let pick = |ids: &mut dyn Iterator<Item = &usize>| -> Vec<(String, f64)> {
-                    ids.take(cfg.logits).map(|&t| (show(t as u32), eff[t])).collect()
+                    ids.take(cfg.logits)
+                        .map(|&t| (show(t as u32), eff[t]))
+                        .collect()
                 };
                 (pick(&mut order.iter()), pick(&mut order.iter().rev()))
             }
@@ -336,7 +366,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             .filter(|&o| o != l)
             .map(|o| {
                 let other = &sae.w_dec[o * d..(o + 1) * d];
-                let dot: f64 = row.iter().zip(other).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let dot: f64 = row
+                    .iter()
+                    .zip(other)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum();
                 (o, dot / (norms[l] as f64 * norms[o] as f64).max(1e-30))
             })
             .collect();
@@ -380,14 +414,20 @@ fn density_figure(r: &Results) -> Figure {
         title: "Latent density (held-out tokens)".into(),
         x_label: "log10(fraction of tokens active)".into(),
         y_label: "latents".into(),
-        labels: (0..24).map(|i| format!("{:.2}", -6.0 + 0.25 * i as f64)).collect(),
+        labels: (0..24)
+            .map(|i| format!("{:.2}", -6.0 + 0.25 * i as f64))
+            .collect(),
         values: counts,
         ..Default::default()
     })
 }
 
 fn render(r: &Results, cfg: &Config) -> Report {
-    let mut rep = Report::new(format!("Feature cards: {} at {}", cfg.sae.display(), r.hook));
+    let mut rep = Report::new(format!(
+        "Feature cards: {} at {}",
+        cfg.sae.display(),
+        r.hook
+    ));
     rep.paragraph(format!(
         "{} held-out tokens of {} read; {} of {} latents active at least once ({} dead on these tokens). \
          Hover a token to see the latent's activation on it; the activating token is outlined.",
@@ -402,7 +442,13 @@ fn render(r: &Results, cfg: &Config) -> Report {
     let mut idx: Vec<&Card> = r.cards.iter().collect();
     idx.sort_by(|a, b| b.density.total_cmp(&a.density));
     rep.table(
-        &["latent", "density", "max", "top contexts' tokens", "top logits"],
+        &[
+            "latent",
+            "density",
+            "max",
+            "top contexts' tokens",
+            "top logits",
+        ],
         idx.iter()
             .map(|c| {
                 vec![
@@ -428,30 +474,53 @@ fn render(r: &Results, cfg: &Config) -> Report {
     for c in &r.cards {
         rep.heading(format!("Latent {}", c.latent));
         rep.key_values(&[
-            ("density", format!("{:.3e} ({:.4}% of tokens)", c.density, 100.0 * c.density)),
+            (
+                "density",
+                format!("{:.3e} ({:.4}% of tokens)", c.density, 100.0 * c.density),
+            ),
             ("max activation", format!("{:.4}", c.max_activation)),
             ("mean when active", format!("{:.4}", c.mean_activation)),
             (
                 "activation histogram (20 bins, 0 → max)",
-                c.histogram.iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
+                c.histogram
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ),
             (
                 "top logits",
-                c.top_logits.iter().map(|t| format!("{:?} {:+.3}", t.0, t.1)).collect::<Vec<_>>().join(", "),
+                c.top_logits
+                    .iter()
+                    .map(|t| format!("{:?} {:+.3}", t.0, t.1))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             (
                 "bottom logits",
-                c.bottom_logits.iter().map(|t| format!("{:?} {:+.3}", t.0, t.1)).collect::<Vec<_>>().join(", "),
+                c.bottom_logits
+                    .iter()
+                    .map(|t| format!("{:?} {:+.3}", t.0, t.1))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             (
                 "nearest latents (decoder cosine)",
-                c.nearest.iter().map(|n| format!("{} ({:.3})", n.0, n.1)).collect::<Vec<_>>().join(", "),
+                c.nearest
+                    .iter()
+                    .map(|n| format!("{} ({:.3})", n.0, n.1))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
         ]);
         for e in &c.top {
             rep.tokens(
                 format!("{:.3}", e.value),
-                e.tokens.iter().cloned().zip(e.acts.iter().map(|&v| v as f64)).collect(),
+                e.tokens
+                    .iter()
+                    .cloned()
+                    .zip(e.acts.iter().map(|&v| v as f64))
+                    .collect(),
                 c.max_activation,
                 Some(e.focus),
             );
@@ -460,7 +529,11 @@ fn render(r: &Results, cfg: &Config) -> Report {
             for e in ex {
                 rep.tokens(
                     format!("[{label}]"),
-                    e.tokens.iter().cloned().zip(e.acts.iter().map(|&v| v as f64)).collect(),
+                    e.tokens
+                        .iter()
+                        .cloned()
+                        .zip(e.acts.iter().map(|&v| v as f64))
+                        .collect(),
                     c.max_activation,
                     Some(e.focus),
                 );

@@ -220,7 +220,10 @@ impl Experiment for Config {
             .positive("batch_sequences", self.batch_sequences)
             .positive("held_out_every", self.held_out_every)
             .check(self.context >= 2, "context must be at least 2 tokens")
-            .check(self.tokens >= self.batch_size as u64, "tokens must hold at least one batch")
+            .check(
+                self.tokens >= self.batch_size as u64,
+                "tokens must hold at least one batch",
+            )
             .check(
                 self.buffer_tokens >= 2 * self.batch_size,
                 format!(
@@ -231,7 +234,12 @@ impl Experiment for Config {
             )
             .check(self.lr.is_finite() && self.lr > 0.0, "lr must be positive")
             .range("lr_decay_fraction", self.lr_decay_fraction, 0.0, 1.0)
-            .range("sparsity_warmup_fraction", self.sparsity_warmup_fraction, 0.0, 1.0)
+            .range(
+                "sparsity_warmup_fraction",
+                self.sparsity_warmup_fraction,
+                0.0,
+                1.0,
+            )
             .check(
                 !(self.activations.is_some() && self.save_activations.is_some()),
                 "give activations (read shards) or save_activations (write them), not both",
@@ -262,8 +270,12 @@ impl Experiment for Config {
                 "SAELens' layout has no TopK transcoder; train a transcoder as relu, batchtopk or jumprelu",
             );
         }
-        let names: std::collections::BTreeSet<String> = self.saes.iter().map(Variant::name).collect();
-        p.check(names.len() == self.saes.len(), "two SAEs of the config have the same name");
+        let names: std::collections::BTreeSet<String> =
+            self.saes.iter().map(Variant::name).collect();
+        p.check(
+            names.len() == self.saes.len(),
+            "two SAEs of the config have the same name",
+        );
         p.finish()
     }
     fn models(&self) -> Vec<String> {
@@ -412,7 +424,11 @@ impl Source<'_> {
 }
 
 /// Run `sae-train`.
-pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::Result<Outcome<Results>> {
+pub fn run(
+    ctx: &Context,
+    cfg: &Config,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Outcome<Results>> {
     let m = ctx.model()?;
     let wd = ctx.workdir()?;
     let spec = HarvestSpec {
@@ -427,7 +443,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     progress.phase("tokenising");
     let (train_seqs, held_seqs) =
         corpus_sequences(m, &cfg.corpus, cfg.context, cfg.held_out_every, cfg.seed)?;
-    let width = if cfg.hook_out.is_some() { d_in + d_out } else { d_in };
+    let width = if cfg.hook_out.is_some() {
+        d_in + d_out
+    } else {
+        d_in
+    };
     // Memory: the buffer, the SAEs with their Adam moments, one harvest chunk.
     let per_sae = 4 * (cfg.latents * (d_in + d_out) + cfg.latents + d_out) * 4;
     let need = (cfg.buffer_tokens * width * 4 + cfg.saes.len() * per_sae) as u64;
@@ -487,7 +507,12 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
                 None => None,
             };
             Source::Model {
-                seqs: take_tokens(m, &train_seqs, cfg.tokens + cfg.buffer_tokens as u64 / 2, cfg.exclude_special),
+                seqs: take_tokens(
+                    m,
+                    &train_seqs,
+                    cfg.tokens + cfg.buffer_tokens as u64 / 2,
+                    cfg.exclude_special,
+                ),
                 harvester: Harvester::new(m, spec.clone())?,
                 next: 0,
                 writer,
@@ -531,7 +556,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
                 }
                 None => exhausted = true,
             }
-            progress.message(&format!("buffer {} / {} rows", buffer.len(), cfg.buffer_tokens));
+            progress.message(&format!(
+                "buffer {} / {} rows",
+                buffer.len(),
+                cfg.buffer_tokens
+            ));
         }
         let est = &buffer.rows()[..cfg.norm_tokens.min(buffer.len()) * width];
         let (s_in, s_out) = match cfg.normalise {
@@ -550,7 +579,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
         let mean_raw = column_mean(
             buffer.rows(),
             width,
-            if cfg.hook_out.is_some() { d_in..width } else { 0..d_in },
+            if cfg.hook_out.is_some() {
+                d_in..width
+            } else {
+                0..d_in
+            },
         );
         buffer.scale(d_in, s_in as f32, s_out as f32);
         scale_rows(&mut pending, width, d_in, s_in as f32, s_out as f32);
@@ -585,12 +618,16 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     progress.total(steps, "steps");
     for step in st.step..steps {
         let stop = cfg.stop_after == Some(step);
-        if stop || (cfg.checkpoint_every > 0 && step > st.step && step % cfg.checkpoint_every == 0) {
+        if stop || (cfg.checkpoint_every > 0 && step > st.step && step % cfg.checkpoint_every == 0)
+        {
             st.step = step;
             st.position = source.position();
             st.save(&ckpt_dir)?;
             if stop {
-                return Err(Stopped { step: step as usize }.into());
+                return Err(Stopped {
+                    step: step as usize,
+                }
+                .into());
             }
         }
         // Refill from pending rows first, then from the source, to keep the buffer mixed.
@@ -645,7 +682,10 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     if ckpt_dir.exists() {
         std::fs::remove_dir_all(&ckpt_dir)?;
     }
-    if let Source::Model { writer: Some(w), .. } = source {
+    if let Source::Model {
+        writer: Some(w), ..
+    } = source
+    {
         w.finish()?;
     }
 
@@ -676,7 +716,11 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
     let eval_seqs = take_tokens(m, &held_seqs, cfg.eval_tokens, cfg.exclude_special);
     let ce_seqs = take_tokens(m, &held_seqs, cfg.ce_tokens, false);
     if eval_seqs.is_empty() || ce_seqs.is_empty() {
-        bail!("corpus {} holds no held-out sequence of {} tokens", cfg.corpus, cfg.context);
+        bail!(
+            "corpus {} holds no held-out sequence of {} tokens",
+            cfg.corpus,
+            cfg.context
+        );
     }
     let metrics = reconstruction(m, &refs, &spec, &eval_seqs)?;
     progress.message("CE loss with the SAEs spliced in");
@@ -692,7 +736,10 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
             name: v.name(),
             variant: v.clone(),
             dir: format!("saes/{}", v.name()),
-            eval: Evaluation { metrics, downstream },
+            eval: Evaluation {
+                metrics,
+                downstream,
+            },
             threshold: (sae.arch == Architecture::Batchtopk)
                 .then(|| sae.threshold.first().copied().unwrap_or(0.0) as f64),
             curve,
@@ -721,7 +768,13 @@ pub fn run(ctx: &Context, cfg: &Config, progress: &mut dyn Progress) -> anyhow::
 }
 
 /// The trainer config of one SAE of the run.
-fn train_config(cfg: &Config, v: &Variant, d_in: usize, d_out: usize, steps: u64) -> anyhow::Result<TrainConfig> {
+fn train_config(
+    cfg: &Config,
+    v: &Variant,
+    d_in: usize,
+    d_out: usize,
+    steps: u64,
+) -> anyhow::Result<TrainConfig> {
     Ok(TrainConfig {
         arch: Architecture::parse(&v.arch)?,
         transcoder: cfg.hook_out.is_some(),
@@ -781,14 +834,21 @@ impl LoopState {
         interplab_sae::io::write_shaped(
             &tmp.join("store.safetensors"),
             &[
-                ("buffer".into(), vec![self.buffer.rows().len()], self.buffer.rows()),
+                (
+                    "buffer".into(),
+                    vec![self.buffer.rows().len()],
+                    self.buffer.rows(),
+                ),
                 ("pending".into(), vec![self.pending.len()], &self.pending),
                 ("mean_raw".into(), vec![self.mean_raw.len()], &self.mean_raw),
             ],
             &[("state", state.to_string())],
         )?;
         for (i, t) in self.trainers.iter().enumerate() {
-            t.save_checkpoint(&tmp.join(format!("sae_{i}.safetensors")), &serde_json::Value::Null)?;
+            t.save_checkpoint(
+                &tmp.join(format!("sae_{i}.safetensors")),
+                &serde_json::Value::Null,
+            )?;
         }
         let old = dir.with_extension("old");
         if old.exists() {
@@ -932,8 +992,18 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
         .collect();
     rep.table(
         &[
-            "SAE", "L0", "FVU", "EV", "shrinkage", "dead", "dense", "CE clean", "CE SAE",
-            "CE rec. (zero)", "CE rec. (mean)", "KL",
+            "SAE",
+            "L0",
+            "FVU",
+            "EV",
+            "shrinkage",
+            "dead",
+            "dense",
+            "CE clean",
+            "CE SAE",
+            "CE rec. (zero)",
+            "CE rec. (mean)",
+            "KL",
         ],
         rows,
     );
@@ -962,7 +1032,11 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
             .iter()
             .map(|s| Series {
                 name: s.name.clone(),
-                points: s.curve.iter().map(|c| (c.0 as f64, c.3.max(1e-6))).collect(),
+                points: s
+                    .curve
+                    .iter()
+                    .map(|c| (c.0 as f64, c.3.max(1e-6)))
+                    .collect(),
                 style: SeriesStyle::Line,
             })
             .collect(),
@@ -988,7 +1062,10 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
             }],
             ..Default::default()
         });
-        rep.figure("Log-density histogram of the first SAE (dead latents not shown).", &density);
+        rep.figure(
+            "Log-density histogram of the first SAE (dead latents not shown).",
+            &density,
+        );
         figs.push(("density".to_string(), density));
     }
     (rep, figs)

@@ -160,7 +160,11 @@ impl Report {
                         } else {
                             0.0
                         };
-                        let class = if Some(i) == *focus { " class=\"focus\"" } else { "" };
+                        let class = if Some(i) == *focus {
+                            " class=\"focus\""
+                        } else {
+                            ""
+                        };
                         s.push_str(&format!(
                             "<span{class} style=\"background:rgba(255,140,0,{a:.3})\" title=\"{}\">{}</span>",
                             escape(&format!("{t:?}: {v:.4}")),

@@ -72,7 +72,11 @@ pub fn reconstruction(
         .collect();
     for (i, chunk) in seqs.chunks(spec.batch_sequences).enumerate() {
         let rows = h.harvest(chunk, i * spec.batch_sequences)?;
-        let target = if spec.hook_out.is_some() { &rows.y } else { &rows.x };
+        let target = if spec.hook_out.is_some() {
+            &rows.y
+        } else {
+            &rows.x
+        };
         for (a, s) in acc.iter_mut().zip(saes) {
             let (codes, rec) = s.forward(&rows.x);
             a.add(target, &rec, &codes);
@@ -82,7 +86,12 @@ pub fn reconstruction(
 }
 
 /// An SAE's widths against the hooks', as a clear error.
-pub fn check_widths(sae: &Sae, d_in: usize, d_out: usize, spec: &HarvestSpec) -> anyhow::Result<()> {
+pub fn check_widths(
+    sae: &Sae,
+    d_in: usize,
+    d_out: usize,
+    spec: &HarvestSpec,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         sae.d_in == d_in,
         "the SAE reads {} dimensions but `{}` has {d_in}",
@@ -180,9 +189,8 @@ pub fn downstream(
     }
     let replaced = spec.hook_out.clone().unwrap_or_else(|| spec.hook.clone());
     // Splicing a resid_post (or the next resid_pre) restarts from the next block.
-    let restart = hook_layer(&spec.hook).filter(|&l| {
-        spec.hook_out.is_none() && spec.hook == format!("blocks.{l}.hook_resid_post")
-    });
+    let restart = hook_layer(&spec.hook)
+        .filter(|&l| spec.hook_out.is_none() && spec.hook == format!("blocks.{l}.hook_resid_post"));
     let n_cases = 2 + saes.len();
     let mut nll = vec![0.0f64; n_cases + 1];
     let mut kl = vec![0.0f64; n_cases + 1];
@@ -210,7 +218,10 @@ pub fn downstream(
             None,
             restart.is_some().then_some(&cache_filter),
         )?;
-        let clean: Vec<f32> = clean_logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let clean: Vec<f32> = clean_logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
         let clean_lse: Vec<f64> = clean.par_chunks(vocab).map(row_lse).collect();
         let s = score(&clean, None, &targets, vocab);
         nll[0] += s.nll;
@@ -265,7 +276,11 @@ fn replace_tensor(
     let out: Vec<f32> = match case {
         Replace::Zero => vec![0.0; rows * d],
         Replace::Mean(mu) => {
-            anyhow::ensure!(mu.len() == d, "mean of width {} for a hook of width {d}", mu.len());
+            anyhow::ensure!(
+                mu.len() == d,
+                "mean of width {} for a hook of width {d}",
+                mu.len()
+            );
             mu.iter().copied().cycle().take(rows * d).collect()
         }
         Replace::Sae(sae) => {
@@ -326,11 +341,13 @@ fn spliced_run(
         }
         None => {
             let e = err.clone();
-            hooks.add(spec.hook.as_str(), move |t, _| match replace_tensor(t, None, case, keep) {
-                Ok(v) => Ok(Some(v)),
-                Err(er) => {
-                    *e.borrow_mut() = Some(er);
-                    Ok(None)
+            hooks.add(spec.hook.as_str(), move |t, _| {
+                match replace_tensor(t, None, case, keep) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(er) => {
+                        *e.borrow_mut() = Some(er);
+                        Ok(None)
+                    }
                 }
             });
         }

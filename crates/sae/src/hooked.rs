@@ -127,7 +127,9 @@ impl Attachment for SaeAttachment {
         fire: &mut dyn FnMut(&str, Tensor) -> CoreResult<Tensor>,
     ) -> CoreResult<Tensor> {
         let shape = x.dims().to_vec();
-        let d = *shape.last().ok_or_else(|| core_err("a scalar activation"))?;
+        let d = *shape
+            .last()
+            .ok_or_else(|| core_err("a scalar activation"))?;
         if d != self.sae.d_in {
             return Err(core_err(format!(
                 "the SAE at `{}` reads {} dimensions but the activation has {d}",

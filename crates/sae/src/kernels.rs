@@ -75,13 +75,11 @@ pub fn topk_row(row: &[f32], k: usize, out: &mut Vec<(u32, f32)>) {
 /// Indices of the `k` largest entries among those `keep` admits (fewer if fewer are admitted),
 /// in increasing index order. Ties go to the lower index.
 pub fn topk_indices(row: &[f32], k: usize, keep: impl Fn(usize) -> bool) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..row.len() as u32).filter(|&i| keep(i as usize)).collect();
+    let mut idx: Vec<u32> = (0..row.len() as u32)
+        .filter(|&i| keep(i as usize))
+        .collect();
     if idx.len() > k {
-        let cmp = |a: &u32, b: &u32| {
-            row[*b as usize]
-                .total_cmp(&row[*a as usize])
-                .then(a.cmp(b))
-        };
+        let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
         if k > 0 {
             idx.select_nth_unstable_by(k - 1, cmp);
         }
@@ -275,32 +273,52 @@ mod tests {
         let g: Vec<f32> = (0..c.rows() * d).map(|i| (i as f32 * 0.11).cos()).collect();
         let dense = c.to_dense(width);
         for path in [false, true] {
-        // decode
-        let mut want = vec![0.0f32; c.rows() * d];
-        matmul(&mut want, &dense, &w, c.rows(), width, d, false, false, false);
-        let mut got = vec![0.0f32; c.rows() * d];
-        codes_times_on(&c, &w, width, d, &mut got, path);
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-5);
-        }
-        // gather dots
-        let dots = gather_dots_on(&c, &g, &w, width, d, path);
-        let mut k = 0;
-        for b in 0..c.rows() {
-            for (i, _) in c.row(b) {
-                let want: f32 = (0..d).map(|j| g[b * d + j] * w[i * d + j]).sum();
-                assert!((dots[k] - want).abs() < 1e-5);
-                k += 1;
+            // decode
+            let mut want = vec![0.0f32; c.rows() * d];
+            matmul(
+                &mut want,
+                &dense,
+                &w,
+                c.rows(),
+                width,
+                d,
+                false,
+                false,
+                false,
+            );
+            let mut got = vec![0.0f32; c.rows() * d];
+            codes_times_on(&c, &w, width, d, &mut got, path);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5);
             }
-        }
-        // transpose product
-        let mut grad = vec![0.0f32; width * d];
-        codes_t_times_on(&c, &g, width, d, &mut grad, path);
-        let mut want = vec![0.0f32; width * d];
-        matmul(&mut want, &dense, &g, width, c.rows(), d, true, false, false);
-        for (a, b) in grad.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-5);
-        }
+            // gather dots
+            let dots = gather_dots_on(&c, &g, &w, width, d, path);
+            let mut k = 0;
+            for b in 0..c.rows() {
+                for (i, _) in c.row(b) {
+                    let want: f32 = (0..d).map(|j| g[b * d + j] * w[i * d + j]).sum();
+                    assert!((dots[k] - want).abs() < 1e-5);
+                    k += 1;
+                }
+            }
+            // transpose product
+            let mut grad = vec![0.0f32; width * d];
+            codes_t_times_on(&c, &g, width, d, &mut grad, path);
+            let mut want = vec![0.0f32; width * d];
+            matmul(
+                &mut want,
+                &dense,
+                &g,
+                width,
+                c.rows(),
+                d,
+                true,
+                false,
+                false,
+            );
+            for (a, b) in grad.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5);
+            }
         }
     }
 

@@ -14,14 +14,14 @@
 //! - [`evaluate`]: reconstruction metrics and CE recovered / KL with the SAE spliced in;
 //! - [`hooked`]: SAEs attached to a model as hook points, steering directions.
 
-pub mod io;
-pub mod kernels;
 pub mod evaluate;
 pub mod hooked;
+pub mod io;
+pub mod kernels;
 pub mod metrics;
 pub mod sae;
-pub mod store;
 pub mod saelens;
+pub mod store;
 pub mod train;
 
 pub use sae::{Architecture, Codes, Sae};

@@ -102,12 +102,7 @@ impl Accumulator {
         };
         let m = self.fires.len().max(1) as f64;
         let dead = self.fires.iter().filter(|&&f| f == 0).count() as f64 / m;
-        let dense = self
-            .fires
-            .iter()
-            .filter(|&&f| f as f64 / n > 0.1)
-            .count() as f64
-            / m;
+        let dense = self.fires.iter().filter(|&&f| f as f64 / n > 0.1).count() as f64 / m;
         let edges: Vec<f64> = (0..=32).map(|i| -8.0 + 0.25 * i as f64).collect();
         let mut counts = vec![0u64; edges.len()];
         for &f in &self.fires {
@@ -166,7 +161,11 @@ mod tests {
         let mut acc = Accumulator::new(d, 4);
         acc.add(&x, &mean.repeat(n), &codes);
         let m = acc.finish();
-        assert!(m.explained_variance.abs() < 1e-6, "{}", m.explained_variance);
+        assert!(
+            m.explained_variance.abs() < 1e-6,
+            "{}",
+            m.explained_variance
+        );
         let mut acc = Accumulator::new(d, 4);
         acc.add(&x, &x, &codes);
         let m = acc.finish();

@@ -248,7 +248,12 @@ impl Sae {
     pub fn decoder_norms(&self) -> Vec<f32> {
         self.w_dec
             .chunks_exact(self.d_out)
-            .map(|r| r.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt() as f32)
+            .map(|r| {
+                r.iter()
+                    .map(|v| (*v as f64) * (*v as f64))
+                    .sum::<f64>()
+                    .sqrt() as f32
+            })
             .collect()
     }
 

@@ -203,7 +203,11 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
     if arch == Architecture::Topk && cfg["rescale_acts_by_decoder_norm"].as_bool() == Some(true) {
         let norms = sae.decoder_norms();
         for (i, &n) in norms.iter().enumerate() {
-            anyhow::ensure!(n > 0.0, "{}: latent {i} has a zero decoder row", weights.display());
+            anyhow::ensure!(
+                n > 0.0,
+                "{}: latent {i} has a zero decoder row",
+                weights.display()
+            );
             for v in &mut sae.w_enc_t[i * d_in..(i + 1) * d_in] {
                 *v *= n;
             }
@@ -213,9 +217,15 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
             }
         }
     }
-    let finite = [&sae.w_enc_t, &sae.b_enc, &sae.w_dec, &sae.b_dec, &sae.threshold]
-        .iter()
-        .all(|v| v.iter().all(|x| x.is_finite()));
+    let finite = [
+        &sae.w_enc_t,
+        &sae.b_enc,
+        &sae.w_dec,
+        &sae.b_dec,
+        &sae.threshold,
+    ]
+    .iter()
+    .all(|v| v.iter().all(|x| x.is_finite()));
     anyhow::ensure!(finite, "{}: holds non-finite weights", weights.display());
     sae.check()
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;

@@ -72,7 +72,11 @@ pub fn usable_tokens(m: &LoadedModel, seqs: &[Vec<u32>], exclude_special: bool) 
 
 /// The block a hook name belongs to (`blocks.L.…`), if any.
 pub fn hook_layer(name: &str) -> Option<usize> {
-    name.strip_prefix("blocks.")?.split('.').next()?.parse().ok()
+    name.strip_prefix("blocks.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What a [`Harvester`] reads.
@@ -143,7 +147,13 @@ impl<'a> Harvester<'a> {
             d_in: 0,
             d_out: 0,
         };
-        let probe_ids = vec![vec![m.tokenizer.bos_id().or(m.tokenizer.eos_id()).unwrap_or(0); 2]];
+        let probe_ids = vec![vec![
+            m.tokenizer
+                .bos_id()
+                .or(m.tokenizer.eos_id())
+                .unwrap_or(0);
+            2
+        ]];
         let (xs, ys) = h.forward(&probe_ids)?;
         h.d_in = xs.dims()[2];
         h.d_out = ys.as_ref().map(|y| y.dims()[2]).unwrap_or(h.d_in);
@@ -299,7 +309,12 @@ impl ShuffleBuffer {
     }
 
     /// A buffer restored from a checkpoint: its rows and generator state.
-    pub fn restore(width: usize, capacity: usize, rows: Vec<f32>, rng_state: u64) -> anyhow::Result<ShuffleBuffer> {
+    pub fn restore(
+        width: usize,
+        capacity: usize,
+        rows: Vec<f32>,
+        rng_state: u64,
+    ) -> anyhow::Result<ShuffleBuffer> {
         anyhow::ensure!(
             rows.len() % width == 0 && rows.len() / width <= capacity,
             "checkpointed buffer of {} values does not fit {capacity} rows of {width}",
@@ -426,7 +441,11 @@ impl ShardWriter {
         let path = self
             .dir
             .join(format!("acts_{:05}.safetensors", self.meta.shards));
-        write_shaped(&path, &[("rows".into(), vec![n, self.meta.width], rows)], &[])?;
+        write_shaped(
+            &path,
+            &[("rows".into(), vec![n, self.meta.width], rows)],
+            &[],
+        )?;
         self.meta.shards += 1;
         self.meta.rows += n as u64;
         Ok(())
@@ -435,7 +454,10 @@ impl ShardWriter {
     /// Write `meta.json`.
     pub fn finish(self) -> anyhow::Result<ShardMeta> {
         let path = self.dir.join("meta.json");
-        interplab_core::atomic::write_atomic(&path, serde_json::to_string_pretty(&self.meta)?.as_bytes())?;
+        interplab_core::atomic::write_atomic(
+            &path,
+            serde_json::to_string_pretty(&self.meta)?.as_bytes(),
+        )?;
         Ok(self.meta)
     }
 }
@@ -452,7 +474,10 @@ impl ShardReader {
     pub fn open(dir: &Path) -> anyhow::Result<ShardReader> {
         let path = dir.join("meta.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("{}: no activation shards here (meta.json missing)", dir.display())
+            format!(
+                "{}: no activation shards here (meta.json missing)",
+                dir.display()
+            )
         })?;
         let meta: ShardMeta = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a shard folder's meta.json", path.display()))?;
@@ -512,7 +537,11 @@ mod tests {
         for r in out.chunks(2) {
             assert_eq!(r[1], r[0] + 1.0);
         }
-        assert_ne!(firsts, (0..10).map(|i| i * 2).collect::<Vec<_>>(), "not shuffled");
+        assert_ne!(
+            firsts,
+            (0..10).map(|i| i * 2).collect::<Vec<_>>(),
+            "not shuffled"
+        );
         firsts.sort();
         assert_eq!(firsts, (0..10).map(|i| i * 2).collect::<Vec<_>>());
     }

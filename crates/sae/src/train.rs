@@ -517,11 +517,7 @@ impl Trainer {
         for &i in &codes.idx {
             fired[i as usize] = true;
         }
-        let batch_min = codes
-            .val
-            .iter()
-            .copied()
-            .fold(f32::INFINITY, f32::min);
+        let batch_min = codes.val.iter().copied().fold(f32::INFINITY, f32::min);
 
         // Update.
         let lr = cfg.lr_at(self.t);
@@ -639,8 +635,13 @@ impl Trainer {
         };
         let log_threshold = get("log_threshold")?;
         let mut tr = Trainer::from_weights(cfg, sae, log_threshold)?;
-        tr.sae.check()
-            .or_else(|e| if tr.cfg.arch == Architecture::Batchtopk { Ok(()) } else { Err(e) })?;
+        tr.sae.check().or_else(|e| {
+            if tr.cfg.arch == Architecture::Batchtopk {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
         let adam_t: Vec<u64> = serde_json::from_value(state["adam_t"].clone())?;
         for (i, o) in tr.opt.iter_mut().enumerate() {
             o.m = get(&format!("adam{i}.m"))?;
@@ -670,10 +671,12 @@ fn batch_topk(pre: &[f32], m: usize, keep: usize) -> Codes {
     for row in pre.chunks_exact(m) {
         let mut r = Vec::new();
         for (i, &v) in row.iter().enumerate() {
-            if v > cut || (v == cut && ties_left > 0 && {
-                ties_left -= 1;
-                true
-            }) {
+            if v > cut
+                || (v == cut && ties_left > 0 && {
+                    ties_left -= 1;
+                    true
+                })
+            {
                 r.push((i as u32, v));
             }
         }

@@ -16,7 +16,16 @@ fn fixture() -> std::path::PathBuf {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -29,35 +38,78 @@ fn an_attached_sae_exposes_its_latents_as_hook_points() {
     let clean = m.model.forward(&tokens).unwrap();
     let (_, host_cache) = m
         .model
-        .run(Input::Tokens(&tokens), &RunOptions::default(), None, Some(&NameFilter::new(&[HOST])))
+        .run(
+            Input::Tokens(&tokens),
+            &RunOptions::default(),
+            None,
+            Some(&NameFilter::new(&[HOST])),
+        )
         .unwrap();
-    let x: Vec<f32> = host_cache.get(HOST).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let x: Vec<f32> = host_cache
+        .get(HOST)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
 
     let sae = saelens::load(&fixture()).unwrap().sae;
     let (codes, _) = sae.forward(&x);
     attach(&mut m.model, HOST, sae.clone()).unwrap();
     let names = m.model.hook_names();
     let acts_name = format!("{HOST}.sae.hook_sae_acts_post");
-    let at = names.iter().position(|s| *s == acts_name).expect("acts_post listed");
+    let at = names
+        .iter()
+        .position(|s| *s == acts_name)
+        .expect("acts_post listed");
     assert_eq!(names[at - 3], HOST, "the SAE's points follow its host");
 
     // Nothing hooked: the same logits, bit for bit.
-    assert_eq!(max_abs_diff(&m.model.forward(&tokens).unwrap(), &clean), 0.0);
+    assert_eq!(
+        max_abs_diff(&m.model.forward(&tokens).unwrap(), &clean),
+        0.0
+    );
 
     // Caching the codes runs the SAE; its output is recons + error = x up to rounding.
     let filter = NameFilter::new(&[acts_name.as_str(), &format!("{HOST}.sae.hook_sae_output")]);
     let (logits, cache) = m
         .model
-        .run(Input::Tokens(&tokens), &RunOptions::default(), None, Some(&filter))
+        .run(
+            Input::Tokens(&tokens),
+            &RunOptions::default(),
+            None,
+            Some(&filter),
+        )
         .unwrap();
-    assert!(max_abs_diff(&logits, &clean) < 1e-3, "{}", max_abs_diff(&logits, &clean));
-    let acts: Vec<f32> = cache.get(&acts_name).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(
+        max_abs_diff(&logits, &clean) < 1e-3,
+        "{}",
+        max_abs_diff(&logits, &clean)
+    );
+    let acts: Vec<f32> = cache
+        .get(&acts_name)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let want = codes.to_dense(sae.d_sae);
-    let worst = acts.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst = acts
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "codes differ from Sae::encode by {worst}");
     for r in 0..n {
-        let nz = acts[r * sae.d_sae..(r + 1) * sae.d_sae].iter().filter(|v| **v != 0.0).count();
-        assert!(nz <= sae.k, "row {r}: {nz} active latents with k = {}", sae.k);
+        let nz = acts[r * sae.d_sae..(r + 1) * sae.d_sae]
+            .iter()
+            .filter(|v| **v != 0.0)
+            .count();
+        assert!(
+            nz <= sae.k,
+            "row {r}: {nz} active latents with k = {}",
+            sae.k
+        );
     }
 
     // Zero-ablating the latent most active on the last token = subtracting a·W_dec[i] at the host.
@@ -100,8 +152,14 @@ fn an_attached_sae_exposes_its_latents_as_hook_points() {
     drop(by_hand);
     let effect = max_abs_diff(&ablated, &clean);
     let gap = max_abs_diff(&ablated, &expected);
-    assert!(effect > 1e-2, "ablating an active latent changes the logits ({effect})");
-    assert!(gap < 1e-2 * effect.max(1.0), "ablation {gap} away from the hand-made edit (effect {effect})");
+    assert!(
+        effect > 1e-2,
+        "ablating an active latent changes the logits ({effect})"
+    );
+    assert!(
+        gap < 1e-2 * effect.max(1.0),
+        "ablation {gap} away from the hand-made edit (effect {effect})"
+    );
 
     // Steering: + c·W_dec[i] (unit) at the host, through the steering intervention.
     let unit = decoder_direction(&sae, latent, true).unwrap();
@@ -113,10 +171,25 @@ fn an_attached_sae_exposes_its_latents_as_hook_points() {
     let mut hooks = steer.hooks(&Device::Cpu).unwrap();
     let (_, c2) = m
         .model
-        .run(Input::Tokens(&tokens), &RunOptions::default(), Some(&mut hooks), Some(&NameFilter::new(&[HOST])))
+        .run(
+            Input::Tokens(&tokens),
+            &RunOptions::default(),
+            Some(&mut hooks),
+            Some(&NameFilter::new(&[HOST])),
+        )
         .unwrap();
-    let steered: Vec<f32> = c2.get(HOST).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-    for (r, (s, c)) in steered.chunks_exact(unit.len()).zip(x.chunks_exact(unit.len())).enumerate() {
+    let steered: Vec<f32> = c2
+        .get(HOST)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (r, (s, c)) in steered
+        .chunks_exact(unit.len())
+        .zip(x.chunks_exact(unit.len()))
+        .enumerate()
+    {
         for ((s, c), u) in s.iter().zip(c).zip(&unit) {
             assert!((s - c - 4.0 * u).abs() < 1e-4, "row {r}");
         }
@@ -134,7 +207,16 @@ fn attaching_at_a_missing_hook_or_with_the_wrong_width_is_an_error() {
     let f = NameFilter::new(&["blocks.3.mlp.hook_post.sae.hook_sae_acts_post"]);
     let e = m
         .model
-        .run(Input::Tokens(&tokens), &RunOptions::default(), None, Some(&f))
+        .run(
+            Input::Tokens(&tokens),
+            &RunOptions::default(),
+            None,
+            Some(&f),
+        )
         .unwrap_err();
-    assert!(e.to_string().contains("reads 576 dimensions but the activation has 1536"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("reads 576 dimensions but the activation has 1536"),
+        "{e}"
+    );
 }

@@ -411,7 +411,9 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
         if let Some(atts) = self.attached.get(&name).cloned() {
             for a in atts {
                 let host = name.clone();
-                x = a.forward(&x, &mut |p, t| self.fire_named(&format!("{host}.{p}"), layer, t))?;
+                x = a.forward(&x, &mut |p, t| {
+                    self.fire_named(&format!("{host}.{p}"), layer, t)
+                })?;
             }
         }
         Ok(x)
