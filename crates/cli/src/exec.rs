@@ -28,6 +28,24 @@ impl ModelArgs {
     }
 }
 
+/// A token count: `5000000`, `5M`, `500k`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G' | 'b' | 'B') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a count (e.g. 5000000, 5M, 500k)"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("`{s}` is not a count"));
+    }
+    Ok((v * mult).round() as u64)
+}
+
 /// Where a run goes, and where its config may come from.
 #[derive(Args, Debug, Clone)]
 pub struct OutArgs {
@@ -157,5 +175,19 @@ impl Progress for Bars {
             Some(b) => b.suspend(|| eprintln!("{msg}")),
             None => eprintln!("{msg}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_count;
+
+    #[test]
+    fn counts_parse_with_suffixes() {
+        assert_eq!(parse_count("5M"), Ok(5_000_000));
+        assert_eq!(parse_count("500k"), Ok(500_000));
+        assert_eq!(parse_count("1.5m"), Ok(1_500_000));
+        assert_eq!(parse_count("4096"), Ok(4096));
+        assert!(parse_count("lots").is_err());
     }
 }

@@ -180,28 +180,10 @@ pub fn run(
     }
     progress.phase("evaluating");
     let refs: Vec<&Sae> = saes.iter().collect();
-    let metrics = reconstruction(m, &refs, &spec, &eval_seqs)?;
+    let (metrics, eval_mean) = reconstruction(m, &refs, &spec, &eval_seqs)?;
     let (mean, mean_from) = match mean {
         Some(v) => (v, "the training activations (cfg.json)".to_string()),
-        None => {
-            let rows = h.harvest(&eval_seqs, 0)?;
-            let (src, d) = if hook_out.is_some() {
-                (&rows.y, h.d_out)
-            } else {
-                (&rows.x, h.d_in)
-            };
-            let n = (src.len() / d).max(1);
-            let mut s = vec![0.0f64; d];
-            for r in src.chunks_exact(d) {
-                for (a, &v) in s.iter_mut().zip(r) {
-                    *a += v as f64;
-                }
-            }
-            (
-                s.iter().map(|v| (v / n as f64) as f32).collect(),
-                "the evaluated held-out activations".to_string(),
-            )
-        }
+        None => (eval_mean, "the evaluated held-out activations".to_string()),
     };
     progress.message("CE loss with the SAEs spliced in");
     let ds = downstream(m, &refs, &spec, &ce_seqs, &mean, 8)?;

@@ -403,6 +403,14 @@ pub fn run(
     Ok(out)
 }
 
+/// `"tok" +1.234, …`
+fn logit_list(l: &[(String, f64)]) -> String {
+    l.iter()
+        .map(|t| format!("{:?} {:+.3}", t.0, t.1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn density_figure(r: &Results) -> Figure {
     // log10 density in bins of 0.25 from −6 to 0.
     let mut counts = vec![0.0f64; 24];
@@ -488,22 +496,8 @@ fn render(r: &Results, cfg: &Config) -> Report {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
-            (
-                "top logits",
-                c.top_logits
-                    .iter()
-                    .map(|t| format!("{:?} {:+.3}", t.0, t.1))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            (
-                "bottom logits",
-                c.bottom_logits
-                    .iter()
-                    .map(|t| format!("{:?} {:+.3}", t.0, t.1))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            ("top logits", logit_list(&c.top_logits)),
+            ("bottom logits", logit_list(&c.bottom_logits)),
             (
                 "nearest latents (decoder cosine)",
                 c.nearest
@@ -513,31 +507,20 @@ fn render(r: &Results, cfg: &Config) -> Report {
                     .join(", "),
             ),
         ]);
-        for e in &c.top {
+        let shown = c.top.iter().map(|e| (format!("{:.3}", e.value), e));
+        let sampled = c
+            .intervals
+            .iter()
+            .flat_map(|(label, ex)| ex.iter().map(move |e| (format!("[{label}]"), e)));
+        for (label, e) in shown.chain(sampled) {
+            let tokens = e.tokens.iter().cloned();
+            let acts = e.acts.iter().map(|&v| v as f64);
             rep.tokens(
-                format!("{:.3}", e.value),
-                e.tokens
-                    .iter()
-                    .cloned()
-                    .zip(e.acts.iter().map(|&v| v as f64))
-                    .collect(),
+                label,
+                tokens.zip(acts).collect(),
                 c.max_activation,
                 Some(e.focus),
             );
-        }
-        for (label, ex) in &c.intervals {
-            for e in ex {
-                rep.tokens(
-                    format!("[{label}]"),
-                    e.tokens
-                        .iter()
-                        .cloned()
-                        .zip(e.acts.iter().map(|&v| v as f64))
-                        .collect(),
-                    c.max_activation,
-                    Some(e.focus),
-                );
-            }
         }
     }
     rep

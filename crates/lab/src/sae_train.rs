@@ -21,8 +21,8 @@ use interplab_sae::evaluate::{downstream, reconstruction, Evaluation};
 use interplab_sae::metrics::Metrics;
 use interplab_sae::saelens::{save, SaveInfo};
 use interplab_sae::store::{
-    expected_norm_scale, interleave, pack_sequences, split_rows, usable_tokens, HarvestSpec,
-    Harvester, ShardMeta, ShardReader, ShardWriter, ShuffleBuffer,
+    expected_norm_scale, hook_layer, interleave, pack_sequences, split_rows, usable_tokens,
+    HarvestSpec, Harvester, ShardMeta, ShardReader, ShardWriter, ShuffleBuffer,
 };
 use interplab_sae::{Architecture, Sae, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,40 @@ impl Variant {
             other => format!("{other}-l0-{}", self.coefficient),
         }
     }
+}
+
+impl Variant {
+    /// Every architecture of `arch` with each of its sizes: `topk`/`batchtopk` with each `k`,
+    /// `relu`/`jumprelu` with each coefficient (the CLI's `--arch … --k … --l1 …`).
+    pub fn grid(arch: &[String], k: &[usize], coefficient: &[f64]) -> Vec<Variant> {
+        let mut out = Vec::new();
+        for a in arch {
+            match a.as_str() {
+                "topk" | "batchtopk" => out.extend(k.iter().map(|&k| Variant {
+                    arch: a.clone(),
+                    k,
+                    coefficient: 0.0,
+                })),
+                _ => out.extend(coefficient.iter().map(|&c| Variant {
+                    arch: a.clone(),
+                    k: 0,
+                    coefficient: c,
+                })),
+            }
+        }
+        out
+    }
+}
+
+/// A transcoder's hooks at the block of `hook`: it reads `blocks.L.ln2.hook_normalized` (the
+/// MLP's input) and predicts `blocks.L.hook_mlp_out`.
+pub fn transcoder_hooks(hook: &str) -> anyhow::Result<(String, String)> {
+    let l = hook_layer(hook)
+        .with_context(|| format!("a transcoder needs a block hook (blocks.L.…), got `{hook}`"))?;
+    Ok((
+        format!("blocks.{l}.ln2.hook_normalized"),
+        format!("blocks.{l}.hook_mlp_out"),
+    ))
 }
 
 /// How activations are scaled for training.
@@ -722,7 +756,7 @@ pub fn run(
             cfg.context
         );
     }
-    let metrics = reconstruction(m, &refs, &spec, &eval_seqs)?;
+    let (metrics, _) = reconstruction(m, &refs, &spec, &eval_seqs)?;
     progress.message("CE loss with the SAEs spliced in");
     let ds = downstream(m, &refs, &spec, &ce_seqs, &mean_raw, 8)?;
     let trained: Vec<Trained> = cfg
@@ -903,6 +937,7 @@ impl LoopState {
     }
 }
 
+/// The mean of columns `cols` of rows `width` wide, accumulated in f64.
 fn column_mean(rows: &[f32], width: usize, cols: std::ops::Range<usize>) -> Vec<f32> {
     let n = (rows.len() / width).max(1);
     let mut s = vec![0.0f64; cols.len()];
@@ -1069,4 +1104,36 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
         figs.push(("density".to_string(), density));
     }
     (rep, figs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_makes_one_sae_per_k_and_coefficient() {
+        let v = Variant::grid(
+            &["topk".into(), "relu".into()],
+            &[16, 32, 64],
+            &[1.0, 3.0, 10.0],
+        );
+        let names: Vec<String> = v.iter().map(Variant::name).collect();
+        let want = [
+            "topk-k16",
+            "topk-k32",
+            "topk-k64",
+            "relu-l1-1",
+            "relu-l1-3",
+            "relu-l1-10",
+        ];
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn a_transcoder_reads_the_mlp_input_and_predicts_its_output() {
+        let (i, o) = transcoder_hooks("blocks.8.hook_resid_post").unwrap();
+        assert_eq!(i, "blocks.8.ln2.hook_normalized");
+        assert_eq!(o, "blocks.8.hook_mlp_out");
+        assert!(transcoder_hooks("ln_final.hook_normalized").is_err());
+    }
 }

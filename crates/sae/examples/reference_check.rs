@@ -24,7 +24,9 @@ use interplab_sae::{Architecture, TrainConfig, Trainer};
 fn planted(n: usize, d: usize, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix::new(seed);
     let f = 8 * d;
-    let dirs: Vec<f32> = (0..f * d).map(|_| rng.normal() as f32 / (d as f32).sqrt()).collect();
+    let dirs: Vec<f32> = (0..f * d)
+        .map(|_| rng.normal() as f32 / (d as f32).sqrt())
+        .collect();
     let mut x = vec![0.0f32; n * d];
     for row in x.chunks_exact_mut(d) {
         for _ in 0..4 {
@@ -54,7 +56,9 @@ fn main() -> anyhow::Result<()> {
     let (x, d) = match args.get(3) {
         Some(p) => {
             let (t, _) = read_shaped(std::path::Path::new(p))?;
-            let x = t.get("x").ok_or_else(|| anyhow::anyhow!("{p}: no tensor x"))?;
+            let x = t
+                .get("x")
+                .ok_or_else(|| anyhow::anyhow!("{p}: no tensor x"))?;
             anyhow::ensure!(x.shape.len() == 2, "{p}: x must be [N, d]");
             (x.data.clone(), x.shape[1])
         }
@@ -97,7 +101,10 @@ fn main() -> anyhow::Result<()> {
         "clip_grad": cfg.clip_grad, "threshold_beta": cfg.threshold_beta,
         "adam_beta1": cfg.adam_beta1, "adam_beta2": cfg.adam_beta2, "adam_eps": cfg.adam_eps,
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     let w_enc = sae.w_enc();
     let mut init: Vec<(String, Vec<usize>, &[f32])> = vec![
         ("W_enc".into(), vec![d, d_sae], &w_enc),
@@ -163,7 +170,9 @@ fn main() -> anyhow::Result<()> {
         "{} {} steps in {secs:.1} s: final loss {:.5}, held-out fvu {:.4}, l0 {:.2}",
         arch.name(),
         steps,
-        log.last().map(|v| v["loss"].as_f64().unwrap()).unwrap_or(f64::NAN),
+        log.last()
+            .map(|v| v["loss"].as_f64().unwrap())
+            .unwrap_or(f64::NAN),
         m.fvu,
         m.l0
     );

@@ -15,7 +15,9 @@ use interplab_sae::{Architecture, TrainConfig, Trainer};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(
-        std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: saelens_export DIR"))?,
+        std::env::args()
+            .nth(1)
+            .ok_or_else(|| anyhow::anyhow!("usage: saelens_export DIR"))?,
     );
     let (d, n) = (16usize, 4096usize);
     let mut rng = SplitMix::new(11);
@@ -37,7 +39,11 @@ fn main() -> anyhow::Result<()> {
             batch_size: 256,
             steps: 200,
             lr: 3e-3,
-            sparsity_coefficient: if arch == Architecture::Jumprelu { 0.01 } else { 0.1 },
+            sparsity_coefficient: if arch == Architecture::Jumprelu {
+                0.01
+            } else {
+                0.1
+            },
             ..Default::default()
         };
         let target = if transcoder { &y } else { &x };

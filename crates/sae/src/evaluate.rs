@@ -55,13 +55,13 @@ pub struct Evaluation {
 }
 
 /// The reconstruction metrics of each SAE (all reading `spec.hook`, targets at `spec.hook_out`
-/// for transcoders) on the rows of `seqs`.
+/// for transcoders) on the rows of `seqs`, and the mean target row.
 pub fn reconstruction(
     m: &LoadedModel,
     saes: &[&Sae],
     spec: &HarvestSpec,
     seqs: &[Vec<u32>],
-) -> anyhow::Result<Vec<Metrics>> {
+) -> anyhow::Result<(Vec<Metrics>, Vec<f32>)> {
     let h = Harvester::new(m, spec.clone())?;
     for s in saes {
         check_widths(s, h.d_in, h.d_out, spec)?;
@@ -82,7 +82,8 @@ pub fn reconstruction(
             a.add(target, &rec, &codes);
         }
     }
-    Ok(acc.iter().map(Accumulator::finish).collect())
+    let mean = acc.first().map(Accumulator::mean).unwrap_or_default();
+    Ok((acc.iter().map(Accumulator::finish).collect(), mean))
 }
 
 /// An SAE's widths against the hooks', as a clear error.

@@ -90,6 +90,12 @@ impl Accumulator {
         }
     }
 
+    /// The mean target row of everything added.
+    pub fn mean(&self) -> Vec<f32> {
+        let n = self.rows.max(1) as f64;
+        self.sum_x.iter().map(|s| (s / n) as f32).collect()
+    }
+
     /// The metrics of everything added.
     pub fn finish(&self) -> Metrics {
         let n = self.rows.max(1) as f64;

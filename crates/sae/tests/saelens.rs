@@ -34,11 +34,17 @@ fn saelens_written_saes_give_saelens_outputs() {
         let want_out = &io[&format!("{name}.sae_out")].data;
         assert_eq!(acts.len(), want_acts.len(), "{name}");
         for (a, b) in acts.iter().zip(want_acts) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{name}: acts {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{name}: acts {a} vs {b}"
+            );
             assert_eq!(*a == 0.0, *b == 0.0, "{name}: active set differs");
         }
         for (a, b) in out.iter().zip(want_out) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{name}: out {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{name}: out {a} vs {b}"
+            );
         }
     }
 }
@@ -46,7 +52,13 @@ fn saelens_written_saes_give_saelens_outputs() {
 #[test]
 fn save_then_load_is_identical() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ["standard", "topk", "jumprelu", "transcoder", "jumprelu_transcoder"] {
+    for name in [
+        "standard",
+        "topk",
+        "jumprelu",
+        "transcoder",
+        "jumprelu_transcoder",
+    ] {
         let sae = load(&fixtures().join(name)).unwrap().sae;
         let dir = tmp.path().join(name);
         let info = SaveInfo {
@@ -78,19 +90,31 @@ fn damaged_files_are_one_line_errors() {
     let d = tmp.path().join("truncated");
     copy(&d);
     let bytes = std::fs::read(d.join("sae_weights.safetensors")).unwrap();
-    std::fs::write(d.join("sae_weights.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
+    std::fs::write(
+        d.join("sae_weights.safetensors"),
+        &bytes[..bytes.len() - 100],
+    )
+    .unwrap();
     let e = load(&d).unwrap_err().to_string();
     assert!(e.contains("not a valid safetensors file"), "{e}");
     // Garbage header.
     let d = tmp.path().join("garbage");
     copy(&d);
-    std::fs::write(d.join("sae_weights.safetensors"), b"not a safetensors file at all").unwrap();
+    std::fs::write(
+        d.join("sae_weights.safetensors"),
+        b"not a safetensors file at all",
+    )
+    .unwrap();
     assert!(load(&d).unwrap_err().to_string().contains("safetensors"));
     // Sizes that do not match the tensors.
     let d = tmp.path().join("sizes");
     copy(&d);
     let cfg = std::fs::read_to_string(d.join("cfg.json")).unwrap();
-    std::fs::write(d.join("cfg.json"), cfg.replace("\"d_in\": 8", "\"d_in\": 9")).unwrap();
+    std::fs::write(
+        d.join("cfg.json"),
+        cfg.replace("\"d_in\": 8", "\"d_in\": 9"),
+    )
+    .unwrap();
     let e = load(&d).unwrap_err().to_string();
     assert!(e.contains("W_enc has shape [8, 16]"), "{e}");
     // k larger than the number of latents.
