@@ -14,6 +14,12 @@ Problem: d_in 576 → d_sae 4608, a batch of 4096 rows of N(0, 1) data, each row
              (forward, losses, backward, decoder-gradient projection, f64 global-norm clip,
              AdamW, decoder renormalisation, BatchTopK threshold).
 
+--relu-l0 L adds `relu_sparse` measurements: the ReLU-L1 step in the state training reaches, where
+each latent's b_enc is set so that it fires on L / 4608 of the batch's rows (its pre-activation minus
+the (1 − L/4608) quantile over the batch: the row at index floor(n·(1 − L/4608)) ascending), as
+`interplab bench --what sae-relu-sparse` does. Torch's dense step costs the same in any state; the
+measurement shows it.
+
 The dead-latent mask is empty in both unless --dead-frac is given (then that fraction of latents
 is dead at every step, so AuxK runs). torch.set_num_threads(threads); 2 warm-up steps, then --runs
 timed steps; the median. Prints `lscpu`'s Model name, then one JSON object on stdout.
@@ -60,7 +66,17 @@ def time_steps(step, warmup, runs):
     return ts
 
 
-def bench_saelens(arch, x, dead, warmup, runs):
+def sparse_bias(b_enc, hidden_pre, l0):
+    """b_enc shifted so that each latent fires on the l0 / d_sae fraction of rows with the largest
+    pre-activation (the same rule as interplab's bench)."""
+    import torch
+    n, m = hidden_pre.shape
+    at = min(int(n * (1.0 - l0 / m)), n - 1)
+    q = torch.sort(hidden_pre, dim=0).values[at]
+    return b_enc - q
+
+
+def bench_saelens(arch, x, dead, warmup, runs, relu_l0=0):
     import torch
     import sae_lens as sl
     from sae_lens.saes.sae import TrainStepInput
@@ -79,6 +95,10 @@ def bench_saelens(arch, x, dead, warmup, runs):
     else:
         raise ValueError(arch)
     sae.train()
+    if relu_l0:
+        with torch.no_grad():
+            _, hidden_pre = sae.encode_with_hidden_pre(x)
+            sae.b_enc.copy_(sparse_bias(sae.b_enc, hidden_pre, relu_l0))
     opt = torch.optim.Adam(sae.parameters(), lr=5e-5, betas=(0.9, 0.999))
 
     def step(i):
@@ -94,7 +114,7 @@ def bench_saelens(arch, x, dead, warmup, runs):
                                             "config": {k: v for k, v in sae.cfg.to_dict().items() if k != "metadata"}}
 
 
-def bench_reference(arch, x, dead_frac, warmup, runs):
+def bench_reference(arch, x, dead_frac, warmup, runs, relu_l0=0):
     import torch
     import sae_train_reference as ref
     g = torch.Generator().manual_seed(0)
@@ -112,6 +132,10 @@ def bench_reference(arch, x, dead_frac, warmup, runs):
            "dead_tokens": B if dead_frac > 0 else 10 ** 18, "aux_alpha": 1.0 / 32, "jumprelu_bandwidth": 0.05,
            "clip_grad": 1.0, "threshold_beta": 0.999, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8}
     tn = ref.Trainer(cfg, init)
+    if relu_l0:
+        with torch.no_grad():
+            p = tn.m.p
+            p["b_enc"].copy_(sparse_bias(p["b_enc"], tn.m.pre(x), relu_l0))
     n_dead = int(round(dead_frac * D_SAE))
 
     def step(i):
@@ -131,6 +155,8 @@ def main():
     ap.add_argument("--arch", default="topk,relu")
     ap.add_argument("--impl", default="saelens,reference")
     ap.add_argument("--dead-frac", type=float, default=0.0)
+    ap.add_argument("--relu-l0", type=int, default=0,
+                    help="also time the ReLU step in a state where this many latents fire per row")
     ap.add_argument("--wait-quiet", type=float, default=0.0,
                     help="before each measurement wait (at most 30 min) until the 1-minute load average is below this")
     a = ap.parse_args()
@@ -147,21 +173,25 @@ def main():
     res = {"cpu_model": model, "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
            "shape": {"d_in": D_IN, "d_sae": D_SAE, "batch": B, "k": K}, "dead_frac": a.dead_frac,
            "torch": torch.__version__, "loadavg_before": os.getloadavg()[0], "results": {}}
-    for arch in a.arch.split(","):
+    cases = [(arch, 0) for arch in a.arch.split(",")]
+    if a.relu_l0 and "relu" in a.arch.split(","):
+        cases.append(("relu", a.relu_l0))
+    for arch, relu_l0 in cases:
+        name = "relu_sparse" if relu_l0 else arch
         for impl in a.impl.split(","):
             if a.wait_quiet > 0:
                 t0 = time.time()
                 while os.getloadavg()[0] >= a.wait_quiet and time.time() - t0 < 1800:
                     time.sleep(10)
             if impl == "saelens":
-                ts, extra = bench_saelens(arch, x, dead, a.warmup, a.runs)
+                ts, extra = bench_saelens(arch, x, dead, a.warmup, a.runs, relu_l0)
             else:
-                ts, extra = bench_reference(arch, x, a.dead_frac, a.warmup, a.runs)
+                ts, extra = bench_reference(arch, x, a.dead_frac, a.warmup, a.runs, relu_l0)
             med = statistics.median(ts)
             r = {"median_s": med, "tokens_per_s": B / med, "times_s": ts, "loadavg_1m_after": os.getloadavg()[0],
-                 **extra}
-            res["results"][f"{impl}.{arch}"] = r
-            print(f"{impl:9s} {arch:9s} median {med:.3f} s/step  {B / med:,.0f} tokens/s", file=sys.stderr)
+                 "relu_l0": relu_l0, **extra}
+            res["results"][f"{impl}.{name}"] = r
+            print(f"{impl:9s} {name:11s} median {med:.3f} s/step  {B / med:,.0f} tokens/s", file=sys.stderr)
     res["loadavg_after"] = os.getloadavg()[0]
     print(f"Model name: {model}")
     print(json.dumps(res, indent=1))

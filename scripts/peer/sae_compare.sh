@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SAE performance side by side, one run, one machine (issue: SAEs):
 #   1. one training step, 576 → 4,608 latents, batch 4,096, k = 32 — `interplab bench
-#      --what sae-topk,sae-relu` against scripts/peer/sae_bench.py (SAELens and the plain PyTorch
+#      --what sae-topk,sae-relu,sae-relu-sparse` (ReLU-L1 from initialisation, and in a state with
+#      64 latents active per row, as training reaches) against scripts/peer/sae_bench.py (SAELens and the plain PyTorch
 #      reference), both on 2 threads;
 #   2. harvesting `blocks.15.hook_resid_post` (and the last block's) against `interplab bench`'s
 #      forward, batch 8 × 128 tokens.
@@ -14,9 +15,9 @@ bin=target/release/interplab
 cargo build --release -q -p interplab-cli
 lscpu | grep "Model name"
 tmp=$(mktemp -d)
-RAYON_NUM_THREADS=2 $bin --threads 2 bench smollm2-135m --what sae-topk,sae-relu,forward,harvest,harvest-last \
+RAYON_NUM_THREADS=2 $bin --threads 2 bench smollm2-135m --what sae-topk,sae-relu,sae-relu-sparse,forward,harvest,harvest-last \
   --runs "$runs" --json "$tmp/rust.json" > /dev/null
-.venv-peer/bin/python scripts/peer/sae_bench.py --threads 2 --runs "$runs" --arch topk,relu > "$tmp/py.json"
+.venv-peer/bin/python scripts/peer/sae_bench.py --threads 2 --runs "$runs" --arch topk,relu --relu-l0 64 > "$tmp/py.json"
 .venv-peer/bin/python - "$tmp/rust.json" "$tmp/py.json" <<'PY'
 import json, sys
 rust = {r["name"]: r for r in json.load(open(sys.argv[1]))}
@@ -26,7 +27,7 @@ print(json.dumps(rust, indent=1))
 def find(arch, impl):
     v = py["results"].get(f"{impl}.{arch}")
     return v and v["median_s"]
-for arch in ["topk", "relu"]:
+for arch in ["topk", "relu", "relu_sparse"]:
     r = rust[f"interplab_sae_step_{arch}"]["median_s"]
     for impl in ["saelens", "reference"]:
         p = find(arch, impl)

@@ -228,13 +228,15 @@ pub fn measure(
             }))
         }
         "probe" => probe_fit(a, load),
-        "sae-topk" | "sae-relu" | "sae-batchtopk" | "sae-jumprelu" => sae_step(a, &what[4..]),
+        "sae-topk" | "sae-relu" | "sae-relu-sparse" | "sae-batchtopk" | "sae-jumprelu" => {
+            sae_step(a, &what[4..])
+        }
         "harvest" | "harvest-last" => harvest(a, what == "harvest-last", load),
         "finetune" => finetune_step(a, load),
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, patch, heads, \
              generate, generate-q, generate-batch, generate-batch-q, probe, finetune, sae-topk, \
-             sae-relu, sae-batchtopk, sae-jumprelu, harvest, harvest-last)"
+             sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, harvest, harvest-last)"
         ),
     }
 }
@@ -359,10 +361,23 @@ fn probe_fit(
     }))
 }
 
+/// L0 of the `sae-relu-sparse` measurement: about where ReLU-L1 SAEs on SmolLM2's layer 15
+/// settle (docs/sae.md §Results: λ = 5 ended at 56).
+pub const SAE_RELU_SPARSE_L0: usize = 64;
+
 /// `sae-<arch>`: one SAE training step as `interplab sae train` takes it, on the problem of
 /// `scripts/peer/sae_bench.py`: d_in 576 → 4,608 latents, a batch of 4,096 rows of N(0, 1)
 /// data each scaled to norm √576, k = 32; two warm-up steps, then `runs` timed steps.
+///
+/// `sae-relu` times the step from initialisation, where half the latents fire; `sae-relu-sparse`
+/// times it in the state training reaches, where a few dozen do: each latent's `b_enc` is set so
+/// that it fires on [`SAE_RELU_SPARSE_L0`] / 4,608 of the batch's rows (the peer script builds the
+/// same state with `--relu-l0`).
 fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
+    let (arch, sparse) = match arch.strip_suffix("-sparse") {
+        Some("relu") => ("relu", true),
+        _ => (arch, false),
+    };
     use interplab_sae::{Architecture, TrainConfig, Trainer};
     let (d, m, b) = (576usize, 4608usize, 4096usize);
     let mut rng = interplab_core::rng::SplitMix::new(0);
@@ -382,20 +397,52 @@ fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
         ..Default::default()
     };
     let mut tr = Trainer::new(cfg, &x)?;
+    if sparse {
+        tr.sae.b_enc = sparse_relu_bias(&tr.sae, &x, SAE_RELU_SPARSE_L0);
+    }
     for _ in 0..2 {
         tr.step(&x, None);
     }
     let mut times = Vec::new();
+    let mut l0 = Vec::new();
     for _ in 0..a.runs.max(1) {
         let t0 = Instant::now();
-        tr.step(&x, None);
+        let st = tr.step(&x, None);
         times.push(t0.elapsed().as_secs_f64());
+        l0.push(st.l0);
     }
-    Ok(
-        json!({"name": format!("interplab_sae_step_{arch}"), "median_s": median(times),
+    let name = format!(
+        "interplab_sae_step_{arch}{}",
+        if sparse { "_sparse" } else { "" }
+    );
+    Ok(json!({"name": name, "median_s": median(times), "l0": l0,
               "runs": a.runs.max(1), "d_in": d, "d_sae": m, "batch": b, "k": 32,
-              "peak_rss_bytes": peak_rss()}),
-    )
+              "peak_rss_bytes": peak_rss()}))
+}
+
+/// `b_enc` such that latent i fires on the `l0 / d_sae` fraction of `x`'s rows with the largest
+/// pre-activation `(x − b_dec)·W_enc[:, i]`: minus the `(1 − l0/d_sae)` quantile (the row at
+/// index ⌊n·(1 − l0/d_sae)⌋ in ascending order).
+fn sparse_relu_bias(sae: &interplab_sae::Sae, x: &[f32], l0: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (d, m) = (sae.d_in, sae.d_sae);
+    let n = x.len() / d;
+    let at = ((n as f64 * (1.0 - l0 as f64 / m as f64)) as usize).min(n - 1);
+    let xc: Vec<f32> = x
+        .chunks_exact(d)
+        .flat_map(|r| r.iter().zip(&sae.b_dec).map(|(a, b)| a - b))
+        .collect();
+    let mut pre = vec![0.0f32; n * m];
+    interplab_sae::kernels::matmul(&mut pre, &xc, &sae.w_enc_t, n, d, m, false, true, false);
+    let pre_t = interplab_sae::kernels::transpose(&pre, n, m);
+    pre_t
+        .par_chunks(n)
+        .map(|col| {
+            let mut col = col.to_vec();
+            let (_, q, _) = col.select_nth_unstable_by(at, f32::total_cmp);
+            -*q
+        })
+        .collect()
 }
 
 /// `harvest` / `harvest-last`: activations of `blocks.15.hook_resid_post` (the default SAE hook;

@@ -10,7 +10,9 @@ use interplab_core::rng::SplitMix;
 use interplab_train::optim::{AdamW, AdamWConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{self, codes_t_times, codes_times, gather_dots};
+use rayon::prelude::*;
+
+use crate::kernels::{self, codes_t_times, codes_times, gather_dots, matmul};
 use crate::sae::{Architecture, Codes, Sae};
 
 /// Hyper-parameters of a training run (the shape comes from [`TrainConfig::arch`] and sizes).
@@ -322,22 +324,13 @@ impl Trainer {
             .collect()
     }
 
-    /// One training step on `x` (`[B, d_in]`) with targets `y` (`[B, d_out]`; `None`: `x`).
-    pub fn step(&mut self, x: &[f32], y: Option<&[f32]>) -> StepStats {
-        let cfg = self.cfg.clone();
+    /// The backward pass through sparse codes (every architecture; cost ∝ active latents).
+    fn sparse_pass(&self, pre: Vec<f32>, xc: &[f32], y: &[f32], lam: f64) -> Pass {
+        let cfg = &self.cfg;
         let sae = &self.sae;
         let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
-        let n = x.len() / d_in;
-        let y = y.unwrap_or(x);
-        assert_eq!(y.len(), n * d_out, "targets do not match the inputs");
-        let lam = cfg.sparsity_at(self.t);
+        let n = xc.len() / d_in;
         let inv_n = 1.0 / n as f32;
-
-        // Forward.
-        let xc = sae.centred(x);
-        let mut pre = vec![0.0f32; n * m];
-        kernels::matmul(&mut pre, &xc, &sae.w_enc_t, n, d_in, m, false, true, false);
-        kernels::add_bias_rows(&mut pre, &sae.b_enc);
         let theta: Vec<f32> = sae.threshold.clone();
         let codes = match cfg.arch {
             Architecture::Relu => kernels::activate_rows(&pre, m, kernels::relu_row),
@@ -469,7 +462,64 @@ impl Trainer {
         for (&i, &v) in g_pre.idx.iter().zip(&g_pre.val) {
             g.b_enc[i as usize] += v;
         }
-        codes_t_times(&g_pre, &xc, m, d_in, &mut g.w_enc_t);
+        codes_t_times(&g_pre, xc, m, d_in, &mut g.w_enc_t);
+        // Bookkeeping that reads this step's forward.
+        let l0 = codes.nnz() as f64 / n as f64;
+        let mut fired = vec![false; m];
+        for &i in &codes.idx {
+            fired[i as usize] = true;
+        }
+        let batch_min = codes.val.iter().copied().fold(f32::INFINITY, f32::min);
+
+        Pass {
+            g,
+            mse,
+            fvu,
+            sparsity,
+            aux,
+            l0,
+            fired,
+            batch_min,
+            n_dead,
+        }
+    }
+
+    /// One training step on `x` (`[B, d_in]`) with targets `y` (`[B, d_out]`; `None`: `x`).
+    pub fn step(&mut self, x: &[f32], y: Option<&[f32]>) -> StepStats {
+        let sae = &self.sae;
+        let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
+        let n = x.len() / d_in;
+        let y = y.unwrap_or(x);
+        assert_eq!(y.len(), n * d_out, "targets do not match the inputs");
+        let lam = self.cfg.sparsity_at(self.t);
+
+        // Forward.
+        let xc = sae.centred(x);
+        let mut pre = vec![0.0f32; n * m];
+        kernels::matmul(&mut pre, &xc, &sae.w_enc_t, n, d_in, m, false, true, false);
+        kernels::add_bias_rows(&mut pre, &sae.b_enc);
+        let relu_dense = self.cfg.arch == Architecture::Relu && {
+            let positive = pre.par_iter().filter(|&&v| v > 0.0).count();
+            positive as f64 / pre.len().max(1) as f64 > kernels::DENSE_ABOVE
+        };
+        let Pass {
+            mut g,
+            mse,
+            fvu,
+            sparsity,
+            aux,
+            l0,
+            fired,
+            batch_min,
+            n_dead,
+        } = if relu_dense {
+            let n_dead = self.dead_mask().iter().filter(|&&d| d).count();
+            relu_dense_pass(sae, pre, &xc, y, lam, n_dead)
+        } else {
+            self.sparse_pass(pre, &xc, y, lam)
+        };
+        let cfg = self.cfg.clone();
+        let sae = &self.sae;
         if sae.apply_b_dec_to_input {
             // pre = (x − b_dec)·W_enc + b_enc: ∂/∂b_dec = −W_enc · Σ_b g_pre[b].
             for i in 0..m {
@@ -510,14 +560,6 @@ impl Trainer {
                 }
             }
         }
-
-        // Bookkeeping that reads this step's forward.
-        let l0 = codes.nnz() as f64 / n as f64;
-        let mut fired = vec![false; m];
-        for &i in &codes.idx {
-            fired[i as usize] = true;
-        }
-        let batch_min = codes.val.iter().copied().fold(f32::INFINITY, f32::min);
 
         // Update.
         let lr = cfg.lr_at(self.t);
@@ -655,6 +697,135 @@ impl Trainer {
     }
 }
 
+/// What a forward and backward pass leaves for the update: the gradients (before the `b_dec`
+/// term through the encoder input, projection and clipping) and the batch's measurements.
+struct Pass {
+    g: Grads,
+    mse: f64,
+    fvu: f64,
+    sparsity: f64,
+    aux: f64,
+    l0: f64,
+    fired: Vec<bool>,
+    /// The smallest active value (BatchTopK's threshold estimate).
+    batch_min: f32,
+    n_dead: usize,
+}
+
+/// The ReLU-L1 pass on dense matrices, for batches where more than [`kernels::DENSE_ABOVE`] of
+/// the codes are active (early in training): five blocked matrix products and element-wise
+/// passes, with no sparse bookkeeping. The same sums as [`Trainer::sparse_pass`] up to f32
+/// rounding order (test: `relu_dense_and_sparse_passes_agree`).
+fn relu_dense_pass(
+    sae: &Sae,
+    mut acts: Vec<f32>,
+    xc: &[f32],
+    y: &[f32],
+    lam: f64,
+    n_dead: usize,
+) -> Pass {
+    let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
+    let n = xc.len() / d_in;
+    let inv_n = 1.0 / n as f32;
+    acts.par_iter_mut().for_each(|v| {
+        if !(*v > 0.0) {
+            *v = 0.0;
+        }
+    });
+    let mut y_hat = vec![0.0f32; n * d_out];
+    matmul(
+        &mut y_hat, &acts, &sae.w_dec, n, m, d_out, false, false, false,
+    );
+    kernels::add_bias_rows(&mut y_hat, &sae.b_dec);
+    let err: Vec<f32> = y_hat.iter().zip(y).map(|(a, b)| a - b).collect(); // ŷ − y
+    let mse = err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / n as f64;
+    let fvu = mse * n as f64 / total_variance(y, d_out).max(f64::MIN_POSITIVE);
+    let g_y: Vec<f32> = err.iter().map(|e| 2.0 * e * inv_n).collect();
+
+    let mut g = Grads {
+        w_enc_t: vec![0.0; m * d_in],
+        b_enc: vec![0.0; m],
+        w_dec: vec![0.0; m * d_out],
+        b_dec: vec![0.0; d_out],
+        log_threshold: Vec::new(),
+    };
+    for row in g_y.chunks_exact(d_out) {
+        for (a, b) in g.b_dec.iter_mut().zip(row) {
+            *a += b;
+        }
+    }
+    matmul(&mut g.w_dec, &acts, &g_y, m, n, d_out, true, false, false);
+    // ∂/∂acts = g_y · W_decᵀ, then the L1 term λ‖W_dec,i‖/n, both through the ReLU's mask.
+    let mut g_pre = vec![0.0f32; n * m];
+    matmul(
+        &mut g_pre, &g_y, &sae.w_dec, n, d_out, m, false, true, false,
+    );
+    let norms = sae.decoder_norms();
+    let l1: Vec<f32> = norms.iter().map(|&w| lam as f32 * inv_n * w).collect();
+    // Per latent: Σ_b acts (f64), active count, Σ_b ∂/∂pre; per block of rows, then summed.
+    let zero = || (vec![0.0f64; m], vec![0u64; m], vec![0.0f32; m]);
+    let (col_sum, col_count, g_b_enc) = g_pre
+        .par_chunks_mut(m * 64)
+        .zip(acts.par_chunks(m * 64))
+        .map(|(gb, ab)| {
+            let (mut s, mut c, mut gs) = zero();
+            for (gr, ar) in gb.chunks_exact_mut(m).zip(ab.chunks_exact(m)) {
+                for i in 0..m {
+                    if ar[i] > 0.0 {
+                        gr[i] += l1[i];
+                        s[i] += ar[i] as f64;
+                        c[i] += 1;
+                        gs[i] += gr[i];
+                    } else {
+                        gr[i] = 0.0;
+                    }
+                }
+            }
+            (s, c, gs)
+        })
+        .reduce(zero, |(mut s, mut c, mut gs), (s2, c2, gs2)| {
+            for i in 0..m {
+                s[i] += s2[i];
+                c[i] += c2[i];
+                gs[i] += gs2[i];
+            }
+            (s, c, gs)
+        });
+    g.b_enc = g_b_enc;
+    let sparsity = lam / n as f64
+        * col_sum
+            .iter()
+            .zip(&norms)
+            .map(|(s, &w)| s * w as f64)
+            .sum::<f64>();
+    for i in 0..m {
+        if col_sum[i] != 0.0 && norms[i] > 0.0 {
+            let c = (lam * col_sum[i] / n as f64 / norms[i] as f64) as f32;
+            let row = &sae.w_dec[i * d_out..(i + 1) * d_out];
+            for (a, w) in g.w_dec[i * d_out..(i + 1) * d_out].iter_mut().zip(row) {
+                *a += c * w;
+            }
+        }
+    }
+    matmul(&mut g.w_enc_t, &g_pre, xc, m, n, d_in, true, false, false);
+    let batch_min = acts
+        .par_iter()
+        .copied()
+        .filter(|&v| v > 0.0)
+        .reduce(|| f32::INFINITY, f32::min);
+    Pass {
+        g,
+        mse,
+        fvu,
+        sparsity,
+        aux: 0.0,
+        l0: col_count.iter().sum::<u64>() as f64 / n as f64,
+        fired: col_count.iter().map(|&c| c > 0).collect(),
+        batch_min,
+        n_dead,
+    }
+}
+
 /// BatchTopK's selection: ReLU, then the `keep` largest values over the whole batch (ties at
 /// the cut kept in index order until `keep` is reached).
 fn batch_topk(pre: &[f32], m: usize, keep: usize) -> Codes {
@@ -775,4 +946,59 @@ pub fn geometric_median(x: &[f32], d: usize, max_iter: usize, tol: f64) -> Vec<f
         }
     }
     z.into_iter().map(|v| v as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dense ReLU pass and the sparse one compute the same gradients and measurements.
+    #[test]
+    fn relu_dense_and_sparse_passes_agree() {
+        let (d, m, n) = (24usize, 96usize, 80usize);
+        let mut rng = SplitMix::new(7);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+        let cfg = TrainConfig {
+            arch: Architecture::Relu,
+            d_in: d,
+            d_sae: m,
+            batch_size: n,
+            sparsity_coefficient: 3.0,
+            ..Default::default()
+        };
+        let mut tr = Trainer::new(cfg, &x).unwrap();
+        tr.sae.b_enc = (0..m).map(|i| (i as f32 * 0.37).sin() * 0.05).collect();
+        let xc = tr.sae.centred(&x);
+        let mut pre = vec![0.0f32; n * m];
+        matmul(&mut pre, &xc, &tr.sae.w_enc_t, n, d, m, false, true, false);
+        kernels::add_bias_rows(&mut pre, &tr.sae.b_enc);
+        let positive = pre.iter().filter(|&&v| v > 0.0).count();
+        assert!(positive > n * m / 4 && positive < n * m * 3 / 4);
+        let a = relu_dense_pass(&tr.sae, pre.clone(), &xc, &x, 3.0, 0);
+        let b = tr.sparse_pass(pre, &xc, &x, 3.0);
+        let close = |p: &[f32], q: &[f32], what: &str| {
+            assert_eq!(p.len(), q.len(), "{what}");
+            let scale = q.iter().fold(0.0f32, |s, v| s.max(v.abs())).max(1e-6);
+            for (u, v) in p.iter().zip(q) {
+                assert!((u - v).abs() <= 1e-5 * scale, "{what}: {u} vs {v}");
+            }
+        };
+        close(&a.g.w_enc_t, &b.g.w_enc_t, "W_enc");
+        close(&a.g.b_enc, &b.g.b_enc, "b_enc");
+        close(&a.g.w_dec, &b.g.w_dec, "W_dec");
+        close(&a.g.b_dec, &b.g.b_dec, "b_dec");
+        for (u, v, what) in [
+            (a.mse, b.mse, "mse"),
+            (a.fvu, b.fvu, "fvu"),
+            (a.sparsity, b.sparsity, "sparsity"),
+            (a.l0, b.l0, "l0"),
+        ] {
+            assert!(
+                (u - v).abs() <= 1e-6 * v.abs().max(1.0),
+                "{what}: {u} vs {v}"
+            );
+        }
+        assert_eq!(a.fired, b.fired);
+        assert_eq!(a.batch_min, b.batch_min);
+    }
 }
