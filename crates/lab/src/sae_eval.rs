@@ -112,14 +112,48 @@ impl Experiment for Config {
 }
 
 /// The SAE of the quick configs: a TopK SAE (k = 16, 256 latents) on SmolLM2-135M's
-/// `blocks.3.hook_resid_post`, committed as a test fixture by
-/// `scripts/make_quick_sae.sh` (the path is the source tree's, so the quick
-/// `sae-eval` and `sae-features` run where the repository is).
+/// `blocks.3.hook_resid_post`, committed as a test fixture by `scripts/make_quick_sae.sh`.
+/// Where the source tree is, its folder; elsewhere (an installed binary) the copy compiled into
+/// the binary, written once to `<cache>/saes/quick-smollm2-l3-topk` (each file written to a
+/// temporary name, then renamed). Errors fall back to the source path, so loading it reports
+/// the problem.
 pub fn quick_sae() -> PathBuf {
-    PathBuf::from(concat!(
+    let source = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../sae/tests/fixtures/smollm2_l3_topk"
-    ))
+    ));
+    if source.join("sae_weights.safetensors").is_file() {
+        return source;
+    }
+    interplab_core::source::FetchConfig::from_env()
+        .map_err(anyhow::Error::from)
+        .and_then(|f| materialise_quick_sae(&f.cache_dir))
+        .unwrap_or(source)
+}
+
+/// Write the compiled-in quick SAE under `cache` (unless an identical copy is there).
+fn materialise_quick_sae(cache: &std::path::Path) -> anyhow::Result<PathBuf> {
+    const FILES: [(&str, &[u8]); 2] = [
+        (
+            "cfg.json",
+            include_bytes!("../../sae/tests/fixtures/smollm2_l3_topk/cfg.json"),
+        ),
+        (
+            "sae_weights.safetensors",
+            include_bytes!("../../sae/tests/fixtures/smollm2_l3_topk/sae_weights.safetensors"),
+        ),
+    ];
+    let dir = cache.join("saes").join("quick-smollm2-l3-topk");
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in FILES {
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(bytes) {
+            let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+    }
+    Ok(dir)
 }
 
 /// Run `sae-eval`.
@@ -267,4 +301,34 @@ pub fn run(
     );
     outcome.figure("frontier", f);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An installed binary writes the compiled-in quick SAE to the cache: it loads, and a second
+    /// call leaves the identical copy alone.
+    #[test]
+    fn quick_sae_materialises_from_the_binary() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = materialise_quick_sae(cache.path()).unwrap();
+        let loaded = interplab_sae::saelens::load(&dir).unwrap();
+        assert_eq!((loaded.sae.d_in, loaded.sae.d_sae), (576, 256));
+        let before = std::fs::metadata(dir.join("sae_weights.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(materialise_quick_sae(cache.path()).unwrap(), dir);
+        let after = std::fs::metadata(dir.join("sae_weights.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(before, after);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+    }
 }

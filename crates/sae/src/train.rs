@@ -48,7 +48,8 @@ pub struct TrainConfig {
     pub jumprelu_init_threshold: f64,
     /// Global gradient-norm clip (0: none).
     pub clip_grad: f64,
-    /// BatchTopK's threshold moving-average factor.
+    /// BatchTopK's threshold moving-average factor β_θ (0.99: SAELens' `topk_threshold_lr` of
+    /// 0.01; at 0.999 the threshold of a run of a few hundred steps stays near its first value).
     pub threshold_beta: f64,
     /// Decoder row norm at initialisation; 0 means the architecture's default (0.1 for
     /// `relu`, 1 otherwise).
@@ -81,7 +82,7 @@ impl Default for TrainConfig {
             jumprelu_bandwidth: 0.05,
             jumprelu_init_threshold: 0.01,
             clip_grad: 1.0,
-            threshold_beta: 0.999,
+            threshold_beta: 0.99,
             decoder_init_norm: 0.0,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
