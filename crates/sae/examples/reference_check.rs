@@ -6,6 +6,8 @@
 //! .venv-peer/bin/python scripts/reference/compare_sae_reference.py RUN_DIR
 //! ```
 //!
+//! `scripts/reference/sae_reference_check.sh [STEPS]` runs all four architectures.
+//!
 //! Writes `config.json`, `init.safetensors`, `train.safetensors` and `heldout.safetensors`
 //! into RUN_DIR (the reference trainer's inputs), trains the same steps with
 //! [`interplab_sae::Trainer`] from the same initial weights on the same rows (step t reads rows
