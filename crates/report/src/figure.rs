@@ -291,6 +291,34 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Labels for ticks in increasing order: [`fmt_num`] of each, or, where that would print two
+/// neighbours alike (ticks 0.0005 apart near 0.013), the fewest decimals that tell them apart.
+pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
+    let distinct = |l: &[String]| l.windows(2).all(|w| w[0] != w[1]);
+    let labels: Vec<String> = ticks.iter().map(|&t| fmt_num(t)).collect();
+    if distinct(&labels) {
+        return labels;
+    }
+    for d in 1..=12 {
+        let l: Vec<String> = ticks
+            .iter()
+            .map(|&t| {
+                let s = format!("{t:.d$}");
+                let s = s.trim_end_matches('0').trim_end_matches('.');
+                if s == "-0" {
+                    "0".to_string()
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect();
+        if distinct(&l) {
+            return l;
+        }
+    }
+    labels
+}
+
 /// "Nice" tick positions covering [lo, hi] (1, 2, 5 × 10^k steps, about `n` of them).
 pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
@@ -664,23 +692,25 @@ impl LinePlot {
 /// The plot frame, grid lines and tick labels of both axes.
 fn axes_frame(ax: Option<&Axis>, ay: Option<&Axis>, x0: f64, x1: f64, y0: f64, y1: f64) -> String {
     let mut s = String::new();
-    for (ax, t) in ax
-        .into_iter()
-        .flat_map(|a| a.ticks().into_iter().map(move |t| (a, t)))
-    {
-        let x = ax.map(t);
-        s +=
-            &format!("<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y0}\" y2=\"{y1}\" stroke=\"#eee\"/>");
-        s += &text(x, y1 + 14.0, &fmt_num(t), "middle", 10.0, "normal");
+    if let Some(ax) = ax {
+        let ticks = ax.ticks();
+        for (&t, label) in ticks.iter().zip(tick_labels(&ticks)) {
+            let x = ax.map(t);
+            s += &format!(
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y0}\" y2=\"{y1}\" stroke=\"#eee\"/>"
+            );
+            s += &text(x, y1 + 14.0, &label, "middle", 10.0, "normal");
+        }
     }
-    for (ay, t) in ay
-        .into_iter()
-        .flat_map(|a| a.ticks().into_iter().map(move |t| (a, t)))
-    {
-        let y = ay.map(t);
-        s +=
-            &format!("<line x1=\"{x0}\" x2=\"{x1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>");
-        s += &text(x0 - 5.0, y + 3.5, &fmt_num(t), "end", 10.0, "normal");
+    if let Some(ay) = ay {
+        let ticks = ay.ticks();
+        for (&t, label) in ticks.iter().zip(tick_labels(&ticks)) {
+            let y = ay.map(t);
+            s += &format!(
+                "<line x1=\"{x0}\" x2=\"{x1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>"
+            );
+            s += &text(x0 - 5.0, y + 3.5, &label, "end", 10.0, "normal");
+        }
     }
     s += &format!(
         "<rect x=\"{x0}\" y=\"{y0}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"#444\"/>",
@@ -911,5 +941,9 @@ mod tests {
         assert_eq!(log_ticks(0.05, 20.0), vec![0.1, 1.0, 10.0]);
         assert_eq!(fmt_num(0.25), "0.25");
         assert_eq!(fmt_num(1500.0), "1500");
+        // Close ticks keep the decimals that tell them apart.
+        let t = nice_ticks(0.01155, 0.01385, 6);
+        assert_eq!(tick_labels(&t), vec!["0.012", "0.0125", "0.013", "0.0135"]);
+        assert_eq!(tick_labels(&[0.0, 0.5, 1.0]), vec!["0", "0.5", "1"]);
     }
 }
