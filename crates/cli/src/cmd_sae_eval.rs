@@ -52,16 +52,19 @@ pub fn print_table<'a>(
     rows: impl Iterator<Item = (&'a str, &'a interplab_sae::evaluate::Evaluation)>,
 ) {
     println!(
-        "  {:<22} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8}",
-        "SAE", "L0", "FVU", "shrink", "dead", "dense", "CE-rec 0", "CE-rec μ", "KL"
+        "  {:<22} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8}",
+        "SAE", "L0", "FVU", "FVU-out", "shrink", "dead", "dense", "CE-rec 0", "CE-rec μ", "KL"
     );
+    let mut out_rows = Vec::new();
     for (name, e) in rows {
         let (m, d) = (&e.metrics, &e.downstream);
         println!(
-            "  {:<22} {:>7.2} {:>7.4} {:>7.3} {:>6.2}% {:>6.2}% {:>9.3} {:>9.3} {:>8.4}",
+            "  {:<22} {:>7.2} {:>7.4} {:>8} {:>7.3} {:>6.2}% {:>6.2}% {:>9.3} {:>9.3} {:>8.4}",
             name,
             m.l0,
             m.fvu,
+            m.fvu_without_outliers
+                .map_or("—".to_string(), |v| format!("{v:.4}")),
             m.shrinkage,
             100.0 * m.dead,
             100.0 * m.dense,
@@ -69,5 +72,9 @@ pub fn print_table<'a>(
             d.ce_recovered_mean,
             d.kl_sae
         );
+        out_rows.push(m.outlier_rows);
+    }
+    if let Some(n) = out_rows.first() {
+        println!("  FVU-out: FVU without the {n} rows whose norm exceeds 10× the median");
     }
 }

@@ -1013,6 +1013,7 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
                 s.name.clone(),
                 format!("{:.2}", m.l0),
                 format!("{:.4}", m.fvu),
+                fmt_fvu_without_outliers(m),
                 format!("{:.4}", m.explained_variance),
                 format!("{:.3}", m.shrinkage),
                 format!("{:.2}%", 100.0 * m.dead),
@@ -1030,6 +1031,7 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
             "SAE",
             "L0",
             "FVU",
+            "FVU w/o outliers",
             "EV",
             "shrinkage",
             "dead",
@@ -1045,7 +1047,8 @@ fn render(r: &Results, cfg: &Config) -> (Report, Vec<(String, Figure)>) {
     if let Some(s) = r.saes.first() {
         rep.paragraph(format!(
             "Reconstruction metrics over {} held-out tokens (dead: no activation on any of them; \
-             dense: active on more than 10%); CE over {} held-out positions, zero ablation CE {:.3}, \
+             dense: active on more than 10%; FVU w/o outliers: FVU over the rows whose norm is at \
+             most 10× the median, with the number of rows left out); CE over {} held-out positions, zero ablation CE {:.3}, \
              mean ablation CE {:.3}.",
             s.eval.metrics.tokens,
             s.eval.downstream.tokens,
@@ -1135,5 +1138,13 @@ mod tests {
         assert_eq!(i, "blocks.8.ln2.hook_normalized");
         assert_eq!(o, "blocks.8.hook_mlp_out");
         assert!(transcoder_hooks("ln_final.hook_normalized").is_err());
+    }
+}
+
+/// `fvu_without_outliers` and how many rows it leaves out, for report tables.
+pub fn fmt_fvu_without_outliers(m: &Metrics) -> String {
+    match m.fvu_without_outliers {
+        Some(v) => format!("{v:.4} ({} rows out)", m.outlier_rows),
+        None => format!("— ({} rows out)", m.outlier_rows),
     }
 }

@@ -7,11 +7,23 @@
 //! - `explained_variance = 1 − fvu`;
 //! - `dead`: fraction of latents with no nonzero value on any row seen; `dense`: fraction
 //!   nonzero on more than 10% of rows; `log10` firing-frequency histogram;
-//! - `shrinkage = mean_b ‖x̂_b‖ / mean_b ‖x_b‖`.
+//! - `shrinkage = mean_b ‖x̂_b‖ / mean_b ‖x_b‖`;
+//! - `fvu_without_outliers`: `fvu` over the rows with `‖x_b‖ ≤ 10 · median_b ‖x_b‖` only (the
+//!   mean taken over those rows too); `outlier_rows` counts the rows left out. Residual streams
+//!   hold rare rows of enormous norm (massive activations) that can carry most of the total
+//!   variance, so that `fvu` mostly measures them (docs/sae.md §Results); this one measures the
+//!   ordinary rows. `None` when more than [`OUTLIER_KEEP`] rows would be left out.
 
 use serde::{Deserialize, Serialize};
 
 use crate::sae::Codes;
+
+/// The most rows `fvu_without_outliers` can leave out (the largest-norm rows are kept aside in
+/// full so their contributions can be taken out of the sums at the end).
+pub const OUTLIER_KEEP: usize = 4096;
+
+/// A row is an outlier when its norm exceeds this multiple of the median row norm.
+pub const OUTLIER_FACTOR: f64 = 10.0;
 
 /// Running sums over evaluation rows.
 #[derive(Debug, Clone)]
@@ -24,6 +36,11 @@ pub struct Accumulator {
     sum_x2: f64,
     norm_x: f64,
     norm_xhat: f64,
+    /// Every row's ‖x‖ (for the median).
+    row_norms: Vec<f64>,
+    /// The largest-norm rows seen (at most 2·[`OUTLIER_KEEP`] between prunings): (‖x‖,
+    /// ‖x − x̂‖², x).
+    largest: Vec<(f64, f64, Vec<f32>)>,
     /// Rows on which each latent fired.
     pub fires: Vec<u64>,
 }
@@ -40,6 +57,12 @@ pub struct Metrics {
     pub dead: f64,
     pub dense: f64,
     pub shrinkage: f64,
+    /// `fvu` over the rows whose norm is at most 10× the median row norm.
+    #[serde(default)]
+    pub fvu_without_outliers: Option<f64>,
+    /// Rows left out of `fvu_without_outliers`.
+    #[serde(default)]
+    pub outlier_rows: u64,
     /// Histogram of `log10(firing frequency)` of the latents that fired: bin lower edges
     /// (from −8 in steps of 0.25) and counts; dead latents are counted in `dead`.
     pub log_density_edges: Vec<f64>,
@@ -58,6 +81,8 @@ impl Accumulator {
             sum_x2: 0.0,
             norm_x: 0.0,
             norm_xhat: 0.0,
+            row_norms: Vec::new(),
+            largest: Vec::new(),
             fires: vec![0; d_sae],
         }
     }
@@ -68,14 +93,21 @@ impl Accumulator {
         for (xr, hr) in x.chunks_exact(d).zip(x_hat.chunks_exact(d)) {
             let mut nx = 0.0f64;
             let mut nh = 0.0f64;
+            let mut err = 0.0f64;
             for ((s, &a), &b) in self.sum_x.iter_mut().zip(xr).zip(hr) {
                 let (a, b) = (a as f64, b as f64);
                 *s += a;
                 nx += a * a;
                 nh += b * b;
-                self.sq_err += (a - b) * (a - b);
+                err += (a - b) * (a - b);
             }
+            self.sq_err += err;
             self.sum_x2 += nx;
+            self.row_norms.push(nx.sqrt());
+            self.largest.push((nx.sqrt(), err, xr.to_vec()));
+            if self.largest.len() >= 2 * OUTLIER_KEEP {
+                self.prune();
+            }
             self.norm_x += nx.sqrt();
             self.norm_xhat += nh.sqrt();
             self.rows += 1;
@@ -88,6 +120,40 @@ impl Accumulator {
                 }
             }
         }
+    }
+
+    /// Keep only the [`OUTLIER_KEEP`] largest-norm rows aside.
+    fn prune(&mut self) {
+        self.largest.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        self.largest.truncate(OUTLIER_KEEP);
+    }
+
+    /// `(fvu_without_outliers, outlier_rows)`.
+    fn without_outliers(&self) -> (Option<f64>, u64) {
+        let n = self.row_norms.len();
+        if n == 0 {
+            return (None, 0);
+        }
+        let mut norms = self.row_norms.clone();
+        let (_, median, _) = norms.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let cut = OUTLIER_FACTOR * *median;
+        let out = self.row_norms.iter().filter(|&&v| v > cut).count();
+        let mut largest = self.largest.clone();
+        largest.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        if out > OUTLIER_KEEP.min(largest.len()) || out == n {
+            return (None, out as u64);
+        }
+        let (mut sum_x, mut sum_x2, mut sq_err) = (self.sum_x.clone(), self.sum_x2, self.sq_err);
+        for (norm, err, x) in &largest[..out] {
+            for (s, &a) in sum_x.iter_mut().zip(x) {
+                *s -= a as f64;
+            }
+            sum_x2 -= norm * norm;
+            sq_err -= err;
+        }
+        let kept = (n - out) as f64;
+        let var = sum_x2 - sum_x.iter().map(|s| s * s).sum::<f64>() / kept;
+        ((var > 0.0).then(|| sq_err / var), out as u64)
     }
 
     /// The mean target row of everything added.
@@ -119,6 +185,7 @@ impl Accumulator {
             let bin = (((l + 8.0) / 0.25).floor().max(0.0) as usize).min(edges.len() - 1);
             counts[bin] += 1;
         }
+        let (fvu_without_outliers, outlier_rows) = self.without_outliers();
         Metrics {
             tokens: self.rows,
             l0: self.nnz as f64 / n,
@@ -132,6 +199,8 @@ impl Accumulator {
             } else {
                 f64::NAN
             },
+            fvu_without_outliers,
+            outlier_rows,
             log_density_edges: edges,
             log_density_counts: counts,
         }
@@ -147,6 +216,60 @@ pub fn ce_loss_recovered(ce_clean: f64, ce_sae: f64, ce_ablated: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fvu_without_outliers` against a direct two-pass computation on the kept rows, with a few
+    /// planted massive rows; the same however the rows are batched.
+    #[test]
+    fn fvu_without_outliers_leaves_out_the_massive_rows() {
+        let (d, n) = (8usize, 3000usize);
+        let mut rng = interplab_core::rng::SplitMix::new(5);
+        let mut x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+        for b in [17usize, 900, 2999] {
+            for v in &mut x[b * d..(b + 1) * d] {
+                *v = *v * 100.0 + 40.0;
+            }
+        }
+        let x_hat: Vec<f32> = x.iter().map(|&v| v + 0.3 * rng.normal() as f32).collect();
+        // Direct: median norm, the kept rows, their own mean.
+        let norms: Vec<f64> = x
+            .chunks_exact(d)
+            .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
+            .collect();
+        let mut sorted = norms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let cut = 10.0 * sorted[n / 2];
+        let kept: Vec<usize> = (0..n).filter(|&b| norms[b] <= cut).collect();
+        assert_eq!(kept.len(), n - 3);
+        let mut mean = vec![0.0f64; d];
+        for &b in &kept {
+            for j in 0..d {
+                mean[j] += x[b * d + j] as f64 / kept.len() as f64;
+            }
+        }
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for &b in &kept {
+            for j in 0..d {
+                num += (x[b * d + j] as f64 - x_hat[b * d + j] as f64).powi(2);
+                den += (x[b * d + j] as f64 - mean[j]).powi(2);
+            }
+        }
+        let want = num / den;
+        for batch in [n, 1000, 7] {
+            let mut acc = Accumulator::new(d, 1);
+            for (xs, hs) in x.chunks(batch * d).zip(x_hat.chunks(batch * d)) {
+                acc.add(xs, hs, &Codes::from_rows(vec![vec![]; xs.len() / d]));
+            }
+            let m = acc.finish();
+            assert_eq!(m.outlier_rows, 3);
+            let got = m.fvu_without_outliers.unwrap();
+            assert!(
+                (got - want).abs() <= 1e-9 * want,
+                "batch {batch}: {got} vs {want}"
+            );
+            // With the massive rows in, FVU is much smaller: they hold most of the variance.
+            assert!(m.fvu < 0.2 * got, "{} vs {got}", m.fvu);
+        }
+    }
 
     fn rows() -> Vec<f32> {
         vec![1.0, 2.0, 0.0, -1.0, 3.0, 5.0, 4.0, 0.5, -2.0, 1.5, 2.5, 1.0]
