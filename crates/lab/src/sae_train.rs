@@ -957,11 +957,22 @@ fn scale_rows(rows: &mut [f32], width: usize, d_in: usize, a: f32, b: f32) {
     }
 }
 
-/// The L0–FVU frontier (one point per SAE, one series per architecture).
+/// The L0–FVU frontier (one point per SAE, one series per architecture). FVU without outliers
+/// when every SAE has it (raw FVU can measure a few massive rows only: docs/sae.md §Results),
+/// else FVU; the axis says which.
 pub fn frontier(saes: &[Trained]) -> Figure {
+    let robust = saes
+        .iter()
+        .all(|s| s.eval.metrics.fvu_without_outliers.is_some());
     let mut series: Vec<Series> = Vec::new();
     for s in saes {
-        let p = (s.eval.metrics.l0, s.eval.metrics.fvu);
+        let m = &s.eval.metrics;
+        let fvu = if robust {
+            m.fvu_without_outliers.unwrap_or(m.fvu)
+        } else {
+            m.fvu
+        };
+        let p = (m.l0, fvu);
         match series.iter_mut().find(|x| x.name == s.variant.arch) {
             Some(x) => x.points.push(p),
             None => series.push(Series {
@@ -977,7 +988,11 @@ pub fn frontier(saes: &[Trained]) -> Figure {
     Figure::Line(LinePlot {
         title: "L0–FVU frontier (held-out tokens)".into(),
         x_label: "L0 (active latents per token)".into(),
-        y_label: "FVU".into(),
+        y_label: if robust {
+            "FVU (rows with norm ≤ 10× the median)".into()
+        } else {
+            "FVU".into()
+        },
         log_x: true,
         series,
         ..Default::default()
