@@ -1,13 +1,16 @@
 //! `interplab sae train|eval|features`: sparse autoencoders and transcoders on a model's
 //! activations (the `sae-train`, `sae-eval` and `sae-features` experiments).
 
+pub mod eval;
+pub mod features;
+
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use interplab_lab::sae_train::{transcoder_hooks, Config as TrainCfg, Normalise, Variant};
 
-use crate::cmd_sae_eval::print_table;
 use crate::exec::{parse_count, ModelArgs, OutArgs};
+use eval::print_table;
 
 /// Arguments of `interplab sae`.
 #[derive(Args)]
@@ -22,9 +25,9 @@ pub enum SaeCommand {
     /// Train SAEs (or a transcoder) on activations over a corpus, evaluate on held-out text.
     Train(TrainArgs),
     /// Evaluate saved SAEs (SAELens layout) on held-out text: FVU, L0, CE recovered, KL.
-    Eval(crate::cmd_sae_eval::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Feature cards: top contexts, quantile samples, logit effects, nearest latents.
-    Features(crate::cmd_sae_features::FeaturesArgs),
+    Features(features::FeaturesArgs),
 }
 
 /// Arguments of `interplab sae train`.
@@ -168,7 +171,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
 pub fn run(a: SaeArgs) -> anyhow::Result<()> {
     match a.command {
         SaeCommand::Train(a) => train(a),
-        SaeCommand::Eval(a) => crate::cmd_sae_eval::run(a),
-        SaeCommand::Features(a) => crate::cmd_sae_features::run(a),
+        SaeCommand::Eval(a) => eval::run(a),
+        SaeCommand::Features(a) => features::run(a),
     }
 }

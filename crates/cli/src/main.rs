@@ -23,8 +23,6 @@ mod cmd_probe;
 mod cmd_rerun;
 mod cmd_run;
 mod cmd_sae;
-mod cmd_sae_eval;
-mod cmd_sae_features;
 mod cmd_steer;
 mod cmd_tour;
 mod cmd_toy;

@@ -41,6 +41,8 @@ pub struct Accumulator {
     /// The largest-norm rows seen (at most 2·[`OUTLIER_KEEP`] between prunings): (‖x‖,
     /// ‖x − x̂‖², x).
     largest: Vec<(f64, f64, Vec<f32>)>,
+    /// The smallest norm in `largest` after the last pruning (−∞ before).
+    largest_floor: f64,
     /// Rows on which each latent fired.
     pub fires: Vec<u64>,
 }
@@ -83,6 +85,7 @@ impl Accumulator {
             norm_xhat: 0.0,
             row_norms: Vec::new(),
             largest: Vec::new(),
+            largest_floor: f64::NEG_INFINITY,
             fires: vec![0; d_sae],
         }
     }
@@ -104,9 +107,13 @@ impl Accumulator {
             self.sq_err += err;
             self.sum_x2 += nx;
             self.row_norms.push(nx.sqrt());
-            self.largest.push((nx.sqrt(), err, xr.to_vec()));
-            if self.largest.len() >= 2 * OUTLIER_KEEP {
-                self.prune();
+            // Only a row above the smallest norm kept at the last pruning can be among the
+            // largest: the others are not copied.
+            if nx.sqrt() > self.largest_floor {
+                self.largest.push((nx.sqrt(), err, xr.to_vec()));
+                if self.largest.len() >= 2 * OUTLIER_KEEP {
+                    self.prune();
+                }
             }
             self.norm_x += nx.sqrt();
             self.norm_xhat += nh.sqrt();
@@ -126,6 +133,7 @@ impl Accumulator {
     fn prune(&mut self) {
         self.largest.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         self.largest.truncate(OUTLIER_KEEP);
+        self.largest_floor = self.largest.last().map_or(f64::NEG_INFINITY, |r| r.0);
     }
 
     /// `(fvu_without_outliers, outlier_rows)`.
