@@ -1,0 +1,1 @@
+//! The web workbench (placeholder).
