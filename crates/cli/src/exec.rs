@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use interplab_lab::{
-    config_from_file, Context, Existing, Experiment, ExperimentConfig, Outcome, Progress, RunWriter,
+    config_from_file, Context, Existing, Experiment, ExperimentConfig, Outcome, Progress, ProgressFile,
+    RunWriter,
 };
 
 use crate::ui::show_progress;
@@ -95,23 +96,25 @@ where
     cfg.validate()?;
     let writer = RunWriter::create(out.out.as_deref(), E::NAME, existing)?;
     let mut bars = Bars::default();
+    // progress.json in the run directory: `interplab serve` shows the run live.
+    let mut live = ProgressFile::new(&mut bars, writer.path(), E::NAME, &cfg.models());
     let result = (|| {
         let mut fetch_bar = None;
         let ctx = Context::load(
             &cfg.models(),
             weight_storage(),
             &mut |e| show_progress(&mut fetch_bar, e),
-            &mut bars,
+            &mut live,
         );
         if let Some(b) = fetch_bar.take() {
             b.finish_and_clear();
         }
         let ctx = ctx?.with_workdir(writer.path(), existing == Existing::Resume);
-        let (outcome, manifest) = interplab_lab::execute(cfg, &ctx, &mut bars)?;
-        bars.clear();
+        let (outcome, manifest) = interplab_lab::execute(cfg, &ctx, &mut live)?;
         writer.write_outcome(&manifest, &outcome)?;
         Ok(outcome)
     })();
+    live.finish();
     bars.clear();
     match result {
         Ok(outcome) => Ok((outcome, writer.path().to_path_buf())),

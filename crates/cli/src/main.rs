@@ -23,6 +23,7 @@ mod cmd_probe;
 mod cmd_rerun;
 mod cmd_run;
 mod cmd_sae;
+mod cmd_serve;
 mod cmd_steer;
 mod cmd_tour;
 mod cmd_toy;
@@ -119,6 +120,9 @@ enum Command {
     Tour(cmd_tour::TourArgs),
     /// Repeat a run from its manifest.json and compare the results.
     Rerun(cmd_rerun::RerunArgs),
+    /// The web workbench: every run under a directory, interactive figures, feature cards,
+    /// eval samples, attention patterns, two runs compared.
+    Serve(cmd_serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
         Command::Toy(a) => cmd_toy::run(a),
         Command::Tour(a) => cmd_tour::run(a),
         Command::Rerun(a) => cmd_rerun::run(a),
+        Command::Serve(a) => cmd_serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -85,13 +85,16 @@ pub fn score_requests(
         .iter()
         .enumerate()
         .map(|(k, r)| {
-            metrics::mc_item(
+            let mut item = metrics::mc_item(
                 r.doc,
                 &r.choices,
                 &r.gold,
                 &scored[k],
                 unconditional.as_ref().map(|u| u[k].as_slice()),
-            )
+            );
+            item.context = r.context.clone();
+            item.choices = r.choices.clone();
+            item
         })
         .collect())
 }

@@ -21,6 +21,13 @@ pub const MC_METRICS: [&str; 4] = ["acc", "acc_norm", "acc_mutual_info", "exact_
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct McItem {
     pub doc: usize,
+    /// The prompt scored (few-shot examples, system prompt and chat template included); filled
+    /// by [`crate::score_requests`], for per-item views.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub context: String,
+    /// The choices as the task shows them (without the target delimiter).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
     pub loglikelihoods: Vec<f64>,
     pub is_greedy: Vec<bool>,
     /// Tokens per continuation.
@@ -83,6 +90,8 @@ pub fn mc_item(
     };
     McItem {
         doc,
+        context: String::new(),
+        choices: Vec::new(),
         loglikelihoods: lls,
         is_greedy: scored.iter().map(|s| s.is_greedy).collect(),
         tokens: scored.iter().map(|s| s.tokens).collect(),

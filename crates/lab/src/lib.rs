@@ -67,7 +67,7 @@ pub use catalog::{config_from_file, Experiment, ExperimentConfig};
 pub use context::{Context, Workdir};
 pub use manifest::Manifest;
 pub use outcome::Outcome;
-pub use progress::{NoProgress, Progress, Recorder};
+pub use progress::{NoProgress, Progress, ProgressFile, ProgressState, Recorder};
 pub use validate::Problems;
 pub use writer::{Existing, RunWriter};
 

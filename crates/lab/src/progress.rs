@@ -111,3 +111,145 @@ impl Progress for Timed<'_> {
         self.inner.note(msg);
     }
 }
+
+/// What `progress.json` in a running experiment's directory holds: the web workbench reads
+/// it to show live progress (a directory with this file and no `manifest.json` is running
+/// while process `pid` lives).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressState {
+    /// The process writing the run.
+    pub pid: u32,
+    /// The experiment's catalog name.
+    pub experiment: String,
+    /// Model sources.
+    pub models: Vec<String>,
+    /// When the run started (UTC, ISO 8601).
+    pub started_utc: String,
+    /// When this file was written.
+    pub updated_utc: String,
+    /// The current phase.
+    pub phase: String,
+    /// Steps done in the phase, out of `total` `unit` (0 when the phase gave no total).
+    pub done: u64,
+    /// See `done`.
+    pub total: u64,
+    /// See `done`.
+    pub unit: String,
+    /// The latest status line.
+    pub message: String,
+    /// Lines worth keeping, in order.
+    pub notes: Vec<String>,
+}
+
+/// Forwards every event to another [`Progress`] and keeps `progress.json` in the run
+/// directory current: written atomically at each phase and note, and at most every half
+/// second otherwise. [`ProgressFile::finish`] removes it (the manifest then says the run is
+/// complete).
+pub struct ProgressFile<'a> {
+    inner: &'a mut dyn Progress,
+    path: std::path::PathBuf,
+    state: ProgressState,
+    last: Option<Instant>,
+}
+
+impl<'a> ProgressFile<'a> {
+    /// Progress for a run of `experiment` on `models` written into `dir`.
+    pub fn new(
+        inner: &'a mut dyn Progress,
+        dir: &std::path::Path,
+        experiment: &str,
+        models: &[String],
+    ) -> Self {
+        let mut p = ProgressFile {
+            inner,
+            path: dir.join("progress.json"),
+            state: ProgressState {
+                pid: std::process::id(),
+                experiment: experiment.into(),
+                models: models.to_vec(),
+                started_utc: crate::writer::utc_iso(),
+                ..Default::default()
+            },
+            last: None,
+        };
+        p.write(true);
+        p
+    }
+
+    /// Remove `progress.json` (after the run is written, or failed).
+    pub fn finish(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    fn write(&mut self, now: bool) {
+        if !now && self.last.is_some_and(|t| t.elapsed().as_millis() < 500) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.state.updated_utc = crate::writer::utc_iso();
+        // Progress is advisory: a failed write must not stop the run.
+        if let Ok(text) = serde_json::to_vec(&self.state) {
+            let _ = interplab_core::atomic::write_atomic(&self.path, &text);
+        }
+    }
+}
+
+impl Progress for ProgressFile<'_> {
+    fn phase(&mut self, name: &str) {
+        self.inner.phase(name);
+        self.state.phase = name.into();
+        self.state.done = 0;
+        self.state.total = 0;
+        self.state.unit.clear();
+        self.state.message.clear();
+        self.write(true);
+    }
+    fn total(&mut self, total: u64, unit: &str) {
+        self.inner.total(total, unit);
+        self.state.total = total;
+        self.state.unit = unit.into();
+        self.write(false);
+    }
+    fn position(&mut self, done: u64) {
+        self.inner.position(done);
+        self.state.done = done;
+        self.write(false);
+    }
+    fn message(&mut self, msg: &str) {
+        self.inner.message(msg);
+        self.state.message = msg.into();
+        self.write(false);
+    }
+    fn note(&mut self, msg: &str) {
+        self.inner.note(msg);
+        self.state.notes.push(msg.into());
+        self.write(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_file_tracks_the_run_and_is_removed_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::default();
+        let mut live = ProgressFile::new(&mut rec, dir.path(), "heads", &["m".into()]);
+        live.phase("train");
+        live.total(10, "steps");
+        live.note("resuming");
+        let read = || -> ProgressState {
+            serde_json::from_slice(&std::fs::read(dir.path().join("progress.json")).unwrap())
+                .unwrap()
+        };
+        let s = read();
+        assert_eq!(s.pid, std::process::id());
+        assert_eq!((s.experiment.as_str(), s.phase.as_str()), ("heads", "train"));
+        assert_eq!((s.total, s.unit.as_str()), (10, "steps"));
+        assert_eq!(s.notes, vec!["resuming".to_string()]);
+        live.finish();
+        assert!(!dir.path().join("progress.json").exists());
+        assert_eq!(rec.events[0], "phase: train", "events reach the wrapped progress");
+    }
+}

@@ -113,8 +113,9 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Write everything an outcome holds: `results.json`, its tensor files, figures and
-    /// `report.html`; then the manifest, last, so a directory with a manifest is complete.
+    /// Write everything an outcome holds: `results.json`, its tensor files, figures (SVG, PNG,
+    /// and their numbers in `figures.json`), `report.html` and `report.json` (the report as
+    /// data, for the web workbench); then the manifest, last, so a directory with a manifest is complete.
     pub fn write_outcome<R: Serialize>(
         &self,
         manifest: &Manifest,
@@ -131,6 +132,13 @@ impl RunWriter {
             self.write_figure(name, fig)?;
         }
         self.write("report.html", outcome.report.to_html().as_bytes())?;
+        self.write("report.json", serde_json::to_string(&outcome.report)?.as_bytes())?;
+        let figures: Vec<serde_json::Value> = outcome
+            .figures
+            .iter()
+            .map(|(name, fig)| serde_json::json!({ "name": name, "figure": fig }))
+            .collect();
+        self.write("figures.json", serde_json::to_string(&figures)?.as_bytes())?;
         self.write_json("manifest.json", manifest)?;
         Ok(())
     }

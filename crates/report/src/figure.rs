@@ -1,7 +1,12 @@
-//! Figure types and their rendering to SVG (and PNG).
+//! Figure types and their rendering to SVG (and PNG). Every type serialises (serde) to the
+//! JSON the web workbench draws interactively: `{"kind": "heatmap" | "line" | "bar" | "grid", …}`
+//! with the fields below; NaN cells become `null`.
+
+use serde::Serialize;
 
 /// How values map to colours in a heat map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ColorScale {
     /// Low to high on one hue ramp (scores, probabilities).
     Sequential,
@@ -10,7 +15,7 @@ pub enum ColorScale {
 }
 
 /// A grid of values: rows are the y axis (top row first), columns the x axis.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Heatmap {
     pub title: String,
     pub x_label: String,
@@ -29,7 +34,8 @@ pub struct Heatmap {
 }
 
 /// How a series is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SeriesStyle {
     Line,
     Markers,
@@ -37,7 +43,7 @@ pub enum SeriesStyle {
 }
 
 /// One named series of (x, y) points.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
@@ -45,7 +51,7 @@ pub struct Series {
 }
 
 /// Line or scatter plot with optional log axes, reference lines and shaded x-bands.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LinePlot {
     pub title: String,
     pub x_label: String,
@@ -62,7 +68,7 @@ pub struct LinePlot {
 }
 
 /// Bars with labels, optional error bars and optional per-bar colour values.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct BarChart {
     pub title: String,
     pub x_label: String,
@@ -83,7 +89,8 @@ pub struct BarChart {
 }
 
 /// A figure: one plot, or several laid out in a grid.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Figure {
     Heatmap(Heatmap),
     Line(LinePlot),

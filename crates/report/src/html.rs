@@ -1,9 +1,13 @@
 //! The self-contained HTML report of a run: one file, inline SVG figures, no scripts fetched.
 
+use serde::Serialize;
+
 use crate::figure::Figure;
 
-/// One block of the report, in order.
-#[derive(Debug, Clone)]
+/// One block of the report, in order. Serialised as `{"kind": "heading", "data": …}` in the
+/// `report.json` the web workbench renders with interactive figures.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 enum Block {
     Heading(String),
     Paragraph(String),
@@ -13,7 +17,7 @@ enum Block {
     },
     Figure {
         caption: String,
-        svg: String,
+        figure: Figure,
     },
     KeyValues(Vec<(String, String)>),
     Pre(String),
@@ -25,8 +29,10 @@ enum Block {
     },
 }
 
-/// A report under construction; [`Report::to_html`] renders it.
-#[derive(Debug, Clone)]
+/// A report under construction; [`Report::to_html`] renders it. It serialises (serde) to
+/// `{"title": …, "blocks": [{"kind": "heading" | "paragraph" | "table" | "figure" | …, "data": …}]}`,
+/// figures as their numbers: the `report.json` of a run directory.
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     title: String,
     blocks: Vec<Block>,
@@ -66,7 +72,7 @@ impl Report {
     pub fn figure(&mut self, caption: impl Into<String>, fig: &Figure) -> &mut Self {
         self.blocks.push(Block::Figure {
             caption: caption.into(),
-            svg: fig.to_svg(),
+            figure: fig.clone(),
         });
         self
     }
@@ -173,9 +179,9 @@ impl Report {
                     }
                     s.push_str("</div>\n");
                 }
-                Block::Figure { caption, svg } => {
+                Block::Figure { caption, figure } => {
                     s.push_str("<figure>");
-                    s.push_str(svg);
+                    s.push_str(&figure.to_svg());
                     s.push_str(&format!(
                         "<figcaption>{}</figcaption></figure>\n",
                         escape(caption)
@@ -214,4 +220,39 @@ pub fn escape(s: &str) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figure::{ColorScale, Heatmap};
+
+    #[test]
+    fn report_serialises_blocks_and_figures_as_data() {
+        let mut r = Report::new("t");
+        r.heading("h").figure(
+            "cap",
+            &Figure::Heatmap(Heatmap {
+                title: "hm".into(),
+                x_label: "x".into(),
+                y_label: "y".into(),
+                x_ticks: vec!["a".into(), "b".into()],
+                y_ticks: vec!["0".into()],
+                values: vec![vec![1.5, f64::NAN]],
+                scale: ColorScale::Diverging,
+                range: None,
+                colorbar_label: "v".into(),
+            }),
+        );
+        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(v["title"], "t");
+        assert_eq!(v["blocks"][0]["kind"], "heading");
+        assert_eq!(v["blocks"][0]["data"], "h");
+        let fig = &v["blocks"][1]["data"]["figure"];
+        assert_eq!(v["blocks"][1]["data"]["caption"], "cap");
+        assert_eq!(fig["kind"], "heatmap");
+        assert_eq!(fig["scale"], "diverging");
+        assert_eq!(fig["values"][0][0], 1.5);
+        assert!(fig["values"][0][1].is_null(), "NaN becomes null");
+    }
 }
