@@ -250,7 +250,7 @@ async fn api_runs(State(st): State<Arc<AppState>>) -> Response {
     match tokio::task::spawn_blocking(move || st2.index.json()).await {
         Ok(bytes) => (
             [(header::CONTENT_TYPE, "application/json")],
-            Body::from(bytes.as_ref().clone()),
+            Body::from(bytes),
         )
             .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

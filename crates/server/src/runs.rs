@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -48,7 +49,7 @@ pub struct Index {
 
 struct State {
     at: Option<Instant>,
-    json: std::sync::Arc<Vec<u8>>,
+    json: Bytes,
     runs: Vec<Summary>,
     /// Per run directory: the newest mtime of its summary files and the summary made then.
     by_dir: HashMap<PathBuf, (SystemTime, Summary)>,
@@ -68,8 +69,8 @@ impl Index {
         }
     }
 
-    /// The index as JSON bytes (`{"runs": [...]}`), newest first.
-    pub fn json(&self) -> std::sync::Arc<Vec<u8>> {
+    /// The index as JSON bytes (`{"runs": [...]}`), newest first (shared, not copied).
+    pub fn json(&self) -> Bytes {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.refresh(&mut st);
         st.json.clone()
@@ -103,7 +104,7 @@ impl Index {
         let json = serde_json::to_vec(&serde_json::json!({ "runs": runs })).unwrap_or_default();
         *st = State {
             at: Some(Instant::now()),
-            json: std::sync::Arc::new(json),
+            json: Bytes::from(json),
             runs,
             by_dir,
         };
