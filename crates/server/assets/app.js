@@ -112,6 +112,7 @@ function heatmapOption(fig, title) {
   return {
     title,
     tooltip: {
+      className: "ilab-tip",
       formatter: (p) => {
         const [x, y, v] = p.data;
         return `<b>${esc(yl)}</b> ${esc(fig.y_ticks[y])}<br><b>${esc(xl)}</b> ${esc(fig.x_ticks[x])}` +
