@@ -75,6 +75,8 @@ pub struct Results {
     pub prompt: Option<String>,
     /// The tokens that ran.
     pub token_ids: Vec<u32>,
+    /// Each token as text (decoded alone), for views that label positions.
+    pub tokens: Vec<String>,
     /// The most likely next tokens, most likely first.
     pub top_next: Vec<TopToken>,
 }
@@ -233,9 +235,14 @@ pub fn run(
             })
             .collect(),
     );
+    let token_text = ids
+        .iter()
+        .map(|&id| m.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>")))
+        .collect();
     let results = Results {
         prompt: cfg.prompt.clone(),
         token_ids: ids,
+        tokens: token_text,
         top_next,
     };
     let mut outcome = Outcome::new(results, report);

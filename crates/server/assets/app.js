@@ -485,7 +485,18 @@ function defaultPrompt(run) {
   return c.text || c.prompt || inner.text || inner.prompt || "When Mary and John went to the store, John gave a drink to";
 }
 
-function renderRunAttention(body, run) {
+async function renderRunAttention(body, run, id) {
+  if (run.files.some((f) => f.name === "activations.safetensors")) {
+    try {
+      const p = await api(`/api/cached-attention?id=${encodeURIComponent(id)}`);
+      const have = p.patterns.map((x, l) => (x.length ? l : null)).filter((l) => l !== null);
+      body.append(h("p", { class: "muted", id: "att-cached", text: `Patterns cached by this run (layers ${have.join(", ")}); type a prompt below to compute others.` }));
+      const ctl = h("div", { class: "toolbar", id: "att-controls" }), out = h("div", { id: "att-out" });
+      body.append(ctl, out);
+      showPatterns(ctl, out, p, have);
+      return;
+    } catch (_) { /* no cached patterns: compute on demand */ }
+  }
   attentionView(body, run.summary.models, defaultPrompt(run));
 }
 
@@ -517,8 +528,9 @@ function attentionView(body, models, prompt) {
   go.click();
 }
 
-function showPatterns(ctl, out, p) {
-  const layer = h("select", { id: "att-layer" }, p.patterns.map((_, l) => h("option", { value: l, text: `layer ${l}` })));
+function showPatterns(ctl, out, p, layers) {
+  layers = layers || p.patterns.map((_, l) => l);
+  const layer = h("select", { id: "att-layer" }, layers.map((l) => h("option", { value: l, text: `layer ${l}` })));
   const head = h("select", { id: "att-head" }, [...Array(p.n_heads).keys()].map((i) => h("option", { value: i, text: `head ${i}` })));
   const grid = h("input", { type: "checkbox", id: "att-grid" });
   ctl.replaceChildren(layer, head, h("label", {}, grid, " all heads of the layer"));

@@ -28,6 +28,83 @@ pub struct Patterns {
     pub patterns: Vec<Vec<Vec<Vec<f32>>>>,
 }
 
+/// The attention patterns a run cached (`interplab run --cache 'blocks.*.attn.hook_pattern'`):
+/// every `blocks.L.attn.hook_pattern` in its `activations.safetensors` (f32, `[1, H, q, k]`),
+/// tokens from its `results.json`. Layers the run did not cache are empty lists.
+pub fn cached(dir: &std::path::Path) -> anyhow::Result<Patterns> {
+    use safetensors::{Dtype, SafeTensors};
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+    let bytes = std::fs::read(dir.join("activations.safetensors"))?;
+    let st = SafeTensors::deserialize(&bytes)?;
+    let mut layers: Vec<(usize, Vec<Vec<Vec<f32>>>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let Some(l) = name
+            .strip_prefix("blocks.")
+            .and_then(|r| r.strip_suffix(".attn.hook_pattern"))
+            .and_then(|l| l.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let shape = view.shape();
+        if view.dtype() != Dtype::F32 || shape.len() != 4 || shape[2] != shape[3] {
+            anyhow::bail!("{name}: expected f32 [batch, heads, pos, pos], found {:?} {shape:?}", view.dtype());
+        }
+        let (h, n) = (shape[1], shape[2]);
+        if n > MAX_TOKENS {
+            anyhow::bail!("{name} covers {n} positions; the view takes at most {MAX_TOKENS}");
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .take(h * n * n)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let heads = (0..h)
+            .map(|hd| {
+                (0..n)
+                    .map(|q| {
+                        data[(hd * n + q) * n..(hd * n + q + 1) * n]
+                            .iter()
+                            .map(|x| (x * 1e4).round() / 1e4)
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        layers.push((l, heads));
+    }
+    if layers.is_empty() {
+        anyhow::bail!("this run cached no attention pattern (blocks.*.attn.hook_pattern)");
+    }
+    let n_layers = manifest["models"][0]["config"]["n_layers"]
+        .as_u64()
+        .map(|n| n as usize)
+        .unwrap_or(0)
+        .max(layers.iter().map(|(l, _)| l + 1).max().unwrap_or(0));
+    let n_heads = layers[0].1.len();
+    let mut patterns = vec![Vec::new(); n_layers];
+    for (l, p) in layers {
+        patterns[l] = p;
+    }
+    let tokens = match results["tokens"].as_array() {
+        Some(t) => t.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect(),
+        None => results["token_ids"]
+            .as_array()
+            .map(|ids| ids.iter().map(|x| format!("<{x}>")).collect())
+            .unwrap_or_default(),
+    };
+    Ok(Patterns {
+        model: manifest["models"][0]["source"].as_str().unwrap_or("").to_string(),
+        tokens,
+        n_layers,
+        n_heads,
+        patterns,
+    })
+}
+
 /// Models loaded so far, by source.
 #[derive(Default)]
 pub struct Models {
@@ -59,7 +136,7 @@ impl Models {
         }
         let m = self.get(source)?;
         let cfg = &m.model.cfg;
-        let ids = m.tokenizer.encode(prompt, cfg.default_prepend_bos)?;
+        let ids = m.tokenizer.encode(prompt, m.tokenizer.add_bos_default())?;
         if ids.len() > MAX_TOKENS {
             anyhow::bail!(
                 "the prompt has {} tokens; the attention view takes at most {MAX_TOKENS}",

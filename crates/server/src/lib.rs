@@ -12,7 +12,8 @@
 //!
 //! HTTP API (all JSON): `GET /api/runs` the index; `GET /api/run?id=ID` one run (manifest,
 //! config, results, report blocks, figures, progress, files); `GET /files/ID/NAME` a file of a
-//! run; `POST /api/attention {"model", "prompt"}` patterns for a prompt.
+//! run; `POST /api/attention {"model", "prompt"}` patterns for a prompt;
+//! `GET /api/cached-attention?id=ID` the patterns a run cached.
 
 pub mod attention;
 pub mod files;
@@ -138,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/runs", get(api_runs))
         .route("/api/run", get(api_run))
         .route("/api/attention", post(api_attention))
+        .route("/api/cached-attention", get(api_cached_attention))
         .route("/files/{*rest}", get(file))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -262,16 +264,33 @@ struct RunQuery {
     id: String,
 }
 
-async fn api_run(State(st): State<Arc<AppState>>, Query(q): Query<RunQuery>) -> Response {
-    let encoded: String = q
-        .id
+/// The directory of run `id` (a path under RUNS_DIR, by the same rules as files).
+fn run_dir(st: &AppState, id: &str) -> Option<PathBuf> {
+    let encoded: String = id
         .split('/')
         .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
         .collect::<Vec<_>>()
         .join("/");
-    let dir = match files::resolve(&st.root, &encoded) {
-        Ok(d) if d.is_dir() && d != st.root => d,
-        _ => return error(StatusCode::NOT_FOUND, "no such run"),
+    match files::resolve(&st.root, &encoded) {
+        Ok(d) if d.is_dir() && d != st.root => Some(d),
+        _ => None,
+    }
+}
+
+async fn api_cached_attention(State(st): State<Arc<AppState>>, Query(q): Query<RunQuery>) -> Response {
+    let Some(dir) = run_dir(&st, &q.id) else {
+        return error(StatusCode::NOT_FOUND, "no such run");
+    };
+    match tokio::task::spawn_blocking(move || attention::cached(&dir)).await {
+        Ok(Ok(p)) => Json(p).into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, &format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn api_run(State(st): State<Arc<AppState>>, Query(q): Query<RunQuery>) -> Response {
+    let Some(dir) = run_dir(&st, &q.id) else {
+        return error(StatusCode::NOT_FOUND, "no such run");
     };
     let root = st.root.clone();
     match tokio::task::spawn_blocking(move || run_detail(&root, &dir)).await {

@@ -27,6 +27,8 @@ RUNS = {
                 "The cat sat on the mat. The cat sat on the mat. The dog ran."],
     "heads-b": ["heads", "smollm2-135m"],
     "eval": ["eval", "smollm2-135m", "--task", "bbq", "--limit", "12", "--num-fewshot", "0,1"],
+    "cached": ["run", "smollm2-135m", "--prompt", "The cat sat on the mat because the cat",
+               "--cache", "blocks.*.attn.hook_pattern"],
 }
 # Quick presets of the tour: patching's heat maps, a toy model's training curve, the quick
 # SAE's feature cards (the SAE ships with the binary).

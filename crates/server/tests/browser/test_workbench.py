@@ -206,3 +206,21 @@ def test_live_progress_and_error_card(page, server, runs_dir, shot):
     page.wait_for_selector(".card.error")
     assert "manifest.json" in page.locator(".card.error").inner_text()
     shot("error")
+
+
+def test_attention_cached_by_a_run(page, server, shot):
+    prompt = "The cat sat on the mat because the cat"
+    want = api(server, "/api/attention", {"model": "smollm2-135m", "prompt": prompt})
+    page.goto(server + "/#/run/cached/attention")
+    page.wait_for_selector("#att-cached")
+    page.wait_for_selector("#att-chart")
+    assert page.locator("#att-layer option").count() == want["n_layers"]
+    page.select_option("#att-layer", "7")
+    page.select_option("#att-head", "2")
+    page.wait_for_function("document.querySelector('#att-title').textContent === 'Layer 7, head 2'")
+    labels = page.evaluate("ilab.charts['att-chart'].getOption().xAxis[0].data")
+    assert [x.split(":", 1)[1] for x in labels] == [t.replace("\n", "↵") for t in want["tokens"]]
+    data = page.evaluate("ilab.charts['att-chart'].getOption().series[0].data")
+    for k, q, v in data:
+        assert abs(v - want["patterns"][7][2][q][k]) <= 2e-4, (q, k, v)
+    shot("cached")
