@@ -62,8 +62,7 @@ pub(crate) fn tensor_from_py(
         .map_err(py_err)
 }
 
-/// Token ids `[batch, pos]` from an integer array-like of one or two dimensions, each id
-/// checked against the vocabulary size.
+/// Token ids `[batch, pos]` from an integer array-like of one or two dimensions.
 pub(crate) fn token_ids_from_py(
     obj: &Bound<'_, PyAny>,
     d_vocab: usize,
@@ -96,13 +95,13 @@ pub(crate) fn token_ids_from_py(
         .map_err(|e| PyValueError::new_err(e.to_string()))?
         .iter()
         .map(|&id| {
-            if id < 0 || id as u64 >= d_vocab as u64 {
-                Err(py_msg(format!(
-                    "token id {id} is outside the vocabulary of {d_vocab} tokens"
-                )))
-            } else {
-                Ok(id as u32)
-            }
+            // Ids that fit u32 are checked by the model itself (the CLI's message); these
+            // could not reach it.
+            u32::try_from(id).map_err(|_| {
+                py_msg(format!(
+                    "invalid input: token id {id} is out of the vocabulary (size {d_vocab})"
+                ))
+            })
         })
         .collect::<PyResult<Vec<u32>>>()?;
     Ok((ids, batch, pos))

@@ -473,17 +473,23 @@ impl Model {
         result.map_err(py_err)?.into_py(py, rt)
     }
 
-    /// Every parameter as a float32 array, by name (TransformerLens-style names such as
-    /// `blocks.0.attn.W_Q`, in Interplab's compute layout).
+    /// Every parameter as a float32 array, by TransformerLens name and in TransformerLens'
+    /// shapes: `blocks.L.attn.W_Q` `[n_heads, d_model, d_head]`, `W_K`/`W_V`
+    /// `[n_key_value_heads, d_model, d_head]`, `W_O` `[n_heads, d_head, d_model]`, `b_Q`
+    /// `[n_heads, d_head]`, `mlp.W_in` `[d_model, d_mlp]`, `unembed.W_U` `[d_model, d_vocab]`
+    /// (present when tied too), norms' `w`/`b`.
     fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let m = self.inner.clone();
         let named = py
             .detach(move || -> anyhow::Result<Vec<(String, Host)>> {
-                m.model
-                    .weights
-                    .named()?
+                let d_head = m.model.cfg.d_head;
+                let mut named = m.model.weights.named()?;
+                if !named.iter().any(|(n, _)| n == "unembed.W_U") {
+                    named.push(("unembed.W_U".into(), m.model.weights.unembed()?));
+                }
+                named
                     .into_iter()
-                    .map(|(n, t)| Ok((n, Host::of(&t)?)))
+                    .map(|(n, t)| Ok((n.clone(), Host::of(&tl_layout(&n, t, d_head)?)?)))
                     .collect()
             })
             .map_err(py_err)?;
@@ -515,5 +521,26 @@ impl Model {
             "Model({:?}: {} layers, {} heads, d_model {}, d_vocab {})",
             self.source, c.n_layers, c.n_heads, c.d_model, c.d_vocab
         )
+    }
+}
+
+/// A parameter in TransformerLens' shape, from Interplab's compute layout (per-head
+/// matrices are stored with the heads folded into one axis; see `interplab_core::model::weights`).
+fn tl_layout(name: &str, t: Tensor, d_head: usize) -> candle_core::Result<Tensor> {
+    let site = name.rsplit('.').next().unwrap_or_default();
+    if !name.contains(".attn.") {
+        return Ok(t);
+    }
+    match (site, t.dims()) {
+        // [d_model, heads * d_head] -> [heads, d_model, d_head]
+        ("W_Q" | "W_K" | "W_V", &[d_model, hd]) => t
+            .reshape((d_model, hd / d_head, d_head))?
+            .transpose(0, 1)?
+            .contiguous(),
+        // [heads * d_head, d_model] -> [heads, d_head, d_model]
+        ("W_O", &[hd, d_model]) => t.reshape((hd / d_head, d_head, d_model)),
+        // [heads * d_head] -> [heads, d_head]
+        ("b_Q" | "b_K" | "b_V", &[hd]) => t.reshape((hd / d_head, d_head)),
+        _ => Ok(t),
     }
 }
