@@ -13,7 +13,13 @@ cd "$(dirname "$0")/../.."
 VENV=.venv-test
 PY="$VENV/bin/python"
 if [ ! -x "$PY" ]; then
-    python3 -m venv "$VENV"
+    # Without the venv module (Debian's python3 lacks it unless python3-venv is installed),
+    # virtualenv from PyPI does the same.
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        rm -rf "$VENV"
+        python3 -m pip install --quiet --user virtualenv
+        python3 -m virtualenv --quiet "$VENV"
+    fi
 fi
 # maturin's build backend runs the `maturin` executable of the environment.
 export PATH="$PWD/$VENV/bin:$PATH"

@@ -239,10 +239,7 @@ impl Model {
             o.insert("n_key_value_heads".into(), c.n_kv_heads.into());
             o.insert("model_name".into(), self.source.clone().into());
             o.insert("format".into(), self.inner.format.into());
-            o.insert(
-                "sha256".into(),
-                self.inner.resolved.sha256.clone().into(),
-            );
+            o.insert("sha256".into(), self.inner.resolved.sha256.clone().into());
         }
         crate::lab::json_to_py(py, &v)
     }

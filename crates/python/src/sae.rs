@@ -31,7 +31,12 @@ pub struct PySae {
 
 impl PySae {
     /// Rows `[n, width]` of an array `[..., width]`, with the leading shape.
-    fn rows(&self, x: &Bound<'_, PyAny>, width: usize, what: &str) -> PyResult<(Vec<f32>, Vec<usize>)> {
+    fn rows(
+        &self,
+        x: &Bound<'_, PyAny>,
+        width: usize,
+        what: &str,
+    ) -> PyResult<(Vec<f32>, Vec<usize>)> {
         let (data, shape) = f32_from_py(x)?;
         if shape.last() != Some(&width) {
             return Err(py_msg(format!(
@@ -42,7 +47,12 @@ impl PySae {
     }
 }
 
-fn array<'py>(py: Python<'py>, data: Vec<f32>, lead: &[usize], width: usize) -> PyResult<Bound<'py, PyAny>> {
+fn array<'py>(
+    py: Python<'py>,
+    data: Vec<f32>,
+    lead: &[usize],
+    width: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     let mut dims = lead.to_vec();
     dims.push(width);
     Host { data, dims }.into_numpy(py)
@@ -139,7 +149,11 @@ impl PySae {
     }
 
     /// Reconstructions `[..., d_out]` of latent activations `[..., d_sae]`.
-    fn decode<'py>(&self, py: Python<'py>, acts: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        acts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let s = &self.inner.sae;
         let (data, lead) = self.rows(acts, s.d_sae, "the latent activations")?;
         let out = py.detach(|| {
