@@ -229,8 +229,9 @@ impl Model {
         &self.source
     }
 
-    /// The configuration as a dict (TransformerLens' names where they exist: `n_layers`,
-    /// `n_heads`, `d_model`, `d_head`, `d_mlp`, `d_vocab`, `n_ctx`, `n_key_value_heads`, ...).
+    /// The configuration as a dict whose keys also read as attributes (TransformerLens' names
+    /// where they exist: `n_layers`, `n_heads`, `d_model`, `d_head`, `d_mlp`, `d_vocab`,
+    /// `n_ctx`, `n_key_value_heads`, ...).
     #[getter]
     fn cfg<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = &self.inner.model.cfg;
@@ -241,7 +242,8 @@ impl Model {
             o.insert("format".into(), self.inner.format.into());
             o.insert("sha256".into(), self.inner.resolved.sha256.clone().into());
         }
-        crate::lab::json_to_py(py, &v)
+        let dict = crate::lab::json_to_py(py, &v)?;
+        py.import("interplab")?.getattr("Config")?.call1((dict,))
     }
 
     /// Every hook point name, in forward order.

@@ -52,6 +52,7 @@ def test_cache_equals_the_cli_run_directory(model, cli, tmp_path):
 
     # TransformerLens' shapes, batch dimension kept.
     c = model.cfg
+    assert isinstance(c, dict) and c.n_layers == c["n_layers"] == 30
     n = tokens.shape[1]
     assert cache["blocks.3.attn.hook_pattern"].shape == (1, c["n_heads"], n, n)
     assert cache["blocks.3.attn.hook_z"].shape == (1, n, c["n_heads"], c["d_head"])

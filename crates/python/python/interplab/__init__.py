@@ -12,6 +12,19 @@ the line the CLI prints after ``error:``.
 """
 
 from ._interplab import HookPoint, InterplabError, Model, __version__, load
-from . import lab, sae
 
-__all__ = ["load", "Model", "HookPoint", "InterplabError", "lab", "sae", "__version__"]
+
+class Config(dict):
+    """``model.cfg``: a dict whose keys also read as attributes (``cfg.n_layers``), as
+    TransformerLens' ``HookedTransformerConfig``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+from . import lab, sae  # noqa: E402
+
+__all__ = ["load", "Model", "HookPoint", "InterplabError", "Config", "lab", "sae", "__version__"]
