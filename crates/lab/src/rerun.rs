@@ -37,13 +37,15 @@ pub fn run_to_dir(
 ) -> anyhow::Result<Written> {
     cfg.validate()?;
     let writer = RunWriter::create(out, cfg.name(), existing)?;
+    let mut live = crate::ProgressFile::new(progress, writer.path(), cfg.name(), &cfg.models());
     let result = (|| {
-        let ctx = Context::load(&cfg.models(), storage, fetch, progress)?
+        let ctx = Context::load(&cfg.models(), storage, fetch, &mut live)?
             .with_workdir(writer.path(), existing == Existing::Resume);
-        let (outcome, manifest) = crate::execute_any(cfg, &ctx, progress)?;
+        let (outcome, manifest) = crate::execute_any(cfg, &ctx, &mut live)?;
         writer.write_outcome(&manifest, &outcome)?;
         Ok((outcome, manifest))
     })();
+    live.finish();
     match result {
         Ok((outcome, manifest)) => Ok(Written {
             dir: writer.path().to_path_buf(),

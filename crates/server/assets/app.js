@@ -422,15 +422,48 @@ function variantLabel(v, i) {
   return `#${i}: ${v.num_fewshot}-shot${o.chat ? ", chat" : ""}${o.system ? `, system “${o.system.slice(0, 30)}”` : ""}`;
 }
 
+// Items of the agenda's evals (sycophancy…): no log-likelihood choices, so a table of each
+// item's scalar fields, filtered by a yes/no field, with the items whose field flips between two
+// conditions.
+function renderGenericItems(body, r) {
+  const vs = r.variants;
+  const key = (x) => (x.id != null ? x.id : x.doc);
+  const first = vs.find((v) => (v.items || []).length).items[0];
+  const cols = Object.keys(first).filter((k) => first[k] === null || typeof first[k] !== "object");
+  const flags = cols.filter((k) => typeof first[k] === "boolean");
+  const label = (v, i) => `#${i}` + (v.chat != null ? (v.chat ? ", chat" : ", plain") : "") + (v.balanced != null ? (v.balanced ? ", balanced" : "") : "");
+  const sel = (id) => h("select", { id }, vs.map((v, i) => h("option", { value: i, text: label(v, i) })));
+  const a = sel("variant-a"), b = sel("variant-b");
+  if (vs.length > 1) b.value = "1";
+  const flag = h("select", { id: "sample-flag" }, flags.map((f) => h("option", { value: f, text: f })));
+  const show = h("select", { id: "sample-filter" }, ["all", "yes", "no", "flips"].map((x) => h("option", { value: x, text: x === "flips" ? "flips between the two conditions" : x })));
+  const out = h("div", { id: "samples" });
+  body.append(h("div", { class: "toolbar" }, h("label", {}, "condition ", a), h("label", {}, "field ", flag), h("label", {}, "show ", show), h("label", {}, "versus ", b)), out);
+  const render = () => {
+    const ia = vs[+a.value].items || [], ib = new Map((vs[+b.value].items || []).map((x) => [key(x), x]));
+    const f = flag.value;
+    let rows = ia;
+    if (show.value === "yes") rows = rows.filter((x) => x[f] === true);
+    if (show.value === "no") rows = rows.filter((x) => x[f] === false);
+    if (show.value === "flips") rows = rows.filter((x) => ib.has(key(x)) && ib.get(key(x))[f] !== x[f]);
+    out.replaceChildren(h("div", { class: "muted", id: "sample-count", text: `${rows.length} items` }),
+      h("table", { class: "sample" }, h("thead", {}, h("tr", {}, cols.map((c) => h("th", { text: c })))),
+        h("tbody", {}, rows.slice(0, 500).map((x) => h("tr", { "data-doc": key(x) }, cols.map((c) => h("td", { class: typeof x[c] === "number" ? "num" : "", text: fmt(x[c]) })))))));
+  };
+  [a, b, flag, show].forEach((e) => e.addEventListener("change", render));
+  render();
+}
+
 function renderSamples(body, run) {
   const r = run.results;
   const vs = r.variants;
+  if (!vs.some((v) => (v.items || []).some((x) => x.loglikelihoods) || (v.generations || []).length)) return renderGenericItems(body, r);
   const sel = (id) => h("select", { id }, vs.map((v, i) => h("option", { value: i, text: variantLabel(v, i) })));
   const a = sel("variant-a"), b = sel("variant-b");
   if (vs.length > 1) b.value = "1";
   const show = h("select", { id: "sample-filter" }, ["all", "correct", "wrong", "flips"].map((x) => h("option", { value: x, text: x === "flips" ? "flips between the two conditions" : x })));
   const out = h("div", { id: "samples" });
-  body.append(h("p", { class: "muted", text: `${r.task}: ${r.n_items} items, ${vs.length} condition(s); metrics ${r.metrics.join(", ")}` }),
+  body.append(h("p", { class: "muted", text: `${r.task}: ${r.n_items} items, ${vs.length} condition(s); metrics ${(r.metrics || []).join(", ")}` }),
     h("div", { class: "toolbar" }, h("label", {}, "condition ", a), h("label", {}, "show ", show), h("label", { id: "b-label" }, "versus ", b)), out);
   const render = () => {
     const va = vs[+a.value], vb = vs[+b.value];

@@ -252,28 +252,60 @@ fn str_at(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-/// Up to four headline numbers: the top-level scalar fields of `results.json` (numbers
-/// rounded to four significant digits), then scalars one level down.
+/// Up to four headline numbers: each eval condition's first metric
+/// (`variants[i].aggregates[0]`), each ranked field's top entry (`FIELD.top[0]` =
+/// `[layer, head, score]`, as the head scores give), then the top-level scalar fields of
+/// `results.json` (numbers rounded to four significant digits), then scalars one level down.
 pub fn key_results(results: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let Some(obj) = results.as_object() else {
         return out;
     };
-    let mut push = |name: String, v: &Value| {
-        if out.len() < 4 {
-            if let Some(text) = scalar(v) {
-                out.push(format!("{name} = {text}"));
+    if let Some(vs) = obj.get("variants").and_then(Value::as_array) {
+        for (i, v) in vs.iter().enumerate().take(4) {
+            let a = &v["aggregates"][0];
+            if let (Some(m), Some(x)) = (a["metric"].as_str(), a["value"].as_f64()) {
+                out.push(format!("{m} #{i} = {}", significant(x, 4)));
             }
         }
-    };
-    for (k, v) in obj {
-        push(k.clone(), v);
     }
     for (k, v) in obj {
+        if let Some([l, h, score]) = v["top"][0].as_array().map(Vec::as_slice) {
+            if let (Some(l), Some(h), Some(score)) = (l.as_u64(), h.as_u64(), score.as_f64()) {
+                if out.len() < 4 {
+                    out.push(format!("{k} L{l}H{h} = {}", significant(score, 4)));
+                }
+            }
+        }
+    }
+    // Then scalars: fractions before counts before short strings, top level before nested;
+    // yes/no flags are settings rather than results and are left out.
+    let rank = |v: &Value| match v {
+        Value::Number(n) if n.is_f64() => Some(0),
+        Value::Number(_) => Some(1),
+        Value::String(s) if s.len() <= 24 => Some(2),
+        _ => None,
+    };
+    let mut cands: Vec<(usize, String, &Value)> = Vec::new();
+    for (k, v) in obj {
+        if let Some(r) = rank(v) {
+            cands.push((r, k.clone(), v));
+        }
         if let Some(inner) = v.as_object() {
             for (k2, v2) in inner {
-                push(format!("{k}.{k2}"), v2);
+                if let Some(r) = rank(v2) {
+                    cands.push((r + 3, format!("{k}.{k2}"), v2));
+                }
             }
+        }
+    }
+    cands.sort_by_key(|c| c.0);
+    for (_, name, v) in cands {
+        if out.len() >= 4 {
+            break;
+        }
+        if let Some(text) = scalar(v) {
+            out.push(format!("{name} = {text}"));
         }
     }
     out
@@ -289,7 +321,6 @@ fn scalar(v: &Value) -> Option<String> {
                 n.to_string()
             })
         }
-        Value::Bool(b) => Some(b.to_string()),
         Value::String(s) if s.len() <= 40 => Some(s.clone()),
         _ => None,
     }
@@ -308,9 +339,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_results_name_eval_metrics_and_top_heads() {
+        let v = serde_json::json!({
+            "variants": [{"aggregates": [{"metric": "acc", "value": 0.30001}]}],
+            "induction_head": {"top": [[17, 5, 0.28719], [1, 2, 0.1]]},
+            "task": "bbq"
+        });
+        assert_eq!(
+            key_results(&v),
+            vec!["acc #0 = 0.3", "induction_head L17H5 = 0.2872", "task = bbq"]
+        );
+    }
+
+    #[test]
     fn key_results_take_scalars_first() {
-        let v = serde_json::json!({"a": [1, 2], "b": 0.123456, "c": {"d": 3}, "e": "x"});
-        assert_eq!(key_results(&v), vec!["b = 0.1235", "e = x", "c.d = 3"]);
+        let v = serde_json::json!({"a": [1, 2], "b": 0.123456, "c": {"d": 3}, "e": "x", "f": true, "n": 7});
+        assert_eq!(key_results(&v), vec!["b = 0.1235", "n = 7", "e = x", "c.d = 3"]);
     }
 
     #[test]
