@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use interplab_lab::{
-    config_from_file, Context, Existing, Experiment, ExperimentConfig, Outcome, Progress, ProgressFile,
-    RunWriter,
+    config_from_file, Context, Existing, Experiment, ExperimentConfig, Outcome, Progress,
+    ProgressFile, RunWriter,
 };
 
 use crate::ui::show_progress;

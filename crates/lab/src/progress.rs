@@ -245,11 +245,17 @@ mod tests {
         };
         let s = read();
         assert_eq!(s.pid, std::process::id());
-        assert_eq!((s.experiment.as_str(), s.phase.as_str()), ("heads", "train"));
+        assert_eq!(
+            (s.experiment.as_str(), s.phase.as_str()),
+            ("heads", "train")
+        );
         assert_eq!((s.total, s.unit.as_str()), (10, "steps"));
         assert_eq!(s.notes, vec!["resuming".to_string()]);
         live.finish();
         assert!(!dir.path().join("progress.json").exists());
-        assert_eq!(rec.events[0], "phase: train", "events reach the wrapped progress");
+        assert_eq!(
+            rec.events[0], "phase: train",
+            "events reach the wrapped progress"
+        );
     }
 }

@@ -237,7 +237,11 @@ pub fn run(
     );
     let token_text = ids
         .iter()
-        .map(|&id| m.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>")))
+        .map(|&id| {
+            m.tokenizer
+                .decode(&[id])
+                .unwrap_or_else(|_| format!("<{id}>"))
+        })
         .collect();
     let results = Results {
         prompt: cfg.prompt.clone(),

@@ -132,7 +132,10 @@ impl RunWriter {
             self.write_figure(name, fig)?;
         }
         self.write("report.html", outcome.report.to_html().as_bytes())?;
-        self.write("report.json", serde_json::to_string(&outcome.report)?.as_bytes())?;
+        self.write(
+            "report.json",
+            serde_json::to_string(&outcome.report)?.as_bytes(),
+        )?;
         let figures: Vec<serde_json::Value> = outcome
             .figures
             .iter()

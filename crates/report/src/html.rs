@@ -244,7 +244,8 @@ mod tests {
                 colorbar_label: "v".into(),
             }),
         );
-        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(v["title"], "t");
         assert_eq!(v["blocks"][0]["kind"], "heading");
         assert_eq!(v["blocks"][0]["data"], "h");

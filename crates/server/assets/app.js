@@ -275,7 +275,9 @@ async function showRun(id, tab) {
   }
   if (run.progress) m.append(progressCard(id, run.progress, s.status));
   const tabs = runTabs(run);
-  const current = tab && tabs.some(([k]) => k === tab) ? tab : tabs[0][0];
+  // A run still in progress has no report yet: open on its config rather than computing
+  // attention patterns.
+  const current = tab && tabs.some(([k]) => k === tab) ? tab : run.progress ? "config" : tabs[0][0];
   m.append(h("div", { class: "tabs" }, tabs.map(([k, label]) => h("a", { href: `#/run/${enc(id)}/${k}`, class: k === current ? "active" : "", "data-tab": k, text: label }))));
   const body = h("div", { id: "tab-body" });
   m.append(body);

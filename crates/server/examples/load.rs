@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
                 i % 60
             ),
         )?;
-        std::fs::write(dir.join("results.json"), r#"{"loss": 2.5, "accuracy": 0.75}"#)?;
+        std::fs::write(
+            dir.join("results.json"),
+            r#"{"loss": 2.5, "accuracy": 0.75}"#,
+        )?;
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let root = tmp.path().to_path_buf();

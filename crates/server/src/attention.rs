@@ -50,7 +50,10 @@ pub fn cached(dir: &std::path::Path) -> anyhow::Result<Patterns> {
         };
         let shape = view.shape();
         if view.dtype() != Dtype::F32 || shape.len() != 4 || shape[2] != shape[3] {
-            anyhow::bail!("{name}: expected f32 [batch, heads, pos, pos], found {:?} {shape:?}", view.dtype());
+            anyhow::bail!(
+                "{name}: expected f32 [batch, heads, pos, pos], found {:?} {shape:?}",
+                view.dtype()
+            );
         }
         let (h, n) = (shape[1], shape[2]);
         if n > MAX_TOKENS {
@@ -90,14 +93,20 @@ pub fn cached(dir: &std::path::Path) -> anyhow::Result<Patterns> {
         patterns[l] = p;
     }
     let tokens = match results["tokens"].as_array() {
-        Some(t) => t.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect(),
+        Some(t) => t
+            .iter()
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .collect(),
         None => results["token_ids"]
             .as_array()
             .map(|ids| ids.iter().map(|x| format!("<{x}>")).collect())
             .unwrap_or_default(),
     };
     Ok(Patterns {
-        model: manifest["models"][0]["source"].as_str().unwrap_or("").to_string(),
+        model: manifest["models"][0]["source"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
         tokens,
         n_layers,
         n_heads,
@@ -113,7 +122,12 @@ pub struct Models {
 
 impl Models {
     fn get(&self, source: &str) -> anyhow::Result<Arc<LoadedModel>> {
-        if let Some(m) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(source) {
+        if let Some(m) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+        {
             return Ok(m.clone());
         }
         let m = Arc::new(interplab_lab::context::load_model(
@@ -145,7 +159,11 @@ impl Models {
         }
         let tokens: Vec<String> = ids
             .iter()
-            .map(|&id| m.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>")))
+            .map(|&id| {
+                m.tokenizer
+                    .decode(&[id])
+                    .unwrap_or_else(|_| format!("<{id}>"))
+            })
             .collect();
         let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let filter = NameFilter::new(&["blocks.*.attn.hook_pattern"]);

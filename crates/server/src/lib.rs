@@ -170,7 +170,10 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
             .unwrap_or("");
         let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
         if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
-            return error(StatusCode::FORBIDDEN, "this server answers only on loopback names");
+            return error(
+                StatusCode::FORBIDDEN,
+                "this server answers only on loopback names",
+            );
         }
     }
     let Some(token) = &st.token else {
@@ -181,9 +184,15 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
         .map(String::from);
-    let presented = from_query.clone().or_else(|| bearer(req.headers())).or_else(|| cookie(req.headers()));
+    let presented = from_query
+        .clone()
+        .or_else(|| bearer(req.headers()))
+        .or_else(|| cookie(req.headers()));
     if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-        return error(StatusCode::UNAUTHORIZED, "this server needs its token (?token=…)");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this server needs its token (?token=…)",
+        );
     }
     let mut resp = next.run(req).await;
     if from_query.is_some() {
@@ -268,7 +277,9 @@ struct RunQuery {
 fn run_dir(st: &AppState, id: &str) -> Option<PathBuf> {
     let encoded: String = id
         .split('/')
-        .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+        .map(|s| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        })
         .collect::<Vec<_>>()
         .join("/");
     match files::resolve(&st.root, &encoded) {
@@ -277,7 +288,10 @@ fn run_dir(st: &AppState, id: &str) -> Option<PathBuf> {
     }
 }
 
-async fn api_cached_attention(State(st): State<Arc<AppState>>, Query(q): Query<RunQuery>) -> Response {
+async fn api_cached_attention(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<RunQuery>,
+) -> Response {
     let Some(dir) = run_dir(&st, &q.id) else {
         return error(StatusCode::NOT_FOUND, "no such run");
     };
@@ -308,7 +322,10 @@ fn run_detail(root: &Path, dir: &Path) -> Value {
         let path = dir.join(name);
         match std::fs::metadata(&path) {
             Ok(md) if md.len() > MAX_INLINE_BYTES => {
-                errors.push(format!("{name} is {} MB; open it from the files list", md.len() >> 20));
+                errors.push(format!(
+                    "{name} is {} MB; open it from the files list",
+                    md.len() >> 20
+                ));
                 return Value::Null;
             }
             _ => {}
@@ -365,11 +382,18 @@ async fn api_attention(
     Json(req): Json<AttentionRequest>,
 ) -> Response {
     let known = req.model == DEFAULT_MODEL
-        || st.index.runs().iter().any(|r| r.models.contains(&req.model));
+        || st
+            .index
+            .runs()
+            .iter()
+            .any(|r| r.models.contains(&req.model));
     if !known {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("model `{}` is not used by any run here (nor the default {DEFAULT_MODEL})", req.model),
+            &format!(
+                "model `{}` is not used by any run here (nor the default {DEFAULT_MODEL})",
+                req.model
+            ),
         );
     }
     let st2 = st.clone();

@@ -111,7 +111,12 @@ impl Index {
     }
 }
 
-const MARKERS: [&str; 4] = ["manifest.json", "progress.json", "results.json", "report.html"];
+const MARKERS: [&str; 4] = [
+    "manifest.json",
+    "progress.json",
+    "results.json",
+    "report.html",
+];
 
 fn is_run(dir: &Path) -> bool {
     MARKERS.iter().any(|m| dir.join(m).is_file())
@@ -141,7 +146,11 @@ fn find_runs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 fn newest_mtime(dir: &Path) -> SystemTime {
     MARKERS
         .iter()
-        .filter_map(|m| std::fs::metadata(dir.join(m)).and_then(|md| md.modified()).ok())
+        .filter_map(|m| {
+            std::fs::metadata(dir.join(m))
+                .and_then(|md| md.modified())
+                .ok()
+        })
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
@@ -232,7 +241,11 @@ pub fn summarise(root: &Path, dir: &Path) -> Summary {
         s.models = p
             .get("models")
             .and_then(Value::as_array)
-            .map(|ms| ms.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
     }
     if s.status.is_empty() {
@@ -253,7 +266,8 @@ fn str_at(v: &Value, key: &str) -> String {
 }
 
 /// Up to four headline numbers: each eval condition's first metric
-/// (`variants[i].aggregates[0]`), each ranked field's top entry (`FIELD.top[0]` =
+/// (`variants[i].aggregates[0]`), the first two SAEs' L0 and FVU (`saes[i].eval.metrics`),
+/// each ranked field's top entry (`FIELD.top[0]` =
 /// `[layer, head, score]`, as the head scores give), then the top-level scalar fields of
 /// `results.json` (numbers rounded to four significant digits), then scalars one level down.
 pub fn key_results(results: &Value) -> Vec<String> {
@@ -266,6 +280,19 @@ pub fn key_results(results: &Value) -> Vec<String> {
             let a = &v["aggregates"][0];
             if let (Some(m), Some(x)) = (a["metric"].as_str(), a["value"].as_f64()) {
                 out.push(format!("{m} #{i} = {}", significant(x, 4)));
+            }
+        }
+    }
+    if let Some(saes) = obj.get("saes").and_then(Value::as_array) {
+        for (i, sae) in saes.iter().enumerate().take(2) {
+            let m = &sae["eval"]["metrics"];
+            if let (Some(l0), Some(fvu)) = (m["l0"].as_f64(), m["fvu"].as_f64()) {
+                let name = sae["name"].as_str().map_or(format!("#{i}"), String::from);
+                out.push(format!(
+                    "{name} L0 = {}, FVU = {}",
+                    significant(l0, 4),
+                    significant(fvu, 4)
+                ));
             }
         }
     }
@@ -343,18 +370,27 @@ mod tests {
         let v = serde_json::json!({
             "variants": [{"aggregates": [{"metric": "acc", "value": 0.30001}]}],
             "induction_head": {"top": [[17, 5, 0.28719], [1, 2, 0.1]]},
+            "saes": [{"name": "topk-k16", "eval": {"metrics": {"l0": 16.0, "fvu": 0.40801}}}],
             "task": "bbq"
         });
         assert_eq!(
             key_results(&v),
-            vec!["acc #0 = 0.3", "induction_head L17H5 = 0.2872", "task = bbq"]
+            vec![
+                "acc #0 = 0.3",
+                "topk-k16 L0 = 16, FVU = 0.408",
+                "induction_head L17H5 = 0.2872",
+                "task = bbq"
+            ]
         );
     }
 
     #[test]
     fn key_results_take_scalars_first() {
         let v = serde_json::json!({"a": [1, 2], "b": 0.123456, "c": {"d": 3}, "e": "x", "f": true, "n": 7});
-        assert_eq!(key_results(&v), vec!["b = 0.1235", "n = 7", "e = x", "c.d = 3"]);
+        assert_eq!(
+            key_results(&v),
+            vec!["b = 0.1235", "n = 7", "e = x", "c.d = 3"]
+        );
     }
 
     #[test]

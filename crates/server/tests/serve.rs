@@ -52,7 +52,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, extra: &[&str], body: &st
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !extra.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+    if !extra
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
         req.push_str(&format!("Host: 127.0.0.1:{}\r\n", addr.port()));
     }
     for h in extra {
@@ -77,7 +80,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, extra: &[&str], body: &st
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Reply {
@@ -91,7 +97,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
         if n == 0 {
             return out;
         }
@@ -154,7 +161,8 @@ fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
     )
     .unwrap();
     std::os::unix::fs::symlink(tmp.path().join("outside"), root.join("link")).unwrap();
-    std::os::unix::fs::symlink(tmp.path().join("secret.txt"), root.join("heads-1/leak.txt")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("secret.txt"), root.join("heads-1/leak.txt"))
+        .unwrap();
     (tmp, root)
 }
 
@@ -174,7 +182,10 @@ fn no_path_outside_runs_dir_is_served() {
     let ok = get(addr, "/files/heads-1/results.json");
     assert_eq!(ok.status, 200);
     assert!(ok.text().contains("\"loss\""));
-    assert!(ok.headers.to_ascii_lowercase().contains("content-type: application/json"));
+    assert!(ok
+        .headers
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
     let attempts = [
         "/files/../secret.txt",
         "/files/heads-1/../../secret.txt",
@@ -222,11 +233,18 @@ fn the_index_lists_every_run_with_its_status() {
     assert_eq!(status("bad"), "malformed");
     assert_eq!(status("live"), "running");
     assert_eq!(status("dead"), "interrupted");
-    assert_eq!(runs.len(), 5, "the symlinked directory is not walked: {runs:?}");
+    assert_eq!(
+        runs.len(),
+        5,
+        "the symlinked directory is not walked: {runs:?}"
+    );
     // Newest first.
     assert_eq!(runs[0]["id"], "live");
     let bad = runs.iter().find(|r| r["id"] == "bad").unwrap();
-    assert!(bad["error"].as_str().unwrap().starts_with("manifest.json: "));
+    assert!(bad["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("manifest.json: "));
     let heads = runs.iter().find(|r| r["id"] == "heads-1").unwrap();
     assert_eq!(heads["key"][0], "loss = 2.5");
     assert_eq!(heads["models"][0], "smollm2-135m");
@@ -242,17 +260,29 @@ fn a_malformed_run_gives_an_error_not_a_crash() {
     assert_eq!(v["summary"]["status"], "malformed");
     assert!(v["errors"][0].as_str().unwrap().contains("manifest.json"));
     // The server is still up and the good run still opens.
-    let ok: serde_json::Value = serde_json::from_slice(&get(addr, "/api/run?id=tour/patch").body).unwrap();
+    let ok: serde_json::Value =
+        serde_json::from_slice(&get(addr, "/api/run?id=tour/patch").body).unwrap();
     assert_eq!(ok["results"]["steps"], 10);
     assert_eq!(ok["report"]["blocks"][0]["kind"], "heading");
-    let live: serde_json::Value = serde_json::from_slice(&get(addr, "/api/run?id=live").body).unwrap();
+    let live: serde_json::Value =
+        serde_json::from_slice(&get(addr, "/api/run?id=live").body).unwrap();
     assert_eq!(live["progress"]["done"], 3);
     // Bad JSON to the attention endpoint, an unknown model: errors, not crashes.
     let r = request(addr, "POST", "/api/attention", &[], "{\"model\": 3}");
     assert!((400..500).contains(&r.status), "{}", r.status);
-    let r = request(addr, "POST", "/api/attention", &[], r#"{"model": "/etc/passwd", "prompt": "x"}"#);
+    let r = request(
+        addr,
+        "POST",
+        "/api/attention",
+        &[],
+        r#"{"model": "/etc/passwd", "prompt": "x"}"#,
+    );
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("is not used by any run here"), "{}", r.text());
+    assert!(
+        r.text().contains("is not used by any run here"),
+        "{}",
+        r.text()
+    );
     assert_eq!(get(addr, "/api/runs").status, 200);
 }
 
@@ -264,7 +294,13 @@ fn loopback_answers_only_loopback_host_names() {
     assert_eq!(get(addr, "/").status, 200);
     let r = request(addr, "GET", "/api/runs", &["Host: evil.example:80"], "");
     assert_eq!(r.status, 403, "a rebinding host name is refused");
-    let r = request(addr, "GET", "/api/runs", &[&format!("Host: localhost:{}", addr.port())], "");
+    let r = request(
+        addr,
+        "GET",
+        "/api/runs",
+        &[&format!("Host: localhost:{}", addr.port())],
+        "",
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -287,16 +323,39 @@ fn a_non_loopback_address_needs_the_flag_and_then_the_token() {
     let addr: SocketAddr = format!("127.0.0.1:{}", addr.port()).parse().unwrap();
     assert_eq!(get(addr, "/api/runs").status, 401);
     assert_eq!(get(addr, "/files/heads-1/results.json").status, 401);
-    assert_eq!(get(addr, "/api/runs?token=wrong-token-of-no-use").status, 401);
+    assert_eq!(
+        get(addr, "/api/runs?token=wrong-token-of-no-use").status,
+        401
+    );
     let r = get(addr, &format!("/?token={token}"));
     assert_eq!(r.status, 200);
-    assert!(r.headers.contains(&format!("interplab_token={token}")), "{}", r.headers);
+    assert!(
+        r.headers.contains(&format!("interplab_token={token}")),
+        "{}",
+        r.headers
+    );
     let bearer = format!("Authorization: Bearer {token}");
-    assert_eq!(request(addr, "GET", "/api/runs", &[&bearer], "").status, 200);
+    assert_eq!(
+        request(addr, "GET", "/api/runs", &[&bearer], "").status,
+        200
+    );
     let cookie = format!("Cookie: a=b; interplab_token={token}");
-    assert_eq!(request(addr, "GET", "/api/runs", &[&cookie], "").status, 200);
+    assert_eq!(
+        request(addr, "GET", "/api/runs", &[&cookie], "").status,
+        200
+    );
     // Remote mode takes any Host (the token guards it).
-    assert_eq!(request(addr, "GET", "/api/runs", &[&bearer, "Host: lab.example"], "").status, 200);
+    assert_eq!(
+        request(
+            addr,
+            "GET",
+            "/api/runs",
+            &[&bearer, "Host: lab.example"],
+            ""
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
@@ -304,7 +363,11 @@ fn a_short_token_is_refused() {
     let (_tmp, root) = fixture();
     let mut cfg = loopback(&root);
     cfg.token = Some("short".into());
-    let err = tokio::runtime::Runtime::new().unwrap().block_on(bind(cfg)).err().unwrap();
+    let err = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bind(cfg))
+        .err()
+        .unwrap();
     assert!(format!("{err:#}").contains("at least 16"));
 }
 
