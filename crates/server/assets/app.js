@@ -115,7 +115,9 @@ function heatmapOption(fig, title) {
       className: "ilab-tip",
       formatter: (p) => {
         const [x, y, v] = p.data;
-        return `<b>${esc(yl)}</b> ${esc(fig.y_ticks[y])}<br><b>${esc(xl)}</b> ${esc(fig.x_ticks[x])}` +
+        // Tokens as ticks: also say which position.
+        const tick = (ticks, i) => (String(ticks[i]) === String(i) ? esc(ticks[i]) : `${esc(ticks[i])} <span style="color:#888">(#${i})</span>`);
+        return `<b>${esc(yl)}</b> ${tick(fig.y_ticks, y)}<br><b>${esc(xl)}</b> ${tick(fig.x_ticks, x)}` +
           `<br><b>${esc(fig.colorbar_label || "value")}</b> ${v === "-" ? "masked" : fmt(v)}`;
       },
     },

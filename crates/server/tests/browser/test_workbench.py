@@ -83,6 +83,7 @@ def test_patching_heatmap_hover_names_position_and_token(page, server):
     page.locator(f"#{chart_id}").scroll_into_view_if_needed()
     tip = hover_cell(page, chart_id, x, y)
     assert fig["x_ticks"][x] in tip and fig["y_ticks"][y] in tip, tip
+    assert f"(#{x})" in tip, "the position of a token tick is named"
     v = fig["values"][y][x]
     assert (fmt(v) if v is not None else "masked") in tip, (tip, v)
 
