@@ -55,7 +55,8 @@ function chartDiv(cls) {
 }
 function mount(div, option) {
   const c = echarts.init(div, null, { renderer: "canvas" });
-  c.setOption(option);
+  // No animation: what is drawn is the data at once (and a screenshot shows it).
+  c.setOption({ animation: false, ...option });
   ilab.charts[div.id] = c;
   return c;
 }
