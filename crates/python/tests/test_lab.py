@@ -137,3 +137,24 @@ def test_sae_load_reads_a_hand_written_saelens_dir(tmp_path):
         sae.encode(np.zeros((2, 7), np.float32))
     with pytest.raises(interplab.InterplabError, match="cfg.json"):
         interplab.sae.load(tmp_path / "missing")
+
+
+def test_the_ten_line_example_reproduces_the_cli(cli, tmp_path):
+    """crates/python/examples/heads_and_ablation.py prints the CLI's top heads (same heads, same
+    scores to four decimals) and a zero-ablation that raises the loss on repeated tokens."""
+    import subprocess
+    import sys
+
+    script = REPO / "crates" / "python" / "examples" / "heads_and_ablation.py"
+    assert len(script.read_text().splitlines()) <= 10
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    cli("heads", MODEL, "--out", tmp_path / "cli")
+    want = json.loads((tmp_path / "cli" / "results.json").read_text())
+    for kind, line in zip(("previous_token_head", "duplicate_token_head", "induction_head"), lines):
+        assert line.split()[0] == kind
+        assert line.split()[1:] == [x for l, h, s in want[kind]["top"][:5] for x in (f"{l}.{h}", f"{s:.4f}")]
+    l, h, _ = want["induction_head"]["top"][0]
+    before, after = (float(x) for x in lines[3].split("loss ")[1].split(" -> "))
+    assert lines[3].startswith(f"{l}.{h} zeroed") and after > before + 1.0, lines[3]
