@@ -137,7 +137,6 @@ function heatmapOption(fig, title) {
 }
 
 function lineOption(fig, title) {
-  const marks = [];
   const series = fig.series.map((s, i) => ({
     name: s.name || `series ${i + 1}`,
     type: s.style === "markers" ? "scatter" : "line",
@@ -154,7 +153,6 @@ function lineOption(fig, title) {
       data: fig.bands.map(([a, b, l]) => [{ xAxis: a, name: l }, { xAxis: b }]),
     } : undefined,
   }));
-  void marks;
   return {
     title,
     legend: { top: 24, type: "scroll" },
@@ -660,9 +658,7 @@ async function showCompare(ids) {
 
 // ---------------------------------------------------------------- router
 function route() {
-  const hash = decodeURI(location.hash || "#/");
   const [, kind, ...rest] = location.hash.replace(/^#/, "").split("/");
-  void hash;
   if (kind === "run") {
     const parts = rest.map(decodeURIComponent);
     const tabs = ["report", "features", "samples", "attention", "results", "config", "manifest", "files"];

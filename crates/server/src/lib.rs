@@ -35,6 +35,8 @@ use serde_json::{json, Value};
 
 /// Largest `results.json`/`report.json` sent inline with a run (bigger ones are linked).
 pub const MAX_INLINE_BYTES: u64 = 32 << 20;
+/// Largest file `/files/` sends (it is read whole into memory); bigger ones answer 413.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// How the server is started.
 #[derive(Debug, Clone)]
@@ -414,6 +416,12 @@ async fn file(State(st): State<Arc<AppState>>, uri: Uri) -> Response {
         Ok(p) if p.is_file() => p,
         _ => return error(StatusCode::NOT_FOUND, "no such file"),
     };
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_FILE_BYTES) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "this file is over 256 MB; open it from the run directory on disk",
+        );
+    }
     match tokio::fs::read(&path).await {
         Ok(bytes) => (
             [

@@ -410,3 +410,16 @@ fn ten_thousand_requests_without_an_error() {
     });
     assert_eq!(failures.into_inner(), 0);
 }
+
+#[test]
+fn a_file_too_large_to_send_is_refused_not_read() {
+    let (_tmp, root) = fixture();
+    // Sparse: 300 MB long, nothing written.
+    let f = std::fs::File::create(root.join("heads-1/activations.safetensors")).unwrap();
+    f.set_len(300 << 20).unwrap();
+    let (addr, _) = start(loopback(&root));
+    let r = get(addr, "/files/heads-1/activations.safetensors");
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("over 256 MB"), "{}", r.text());
+    assert_eq!(get(addr, "/files/heads-1/results.json").status, 200);
+}
