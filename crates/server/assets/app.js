@@ -656,6 +656,43 @@ async function showCompare(ids) {
   draws.forEach((d) => d());
 }
 
+// ---------------------------------------------------------------- new run
+// An experiment started from the page (the server allows it on loopback only): the catalog's
+// quick config, editable as JSON, checked by the server as a config file would be.
+async function showNew() {
+  clearPage();
+  const m = main();
+  m.append(h("h1", { text: "Start an experiment" }));
+  let cat;
+  try { cat = await api("/api/experiments"); } catch (e) { m.append(errorCard("Could not read the catalog", e.message)); return; }
+  const sel = h("select", { id: "new-experiment" }, cat.map((c) => h("option", { value: c.name, text: c.name })));
+  const question = h("p", { class: "muted", id: "new-question" });
+  const text = h("textarea", { id: "new-config", rows: 16, cols: 90, spellcheck: "false" });
+  const go = h("button", { id: "new-start", text: "Start" });
+  const status = h("div", { id: "new-status" });
+  const fill = () => {
+    const c = cat.find((x) => x.name === sel.value);
+    question.textContent = c.question;
+    text.value = JSON.stringify(c.quick, null, 2);
+  };
+  sel.addEventListener("change", fill);
+  go.addEventListener("click", async () => {
+    status.replaceChildren();
+    let config;
+    try { config = JSON.parse(text.value); } catch (e) { status.append(errorCard("The config is not JSON", e.message)); return; }
+    go.disabled = true;
+    try {
+      const r = await api("/api/start", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ config }) });
+      location.hash = `#/run/${enc(r.id)}`;
+    } catch (e) { status.append(errorCard("Not started", e.message)); }
+    go.disabled = false;
+  });
+  m.append(h("div", { class: "toolbar" }, h("label", {}, "experiment ", sel), go), question,
+    h("p", { class: "muted", text: "The quick preset's config; edit any field. It runs in the server's process into a new directory under the served runs, and its page shows it live." }),
+    text, status);
+  fill();
+}
+
 // ---------------------------------------------------------------- router
 function route() {
   const [, kind, ...rest] = location.hash.replace(/^#/, "").split("/");
@@ -667,6 +704,7 @@ function route() {
   }
   if (kind === "compare") return showCompare(rest.join("/").split("|").map((x) => x.split("/").map(decodeURIComponent).join("/")));
   if (kind === "attention") return showAttention();
+  if (kind === "new") return showNew();
   return showIndex();
 }
 window.addEventListener("hashchange", route);

@@ -13,11 +13,14 @@
 //! HTTP API (all JSON): `GET /api/runs` the index; `GET /api/run?id=ID` one run (manifest,
 //! config, results, report blocks, figures, progress, files); `GET /files/ID/NAME` a file of a
 //! run; `POST /api/attention {"model", "prompt"}` patterns for a prompt;
-//! `GET /api/cached-attention?id=ID` the patterns a run cached.
+//! `GET /api/cached-attention?id=ID` the patterns a run cached; `GET /api/experiments` the
+//! catalog with each quick config; `POST /api/start {"config"}` (loopback only) runs an
+//! experiment into a new run directory under RUNS_DIR; `GET /api/started` how those went.
 
 pub mod attention;
 pub mod files;
 pub mod runs;
+pub mod start;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,7 @@ pub struct AppState {
     root: PathBuf,
     index: runs::Index,
     models: attention::Models,
+    started: start::Started,
     token: Option<String>,
     /// Host names a loopback-only server answers to (against DNS rebinding).
     loopback_only: bool,
@@ -121,6 +125,7 @@ pub async fn bind(cfg: Config) -> anyhow::Result<Bound> {
         index: runs::Index::new(root.clone()),
         root,
         models: Default::default(),
+        started: Default::default(),
         token: token.clone(),
         loopback_only: loopback,
     });
@@ -142,6 +147,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/run", get(api_run))
         .route("/api/attention", post(api_attention))
         .route("/api/cached-attention", get(api_cached_attention))
+        .route("/api/experiments", get(|| async { Json(start::catalog()) }))
+        .route("/api/start", post(api_start))
+        .route("/api/started", get(api_started))
         .route("/files/{*rest}", get(file))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -404,6 +412,29 @@ async fn api_attention(
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &format!("{e:#}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    config: Value,
+}
+
+async fn api_start(State(st): State<Arc<AppState>>, Json(req): Json<StartRequest>) -> Response {
+    if !st.loopback_only {
+        return error(
+            StatusCode::FORBIDDEN,
+            "experiments start from the page only when the server is bound to loopback",
+        );
+    }
+    match st.started.start(&st.root, req.config) {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response(),
+        Err(start::Refusal::Busy(msg)) => error(StatusCode::CONFLICT, &msg),
+        Err(start::Refusal::Invalid(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+async fn api_started(State(st): State<Arc<AppState>>) -> Response {
+    Json(st.started.list()).into_response()
 }
 
 /// The model the attention view offers when no run names one.

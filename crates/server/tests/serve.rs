@@ -423,3 +423,74 @@ fn a_file_too_large_to_send_is_refused_not_read() {
     assert!(r.text().contains("over 256 MB"), "{}", r.text());
     assert_eq!(get(addr, "/files/heads-1/results.json").status, 200);
 }
+
+/// An experiment started through the API runs into a new directory under RUNS_DIR, shows in
+/// the index and completes; a bad config is refused with its message; a remote server refuses.
+#[test]
+fn an_experiment_starts_from_the_page_on_loopback_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, _) = start(loopback(tmp.path()));
+    let cat: serde_json::Value =
+        serde_json::from_slice(&get(addr, "/api/experiments").body).unwrap();
+    let toy = cat
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "toy-superposition")
+        .expect("in the catalog");
+    let mut bad = toy["quick"].clone();
+    bad["batch"] = serde_json::json!(0);
+    let r = request(
+        addr,
+        "POST",
+        "/api/start",
+        &[],
+        &serde_json::json!({ "config": bad }).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("batch"), "{}", r.text());
+    let r = request(
+        addr,
+        "POST",
+        "/api/start",
+        &[],
+        r#"{"config": {"experiment": "no-such"}}"#,
+    );
+    assert_eq!(r.status, 400);
+
+    let body = serde_json::json!({ "config": toy["quick"] }).to_string();
+    let r = request(addr, "POST", "/api/start", &[], &body);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("toy-superposition-"), "{id}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let started: serde_json::Value =
+            serde_json::from_slice(&get(addr, "/api/started").body).unwrap();
+        let state = started[0]["state"].as_str().unwrap().to_string();
+        if state != "running" {
+            assert_eq!(state, "complete", "{started}");
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 300, "the toy run did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(tmp.path().join(&id).join("manifest.json").is_file());
+    assert!(!tmp.path().join(&id).join("progress.json").exists());
+    std::thread::sleep(Duration::from_millis(1100)); // the index's scan is reused for a second
+    let runs: serde_json::Value = serde_json::from_slice(&get(addr, "/api/runs").body).unwrap();
+    assert_eq!(runs["runs"][0]["id"], id.as_str());
+    assert_eq!(runs["runs"][0]["status"], "complete");
+
+    let mut cfg = loopback(tmp.path());
+    cfg.addr = "0.0.0.0:0".parse().unwrap();
+    cfg.allow_remote = true;
+    let (remote, token) = start(cfg);
+    let remote: SocketAddr = format!("127.0.0.1:{}", remote.port()).parse().unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.unwrap());
+    let r = request(remote, "POST", "/api/start", &[&bearer], &body);
+    assert_eq!(r.status, 403);
+}
