@@ -11,7 +11,7 @@ use interplab_core::tokenizer::ChatMessage;
 use interplab_report::Report;
 use serde::{Deserialize, Serialize};
 
-use crate::tokens::show_token;
+use crate::tokens::{show_token, token_text};
 use crate::{Context, Experiment, Outcome, Problems, Progress};
 
 /// The tensor file of the activation cache.
@@ -235,18 +235,10 @@ pub fn run(
             })
             .collect(),
     );
-    let token_text = ids
-        .iter()
-        .map(|&id| {
-            m.tokenizer
-                .decode(&[id])
-                .unwrap_or_else(|_| format!("<{id}>"))
-        })
-        .collect();
     let results = Results {
         prompt: cfg.prompt.clone(),
+        tokens: ids.iter().map(|&id| token_text(m, id)).collect(),
         token_ids: ids,
-        tokens: token_text,
         top_next,
     };
     let mut outcome = Outcome::new(results, report);

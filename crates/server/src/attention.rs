@@ -71,7 +71,7 @@ pub fn cached(dir: &std::path::Path) -> anyhow::Result<Patterns> {
                     .map(|q| {
                         data[(hd * n + q) * n..(hd * n + q + 1) * n]
                             .iter()
-                            .map(|x| (x * 1e4).round() / 1e4)
+                            .map(|&x| round4(x))
                             .collect()
                     })
                     .collect()
@@ -112,6 +112,11 @@ pub fn cached(dir: &std::path::Path) -> anyhow::Result<Patterns> {
         n_heads,
         patterns,
     })
+}
+
+/// Attention weights travel with 4 decimals (the page shows 4 significant digits).
+fn round4(x: f32) -> f32 {
+    (x * 1e4).round() / 1e4
 }
 
 /// Models loaded so far, by source.
@@ -159,11 +164,7 @@ impl Models {
         }
         let tokens: Vec<String> = ids
             .iter()
-            .map(|&id| {
-                m.tokenizer
-                    .decode(&[id])
-                    .unwrap_or_else(|_| format!("<{id}>"))
-            })
+            .map(|&id| interplab_lab::tokens::token_text(&m, id))
             .collect();
         let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let filter = NameFilter::new(&["blocks.*.attn.hook_pattern"]);
@@ -179,7 +180,7 @@ impl Models {
                 p.into_iter()
                     .map(|head| {
                         head.into_iter()
-                            .map(|row| row.into_iter().map(|x| (x * 1e4).round() / 1e4).collect())
+                            .map(|row| row.into_iter().map(round4).collect())
                             .collect()
                     })
                     .collect(),

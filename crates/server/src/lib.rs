@@ -326,9 +326,10 @@ async fn api_run(State(st): State<Arc<AppState>>, Query(q): Query<RunQuery>) -> 
 /// Everything the run page shows. A file that does not parse becomes an `errors` entry, and
 /// the rest of the run is still shown.
 fn run_detail(root: &Path, dir: &Path) -> Value {
-    let summary = runs::summarise(root, dir);
+    // Each file is read once; the summary is made from the same values. A file too large to
+    // send is left out (and said), not taken for malformed.
     let mut errors = Vec::new();
-    let mut load = |name: &str| -> Value {
+    let mut load = |name: &str| -> Result<Option<Value>, String> {
         let path = dir.join(name);
         match std::fs::metadata(&path) {
             Ok(md) if md.len() > MAX_INLINE_BYTES => {
@@ -336,23 +337,26 @@ fn run_detail(root: &Path, dir: &Path) -> Value {
                     "{name} is {} MB; open it from the files list",
                     md.len() >> 20
                 ));
-                return Value::Null;
+                Ok(None)
             }
-            _ => {}
-        }
-        match runs::read_json(&path) {
-            Ok(v) => v.unwrap_or(Value::Null),
-            Err(e) => {
-                errors.push(e);
-                Value::Null
-            }
+            _ => runs::read_json(&path),
         }
     };
-    let manifest = load("manifest.json");
-    let results = load("results.json");
-    let report = load("report.json");
-    let figures = load("figures.json");
-    let progress = load("progress.json");
+    let files_read = [
+        load("manifest.json"),
+        load("results.json"),
+        load("progress.json"),
+        load("report.json"),
+        load("figures.json"),
+    ];
+    let summary = runs::summary_of(root, dir, &files_read[0], &files_read[1], &files_read[2]);
+    let [manifest, results, progress, report, figures] = files_read.map(|r| match r {
+        Ok(v) => v.unwrap_or(Value::Null),
+        Err(e) => {
+            errors.push(e);
+            Value::Null
+        }
+    });
     let mut files: Vec<Value> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()

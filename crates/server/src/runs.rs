@@ -199,6 +199,23 @@ pub fn progress_status(progress: &Value) -> &'static str {
 
 /// Summarise one run directory.
 pub fn summarise(root: &Path, dir: &Path) -> Summary {
+    summary_of(
+        root,
+        dir,
+        &read_json(&dir.join("manifest.json")),
+        &read_json(&dir.join("results.json")),
+        &read_json(&dir.join("progress.json")),
+    )
+}
+
+/// Summarise a run directory from its files as already read (see [`read_json`]).
+pub fn summary_of(
+    root: &Path,
+    dir: &Path,
+    manifest: &Result<Option<Value>, String>,
+    results: &Result<Option<Value>, String>,
+    progress: &Result<Option<Value>, String>,
+) -> Summary {
     let mut s = Summary {
         id: id_of(root, dir),
         status: String::new(),
@@ -209,11 +226,8 @@ pub fn summarise(root: &Path, dir: &Path) -> Summary {
         key: Vec::new(),
         error: None,
     };
-    let manifest = read_json(&dir.join("manifest.json"));
-    let results = read_json(&dir.join("results.json"));
-    let progress = read_json(&dir.join("progress.json"));
     let mut errors = Vec::new();
-    for r in [&manifest, &results, &progress] {
+    for r in [manifest, results, progress] {
         if let Err(e) = r {
             errors.push(e.clone());
         }
@@ -222,7 +236,7 @@ pub fn summarise(root: &Path, dir: &Path) -> Summary {
         s.status = "malformed".into();
         s.error = Some(errors.join("; "));
     }
-    if let Ok(Some(m)) = &manifest {
+    if let Ok(Some(m)) = manifest {
         s.experiment = str_at(m, "experiment");
         s.started = str_at(m, "started_utc");
         s.seconds = m.get("total_seconds").and_then(Value::as_f64);
@@ -235,7 +249,7 @@ pub fn summarise(root: &Path, dir: &Path) -> Summary {
             s.status = "malformed".into();
             s.error = Some("manifest.json has no `experiment`".into());
         }
-    } else if let Ok(Some(p)) = &progress {
+    } else if let Ok(Some(p)) = progress {
         s.experiment = str_at(p, "experiment");
         s.started = str_at(p, "started_utc");
         s.models = p
@@ -249,13 +263,13 @@ pub fn summarise(root: &Path, dir: &Path) -> Summary {
             .unwrap_or_default();
     }
     if s.status.is_empty() {
-        s.status = match (&manifest, &progress) {
+        s.status = match (manifest, progress) {
             (Ok(Some(_)), _) => "complete".into(),
             (_, Ok(Some(p))) => progress_status(p).into(),
             _ => "partial".into(),
         };
     }
-    if let Ok(Some(r)) = &results {
+    if let Ok(Some(r)) = results {
         s.key = key_results(r);
     }
     s
