@@ -1,7 +1,7 @@
 //! Model diff on cases whose answer is known: a model against itself differs nowhere; against a
 //! copy whose unembedding is zero (uniform predictions) every token's loss is exactly ln(vocab).
 
-mod common;
+use crate::common;
 
 use interplab_analysis::diff::{diff_models, token_losses};
 

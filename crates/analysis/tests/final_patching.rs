@@ -2,7 +2,7 @@
 //! plain definition, and cases whose answer is known by construction (on the tiny Llama
 //! fixture, whose positions enter only through rotary attention).
 
-mod common;
+use crate::common;
 
 use interplab_analysis::final_patching::{
     answer_logit_diffs, mean_z, AnswerPrompt, FinalPatching, HeadAblation,

@@ -3,7 +3,7 @@
 //! `scripts/peer/make_analysis_reference.py` with the per-head score of TransformerLens 3.9's
 //! `detect_head`).
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use interplab_analysis::heads::{
@@ -106,7 +106,7 @@ fn smollm2_scores_match_transformer_lens() {
         }
     }
     eprintln!("head scores: max |ours - TransformerLens| = {worst:.2e}");
-    // Measured 3.6e-7 (`cargo test --workspace --test heads -- --nocapture`); bound 1e-5.
+    // Measured 3.6e-7 (`cargo test -p interplab-analysis --test integration heads:: -- --nocapture`); bound 1e-5.
     assert!(worst < 1e-5, "max |ours - TransformerLens| = {worst}");
     // The reference's best heads (tl_head_scores.json top5) come out on top here too.
     let ind = s[2].top_k(1)[0];

@@ -4,7 +4,7 @@
 //! the measurement, far above 0) and accuracy ≥ 0.9 (a model that cannot tell the names apart
 //! scores 0.5; P(≥ 15/16 | p = 0.5) = 0.03%).
 
-mod common;
+use crate::common;
 
 use interplab_analysis::ioi::{analyse, generate, single_token_names};
 

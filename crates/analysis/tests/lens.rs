@@ -5,12 +5,12 @@
 //! the per-component and the per-head direct logit attribution match TransformerLens within
 //! 5e-5 (`tests/fixtures/lens_smollm2.*`, made by `scripts/peer/make_lens_reference.py`).
 //!
-//! Tolerances are set a decade above the errors measured here (`cargo test --workspace --test
-//! lens -- --nocapture` prints them): terms vs the logit difference 4.4e-7 (SmolLM2) and 2.1e-7
+//! Tolerances are set a decade above the errors measured here (`cargo test -p interplab-analysis --test
+//! integration lens:: -- --nocapture` prints them): terms vs the logit difference 4.4e-7 (SmolLM2) and 2.1e-7
 //! (GPT-2 fixture), bound 1e-5; heads + bias vs the layer's attention term 1.6e-7, bound 2e-6;
 //! vs TransformerLens 6.5e-6 (lens), 5.1e-6 (components), 3.7e-6 (heads), bound 5e-5.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use interplab_analysis::lens::{direct_logit_attribution, logit_lens, logit_lens_diff};

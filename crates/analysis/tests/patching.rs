@@ -3,7 +3,7 @@
 //! `transformer_lens.patching.get_act_patch_resid_pre` / `get_act_patch_attn_out` by
 //! `scripts/peer/make_analysis_reference.py`), and on cases whose answer is known.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use interplab_analysis::patching::{

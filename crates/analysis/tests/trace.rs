@@ -9,7 +9,7 @@
 //! an early-middle subject-token site carrying ≥ 30% of the total effect, nothing at the
 //! non-subject tokens before the last one in those layers, and the late site at the last token.
 
-mod common;
+use crate::common;
 
 use interplab_analysis::trace::{find_subject, Corruption, TraceKind, Tracer};
 
@@ -32,8 +32,8 @@ fn eiffel_tower_has_an_early_subject_site_and_a_late_last_token_site() {
     let t = Tracer::new(&m.model, &toks, span, Some(paris), &c).unwrap();
     let tr = t.trace(TraceKind::Hidden, 10).unwrap();
     let total = tr.total_effect();
-    // Thresholds: from this project's run of this test (`cargo test --workspace --test trace
-    // -- --nocapture` prints the numbers), each well between what a working tracer gives and
+    // Thresholds: from this project's run of this test (`cargo test -p interplab-analysis
+    // --test integration trace:: -- --nocapture` prints the numbers), each well between what a working tracer gives and
     // what a broken one would. Measured total effect 0.692 (p(Paris) 0.702 clean, 0.01
     // corrupted); a corruption that is not applied leaves p unchanged: total ≈ 0.
     assert!(total > 0.5, "total effect {total}");

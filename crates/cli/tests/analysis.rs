@@ -2,7 +2,7 @@
 //! run directory, and bad input (unequal prompt lengths, a metric token that is not one token,
 //! an empty corpus, an unknown site) is one clear error, never a panic.
 
-mod common;
+use crate::common;
 use common::*;
 
 const CLEAN: &str = "When Mary and John went to the store, John gave a drink to";

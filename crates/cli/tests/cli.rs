@@ -1,7 +1,7 @@
 //! End-to-end tests of the `interplab` binary: the main commands on the real default model, and
 //! bad input of every kind giving one clear error line and a non-zero exit, never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

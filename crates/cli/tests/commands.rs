@@ -2,7 +2,7 @@
 //! error paths (`ablate`, `compose`) or not at all (`models`, `generate`, `bench`), on the
 //! default model with small settings, checking what each writes.
 
-mod common;
+use crate::common;
 use common::*;
 
 fn stdout(out: &std::process::Output) -> String {

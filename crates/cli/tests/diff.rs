@@ -3,7 +3,7 @@
 //! loss is exactly ln(vocab) on every token, and B − A is that minus A's loss. Models with
 //! different token ids for the same text, and an empty corpus, are clear errors.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::{Path, PathBuf};

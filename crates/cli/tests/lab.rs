@@ -1,7 +1,7 @@
 //! The experiment layer from the command line: the tour, reruns, config files, refusing to
 //! write over a run, and option ranges.
 
-mod common;
+use crate::common;
 
 use common::{assert_clean_error, assert_ok, assert_one_line_error, interplab};
 

@@ -1,7 +1,7 @@
 //! `interplab sae`: a small train → eval → features round on the default model, and the bad
 //! inputs the SAE commands must refuse with one clear line.
 
-mod common;
+use crate::common;
 
 use common::{assert_ok, assert_one_line_error, assert_run_dir, interplab};
 

@@ -2,7 +2,7 @@
 //! (stopped after fewer epochs) resumed with --resume ends where an uninterrupted run does; bad
 //! input is a clean error.
 
-mod common;
+use crate::common;
 
 use common::{assert_clean_error, assert_ok, assert_run_dir, interplab, results};
 

@@ -2,7 +2,7 @@
 //! and resumed run ends with the same weights and metrics as an uninterrupted one, and bad
 //! input is a clean error.
 
-mod common;
+use crate::common;
 
 use common::{assert_clean_error, assert_ok, assert_run_dir, interplab, results};
 

@@ -2,7 +2,7 @@
 //! small configurations: complete run directories with the reported fields, and bad flags as
 //! one clear error.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -2,7 +2,7 @@
 //! (that one is in `analysis.rs`): resample corruption from the built-in subject list, the
 //! logit lens's logit difference ending at the model's own, and bad input as clear errors.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

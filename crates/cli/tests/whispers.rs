@@ -2,7 +2,7 @@
 //! directory, resuming after an interruption (same numbers as the uninterrupted run), and
 //! clean errors for bad input.
 
-mod common;
+use crate::common;
 
 use common::{assert_clean_error, assert_ok, assert_run_dir, interplab, results};
 

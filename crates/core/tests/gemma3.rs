@@ -1,6 +1,6 @@
 //! Gemma 3 270M from its GGUF against Hugging Face transformers, on the shared reference prompts.
 
-mod common;
+use crate::common;
 
 use common::{fixture, gemma3, ids_of, max_abs_diff, read_st, tokens};
 

@@ -3,7 +3,7 @@
 //! (`hook_gradients`). candle's fused softmax/norm/rope drop gradients silently, so this is the
 //! test that proves the differentiable path uses none of them.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Tensor, Var};
 use common::{fixture, read_st, tiny};

@@ -1,7 +1,7 @@
 //! Tiny random Hugging Face models (GPT-2, GPT-NeoX, Llama, Gemma 3), made by
 //! `scripts/peer/make_fixtures.py`: logits and hook values match transformers within 1e-4.
 
-mod common;
+use crate::common;
 
 use candle_core::DType;
 use common::{fixture, max_abs_diff, read_st, tiny};

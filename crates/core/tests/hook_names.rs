@@ -1,7 +1,7 @@
 //! `hook_names()` is exact: for every architecture the repository has and every combination of
 //! hook settings, the names it lists are the names the forward emits, and each parses back.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

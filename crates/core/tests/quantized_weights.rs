@@ -3,7 +3,7 @@
 //! (which `smollm2.rs` and `gemma3.rs` check against Hugging Face and TransformerLens), in a
 //! fraction of the memory.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::{fixture, max_abs_diff, read_st, tokens};

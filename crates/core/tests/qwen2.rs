@@ -3,7 +3,7 @@
 //! Hugging Face transformers dequantising the same file to f32 (`shared/reference/qwen2`,
 //! slimmed into `fixtures/reference/qwen2` by `scripts/peer/slim_reference.py --models qwen2`).
 
-mod common;
+use crate::common;
 
 use common::{fixture, max_abs_diff, qwen2, tokens};
 use interplab_core::config::Architecture;

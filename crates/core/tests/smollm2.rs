@@ -2,7 +2,7 @@
 //! TransformerLens (hook values), on the shared reference prompts. Hook values are compared with
 //! 1e-3 absolute tolerance, relative where |x| > 1 (see `common::max_mixed_diff`).
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Tensor};
 use common::{fixture, ids_of, max_abs_diff, max_mixed_diff, read_st, smollm2, tokens};

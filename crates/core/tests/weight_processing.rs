@@ -2,7 +2,7 @@
 //! `fold_value_biases`): log-probs are unchanged on every architecture, each step alone does
 //! what TransformerLens' step does, and the hooks that must not change do not.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, D};
 use common::{fixture, max_abs_diff, read_st, smollm2, tiny, tokens};

@@ -1,6 +1,6 @@
 //! `ablate`: rerun identity (resample ablation, so the seed is exercised) and validation.
 
-mod common;
+use crate::common;
 
 use interplab_lab::ablate::{Config, Method};
 use interplab_lab::Experiment;

@@ -1,6 +1,6 @@
 //! `compose`: rerun identity and validation.
 
-mod common;
+use crate::common;
 
 use interplab_lab::compose::{Config, Kind};
 use interplab_lab::Experiment;

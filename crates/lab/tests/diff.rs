@@ -2,7 +2,7 @@
 //! and tensors with every difference zero; a bad config lists every problem and creates no run
 //! directory.
 
-mod common;
+use crate::common;
 
 use interplab_lab::diff::Config;
 use interplab_lab::Experiment;

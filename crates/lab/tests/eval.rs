@@ -2,7 +2,7 @@
 //! reruns identically and compares the variants; bad tasks are refused, naming the place,
 //! with no run directory left behind.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval::Config;
 use interplab_lab::Experiment;

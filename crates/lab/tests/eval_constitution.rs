@@ -4,7 +4,7 @@
 //! transcript through every round, and a judge that cannot be loaded is refused before
 //! anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_constitution::Config;
 use interplab_lab::Experiment;

@@ -2,7 +2,7 @@
 //! log-likelihood and generation, the mechanism study on the flipping items) reruns
 //! identically; rates lie in [0, 1], counts add up, and the report holds the transcripts.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_framing::{framed, Config};
 use interplab_lab::Experiment;

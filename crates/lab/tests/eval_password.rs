@@ -1,7 +1,7 @@
 //! `eval-password` through the lab: the quick game (two defences, three attacks, one secret)
 //! reruns identically; its rates, grid, pairing and transcripts are consistent with its cells.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_password::Config;
 use interplab_lab::Experiment;

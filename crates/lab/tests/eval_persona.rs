@@ -3,7 +3,7 @@
 //! counts add up, every persona is paired against "truthful", and the report holds the
 //! transcripts and the figure.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_persona::{Config, BASELINE};
 use interplab_lab::Experiment;

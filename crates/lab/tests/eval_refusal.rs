@@ -1,7 +1,7 @@
 //! `eval-refusal` through the lab: the quick run (one request per set, every phrasing, three
 //! benign requests, the model as its own judge) writes a run whose results hang together; a judge that cannot be loaded is refused before anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_refusal::Config;
 use interplab_lab::Experiment;

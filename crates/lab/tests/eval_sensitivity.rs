@@ -2,7 +2,7 @@
 //! BBQ items) is consistent: every cell scored the same items, the spread is the
 //! range of the cells, every cell is paired with the baseline, the prompts are re-templated.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_sensitivity::{Config, PromptTemplate};
 use interplab_lab::{Existing, Experiment, NoProgress};

@@ -1,7 +1,7 @@
 //! `eval-sycophancy` through the lab: the quick run (8 items, chat template on and off,
 //! with generation) writes its run directory and its rates agree with its items.
 
-mod common;
+use crate::common;
 
 use interplab_lab::eval_sycophancy::Config;
 use interplab_lab::{Existing, Experiment, NoProgress};

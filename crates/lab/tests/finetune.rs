@@ -2,7 +2,7 @@
 //! stopped mid-way resumes to the same weights bit for bit; the experiment runs end to end on
 //! the real model; bad input is refused before anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_analysis::heads::{head_scores, repeated_random_tokens, HeadKind, HeadScoreOptions};
 use interplab_lab::finetune::Config;

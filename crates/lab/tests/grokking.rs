@@ -3,7 +3,7 @@
 //! weights of an uninterrupted one, and a bad config lists every problem before any run
 //! directory exists.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use interplab_lab::grokking::Config;

@@ -1,6 +1,6 @@
 //! `heads`: rerun identity and validation.
 
-mod common;
+use crate::common;
 
 use interplab_lab::heads::Config;
 use interplab_lab::Experiment;

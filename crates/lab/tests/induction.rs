@@ -13,7 +13,7 @@
 //! after the earlier copy (the reference run's layer-1 heads reach ≈ 75%; uniform attention
 //! ≈ 6%).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

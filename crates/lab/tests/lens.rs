@@ -1,6 +1,6 @@
 //! `lens`: rerun identity and validation.
 
-mod common;
+use crate::common;
 
 use interplab_lab::lens::Config;
 use interplab_lab::Experiment;

@@ -2,7 +2,7 @@
 //! known (counting, which the prefix determines, against random words), and bad input
 //! refused before anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_lab::memorise::Config;
 use interplab_lab::Experiment;

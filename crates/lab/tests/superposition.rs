@@ -2,7 +2,7 @@
 //! load from `weights.safetensors`, a resumed run equals an uninterrupted one, and a bad config
 //! lists every problem before any run directory exists.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use interplab_lab::rerun::compare;

@@ -1,7 +1,7 @@
 //! `trace` through the lab: a quick run reruns to identical results and tensors; a bad config
 //! lists every problem and creates no run directory.
 
-mod common;
+use crate::common;
 
 use interplab_lab::trace::{Config, Kind};
 use interplab_lab::Experiment;

@@ -1,7 +1,7 @@
 //! `w2s` on the real model: rerun identity, the shipped tasks' data, and bad input refused
 //! before anything is written.
 
-mod common;
+use crate::common;
 
 use interplab_lab::w2s::Config;
 use interplab_lab::Experiment;

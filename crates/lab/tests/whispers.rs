@@ -3,7 +3,7 @@
 //! weights, which load with the documented names and shapes; a bad config lists every problem
 //! and leaves no run directory.
 
-mod common;
+use crate::common;
 
 use interplab_lab::whispers::Config;
 use interplab_lab::Experiment;

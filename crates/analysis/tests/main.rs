@@ -1,0 +1,16 @@
+//! Every integration test of this crate in one binary: one link instead of one per file
+//! (smaller target directory, faster CI), and a model loaded by `common` is shared by all.
+//! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
+
+mod ablation;
+mod common;
+mod composition;
+mod diff;
+mod eval_stats;
+mod final_patching;
+mod heads;
+mod ioi;
+mod lens;
+mod patching;
+mod probe;
+mod trace;
