@@ -53,6 +53,7 @@ import time
 MEASUREMENTS = [
     "hf_load_gguf",
     "hf_forward",
+    "hf_forward_bf16",
     "tl_forward",
     "tl_run_with_cache",
     "tl_patching_resid_pre",
@@ -61,6 +62,7 @@ MEASUREMENTS = [
     "hf_generate",
     "hf_generate_batch",
     "torch_sgemm",
+    "torch_bf16_gemm",
     "hf_train_step",
 ]
 
@@ -201,8 +203,9 @@ def model_products(c, tokens, seq):
     ]
 
 
-def sgemm_roofline(args):
-    """torch.matmul GFLOP/s per product shape, and the forward roofline they imply."""
+def sgemm_roofline(args, dtype=None):
+    """torch.matmul GFLOP/s per product shape, and the forward roofline they imply (f32, or
+    `dtype`: bf16 inputs and outputs, as torch runs them through oneDNN, on AMX where present)."""
     import torch
     from transformers import AutoConfig
 
@@ -211,9 +214,10 @@ def sgemm_roofline(args):
     tokens = args.batch * args.seq_len
     rows, total_flops, total_time = [], 0.0, 0.0
     for name, m, k, n, count in model_products(c, tokens, args.seq_len):
-        a = torch.randn(m, k)
-        b = torch.randn(k, n)
-        out = torch.empty(m, n)
+        dt = dtype or torch.float32
+        a = torch.randn(m, k, dtype=dt)
+        b = torch.randn(k, n, dtype=dt)
+        out = torch.empty(m, n, dtype=dt)
         # Repeat small products so that each timed call does at least ~20 MFLOP.
         reps = max(1, int(2e7 // (2 * m * k * n)))
 
@@ -304,9 +308,10 @@ def worker(name, args):
     torch.manual_seed(0)
     res = {}
 
-    if name == "torch_sgemm":
+    if name in ("torch_sgemm", "torch_bf16_gemm"):
+        dtype = torch.bfloat16 if name == "torch_bf16_gemm" else None
         res = {"name": name, "threads": args.threads, "batch": args.batch,
-               "seq_len": args.seq_len, **sgemm_roofline(args)}
+               "seq_len": args.seq_len, **sgemm_roofline(args, dtype)}
         res["peak_rss_bytes"] = ru_maxrss_bytes()
         return res
 
@@ -351,7 +356,11 @@ def worker(name, args):
         times = timed(step, args.runs, args.warmup)
         res = summary(name, times, args, tokens_per_s=n_tok / statistics.median(times),
                       optimizer="torch.optim.AdamW(fused=True)", **extra)
-    elif name == "hf_forward":
+    elif name in ("hf_forward", "hf_forward_bf16"):
+        if name == "hf_forward_bf16":
+            # Every weight in bf16 (torch's CPU matmuls then run through oneDNN, on AMX where
+            # the CPU has it): the like-for-like peer of `interplab --dtype bf16`.
+            hf = hf.to(torch.bfloat16)
         rss_loaded = proc_status_bytes("VmRSS")
         reset_peak_rss()
 

@@ -85,12 +85,17 @@ def main():
     ap.add_argument("--suite", choices=["foundation", "analysis"], default="foundation",
                     help="foundation: load/forward/cache/generate and the sgemm roofline (issues 2 "
                          "and 13); analysis: the resid_pre patching sweep and the head detector (issue 3)")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                    help="bf16: `interplab --dtype bf16` forward and run_with_cache against the f32 "
+                         "peers and against transformers with bf16 weights, and the bf16 gemm roofline")
     a = ap.parse_args()
     info = cpu()
     print(f"CPU: {info['model']} ({info['cpus']} CPUs; {' '.join(info['flags'])}); threads {a.threads}")
     if a.suite == "analysis":
         return analysis(a)
     gguf = gguf_path(a.model)
+    if a.dtype == "bf16":
+        return bf16(a, gguf)
     if a.model == "smollm2-135m":
         ours = interplab(a, a.threads, a.runs, what="load,forward,cache,forward-q,cache-q,"
                          "generate,generate-q,generate-batch,generate-batch-q")
@@ -143,6 +148,47 @@ def main():
         with open(a.json, "w") as fh:
             json.dump({"cpu": info, "model": a.model, "interplab": ours, "peer": theirs,
                        "threads": a.threads}, fh, indent=1)
+
+
+def bf16(a, gguf):
+    """`--dtype bf16`: Interplab's bf16 forward and run_with_cache against TransformerLens and
+    transformers in f32 (the default everyone runs) and transformers with bf16 weights."""
+    ours = interplab(a, a.threads, a.runs, model=a.model,
+                     what="forward,forward-bf16" + (",cache-bf16" if a.model == "smollm2-135m" else ""))
+    only = ["hf_forward", "hf_forward_bf16", "torch_sgemm", "torch_bf16_gemm"]
+    if a.model == "smollm2-135m":
+        only += ["tl_forward", "tl_run_with_cache"]
+    theirs = peer(a.threads, a.runs, gguf, only=tuple(only))
+    f, fb = ours["interplab_forward"], ours["interplab_forward_bf16"]
+    hf, hfb = theirs["hf_forward"], theirs["hf_forward_bf16"]
+    sg, bg = theirs["torch_sgemm"], theirs["torch_bf16_gemm"]
+    t = lambda r: r["tokens_per_s"]
+    lines = [
+        ("forward f32 tokens/s", t(f), t(hf), "x transformers f32", t(f) / t(hf)),
+        ("forward bf16 tokens/s", t(fb), t(hf), "x transformers f32", t(fb) / t(hf)),
+        ("forward bf16 tokens/s", t(fb), t(hfb), "x transformers bf16", t(fb) / t(hfb)),
+        ("forward bf16 vs torch bf16 gemm", t(fb), bg["roofline_tokens_per_s"],
+         "of the bf16 gemm roofline", t(fb) / bg["roofline_tokens_per_s"]),
+        ("forward bf16 vs torch sgemm", t(fb), sg["roofline_tokens_per_s"],
+         "of the sgemm roofline", t(fb) / sg["roofline_tokens_per_s"]),
+    ]
+    if a.model == "smollm2-135m":
+        tl, tlc, cb = theirs["tl_forward"], theirs["tl_run_with_cache"], ours["interplab_run_with_cache_bf16"]
+        rss = lambda r: r.get("peak_rss_bytes") or 0
+        lines[2:2] = [
+            ("forward bf16 tokens/s", t(fb), t(tl), "x TransformerLens f32", t(fb) / t(tl)),
+            ("run_with_cache bf16 tokens/s", t(cb), t(tlc), "x TransformerLens f32", t(cb) / t(tlc)),
+            ("run_with_cache bf16 peak RSS GB", rss(cb) / 1e9, rss(tlc) / 1e9, "of TransformerLens",
+             rss(cb) / max(rss(tlc), 1)),
+        ]
+    print(f"model {a.model}; forward {f['batch']} x {f['seq']} tokens; sgemm roofline "
+          f"{sg['roofline_tokens_per_s']:.0f} tokens/s at {sg['sgemm_gflop_per_s']:.1f} GFLOP/s; bf16 gemm "
+          f"roofline {bg['roofline_tokens_per_s']:.0f} tokens/s at {bg['sgemm_gflop_per_s']:.1f} GFLOP/s")
+    table(lines)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"cpu": cpu(), "model": a.model, "dtype": "bf16", "interplab": ours,
+                       "peer": theirs, "threads": a.threads}, fh, indent=1)
 
 
 def analysis(a):

@@ -190,6 +190,7 @@ pub fn induction_model(vocab: usize, n_ctx: usize) -> Result<HookedTransformer> 
         w_u: Some(Tensor::from_vec(w_u, (dm, vocab), &dev)?),
         b_u: None,
         unembed_blocks: None,
+        unembed_bf16: None,
     };
     HookedTransformer::new(cfg, weights, dev)
 }

@@ -27,7 +27,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Comma-separated: load, forward, cache (run_with_cache of every hook), forward-q and
-    /// cache-q (the same with --quantized-weights), patch (IOI resid_pre sweep), heads (head
+    /// cache-q (the same with --quantized-weights), forward-bf16 and cache-bf16 (the same with
+    /// --dtype bf16), patch (IOI resid_pre sweep), heads (head
     /// detector), generate and generate-q (batch 1, 16 prompt + 128 new tokens, greedy),
     /// generate-batch and generate-batch-q (the same for --batch rows), probe (fitting probes
     /// on every layer for 10,000 token positions).

@@ -47,11 +47,17 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     opts.validate()?;
     // Decode from the blocks where that gives the dense model's weights (Q4_1, Q8_0: 2-3x
     // faster at batch 1, see docs/performance.md), dense f32 for the rest; with
-    // --quantized-weights everything stays as blocks (least memory).
-    let mut m = load_model_with(&a.model, WeightStorage::Quantized)?;
-    if weight_storage() != WeightStorage::Quantized {
-        m.model.weights.dense_where_inexact()?;
-    }
+    // --quantized-weights everything stays as blocks (least memory); --dtype bf16 decodes
+    // with the bf16 products.
+    let m = if weight_storage() == WeightStorage::Bf16 {
+        load_model_with(&a.model, WeightStorage::Bf16)?
+    } else {
+        let mut m = load_model_with(&a.model, WeightStorage::Quantized)?;
+        if weight_storage() != WeightStorage::Quantized {
+            m.model.weights.dense_where_inexact()?;
+        }
+        m
+    };
     let ids = prompt_ids(&m, &a.prompt, a.chat, None)?;
     opts.stop_ids = m.tokenizer.eos_ids().to_vec();
     let t0 = Instant::now();

@@ -63,6 +63,11 @@ struct Cli {
     /// without this flag). See docs/performance.md.
     #[arg(long, global = true)]
     quantized_weights: bool,
+    /// The block matrices' and the unembedding's number type: f32 (exact), or bf16 (opt-in,
+    /// for speed: products with bf16 inputs and f32 sums, on Intel AMX where the CPU has it;
+    /// logits move by ~1e-2). See docs/performance.md.
+    #[arg(long, global = true, default_value = "f32", value_parser = ["f32", "bf16"])]
+    dtype: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,8 +147,15 @@ fn main() -> ExitCode {
             .num_threads(n)
             .build_global();
     }
+    if cli.quantized_weights && cli.dtype == "bf16" {
+        eprintln!("error: --quantized-weights and --dtype bf16 are two storages; choose one");
+        return ExitCode::from(2);
+    }
     if cli.quantized_weights {
         ui::set_weight_storage(interplab_core::loader::WeightStorage::Quantized);
+    }
+    if cli.dtype == "bf16" {
+        ui::set_weight_storage(interplab_core::loader::WeightStorage::Bf16);
     }
     let result = match cli.command {
         Command::Models => cmd_models::models(),

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use interplab_core::loader::WeightStorage;
 use interplab_core::source::FetchEvent;
 
-/// How every command loads GGUF weights: the global `--quantized-weights` flag.
+/// How every command loads weights: the global `--quantized-weights` and `--dtype` flags.
 static WEIGHT_STORAGE: OnceLock<WeightStorage> = OnceLock::new();
 
 /// Set the weight storage for this process (main does it once, from the flags).
@@ -122,5 +122,13 @@ pub fn set_up_process() {
     // tokens/s). The environment variable, when set, wins.
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+    }
+    // Better still, no second pool: with `CANDLE_NUM_THREADS=1` candle's element-wise ops run
+    // on the calling thread, and the cores belong to rayon (our kernels, gemm, the bf16
+    // products). Intel Xeon (AMX), 2 threads, `interplab bench`, two alternating runs each:
+    // forward 734/665 → 763/778 tokens/s, `--dtype bf16` forward 1,145/1,055 → 1,277/1,253,
+    // run_with_cache 615/633 → 669/657, generation unchanged (41/39, batch 8 163/162).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }

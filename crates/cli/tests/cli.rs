@@ -124,6 +124,42 @@ fn quantized_weights_give_the_same_activations_and_say_so_in_the_manifest() {
 }
 
 #[test]
+fn dtype_bf16_is_recorded_in_the_manifest_and_refused_beside_quantized_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bf16");
+    let out = interplab(&[
+        "--dtype",
+        "bf16",
+        "run",
+        "smollm2-135m",
+        "--prompt",
+        "The Eiffel Tower is located in the city of",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["models"][0]["weights"], "bf16");
+    // The f32 model's top next token here is " Paris" by a wide margin; bf16 keeps it.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or("");
+    assert!(first.contains("\" Paris\""), "{stdout}");
+    let out = interplab(&[
+        "--dtype",
+        "bf16",
+        "--quantized-weights",
+        "info",
+        "smollm2-135m",
+    ]);
+    assert_one_line_error(&out, "choose one");
+}
+
+#[test]
 fn info_lists_hooks() {
     let out = interplab(&["info", "smollm2-135m"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -12,6 +12,7 @@
 //! - [`model`]: the hooked transformer itself, its hook points and activation cache.
 
 pub mod atomic;
+pub mod bf16;
 pub mod config;
 pub mod corpus;
 pub mod error;

@@ -39,7 +39,8 @@ impl TensorBag {
 }
 
 /// How a GGUF model's block matrices (`W_Q`, `W_K`, `W_V`, `W_O`, `W_in`, `W_gate`, `W_out`)
-/// are held in memory. Both give the same f32 values to every computation.
+/// are held in memory. `Dense` and `Quantized` give the same f32 values to every computation;
+/// `Bf16` rounds them (and the inputs of their products) to bf16.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum WeightStorage {
     /// Dequantised to f32 once at load: fastest per forward.
@@ -50,6 +51,12 @@ pub enum WeightStorage {
     /// model (cheap beside a large batch, dominant for a handful of tokens). Processing weights
     /// or training makes them dense.
     Quantized,
+    /// Dequantised at load, then the block matrices and the unembedding rounded to bf16 and
+    /// packed for [`crate::bf16`]'s products (Intel AMX where the CPU has it): opt-in, for
+    /// speed; each product's inputs are rounded to bf16 and summed in f32, so logits move by
+    /// about 1e-2 against the dense forward (measured in `docs/performance.md`). Gradients, and
+    /// every other use of a weight, see the rounded weights in f32.
+    Bf16,
 }
 
 /// The GGUF names of the per-block matrices [`WeightStorage::Quantized`] keeps as blocks.
@@ -323,6 +330,7 @@ pub fn load_gguf(
         w_u,
         b_u: None,
         unembed_blocks,
+        unembed_bf16: None,
     };
     Ok((cfg, weights))
 }
@@ -571,6 +579,7 @@ fn load_gpt2(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         w_u,
         b_u: None,
         unembed_blocks: None,
+        unembed_bf16: None,
     };
     Ok((c, weights))
 }
@@ -674,6 +683,7 @@ fn load_neox(cfg: &Value, path: &Path, bag: &mut TensorBag) -> Result<(ModelConf
         w_u,
         b_u: None,
         unembed_blocks: None,
+        unembed_bf16: None,
     };
     Ok((c, weights))
 }
@@ -850,6 +860,7 @@ fn load_llama_like(
         w_u,
         b_u: None,
         unembed_blocks: None,
+        unembed_bf16: None,
     };
     Ok((c, weights))
 }
@@ -869,7 +880,7 @@ pub struct LoadedModel {
 }
 
 /// Load a model that is already local (see [`crate::source::resolve`]); `storage` applies to
-/// GGUF files (Hugging Face directories are always dense).
+/// GGUF files (Hugging Face directories are dense, or bf16 when asked).
 pub fn load_resolved(
     resolved: crate::source::ResolvedModel,
     device: &Device,
@@ -899,6 +910,15 @@ pub fn load_resolved(
         let chat = ChatTemplate::for_model(&gguf.metadata).ok();
         (cfg, weights, tokenizer, chat, "gguf")
     };
+    let mut weights = weights;
+    if storage == WeightStorage::Bf16 {
+        if !device.is_cpu() {
+            return Err(Error::Unsupported(
+                "bf16 weights are a CPU path; load f32 weights on the GPU".into(),
+            ));
+        }
+        weights.pack_bf16()?;
+    }
     let model = crate::model::HookedTransformer::new(cfg, weights, device.clone())?;
     Ok(LoadedModel {
         model,

@@ -138,6 +138,7 @@ fn attention_only(norm: NormKind) -> HookedTransformer {
         w_u: Some(rand(d, vocab)),
         b_u: None,
         unembed_blocks: None,
+        unembed_bf16: None,
     };
     HookedTransformer::new(cfg, weights, Device::Cpu).unwrap()
 }

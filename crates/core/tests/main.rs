@@ -2,6 +2,7 @@
 //! (smaller target directory, faster CI), and a model loaded by `common` is shared by all.
 //! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
 
+mod bf16_weights;
 mod common;
 mod corpus_docs;
 mod gemma3;

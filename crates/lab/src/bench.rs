@@ -87,10 +87,13 @@ pub fn measure(
             }
             Ok(json!({"name": "interplab_load", "median_s": median(times), "runs": runs}))
         }
-        "forward" | "cache" | "forward-q" | "cache-q" => {
+        "forward" | "cache" | "forward-q" | "cache-q" | "forward-bf16" | "cache-bf16" => {
             let quantized = what.ends_with("-q");
+            let bf16 = what.ends_with("-bf16");
             let storage = if quantized {
                 WeightStorage::Quantized
+            } else if bf16 {
+                WeightStorage::Bf16
             } else {
                 WeightStorage::Dense
             };
@@ -121,7 +124,7 @@ pub fn measure(
                 "name": format!(
                     "interplab_{}{}",
                     if forward_only { "forward" } else { "run_with_cache" },
-                    if quantized { "_quantized" } else { "" }
+                    if quantized { "_quantized" } else if bf16 { "_bf16" } else { "" }
                 ),
                 "median_s": med,
                 "tokens_per_s": (a.batch * a.seq) as f64 / med,
@@ -234,7 +237,7 @@ pub fn measure(
         "harvest" | "harvest-last" => harvest(a, what == "harvest-last", load),
         "finetune" => finetune_step(a, load),
         other => bail!(
-            "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, patch, heads, \
+            "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, forward-bf16, cache-bf16, patch, heads, \
              generate, generate-q, generate-batch, generate-batch-q, probe, finetune, sae-topk, \
              sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, harvest, harvest-last)"
         ),

@@ -30,7 +30,7 @@ pub struct ModelRecord {
     pub format: String,
     /// The model config as loaded.
     pub config: serde_json::Value,
-    /// `dense` or `quantized` (GGUF block matrices kept quantised).
+    /// `dense`, `quantized` (GGUF block matrices kept quantised) or `bf16` (`--dtype bf16`).
     pub weights: String,
 }
 
@@ -45,6 +45,8 @@ impl ModelRecord {
             config: serde_json::to_value(&m.model.cfg)?,
             weights: if m.model.weights.has_quantized() {
                 "quantized"
+            } else if m.model.weights.has_bf16() {
+                "bf16"
             } else {
                 "dense"
             }
@@ -139,6 +141,7 @@ pub fn storage_name(s: WeightStorage) -> &'static str {
     match s {
         WeightStorage::Dense => "dense",
         WeightStorage::Quantized => "quantized",
+        WeightStorage::Bf16 => "bf16",
     }
 }
 
@@ -147,7 +150,8 @@ pub fn parse_storage(s: &str) -> anyhow::Result<WeightStorage> {
     match s {
         "dense" => Ok(WeightStorage::Dense),
         "quantized" => Ok(WeightStorage::Quantized),
-        other => anyhow::bail!("unknown weight storage {other:?} (dense or quantized)"),
+        "bf16" => Ok(WeightStorage::Bf16),
+        other => anyhow::bail!("unknown weight storage {other:?} (dense, quantized or bf16)"),
     }
 }
 

@@ -227,6 +227,7 @@ pub fn init_model(cfg: &InductionConfig) -> Result<HookedTransformer> {
         w_u: Some(normal(3, d, cfg.d_vocab)?),
         b_u: None,
         unembed_blocks: None,
+        unembed_bf16: None,
     };
     HookedTransformer::new(mc, weights, dev)
 }

@@ -467,6 +467,9 @@ impl HookedTransformer {
                 return Ok(y);
             }
         }
+        if let Some(p) = self.weights.unembed_bf16() {
+            return weights::bf16_matmul(p, x);
+        }
         Ok(x.matmul(&self.weights.unembed()?)?)
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor, Var};
 
+use crate::bf16::PackedBf16;
 use crate::config::ModelConfig;
 use crate::gguf::QuantizedMatrix;
 use crate::Result;
@@ -37,6 +38,37 @@ pub(crate) fn few_rows_from_blocks(q: &QuantizedMatrix, x: &Tensor) -> Result<Op
     Ok(Some(Tensor::from_vec(y, (n, q.dims().0), x.device())?))
 }
 
+/// The rounded weights of `p` as an f32 tensor `[in, out]` on the CPU.
+fn bf16_tensor(p: &PackedBf16) -> Result<Tensor> {
+    let (k, n) = p.dims();
+    Ok(Tensor::from_vec(
+        p.unpack(),
+        (k, n),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// `x @ W` for bf16 weights: through [`PackedBf16::matmul`] when `x` is f32 on the CPU and
+/// needs no gradient; otherwise (gradients, other dtypes) through the rounded weights in f32.
+pub(crate) fn bf16_matmul(p: &PackedBf16, x: &Tensor) -> Result<Tensor> {
+    let (n, _) = x.dims2()?;
+    if x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
+        return Ok(x.matmul(&bf16_tensor(p)?.to_device(x.device())?)?);
+    }
+    let (storage, layout) = x.storage_and_layout();
+    let y = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+            p.matmul(&v[a..b], n)?
+        }
+        _ => {
+            drop(storage);
+            let values: Vec<f32> = x.flatten_all()?.to_vec1()?;
+            p.matmul(&values, n)?
+        }
+    };
+    Ok(Tensor::from_vec(y, (n, p.dims().1), x.device())?)
+}
+
 /// A weight matrix in compute layout `[in, out]`.
 #[derive(Debug, Clone)]
 pub enum Matrix {
@@ -45,6 +77,10 @@ pub enum Matrix {
     /// values are those a dense load gives, for 0.6 bytes per weight (Q4_1) instead of 4, at
     /// the cost of dequantising each layer once per forward.
     Quantized(Arc<QuantizedMatrix>),
+    /// Rounded to bf16 and packed for [`crate::bf16`]'s products (the opt-in
+    /// [`crate::loader::WeightStorage::Bf16`]): inputs that need no gradient are rounded to
+    /// bf16 too and multiplied with f32 sums; any other use sees the rounded weights in f32.
+    Bf16(Arc<PackedBf16>),
 }
 
 impl Matrix {
@@ -53,6 +89,7 @@ impl Matrix {
         match self {
             Matrix::Dense(t) => Ok(t.clone()),
             Matrix::Quantized(q) => q.dequantize_transposed(),
+            Matrix::Bf16(p) => bf16_tensor(p),
         }
     }
 
@@ -66,18 +103,21 @@ impl Matrix {
                 Some(y) => Ok(y),
                 None => Ok(x.matmul(&q.dequantize_transposed()?)?),
             },
+            Matrix::Bf16(p) => bf16_matmul(p, x),
         }
     }
 
     /// The dense tensor, dequantising (once, contiguous `[in, out]`) if needed; for code that
     /// rewrites weights (processing, training, dtype changes).
     pub fn dense_mut(&mut self) -> Result<&mut Tensor> {
-        if let Matrix::Quantized(q) = self {
-            *self = Matrix::Dense(q.dequantize()?.t()?.contiguous()?);
+        match self {
+            Matrix::Quantized(q) => *self = Matrix::Dense(q.dequantize()?.t()?.contiguous()?),
+            Matrix::Bf16(p) => *self = Matrix::Dense(bf16_tensor(p)?),
+            Matrix::Dense(_) => {}
         }
         match self {
             Matrix::Dense(t) => Ok(t),
-            Matrix::Quantized(_) => Err(crate::Error::Unsupported(
+            _ => Err(crate::Error::Unsupported(
                 "a quantised matrix stayed quantised".into(),
             )),
         }
@@ -91,6 +131,10 @@ impl Matrix {
                 let (out, inp) = q.dims();
                 vec![inp, out]
             }
+            Matrix::Bf16(p) => {
+                let (inp, out) = p.dims();
+                vec![inp, out]
+            }
         }
     }
 
@@ -98,7 +142,7 @@ impl Matrix {
     pub fn dtype(&self) -> DType {
         match self {
             Matrix::Dense(t) => t.dtype(),
-            Matrix::Quantized(_) => DType::F32,
+            Matrix::Quantized(_) | Matrix::Bf16(_) => DType::F32,
         }
     }
 
@@ -107,6 +151,7 @@ impl Matrix {
         match self {
             Matrix::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
             Matrix::Quantized(q) => q.size_bytes(),
+            Matrix::Bf16(p) => p.size_bytes(),
         }
     }
 }
@@ -210,6 +255,19 @@ pub struct Weights {
     /// The unembedding's GGML blocks (see [`UnembedBlocks`]); `None` unless loaded from GGUF
     /// with [`crate::loader::WeightStorage::Quantized`].
     pub unembed_blocks: Option<UnembedBlocks>,
+    /// The unembedding rounded to bf16 (see [`UnembedBf16`]); `None` unless loaded with
+    /// [`crate::loader::WeightStorage::Bf16`].
+    pub unembed_bf16: Option<UnembedBf16>,
+}
+
+/// The unembedding `[d_model, d_vocab]` packed as bf16 for [`crate::bf16`]'s products, used
+/// (as [`UnembedBlocks`] are) only while the tensor it was packed from is still the model's
+/// unembedding.
+#[derive(Debug, Clone)]
+pub struct UnembedBf16 {
+    pub packed: Arc<PackedBf16>,
+    /// The id of the tensor (`W_U`, or `W_E` when tied) it was packed from.
+    pub source: candle_core::TensorId,
 }
 
 /// The GGML blocks `[d_vocab, d_model]` of the unembedding (the tied `token_embd`, or
@@ -314,6 +372,15 @@ impl Weights {
 
     /// Whether any block matrix is held quantised ([`Matrix::Quantized`]).
     pub fn has_quantized(&self) -> bool {
+        self.any_matrix(|m| matches!(m, Matrix::Quantized(_)))
+    }
+
+    /// Whether any block matrix is held as bf16 ([`crate::loader::WeightStorage::Bf16`]).
+    pub fn has_bf16(&self) -> bool {
+        self.any_matrix(|m| matches!(m, Matrix::Bf16(_)))
+    }
+
+    fn any_matrix(&self, f: impl Fn(&Matrix) -> bool) -> bool {
         self.blocks.iter().any(|b| {
             let a = &b.attn;
             let mut ms = vec![&a.w_q, &a.w_k, &a.w_v, &a.w_o];
@@ -321,7 +388,7 @@ impl Weights {
                 ms.extend([&m.w_in, &m.w_out]);
                 ms.extend(m.w_gate.as_ref());
             }
-            ms.into_iter().any(|m| matches!(m, Matrix::Quantized(_)))
+            ms.into_iter().any(&f)
         })
     }
 
@@ -370,6 +437,46 @@ impl Weights {
             Ok(())
         })?;
         Ok(vars)
+    }
+
+    /// The unembedding's bf16 copy, if held and still packed from the unembedding.
+    pub fn unembed_bf16(&self) -> Option<&PackedBf16> {
+        let u = self.unembed_bf16.as_ref()?;
+        let current = self.w_u.as_ref().unwrap_or(&self.w_e).id();
+        (u.source == current).then_some(&*u.packed)
+    }
+
+    /// Round every block matrix and the unembedding to bf16 and pack them
+    /// ([`crate::loader::WeightStorage::Bf16`]); embeddings, norms and biases stay f32.
+    pub fn pack_bf16(&mut self) -> Result<()> {
+        fn pack(m: &mut Matrix) -> Result<()> {
+            let t = m.dense_mut()?;
+            let (k, n) = t.dims2()?;
+            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            *m = Matrix::Bf16(Arc::new(PackedBf16::pack(&v, k, n)?));
+            Ok(())
+        }
+        for b in &mut self.blocks {
+            let a = &mut b.attn;
+            for m in [&mut a.w_q, &mut a.w_k, &mut a.w_v, &mut a.w_o] {
+                pack(m)?;
+            }
+            if let Some(mlp) = &mut b.mlp {
+                pack(&mut mlp.w_in)?;
+                pack(&mut mlp.w_out)?;
+                if let Some(g) = &mut mlp.w_gate {
+                    pack(g)?;
+                }
+            }
+        }
+        let u = self.unembed()?;
+        let (k, n) = u.dims2()?;
+        let v: Vec<f32> = u.flatten_all()?.to_vec1()?;
+        self.unembed_bf16 = Some(UnembedBf16 {
+            packed: Arc::new(PackedBf16::pack(&v, k, n)?),
+            source: self.w_u.as_ref().unwrap_or(&self.w_e).id(),
+        });
+        Ok(())
     }
 
     /// The unembedding's blocks, if held and still equal to the unembedding.

@@ -1,0 +1,546 @@
+//! Products with bf16 inputs and f32 accumulation: the weights of the opt-in `--dtype bf16`
+//! forward ([`crate::loader::WeightStorage::Bf16`]).
+//!
+//! Definition: `y = bf16(x) @ bf16(W)` with every product of two bf16 values exact and the sums
+//! in f32, where `bf16(v)` rounds an f32 to the nearest bfloat16, ties to even (8 bits of
+//! mantissa: a relative rounding error of at most 2⁻⁹ per input). This is what Intel AMX's
+//! `TDPBF16PS` computes; on a CPU with AMX (Sapphire Rapids and later, Linux ≥ 5.16) the product
+//! runs on the tile unit, elsewhere the same rounded values are multiplied by the f32 gemm, so
+//! the results agree everywhere up to the order of the f32 sums.
+//!
+//! Layout. `W` (`[k, n]`, the compute layout `[in, out]`) is packed once into panels of 32
+//! columns; a panel is `k/32` blocks of two AMX tiles (columns 0–15 and 16–31 of the panel), each
+//! tile 16 rows of 64 bytes holding the pairs `(W[2r][c], W[2r+1][c])` of its 16 columns (the
+//! "VNNI" order the instruction reads). `k` and `n` are padded with zeros to multiples of 32.
+//! The input rows are rounded to bf16 into a row-major buffer padded the same way, which the
+//! tile loads read in place.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Rows and columns of the register block one kernel call computes (2 × 2 tiles of 16 × 16).
+const BLOCK: usize = 32;
+/// Input rows per cache block: the bf16 rows of one block stay in the core's L2 while every
+/// panel of the weights passes over them.
+const ROWS_PER_CHUNK: usize = 256;
+
+/// Round an f32 to the nearest bf16, ties to even (NaN stays NaN).
+pub fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// A `[k, n]` matrix rounded to bf16 and packed for the tile unit.
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    k: usize,
+    n: usize,
+    kp: usize,
+    np: usize,
+    data: Vec<u16>,
+}
+
+impl PackedBf16 {
+    /// Pack the row-major `[k, n]` matrix `w`.
+    pub fn pack(w: &[f32], k: usize, n: usize) -> Result<Self> {
+        if w.len() != k * n || k == 0 || n == 0 {
+            return Err(Error::Input(format!(
+                "bf16 packing: {} values for a [{k}, {n}] matrix",
+                w.len()
+            )));
+        }
+        let (kp, np) = (round_up(k, BLOCK), round_up(n, BLOCK));
+        let panel = kp * BLOCK;
+        let mut data = vec![0u16; kp * np];
+        data.par_chunks_mut(panel).enumerate().for_each(|(p, out)| {
+            for kb in 0..kp / BLOCK {
+                for half in 0..2 {
+                    let tile = &mut out[(kb * 2 + half) * 512..][..512];
+                    for r in 0..16 {
+                        for c in 0..16 {
+                            let col = p * BLOCK + half * 16 + c;
+                            for t in 0..2 {
+                                let row = kb * BLOCK + 2 * r + t;
+                                if row < k && col < n {
+                                    tile[r * 32 + 2 * c + t] = to_bf16(w[row * n + col]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(PackedBf16 { k, n, kp, np, data })
+    }
+
+    /// `[k, n]`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+
+    /// The packed values as a row-major f32 `[k, n]` matrix (exactly the rounded weights).
+    pub fn unpack(&self) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        let mut w = vec![0f32; k * n];
+        w.par_chunks_mut(n).enumerate().for_each(|(row, out)| {
+            let (kb, rr) = (row / BLOCK, row % BLOCK);
+            let (r, t) = (rr / 2, rr % 2);
+            for (col, o) in out.iter_mut().enumerate() {
+                let (p, cc) = (col / BLOCK, col % BLOCK);
+                let (half, c) = (cc / 16, cc % 16);
+                let at = p * self.kp * BLOCK + (kb * 2 + half) * 512 + r * 32 + 2 * c + t;
+                *o = from_bf16(self.data[at]);
+            }
+        });
+        w
+    }
+
+    /// `bf16(x) @ W` for the row-major `[m, k]` input `x`: `[m, n]` in f32.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        if x.len() != m * self.k {
+            return Err(Error::Input(format!(
+                "bf16 product: {} input values for {m} rows of {}",
+                x.len(),
+                self.k
+            )));
+        }
+        if m == 0 {
+            return Ok(Vec::new());
+        }
+        if amx_available() {
+            Ok(self.matmul_amx(x, m))
+        } else {
+            self.matmul_f32(x, m)
+        }
+    }
+
+    /// The same product through the f32 gemm on the rounded values (CPUs without AMX).
+    fn matmul_f32(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        use candle_core::{Device, Tensor};
+        let xr: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+        let a = Tensor::from_vec(xr, (m, self.k), &Device::Cpu)?;
+        let b = Tensor::from_vec(self.unpack(), (self.k, self.n), &Device::Cpu)?;
+        Ok(a.matmul(&b)?.flatten_all()?.to_vec1()?)
+    }
+
+    fn matmul_amx(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (k, kp, np) = (self.k, self.kp, self.np);
+        let mp = round_up(m, BLOCK);
+        // The rows rounded to bf16, padded with zero columns and rows.
+        let mut a = Vec::with_capacity(mp * kp);
+        a.resize(m * kp, 0u16);
+        a.par_chunks_mut(kp)
+            .zip(x.par_chunks(k))
+            .for_each(|(out, row)| {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = to_bf16(v);
+                }
+                out[row.len()..].fill(0);
+            });
+        a.resize(mp * kp, 0);
+        // The output is written by the kernels into the vector's spare capacity and not zeroed
+        // first (a memset of every output was 6% of a bf16 forward).
+        let mut c: Vec<f32> = Vec::with_capacity(mp * np);
+        let spare = &mut c.spare_capacity_mut()[..mp * np];
+        let panels = np / BLOCK;
+        let threads = rayon::current_num_threads().max(1);
+        let row_blocks = mp / BLOCK;
+        if row_blocks >= 2 * threads {
+            // Many rows: each task a chunk of rows against every panel.
+            let chunk = (ROWS_PER_CHUNK.min(round_up(mp.div_ceil(threads), BLOCK))).max(BLOCK);
+            spare
+                .par_chunks_mut(chunk * np)
+                .zip(a.par_chunks(chunk * kp))
+                .for_each(|(c, a)| {
+                    let rows = a.len() / kp;
+                    let _tiles = Tiles::configure();
+                    for p in 0..panels {
+                        for i in (0..rows).step_by(BLOCK) {
+                            // SAFETY: the tiles are configured on this thread; `a` holds `rows`
+                            // rows of `kp` bf16 and `c` `rows` rows of `np` f32, with `i + 32 ≤
+                            // rows` and the panel's 32 columns inside `np`; the panel holds `kp /
+                            // 32` blocks of 2 × 512 values.
+                            unsafe {
+                                kernel(
+                                    a.as_ptr().add(i * kp),
+                                    kp,
+                                    self.data.as_ptr().add(p * kp * BLOCK),
+                                    c.as_mut_ptr().add(i * np + p * BLOCK).cast::<f32>(),
+                                    np,
+                                    kp / BLOCK,
+                                    next_panel(&self.data, p, i, kp),
+                                )
+                            }
+                        }
+                    }
+                });
+        } else {
+            // Few rows (a decode step): split the panels; each task writes its own columns of
+            // a scratch block, copied into place after.
+            let per = panels.div_ceil(threads * 4).max(1);
+            let parts: Vec<(usize, Vec<f32>)> = (0..panels)
+                .step_by(per)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|p0| {
+                    let p1 = (p0 + per).min(panels);
+                    let w = (p1 - p0) * BLOCK;
+                    let mut out = vec![0f32; mp * w];
+                    let _tiles = Tiles::configure();
+                    for p in p0..p1 {
+                        for i in (0..mp).step_by(BLOCK) {
+                            // SAFETY: as above, with `out` `mp` rows of `w` f32 and the panel's
+                            // columns `(p - p0) * 32 ..+32` inside `w`.
+                            unsafe {
+                                kernel(
+                                    a.as_ptr().add(i * kp),
+                                    kp,
+                                    self.data.as_ptr().add(p * kp * BLOCK),
+                                    out.as_mut_ptr().add(i * w + (p - p0) * BLOCK),
+                                    w,
+                                    kp / BLOCK,
+                                    next_panel(&self.data, p, i, kp),
+                                )
+                            }
+                        }
+                    }
+                    (p0, out)
+                })
+                .collect();
+            for (p0, out) in parts {
+                let w = out.len() / mp;
+                for i in 0..mp {
+                    for (d, &v) in spare[i * np + p0 * BLOCK..][..w]
+                        .iter_mut()
+                        .zip(&out[i * w..][..w])
+                    {
+                        d.write(v);
+                    }
+                }
+            }
+        }
+        // SAFETY: every element of the `mp × np` output was written above: each 32 × 32 block
+        // by one kernel call (row blocks × panels cover it), or copied from the parts, which
+        // cover every panel.
+        unsafe { c.set_len(mp * np) };
+        // Drop the padding.
+        let n = self.n;
+        if np == n {
+            c.truncate(m * n);
+            return c;
+        }
+        let mut y = vec![0f32; m * n];
+        y.par_chunks_mut(n)
+            .zip(c.par_chunks(np))
+            .for_each(|(y, c)| y.copy_from_slice(&c[..n]));
+        y
+    }
+}
+
+/// What [`kernel`] prefetches: on a panel's first row block the next panel (wrapping to the
+/// first), else the current one (already cached: the prefetches cost little).
+fn next_panel(data: &[u16], p: usize, i: usize, kp: usize) -> *const u16 {
+    let panel = kp * BLOCK;
+    let q = if i == 0 {
+        (p + 1) % (data.len() / panel)
+    } else {
+        p
+    };
+    data[q * panel..].as_ptr()
+}
+
+/// Whether this process can run AMX's bf16 tile instructions: the CPU reports AMX-TILE and
+/// AMX-BF16 and the kernel granted the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+/// Asked once per process. `INTERPLAB_NO_AMX=1` turns the tile path off (the f32 fallback is
+/// then used, for comparing the two).
+pub fn amx_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| std::env::var_os("INTERPLAB_NO_AMX").is_none() && request_amx())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_amx() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    let leaf7 = __cpuid_count(7, 0);
+    let (amx_bf16, amx_tile) = (leaf7.edx & (1 << 22) != 0, leaf7.edx & (1 << 24) != 0);
+    if !(amx_bf16 && amx_tile) {
+        return false;
+    }
+    const SYS_ARCH_PRCTL: usize = 158;
+    const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+    const XFEATURE_XTILEDATA: usize = 18;
+    let ret: isize;
+    // SAFETY: the arch_prctl system call with two integer arguments; it reads and writes no
+    // memory of ours. `syscall` clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL as isize => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn request_amx() -> bool {
+    false
+}
+
+/// The tile configuration of this thread for as long as the value lives: tiles 0–7 all 16
+/// rows of 64 bytes (C: 0–3, A: 4–5, B: 6–7). Released on drop.
+struct Tiles;
+
+impl Tiles {
+    #[cfg(target_arch = "x86_64")]
+    fn configure() -> Tiles {
+        #[repr(C, align(64))]
+        struct Config([u8; 64]);
+        let mut cfg = Config([0; 64]);
+        cfg.0[0] = 1; // palette 1
+        for t in 0..8 {
+            cfg.0[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+            cfg.0[48 + t] = 16; // rows
+        }
+        // SAFETY: only reached after `amx_available()` returned true; LDTILECFG reads the 64
+        // bytes of `cfg`.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        }
+        Tiles
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    fn configure() -> Tiles {
+        unreachable!("AMX is x86_64 only")
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: releases this thread's tile state, configured by `configure`.
+        unsafe {
+            std::arch::asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+}
+
+/// One 32 × 32 block of `C = A @ B` over `kb` blocks of 32 inputs: `a` points at 32 rows of
+/// bf16 `lda` apart (in elements), `b` at a panel (`kb` × 2 tiles of 512 bf16), `c` at 32 rows
+/// of f32 `ldc` apart; the block is overwritten. Meanwhile the panel-sized range at `pf` is
+/// prefetched into L2 (the next panel, on a panel's first block; a panel read from memory
+/// otherwise stalls every tile load of that first pass).
+///
+/// # Safety
+/// The tiles must be configured by [`Tiles::configure`] on this thread, and the three pointers
+/// valid for the extents above (`pf` need not be: a prefetch never faults).
+#[cfg(target_arch = "x86_64")]
+unsafe fn kernel(
+    a: *const u16,
+    lda: usize,
+    b: *const u16,
+    c: *mut f32,
+    ldc: usize,
+    kb: usize,
+    pf: *const u16,
+) {
+    let sa = lda * 2;
+    let sc = ldc * 4;
+    let a1 = a.add(16 * lda);
+    let c1 = c.add(16 * ldc);
+    std::arch::asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        "2:",
+        "tileloadd tmm4, [{a0} + {sa} * 1]",
+        "tileloadd tmm6, [{b} + {sb} * 1]",
+        "tileloadd tmm7, [{b} + {sb} * 1 + 1024]",
+        "tileloadd tmm5, [{a1} + {sa} * 1]",
+        "tdpbf16ps tmm0, tmm4, tmm6",
+        "tdpbf16ps tmm1, tmm4, tmm7",
+        "tdpbf16ps tmm2, tmm5, tmm6",
+        "tdpbf16ps tmm3, tmm5, tmm7",
+        "prefetcht1 [{pf} + 0]",
+        "prefetcht1 [{pf} + 64]",
+        "prefetcht1 [{pf} + 128]",
+        "prefetcht1 [{pf} + 192]",
+        "prefetcht1 [{pf} + 256]",
+        "prefetcht1 [{pf} + 320]",
+        "prefetcht1 [{pf} + 384]",
+        "prefetcht1 [{pf} + 448]",
+        "prefetcht1 [{pf} + 512]",
+        "prefetcht1 [{pf} + 576]",
+        "prefetcht1 [{pf} + 640]",
+        "prefetcht1 [{pf} + 704]",
+        "prefetcht1 [{pf} + 768]",
+        "prefetcht1 [{pf} + 832]",
+        "prefetcht1 [{pf} + 896]",
+        "prefetcht1 [{pf} + 960]",
+        "prefetcht1 [{pf} + 1024]",
+        "prefetcht1 [{pf} + 1088]",
+        "prefetcht1 [{pf} + 1152]",
+        "prefetcht1 [{pf} + 1216]",
+        "prefetcht1 [{pf} + 1280]",
+        "prefetcht1 [{pf} + 1344]",
+        "prefetcht1 [{pf} + 1408]",
+        "prefetcht1 [{pf} + 1472]",
+        "prefetcht1 [{pf} + 1536]",
+        "prefetcht1 [{pf} + 1600]",
+        "prefetcht1 [{pf} + 1664]",
+        "prefetcht1 [{pf} + 1728]",
+        "prefetcht1 [{pf} + 1792]",
+        "prefetcht1 [{pf} + 1856]",
+        "prefetcht1 [{pf} + 1920]",
+        "prefetcht1 [{pf} + 1984]",
+        "add {a0}, 64",
+        "add {a1}, 64",
+        "add {b}, 2048",
+        "add {pf}, 2048",
+        "dec {kb}",
+        "jnz 2b",
+        "tilestored [{c0} + {sc} * 1], tmm0",
+        "tilestored [{c0} + {sc} * 1 + 64], tmm1",
+        "tilestored [{c1} + {sc} * 1], tmm2",
+        "tilestored [{c1} + {sc} * 1 + 64], tmm3",
+        a0 = inout(reg) a => _,
+        a1 = inout(reg) a1 => _,
+        b = inout(reg) b => _,
+        pf = inout(reg) pf => _,
+        kb = inout(reg) kb => _,
+        sa = in(reg) sa,
+        sb = in(reg) 64usize,
+        sc = in(reg) sc,
+        c0 = in(reg) c,
+        c1 = in(reg) c1,
+        options(nostack),
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel(
+    _: *const u16,
+    _: usize,
+    _: *const u16,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: *const u16,
+) {
+    unreachable!("AMX is x86_64 only")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::rng::SplitMix(seed);
+        (0..n)
+            .map(|_| (r.next_u64() % 20_001) as f32 / 10_000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        // 1 + 2^-8 is halfway between bf16 1.0 and 1 + 2^-7: ties go to the even mantissa 1.0;
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up.
+        assert_eq!(from_bf16(to_bf16(1.0 + 2f32.powi(-8))), 1.0);
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
+            1.0 + 2f32.powi(-6)
+        );
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20))),
+            1.0 + 2f32.powi(-7)
+        );
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+    }
+
+    #[test]
+    fn pack_then_unpack_gives_the_rounded_matrix() {
+        for (k, n) in [(1, 1), (40, 20), (64, 96), (33, 70)] {
+            let w = values(k * n, 3);
+            let p = PackedBf16::pack(&w, k, n).unwrap();
+            let back = p.unpack();
+            for (x, y) in w.iter().zip(&back) {
+                assert_eq!(from_bf16(to_bf16(*x)), *y);
+            }
+        }
+    }
+
+    /// Against an f64 product of the rounded inputs: the bf16 products are exact, so the only
+    /// error is the f32 sums', bounded by k · 2⁻²⁴ · Σ|x||w| per element (bound ×4).
+    #[test]
+    fn matmul_matches_the_f64_product_of_the_rounded_inputs() {
+        for (m, k, n) in [
+            (1, 40, 20),
+            (17, 64, 96),
+            (33, 576, 64),
+            (100, 70, 33),
+            (300, 96, 160),
+        ] {
+            let x = values(m * k, 1);
+            let w = values(k * n, 2);
+            let p = PackedBf16::pack(&w, k, n).unwrap();
+            // Both paths: the f32 one everywhere, the tile one where this CPU has it.
+            let mut paths = vec![("f32", p.matmul_f32(&x, m).unwrap())];
+            if amx_available() {
+                paths.push(("amx", p.matmul_amx(&x, m)));
+            }
+            let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+            for (path, y) in paths {
+                assert_eq!(y.len(), m * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut s, mut abs) = (0f64, 0f64);
+                        for t in 0..k {
+                            s += r(x[i * k + t]) * r(w[t * n + j]);
+                            abs += (r(x[i * k + t]) * r(w[t * n + j])).abs();
+                        }
+                        let bound = 4.0 * k as f64 * 2f64.powi(-24) * abs + 1e-30;
+                        let got = y[i * n + j] as f64;
+                        assert!(
+                            (got - s).abs() <= bound,
+                            "{path} [{m},{k},{n}] ({i},{j}): {got} vs {s} (bound {bound:e})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused() {
+        assert!(PackedBf16::pack(&[1.0; 5], 2, 3).is_err());
+        let p = PackedBf16::pack(&[1.0; 6], 2, 3).unwrap();
+        assert!(p.matmul(&[1.0; 3], 1).is_err());
+    }
+}
