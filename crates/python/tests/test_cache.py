@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+import interplab
+
 from conftest import MODEL, REPO, read_safetensors
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -118,6 +120,19 @@ def test_logits_match_transformers(model):
         k = want.shape[0]
         assert np.max(np.abs(logits[-k:] - want)) < 1e-3, p
         assert logits.argmax(-1).tolist() == ref[f"argmax_{i}"].tolist()
+
+
+def test_bf16_weights_stay_near_transformers(model):
+    """`dtype="bf16"` (the CLI's `--dtype bf16`): transformers' f32 logits within the bf16
+    error that crates/core/tests/bf16_weights.rs measured (0.22; bound 0.6), same argmax."""
+    bf = interplab.load(MODEL, dtype="bf16")
+    ref = read_safetensors(FIXTURES / "hf_logits_slim.safetensors")
+    p = "When Mary and John went to the store, John gave a drink to"
+    logits = bf(bf.to_tokens(p, prepend_bos=False))[0]
+    want = ref["logits_last_0"]
+    k = want.shape[0]
+    assert np.max(np.abs(logits[-k:] - want)) < 0.6
+    assert logits[-k:].argmax(-1).tolist() == ref["argmax_0"].tolist()[-k:]
 
 
 def test_tokens_round_trip(model):

@@ -68,3 +68,10 @@ def test_misshapen_or_float_tokens(model):
     assert "shape" in message(lambda: model(np.zeros((1, 2, 3), dtype=np.int64)))
     with pytest.raises(TypeError):
         model(np.array([[0.5, 1.5]]))
+
+
+def test_dtype_choices():
+    assert "choose one" in message(
+        lambda: interplab.load(MODEL, quantized_weights=True, dtype="bf16")
+    )
+    assert "'f32' or 'bf16'" in message(lambda: interplab.load(MODEL, dtype="f16"))
