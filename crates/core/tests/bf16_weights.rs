@@ -40,20 +40,15 @@ fn bf16_smollm2_holds_the_rounded_weights_and_stays_near_the_f32_logits() {
             (&dm.w_out, &bm.w_out),
         ] {
             assert!(matches!(b, Matrix::Bf16(_)));
-            let want: Vec<f32> = d
-                .tensor()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let got: Vec<f32> = b
-                .tensor()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let values = |m: &Matrix| -> Vec<f32> {
+                m.tensor()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (want, got) = (values(d), values(b));
             assert!(want
                 .iter()
                 .zip(&got)
