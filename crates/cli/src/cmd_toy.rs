@@ -26,6 +26,15 @@ pub enum ToyCommand {
     Whispers(crate::cmd_toy_whispers::WhispersArgs),
 }
 
+impl ToyArgs {
+    /// The thread count without `--threads`: one for the induction models, which are too small
+    /// to split (at 2 threads the §3 run took 10× longer than at 1 on a busy 2-core machine;
+    /// the numbers are the same at any thread count); the machine's for the others.
+    pub fn default_threads(&self) -> Option<usize> {
+        matches!(self.experiment, ToyCommand::Induction(_)).then_some(1)
+    }
+}
+
 /// Run one toy experiment.
 pub fn run(a: ToyArgs) -> anyhow::Result<()> {
     match a.experiment {

@@ -117,15 +117,6 @@ impl InductionArgs {
 
 /// Train, write the run directory and print what each depth formed.
 pub fn run(a: InductionArgs) -> anyhow::Result<()> {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Without --threads: one thread. The model is too small to split; at 2 threads the
-        // §3 run took 10× longer than at 1 on a busy 2-core machine (rayon oversubscription).
-        // The numbers are the same at any thread count.
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build_global();
-    }
     let cfg = a.out.config_or(|| a.config())?;
     let (outcome, dir) = match crate::exec::execute(&cfg, &a.out, a.out.existing(a.resume)) {
         Err(e) if e.downcast_ref::<Stopped>().is_some() => {

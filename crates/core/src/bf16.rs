@@ -143,6 +143,28 @@ impl PackedBf16 {
         Ok(a.matmul(&b)?.flatten_all()?.to_vec1()?)
     }
 
+    /// One 32 × 32 output block: rows `i..i + 32` of the padded bf16 rows `a` against panel `p`,
+    /// written to `c` with row stride `ldc`.
+    ///
+    /// # Safety
+    /// The AMX tiles are configured on this thread, `i + 32` rows of `kp` values lie inside `a`,
+    /// and `c` points at 32 rows of 32 writable f32 spaced `ldc` apart.
+    unsafe fn block(&self, a: &[u16], i: usize, p: usize, c: *mut f32, ldc: usize) {
+        let kp = self.kp;
+        // SAFETY: the caller's promises, and panel `p` holds `kp / 32` blocks of 2 × 512 values.
+        unsafe {
+            kernel(
+                a.as_ptr().add(i * kp),
+                kp,
+                self.data.as_ptr().add(p * kp * BLOCK),
+                c,
+                ldc,
+                kp / BLOCK,
+                next_panel(&self.data, p, i, kp),
+            )
+        }
+    }
+
     fn matmul_amx(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (k, kp, np) = (self.k, self.kp, self.np);
         let mp = round_up(m, BLOCK);
@@ -178,17 +200,14 @@ impl PackedBf16 {
                         for i in (0..rows).step_by(BLOCK) {
                             // SAFETY: the tiles are configured on this thread; `a` holds `rows`
                             // rows of `kp` bf16 and `c` `rows` rows of `np` f32, with `i + 32 ≤
-                            // rows` and the panel's 32 columns inside `np`; the panel holds `kp /
-                            // 32` blocks of 2 × 512 values.
+                            // rows` and the panel's 32 columns inside `np`.
                             unsafe {
-                                kernel(
-                                    a.as_ptr().add(i * kp),
-                                    kp,
-                                    self.data.as_ptr().add(p * kp * BLOCK),
-                                    c.as_mut_ptr().add(i * np + p * BLOCK).cast::<f32>(),
+                                self.block(
+                                    &a,
+                                    i,
+                                    p,
+                                    c.as_mut_ptr().add(i * np + p * BLOCK).cast(),
                                     np,
-                                    kp / BLOCK,
-                                    next_panel(&self.data, p, i, kp),
                                 )
                             }
                         }
@@ -212,14 +231,12 @@ impl PackedBf16 {
                             // SAFETY: as above, with `out` `mp` rows of `w` f32 and the panel's
                             // columns `(p - p0) * 32 ..+32` inside `w`.
                             unsafe {
-                                kernel(
-                                    a.as_ptr().add(i * kp),
-                                    kp,
-                                    self.data.as_ptr().add(p * kp * BLOCK),
+                                self.block(
+                                    &a,
+                                    i,
+                                    p,
                                     out.as_mut_ptr().add(i * w + (p - p0) * BLOCK),
                                     w,
-                                    kp / BLOCK,
-                                    next_panel(&self.data, p, i, kp),
                                 )
                             }
                         }
