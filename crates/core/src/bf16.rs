@@ -203,7 +203,7 @@ impl PackedBf16 {
                             // rows` and the panel's 32 columns inside `np`.
                             unsafe {
                                 self.block(
-                                    &a,
+                                    a,
                                     i,
                                     p,
                                     c.as_mut_ptr().add(i * np + p * BLOCK).cast(),
