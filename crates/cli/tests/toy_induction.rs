@@ -166,6 +166,21 @@ fn bad_input_is_a_clean_error() {
 }
 
 #[test]
+fn without_threads_the_run_uses_one_thread() {
+    // The induction models are too small to split; the global pool is built before the command
+    // runs, so the default must come from the command line, not from inside the command.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args: Vec<&str> = TINY[2..].to_vec();
+    args.extend(["--out", out.to_str().unwrap()]);
+    let o = interplab(&args);
+    assert_ok(&o);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["threads"], 1, "{manifest}");
+}
+
+#[test]
 fn corpus_data_trains_on_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
