@@ -94,14 +94,18 @@ impl Started {
         let all = self.runs.clone();
         let id2 = id.clone();
         std::thread::spawn(move || {
-            let out = interplab_lab::rerun::run_to_dir(
-                &cfg,
-                Some(&dir),
-                Existing::Refuse,
-                WeightStorage::Dense,
-                &mut |_| {},
-                &mut NoProgress,
-            );
+            // On a worker of the compute pool, as the CLI runs its commands: parallel ops
+            // started there need no hand-over to the pool.
+            let out = rayon::scope(|_| {
+                interplab_lab::rerun::run_to_dir(
+                    &cfg,
+                    Some(&dir),
+                    Existing::Refuse,
+                    WeightStorage::Dense,
+                    &mut |_| {},
+                    &mut NoProgress,
+                )
+            });
             let mut runs = all.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(r) = runs.iter_mut().find(|r| r.id == id2) {
                 match out {
