@@ -5,10 +5,13 @@
 
 use crate::common;
 
+use candle_core::Device;
 use common::{fixture, max_abs_diff, qwen2, tokens};
 use interplab_core::config::Architecture;
+use interplab_core::loader::{load_resolved, WeightStorage};
 use interplab_core::model::process::ProcessOptions;
-use interplab_core::model::{log_softmax, Input, NameFilter, RunOptions};
+use interplab_core::model::{log_softmax, Input, Matrix, NameFilter, RunOptions};
+use interplab_core::source::{resolve, ModelSource};
 
 #[test]
 fn logits_and_tokens_match_transformers() {
@@ -62,11 +65,9 @@ fn cached_hooks_replay_the_logits() {
     assert_eq!(max_abs_diff(&plain, &resumed), 0.0, "start_at_layer 12");
 }
 
-#[test]
-fn greedy_generation_with_the_kv_cache_matches_transformers() {
-    // transformers' reference: argmax of a full forward per step, 20 new tokens, no EOS stop
-    // (equal to its `generate(do_sample=False)`); ours decodes with the KV cache.
-    let m = qwen2();
+/// transformers' greedy continuation: prompt ids, the 20 new ids (argmax of a full forward
+/// per step, no EOS stop: equal to its `generate(do_sample=False)`) and their text.
+fn greedy_reference() -> (Vec<u32>, Vec<u32>, String) {
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("reference/qwen2/hf_logits_slim.json")).unwrap(),
     )
@@ -81,21 +82,59 @@ fn greedy_generation_with_the_kv_cache_matches_transformers() {
     };
     let prompt = ids(&g["prompt_token_ids"]);
     assert_eq!(
-        m.tokenizer
+        qwen2()
+            .tokenizer
             .encode(g["prompt"].as_str().unwrap(), false)
             .unwrap(),
         prompt
     );
+    (
+        prompt,
+        ids(&g["new_token_ids"]),
+        g["text"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn greedy_generation_with_the_kv_cache_matches_transformers() {
+    let m = qwen2();
+    let (prompt, want, text) = greedy_reference();
     let opts = interplab_core::model::GenerateOptions {
         max_new_tokens: 20,
         ..Default::default()
     };
     let out = m.model.generate(&prompt, &opts, None).unwrap();
-    assert_eq!(out, ids(&g["new_token_ids"]));
-    assert_eq!(
-        m.tokenizer.decode(&out).unwrap(),
-        g["text"].as_str().unwrap()
-    );
+    assert_eq!(out, want);
+    assert_eq!(m.tokenizer.decode(&out).unwrap(), text);
+}
+
+#[test]
+fn greedy_generation_from_the_blocks_matches_transformers() {
+    // As `interplab generate` decodes: every block matrix stays Q5_0 / Q8_0 / Q4_K / Q6_K
+    // blocks, multiplied by the exact f32 row kernels (`qmatmul`), none made dense.
+    let src = ModelSource::parse("qwen2.5-coder-0.5b").unwrap();
+    let resolved = resolve(&src, &mut |_| {}).unwrap();
+    let mut m = load_resolved(resolved, &Device::Cpu, WeightStorage::Quantized).unwrap();
+    m.model.weights.dense_where_inexact().unwrap();
+    for (l, b) in m.model.weights.blocks.iter().enumerate() {
+        let mlp = b.mlp.as_ref().unwrap();
+        for w in [
+            &b.attn.w_q,
+            &b.attn.w_k,
+            &b.attn.w_v,
+            &b.attn.w_o,
+            &mlp.w_in,
+            &mlp.w_out,
+        ] {
+            assert!(matches!(w, Matrix::Quantized(_)), "block {l} made dense");
+        }
+    }
+    let (prompt, want, _) = greedy_reference();
+    let opts = interplab_core::model::GenerateOptions {
+        max_new_tokens: 20,
+        ..Default::default()
+    };
+    assert_eq!(m.model.generate(&prompt, &opts, None).unwrap(), want);
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub const FEW_ROWS: usize = 16;
 pub(crate) fn few_rows_from_blocks(q: &QuantizedMatrix, x: &Tensor) -> Result<Option<Tensor>> {
     let (n, _) = x.dims2()?;
     // Only the block types whose row kernel multiplies the dense weights exactly: candle's
-    // 8-bit-activation kernels (K-quants, Q5_0) moved Gemma 3's logits by 1.2, too much to be
+    // 8-bit-activation kernels (K-quants) moved Gemma 3's logits by 1.2, too much to be
     // the same model.
     let exact = crate::qmatmul::exact_rows(q.ggml_dtype());
     if !exact || n > FEW_ROWS || x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
@@ -348,8 +348,8 @@ impl Weights {
     }
 
     /// Makes dense every block matrix whose blocks a decode step cannot multiply exactly
-    /// (everything but Q4_1 and Q8_0: see [`crate::qmatmul`]); the exact ones stay as blocks.
-    /// For generation: a decode step then reads Q4_1/Q8_0 blocks and the dense f32 of the
+    /// (everything but Q4_1, Q8_0 and Q5_0: see [`crate::qmatmul`]); the exact ones stay as blocks.
+    /// For generation: a decode step then reads Q4_1/Q8_0/Q5_0 blocks and the dense f32 of the
     /// rest, rather than dequantising a K-quant matrix on every token.
     pub fn dense_where_inexact(&mut self) -> Result<()> {
         for b in &mut self.blocks {
