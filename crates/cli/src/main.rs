@@ -59,7 +59,7 @@ struct Cli {
     threads: Option<usize>,
     /// Keep a GGUF model's block matrices quantised in memory: same results, ~360 MB less for
     /// SmolLM2-135M. A forward over many tokens dequantises them layer by layer (slower); a
-    /// decode step multiplies Q4_1/Q8_0 blocks directly (faster; `generate` does that even
+    /// decode step multiplies Q4_1/Q8_0/Q5_0/Q4_K/Q6_K blocks directly (faster; `generate` does that even
     /// without this flag). See docs/performance.md.
     #[arg(long, global = true)]
     quantized_weights: bool,

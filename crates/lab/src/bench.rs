@@ -202,7 +202,7 @@ pub fn measure(
             };
             let mut m = load(&a.model, storage)?;
             if quantized {
-                // As `interplab generate` decodes: Q4_1/Q8_0 from their blocks, the rest dense.
+                // As `interplab generate` decodes: Q4_1/Q8_0/Q5_0/Q4_K/Q6_K from their blocks, the rest dense.
                 m.model.weights.dense_where_inexact()?;
             }
             let ids = bench_tokens(batch, GENERATE_PROMPT);
