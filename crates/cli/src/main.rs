@@ -59,8 +59,8 @@ struct Cli {
     threads: Option<usize>,
     /// Keep a GGUF model's block matrices quantised in memory: same results, ~360 MB less for
     /// SmolLM2-135M. A forward over many tokens dequantises them layer by layer (slower); a
-    /// decode step multiplies Q4_1/Q8_0/Q5_0/Q4_K/Q6_K blocks directly (faster; `generate` does that even
-    /// without this flag). See docs/performance.md.
+    /// decode step multiplies the blocks directly (faster; `generate` does that even without
+    /// this flag). See docs/performance.md.
     #[arg(long, global = true)]
     quantized_weights: bool,
     /// The block matrices' and the unembedding's number type: f32 (exact), or bf16 (opt-in,
@@ -141,16 +141,7 @@ fn main() -> ExitCode {
         Command::Toy(a) => a.default_threads(),
         _ => None,
     });
-    if let Some(n) = threads {
-        // candle reads RAYON_NUM_THREADS at each parallel op; the global pool must agree.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    // The command runs on one of the pool's workers (below), so workers get the main
-    // thread's stack size.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .stack_size(8 << 20)
-        .build_global();
+    interplab_core::threads::build_global_pool(threads);
     if cli.quantized_weights && cli.dtype == "bf16" {
         eprintln!("error: --quantized-weights and --dtype bf16 are two storages; choose one");
         return ExitCode::from(2);
@@ -161,16 +152,12 @@ fn main() -> ExitCode {
     if cli.dtype == "bf16" {
         ui::set_weight_storage(interplab_core::loader::WeightStorage::Bf16);
     }
-    // Every command but the server runs on a worker of the global pool: a parallel op started
-    // from a worker begins at once on that thread, where one started from the main thread
-    // hands its work to the pool and sleeps until it is done (two context switches per op:
-    // a fifth of a batch-1 decode step). Intel Xeon (AMX), `interplab bench --what
-    // generate-q`: 22.1 → 27.5 tokens/s on one thread, 41.2 → 48.8 on two.
+    // The server serves from its own threads; every other command runs on a pool worker.
     let command = cli.command;
     let result = if matches!(command, Command::Serve(_)) {
         dispatch(command)
     } else {
-        rayon::scope(|_| dispatch(command))
+        interplab_core::threads::on_pool(|| dispatch(command))
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

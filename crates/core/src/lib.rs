@@ -24,6 +24,7 @@ pub mod qmatmul;
 pub mod rng;
 pub mod safetensors_file;
 pub mod source;
+pub mod threads;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -120,6 +120,12 @@ pub(crate) fn matmul_rows(
     Ok(y)
 }
 
+/// The little-endian f16 at byte `i` of `b`, as f32 (exactly).
+#[inline(always)]
+fn f16(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
 /// f32 values per block in [`block_scales`]: Q4_1's scale and minimum, Q8_0's scale, none
 /// for the types only the portable loops read.
 fn scales_per_block(dtype: GgmlDType) -> usize {
@@ -139,7 +145,6 @@ pub(crate) fn block_scales(dtype: GgmlDType, bytes: &[u8]) -> Vec<f32> {
     let Some((_, block_bytes)) = f32_path_block(dtype).filter(|_| per > 0) else {
         return Vec::new();
     };
-    let f16 = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
     let mut out = Vec::with_capacity(bytes.len() / block_bytes * per);
     for b in bytes.chunks_exact(block_bytes) {
         let d = f16(b, 0);
@@ -559,8 +564,8 @@ impl Block for Q4_1 {
     /// `q * d + m` unfused, as candle and the dense load compute it.
     #[inline(always)]
     fn dequantize(b: &[u8], w: &mut [f32]) {
-        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let mn = half::f16::from_le_bytes([b[2], b[3]]).to_f32();
+        let d = f16(b, 0);
+        let mn = f16(b, 2);
         let qs = &b[4..20];
         for j in 0..16 {
             w[j] = (qs[j] & 0x0F) as f32 * d + mn;
@@ -575,7 +580,7 @@ impl Block for Q8_0 {
     /// f16 scale `d`, 32 signed bytes; `q * d`.
     #[inline(always)]
     fn dequantize(b: &[u8], w: &mut [f32]) {
-        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let d = f16(b, 0);
         let qs = &b[2..34];
         for j in 0..32 {
             w[j] = qs[j] as i8 as f32 * d;
@@ -591,7 +596,7 @@ impl Block for Q5_0 {
     /// dense load compute it.
     #[inline(always)]
     fn dequantize(b: &[u8], w: &mut [f32]) {
-        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let d = f16(b, 0);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         let qs = &b[6..22];
         for j in 0..16 {
@@ -623,8 +628,8 @@ impl Block for Q4K {
     /// nibbles; sub-block `s` of 32 weights is `(d·sc_s)·q − dmin·m_s`.
     #[inline(always)]
     fn dequantize(b: &[u8], w: &mut [f32]) {
-        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let dmin = half::f16::from_le_bytes([b[2], b[3]]).to_f32();
+        let d = f16(b, 0);
+        let dmin = f16(b, 2);
         let scales = &b[4..16];
         for c in 0..4 {
             let q = &b[16 + 32 * c..16 + 32 * (c + 1)];
@@ -648,7 +653,7 @@ impl Block for Q6K {
     /// scales, f16 `d`; weight `(d·sc)·(q − 32)` with `q` 6 bits.
     #[inline(always)]
     fn dequantize(b: &[u8], w: &mut [f32]) {
-        let d = half::f16::from_le_bytes([b[208], b[209]]).to_f32();
+        let d = f16(b, 208);
         for half_block in 0..2 {
             let ql = &b[64 * half_block..64 * half_block + 64];
             let qh = &b[128 + 32 * half_block..128 + 32 * half_block + 32];

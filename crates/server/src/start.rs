@@ -94,9 +94,7 @@ impl Started {
         let all = self.runs.clone();
         let id2 = id.clone();
         std::thread::spawn(move || {
-            // On a worker of the compute pool, as the CLI runs its commands: parallel ops
-            // started there need no hand-over to the pool.
-            let out = rayon::scope(|_| {
+            let out = interplab_core::threads::on_pool(|| {
                 interplab_lab::rerun::run_to_dir(
                     &cfg,
                     Some(&dir),
