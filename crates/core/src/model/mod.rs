@@ -1021,16 +1021,24 @@ pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
 }
 
 /// Mean next-token cross-entropy of `logits` `[b, p, v]` against `tokens` `[b, p]` shifted by
-/// one (positions 0..p-1 predict 1..p), as TransformerLens' `lm_cross_entropy_loss`; built from
-/// differentiable ops, so it trains and backpropagates.
+/// one (positions 0..p-1 predict 1..p), as TransformerLens' `lm_cross_entropy_loss`:
+/// differentiable, through the fused [`crate::kernels::cross_entropy_rows`] (the last position
+/// of each sequence has no target).
 pub fn next_token_loss(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
     let (b, p, v) = logits.dims3()?;
-    let x = logits.narrow(1, 0, p - 1)?.reshape((b * (p - 1), v))?;
-    let lp = log_softmax(&x)?;
-    let target = tokens
-        .narrow(1, 1, p - 1)?
-        .flatten_all()?
-        .to_dtype(DType::U32)?;
-    let picked = lp.gather(&target.unsqueeze(1)?, 1)?;
-    Ok((picked.mean_all()? * -1.0)?)
+    if p < 2 || tokens.dims2()? != (b, p) {
+        return Err(Error::Input(format!(
+            "next-token loss: logits [{b}, {p}, {v}] against tokens {:?} (needs two positions \
+             and one token per position)",
+            tokens.dims()
+        )));
+    }
+    let ids = tokens.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let targets: Vec<u32> = ids
+        .iter()
+        .flat_map(|row| row[1..].iter().copied().chain([crate::kernels::NO_TARGET]))
+        .collect();
+    let targets = Tensor::from_vec(targets, b * p, logits.device())?;
+    let rows = crate::kernels::cross_entropy_rows(&logits.reshape((b * p, v))?, &targets)?;
+    Ok((rows.sum_all()? / (b * (p - 1)) as f64)?)
 }
