@@ -13,7 +13,11 @@
 //! The loop is plain slice arithmetic the compiler vectorises; candle's `AdamW` is a chain of
 //! unfused tensor ops (DESIGN.md).
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// Elements per parallel task of [`AdamW::step`] (slices shorter than two run on the caller).
+const PAR_CHUNK: usize = 1 << 15;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -73,16 +77,24 @@ impl AdamW {
         let step = (c.lr / bc1) as f32;
         let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
         let eps = c.eps as f32;
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            *p *= decay;
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                *p *= decay;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+            }
+        };
+        // Each element is updated on its own, so splitting the slices changes no result.
+        if params.len() >= 2 * PAR_CHUNK {
+            params
+                .par_chunks_mut(PAR_CHUNK)
+                .zip(grads.par_chunks(PAR_CHUNK))
+                .zip(self.m.par_chunks_mut(PAR_CHUNK))
+                .zip(self.v.par_chunks_mut(PAR_CHUNK))
+                .for_each(|(((p, g), m), v)| update(p, g, m, v));
+        } else {
+            update(params, grads, &mut self.m, &mut self.v);
         }
     }
 }

@@ -1478,7 +1478,15 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // Interplab: the products below write every element (`read_dst` is false) into the
+        // vector's spare capacity, so the output is not zero-filled first (unless k = 0, when
+        // there is nothing to multiply).
+        let len = b * m * n;
+        let mut dst: Vec<T> = if k == 0 {
+            vec![T::zero(); len]
+        } else {
+            Vec::with_capacity(len)
+        };
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1499,16 +1507,18 @@ impl Map2 for MatMul {
             // over itself, so a stride-zero batch on lhs goes through the loop below.
             (b, m, n, k)
         };
+        let dst_base = dst.as_mut_ptr();
         for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            let dst_p = &mut dst[step * c_skip..];
+            // SAFETY (Interplab): `step * c_skip` is inside the `len` elements allocated.
+            let dst_p = unsafe { dst_base.add(step * c_skip) };
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst_p,
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1527,6 +1537,9 @@ impl Map2 for MatMul {
                 )
             }
         }
+        // SAFETY (Interplab): the products above wrote all `len` elements (or they were
+        // zero-filled, for k = 0).
+        unsafe { dst.set_len(len) };
         Ok(dst)
     }
 
