@@ -561,3 +561,4 @@ mod tests {
         assert!(p.matmul(&[1.0; 3], 1).is_err());
     }
 }
+
