@@ -38,6 +38,10 @@ pub struct FinetuneArgs {
     /// Seed of the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Multiply in bf16 with f32 sums, forward and backward (mixed precision; weights and
+    /// optimiser state stay f32). Fast on CPUs with AMX.
+    #[arg(long)]
+    bf16_products: bool,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = Config::default().checkpoint_every)]
     checkpoint_every: usize,
@@ -65,6 +69,7 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
             warmup: a.warmup,
             weight_decay: a.weight_decay,
             seed: a.seed,
+            bf16_products: a.bf16_products,
         },
         checkpoint_every: a.checkpoint_every,
         stop_after: a.stop_after,

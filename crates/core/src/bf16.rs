@@ -28,12 +28,17 @@ const BLOCK: usize = 32;
 const ROWS_PER_CHUNK: usize = 256;
 
 /// Round an f32 to the nearest bf16, ties to even (NaN stays NaN).
+#[inline(always)]
 pub fn to_bf16(v: f32) -> u16 {
     let b = v.to_bits();
+    // Branch-free (a select), so that loops of it vectorise.
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    let quiet_nan = ((b >> 16) as u16) | 0x40;
     if v.is_nan() {
-        return ((b >> 16) as u16) | 0x40;
+        quiet_nan
+    } else {
+        rounded
     }
-    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// The f32 value of a bf16.
@@ -43,6 +48,74 @@ pub fn from_bf16(h: u16) -> f32 {
 
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
+}
+
+/// A `[rows, cols]` f32 matrix read from a slice: row-major, or (`transposed`) the transpose
+/// of the row-major `[cols, rows]` matrix the slice holds, read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub transposed: bool,
+}
+
+impl<'a> View<'a> {
+    /// The row-major `[rows, cols]` matrix `data`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            transposed: false,
+        }
+    }
+
+    fn check(&self, what: &str) -> Result<()> {
+        if self.data.len() != self.rows * self.cols || self.rows == 0 || self.cols == 0 {
+            return Err(Error::Input(format!(
+                "{what}: {} values for a [{}, {}] matrix",
+                self.data.len(),
+                self.rows,
+                self.cols
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn at(&self, r: usize, c: usize) -> f32 {
+        if self.transposed {
+            self.data[c * self.rows + r]
+        } else {
+            self.data[r * self.cols + c]
+        }
+    }
+
+    /// Rows `r0..` rounded to bf16 into `out`, `width` (≥ `cols`) values per row, as many rows
+    /// as `out` holds; the padding columns zeroed.
+    fn round_rows(&self, r0: usize, out: &mut [u16], width: usize) {
+        let n = out.len() / width;
+        if self.transposed {
+            // Column c of the source rows r0..r0 + n is contiguous: read it once, scatter it.
+            for c in 0..self.cols {
+                let src = &self.data[c * self.rows + r0..][..n];
+                for (i, &v) in src.iter().enumerate() {
+                    out[i * width + c] = to_bf16(v);
+                }
+            }
+        } else {
+            for (i, o) in out.chunks_exact_mut(width).enumerate() {
+                let row = &self.data[(r0 + i) * self.cols..][..self.cols];
+                for (o, &v) in o.iter_mut().zip(row) {
+                    *o = to_bf16(v);
+                }
+            }
+        }
+        for o in out.chunks_exact_mut(width) {
+            o[self.cols..].fill(0);
+        }
+    }
 }
 
 /// A `[k, n]` matrix rounded to bf16 and packed for the tile unit.
@@ -58,12 +131,13 @@ pub struct PackedBf16 {
 impl PackedBf16 {
     /// Pack the row-major `[k, n]` matrix `w`.
     pub fn pack(w: &[f32], k: usize, n: usize) -> Result<Self> {
-        if w.len() != k * n || k == 0 || n == 0 {
-            return Err(Error::Input(format!(
-                "bf16 packing: {} values for a [{k}, {n}] matrix",
-                w.len()
-            )));
-        }
+        Self::pack_view(View::row_major(w, k, n))
+    }
+
+    /// Pack the `[k, n]` matrix `w` (row-major or a transposed view).
+    pub fn pack_view(w: View<'_>) -> Result<Self> {
+        w.check("bf16 packing")?;
+        let (k, n) = (w.rows, w.cols);
         let (kp, np) = (round_up(k, BLOCK), round_up(n, BLOCK));
         let panel = kp * BLOCK;
         let mut data = vec![0u16; kp * np];
@@ -71,15 +145,35 @@ impl PackedBf16 {
             for kb in 0..kp / BLOCK {
                 for half in 0..2 {
                     let tile = &mut out[(kb * 2 + half) * 512..][..512];
+                    let col0 = p * BLOCK + half * 16;
                     for r in 0..16 {
-                        for c in 0..16 {
-                            let col = p * BLOCK + half * 16 + c;
-                            for t in 0..2 {
-                                let row = kb * BLOCK + 2 * r + t;
-                                if row < k && col < n {
-                                    tile[r * 32 + 2 * c + t] = to_bf16(w[row * n + col]);
+                        let row0 = kb * BLOCK + 2 * r;
+                        // Rows row0 and row0 + 1 of the tile's 16 columns, interleaved.
+                        let mut pair = [[0f32; 16]; 2];
+                        let full = row0 + 1 < k && col0 + 16 <= n;
+                        if full && !w.transposed {
+                            for (t, dst) in pair.iter_mut().enumerate() {
+                                dst.copy_from_slice(&w.data[(row0 + t) * n + col0..][..16]);
+                            }
+                        } else if full {
+                            for c in 0..16 {
+                                let src = &w.data[(col0 + c) * k + row0..][..2];
+                                pair[0][c] = src[0];
+                                pair[1][c] = src[1];
+                            }
+                        } else {
+                            for (t, dst) in pair.iter_mut().enumerate() {
+                                for (c, d) in dst.iter_mut().enumerate() {
+                                    if row0 + t < k && col0 + c < n {
+                                        *d = w.at(row0 + t, col0 + c);
+                                    }
                                 }
                             }
+                        }
+                        let dst = &mut tile[r * 32..][..32];
+                        for c in 0..16 {
+                            dst[2 * c] = to_bf16(pair[0][c]);
+                            dst[2 * c + 1] = to_bf16(pair[1][c]);
                         }
                     }
                 }
@@ -127,17 +221,32 @@ impl PackedBf16 {
         if m == 0 {
             return Ok(Vec::new());
         }
+        self.matmul_view(View::row_major(x, m, self.k))
+    }
+
+    /// `bf16(x) @ W` for `x` `[m, k]` given as a [`View`].
+    pub fn matmul_view(&self, x: View<'_>) -> Result<Vec<f32>> {
+        x.check("bf16 product")?;
+        if x.cols != self.k {
+            return Err(Error::Input(format!(
+                "bf16 product: [{}, {}] @ [{}, {}]",
+                x.rows, x.cols, self.k, self.n
+            )));
+        }
         if amx_available() {
-            Ok(self.matmul_amx(x, m))
+            Ok(self.matmul_amx(x))
         } else {
-            self.matmul_f32(x, m)
+            self.matmul_f32(x)
         }
     }
 
     /// The same product through the f32 gemm on the rounded values (CPUs without AMX).
-    fn matmul_f32(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    fn matmul_f32(&self, x: View<'_>) -> Result<Vec<f32>> {
         use candle_core::{Device, Tensor};
-        let xr: Vec<f32> = x.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+        let m = x.rows;
+        let xr: Vec<f32> = (0..m * self.k)
+            .map(|i| from_bf16(to_bf16(x.at(i / self.k, i % self.k))))
+            .collect();
         let a = Tensor::from_vec(xr, (m, self.k), &Device::Cpu)?;
         let b = Tensor::from_vec(self.unpack(), (self.k, self.n), &Device::Cpu)?;
         Ok(a.matmul(&b)?.flatten_all()?.to_vec1()?)
@@ -165,20 +274,16 @@ impl PackedBf16 {
         }
     }
 
-    fn matmul_amx(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (k, kp, np) = (self.k, self.kp, self.np);
+    fn matmul_amx(&self, x: View<'_>) -> Vec<f32> {
+        let (m, kp, np) = (x.rows, self.kp, self.np);
         let mp = round_up(m, BLOCK);
         // The rows rounded to bf16, padded with zero columns and rows.
         let mut a = Vec::with_capacity(mp * kp);
         a.resize(m * kp, 0u16);
-        a.par_chunks_mut(kp)
-            .zip(x.par_chunks(k))
-            .for_each(|(out, row)| {
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = to_bf16(v);
-                }
-                out[row.len()..].fill(0);
-            });
+        const ROUND_ROWS: usize = 16;
+        a.par_chunks_mut(ROUND_ROWS * kp)
+            .enumerate()
+            .for_each(|(i, out)| x.round_rows(i * ROUND_ROWS, out, kp));
         a.resize(mp * kp, 0);
         // The output is written by the kernels into the vector's spare capacity and not zeroed
         // first (a memset of every output was 6% of a bf16 forward).
@@ -562,3 +667,127 @@ mod tests {
     }
 }
 
+
+/// `x @ w` for f32 tensors `x` `[m, k]` and `w` `[k, n]` with both inputs rounded to bf16 and
+/// f32 sums, differentiable in both: the backward's products `g @ wᵀ` and `xᵀ @ g` are
+/// computed the same way (what PyTorch's bf16 autocast does to a linear layer). The right-hand
+/// matrix is packed afresh on every call, so this is for weights that change (training); for
+/// fixed weights, pack once ([`PackedBf16`]). Row-major and transposed operands are read in
+/// place; inputs off the CPU or not f32 go through the f32 product of the rounded values,
+/// which is the same definition.
+pub fn linear(x: &candle_core::Tensor, w: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    let (m, k) = x.dims2()?;
+    let (k2, n) = w.dims2()?;
+    if k != k2 {
+        return Err(Error::Input(format!("bf16 product: [{m}, {k}] @ [{k2}, {n}]")));
+    }
+    let cpu_f32 =
+        |t: &candle_core::Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    if !(cpu_f32(x) && cpu_f32(w)) || m == 0 || k == 0 || n == 0 {
+        let round = |t: &candle_core::Tensor| -> Result<candle_core::Tensor> {
+            Ok(t.to_dtype(candle_core::DType::BF16)?.to_dtype(t.dtype())?)
+        };
+        return Ok(round(x)?.matmul(&round(w)?)?);
+    }
+    // Row-major and transposed operands are read in place; others are copied first.
+    let readable = |t: &candle_core::Tensor| -> Result<candle_core::Tensor> {
+        let transposed = t.stride() == [1, t.dims()[0]];
+        Ok(if t.is_contiguous() || transposed {
+            t.clone()
+        } else {
+            t.contiguous()?
+        })
+    };
+    Ok(readable(x)?.apply_op2(&readable(w)?, Bf16Linear)?)
+}
+
+/// The `[rows, cols]` f32 matrix behind a CPU storage and 2-D layout, if it is row-major or
+/// a transposed row-major matrix.
+fn view_of<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout) -> Option<View<'a>> {
+    let candle_core::CpuStorage::F32(v) = s else {
+        return None;
+    };
+    let (rows, cols) = l.shape().dims2().ok()?;
+    let start = l.start_offset();
+    let data = v.get(start..start + rows * cols)?;
+    let stride = l.stride();
+    if l.is_contiguous() {
+        Some(View::row_major(data, rows, cols))
+    } else if stride == [1, rows] {
+        Some(View {
+            data,
+            rows,
+            cols,
+            transposed: true,
+        })
+    } else {
+        None
+    }
+}
+
+/// `bf16(a) @ bf16(b)` for 2-D f32 CPU tensors, read in place when row-major or transposed.
+fn product_tensors(
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::Storage;
+    let (m, _) = a.dims2()?;
+    let (_, n) = b.dims2()?;
+    let (sa, la) = a.storage_and_layout();
+    let (sb, lb) = b.storage_and_layout();
+    let views = match (&*sa, &*sb) {
+        (Storage::Cpu(ca), Storage::Cpu(cb)) => view_of(ca, la).zip(view_of(cb, lb)),
+        _ => None,
+    };
+    let y = match views {
+        Some((va, vb)) => PackedBf16::pack_view(vb)
+            .and_then(|p| p.matmul_view(va))
+            .map_err(candle_core::Error::wrap)?,
+        None => {
+            drop((sa, sb));
+            return product_tensors(&a.contiguous()?, &b.contiguous()?);
+        }
+    };
+    candle_core::Tensor::from_vec(y, (m, n), a.device())
+}
+
+struct Bf16Linear;
+
+impl candle_core::CustomOp2 for Bf16Linear {
+    fn name(&self) -> &'static str {
+        "interplab-bf16-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (Some(x), Some(w)) = (view_of(s1, l1), view_of(s2, l2)) else {
+            candle_core::bail!(
+                "interplab-bf16-linear: expects f32 inputs, row-major or transposed"
+            )
+        };
+        let y = PackedBf16::pack_view(w)
+            .and_then(|p| p.matmul_view(x))
+            .map_err(candle_core::Error::wrap)?;
+        Ok((
+            candle_core::CpuStorage::F32(y),
+            candle_core::Shape::from((x.rows, w.cols)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &candle_core::Tensor,
+        w: &candle_core::Tensor,
+        _res: &candle_core::Tensor,
+        g: &candle_core::Tensor,
+    ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)> {
+        let gx = product_tensors(g, &w.t()?)?;
+        let gw = product_tensors(&x.t()?, g)?;
+        Ok((Some(gx), Some(gw)))
+    }
+}

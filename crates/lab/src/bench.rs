@@ -235,10 +235,11 @@ pub fn measure(
             sae_step(a, &what[4..])
         }
         "harvest" | "harvest-last" => harvest(a, what == "harvest-last", load),
-        "finetune" => finetune_step(a, load),
+        "finetune" => finetune_step(a, false, load),
+        "finetune-bf16" => finetune_step(a, true, load),
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, forward-bf16, cache-bf16, patch, heads, \
-             generate, generate-q, generate-batch, generate-batch-q, probe, finetune, sae-topk, \
+             generate, generate-q, generate-batch, generate-batch-q, probe, finetune, finetune-bf16, sae-topk, \
              sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, harvest, harvest-last)"
         ),
     }
@@ -247,8 +248,11 @@ pub fn measure(
 /// `finetune`: one full fine-tuning step (forward, next-token loss, backward, fused AdamW) of
 /// batch × seq tokens, as `interplab finetune` takes it and as `hf_train_step` of the peer
 /// script does (lr 1e-5, no weight decay); one warm-up step, then `runs` timed steps.
+/// `finetune-bf16`: the same with bf16 products (`--bf16-products`; the peer's
+/// `hf_train_step_bf16` runs under bf16 autocast).
 fn finetune_step(
     a: &Workload,
+    bf16_products: bool,
     load: &mut dyn FnMut(&str, WeightStorage) -> anyhow::Result<LoadedModel>,
 ) -> anyhow::Result<serde_json::Value> {
     use interplab_train::finetune::{FinetuneConfig, Finetuner};
@@ -265,6 +269,7 @@ fn finetune_step(
             warmup: 0,
             weight_decay: 0.0,
             seed: 0,
+            bf16_products,
         },
     )?;
     let mut times = Vec::new();
@@ -277,7 +282,8 @@ fn finetune_step(
     }
     let med = median(times);
     Ok(json!({
-        "name": "interplab_finetune_step", "median_s": med, "runs": runs,
+        "name": if bf16_products { "interplab_finetune_step_bf16" } else { "interplab_finetune_step" },
+        "median_s": med, "runs": runs,
         "tokens_per_s": (a.batch * a.seq) as f64 / med,
         "batch": a.batch, "seq_len": a.seq, "peak_rss_bytes": peak_rss(),
     }))

@@ -62,6 +62,7 @@ fn fine_tuning_on_repeated_text_builds_an_induction_head_that_was_not_there() {
             warmup: 10,
             weight_decay: 1.0,
             seed: 0,
+            bf16_products: false,
         },
     )
     .unwrap();
@@ -105,6 +106,7 @@ fn a_run_stopped_midway_resumes_to_the_same_weights() {
         warmup: 2,
         weight_decay: 0.01,
         seed: 3,
+        bf16_products: false,
     };
     let mut straight = Finetuner::new(&base, cfg.clone()).unwrap();
     for _ in 0..6 {

@@ -39,6 +39,10 @@ pub struct FinetuneConfig {
     pub weight_decay: f64,
     /// Seed of the batch offsets.
     pub seed: u64,
+    /// Products with bf16 inputs and f32 sums in the forward and backward of the block
+    /// matrices and the unembedding (mixed precision, as PyTorch's bf16 autocast; weights,
+    /// gradients and AdamW stay f32). Off: every product in f32.
+    pub bf16_products: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -51,6 +55,7 @@ impl Default for FinetuneConfig {
             warmup: 20,
             weight_decay: 0.0,
             seed: 0,
+            bf16_products: false,
         }
     }
 }
@@ -128,6 +133,7 @@ impl Finetuner {
     pub fn new(base: &HookedTransformer, cfg: FinetuneConfig) -> Result<Finetuner> {
         cfg.validate()?;
         let mut model = base.clone();
+        model.bf16_products = cfg.bf16_products;
         let vars = model.weights.make_trainable()?;
         let opt = VarAdamW::new(vars, cfg.adamw());
         Ok(Finetuner {
@@ -217,6 +223,7 @@ impl Finetuner {
         if let Some(e) = err {
             return Err(e);
         }
+        model.bf16_products = cfg.bf16_products;
         let vars = model.weights.make_trainable()?;
         let mut states = Vec::with_capacity(vars.len());
         for (name, var) in &vars {

@@ -162,6 +162,10 @@ pub struct HookedTransformer {
     pub cfg: ModelConfig,
     pub weights: Weights,
     pub settings: HookSettings,
+    /// Multiply the dense f32 block matrices and the unembedding with bf16 inputs and f32
+    /// sums, forward and backward ([`crate::bf16::linear`]): mixed-precision training, as
+    /// PyTorch's bf16 autocast. Off unless set (fine-tuning's `bf16_products`).
+    pub bf16_products: bool,
     device: Device,
     /// Modules spliced in at hook points (SAEs), each with hook points of its own.
     attachments: Vec<std::sync::Arc<dyn hooks::Attachment>>,
@@ -191,6 +195,7 @@ impl HookedTransformer {
             cfg,
             weights,
             settings: HookSettings::default(),
+            bf16_products: false,
             device,
             attachments: Vec::new(),
         })
@@ -470,7 +475,22 @@ impl HookedTransformer {
         if let Some(p) = self.weights.unembed_bf16() {
             return weights::bf16_matmul(p, x);
         }
-        Ok(x.matmul(&self.weights.unembed()?)?)
+        let w_u = self.weights.unembed()?;
+        if self.bf16_products && w_u.dtype() == DType::F32 {
+            return crate::bf16::linear(x, &w_u);
+        }
+        Ok(x.matmul(&w_u)?)
+    }
+
+    /// `x @ W` for a block matrix: [`Matrix::matmul`], or [`crate::bf16::linear`] when
+    /// [`Self::bf16_products`] is on and the matrix is dense f32.
+    fn product(&self, w: &Matrix, x: &Tensor) -> Result<Tensor> {
+        match w {
+            Matrix::Dense(t) if self.bf16_products && t.dtype() == DType::F32 => {
+                crate::bf16::linear(x, t)
+            }
+            _ => w.matmul(x),
+        }
     }
 
     fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {
@@ -874,7 +894,7 @@ impl HookedTransformer {
             let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, ln1, rt)?;
             let x2 = n1.reshape((b * p, d))?;
             let lin = |w: &Matrix, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
-                let mut y = w.matmul(&x2)?;
+                let mut y = self.product(w, &x2)?;
                 if let Some(bias) = bias {
                     y = y.broadcast_add(bias)?;
                 }
@@ -969,8 +989,7 @@ impl HookedTransformer {
             let result = rt.point(HookName::AttnResult(l), result)?;
             result.sum(2)?
         } else {
-            a.w_o
-                .matmul(&z.reshape((b * p, h * dh))?)?
+            self.product(&a.w_o, &z.reshape((b * p, h * dh))?)?
                 .reshape((b, p, d))?
         };
         Ok(match &a.b_o {
@@ -988,7 +1007,7 @@ impl HookedTransformer {
         let (b, p, d) = x.dims3()?;
         let x2 = x.reshape((b * p, d))?;
         let lin = |w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
-            let y = w.matmul(&x2)?;
+            let y = self.product(w, &x2)?;
             let y = match bias {
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
@@ -1007,7 +1026,7 @@ impl HookedTransformer {
             }
         };
         let post = rt.point(HookName::MlpPost(l), post)?;
-        let mut out = m.w_out.matmul(&post.reshape((b * p, c.d_mlp))?)?;
+        let mut out = self.product(&m.w_out, &post.reshape((b * p, c.d_mlp))?)?;
         if let Some(bo) = &m.b_out {
             out = out.broadcast_add(bo)?;
         }
