@@ -32,6 +32,11 @@ Measurements
                         torch.optim.AdamW(lr 1e-5, weight decay 0, fused=True: PyTorch's own
                         fused kernel) step, zero_grad; tokens/s = batch x seq / median step
 
+  hf_train_step_bf16    the same step with the forward and the loss under
+                        torch.autocast("cpu", dtype=torch.bfloat16) (mixed precision: bf16
+                        products, f32 weights, gradients and optimiser state): the peer of
+                        `interplab bench --what finetune-bf16`
+
 The HookedTransformer is configured by hand as a Llama model (HookedTransformer.from_pretrained
 needs the hub config, which these machines cannot reach) and its weights are converted from the
 transformers model with transformer_lens' own convert_llama_weights; no weight processing.
@@ -64,6 +69,7 @@ MEASUREMENTS = [
     "torch_sgemm",
     "torch_bf16_gemm",
     "hf_train_step",
+    "hf_train_step_bf16",
 ]
 
 GENERATE_PROMPT, GENERATE_NEW = 16, 128  # as crates/lab/src/bench.rs
@@ -341,13 +347,15 @@ def worker(name, args):
     tokens = random_tokens(args)
     extra = {"batch": args.batch, "seq_len": args.seq_len, "load_s": load_s}
 
-    if name == "hf_train_step":
+    if name in ("hf_train_step", "hf_train_step_bf16"):
         hf.train()
         opt = torch.optim.AdamW(hf.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
         reset_peak_rss()
+        bf16 = name == "hf_train_step_bf16"
 
         def step():
-            loss = hf(tokens, labels=tokens).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = hf(tokens, labels=tokens).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -577,97 +577,6 @@ unsafe fn kernel(
     unreachable!("AMX is x86_64 only")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut r = crate::rng::SplitMix(seed);
-        (0..n)
-            .map(|_| (r.next_u64() % 20_001) as f32 / 10_000.0 - 1.0)
-            .collect()
-    }
-
-    #[test]
-    fn rounding_is_to_nearest_even() {
-        // 1 + 2^-8 is halfway between bf16 1.0 and 1 + 2^-7: ties go to the even mantissa 1.0;
-        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up.
-        assert_eq!(from_bf16(to_bf16(1.0 + 2f32.powi(-8))), 1.0);
-        assert_eq!(
-            from_bf16(to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
-            1.0 + 2f32.powi(-6)
-        );
-        assert_eq!(
-            from_bf16(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20))),
-            1.0 + 2f32.powi(-7)
-        );
-        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
-        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
-        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
-    }
-
-    #[test]
-    fn pack_then_unpack_gives_the_rounded_matrix() {
-        for (k, n) in [(1, 1), (40, 20), (64, 96), (33, 70)] {
-            let w = values(k * n, 3);
-            let p = PackedBf16::pack(&w, k, n).unwrap();
-            let back = p.unpack();
-            for (x, y) in w.iter().zip(&back) {
-                assert_eq!(from_bf16(to_bf16(*x)), *y);
-            }
-        }
-    }
-
-    /// Against an f64 product of the rounded inputs: the bf16 products are exact, so the only
-    /// error is the f32 sums', bounded by k · 2⁻²⁴ · Σ|x||w| per element (bound ×4).
-    #[test]
-    fn matmul_matches_the_f64_product_of_the_rounded_inputs() {
-        for (m, k, n) in [
-            (1, 40, 20),
-            (17, 64, 96),
-            (33, 576, 64),
-            (100, 70, 33),
-            (300, 96, 160),
-        ] {
-            let x = values(m * k, 1);
-            let w = values(k * n, 2);
-            let p = PackedBf16::pack(&w, k, n).unwrap();
-            // Both paths: the f32 one everywhere, the tile one where this CPU has it.
-            let mut paths = vec![("f32", p.matmul_f32(&x, m).unwrap())];
-            if amx_available() {
-                paths.push(("amx", p.matmul_amx(&x, m)));
-            }
-            let r = |v: f32| from_bf16(to_bf16(v)) as f64;
-            for (path, y) in paths {
-                assert_eq!(y.len(), m * n);
-                for i in 0..m {
-                    for j in 0..n {
-                        let (mut s, mut abs) = (0f64, 0f64);
-                        for t in 0..k {
-                            s += r(x[i * k + t]) * r(w[t * n + j]);
-                            abs += (r(x[i * k + t]) * r(w[t * n + j])).abs();
-                        }
-                        let bound = 4.0 * k as f64 * 2f64.powi(-24) * abs + 1e-30;
-                        let got = y[i * n + j] as f64;
-                        assert!(
-                            (got - s).abs() <= bound,
-                            "{path} [{m},{k},{n}] ({i},{j}): {got} vs {s} (bound {bound:e})"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn wrong_sizes_are_refused() {
-        assert!(PackedBf16::pack(&[1.0; 5], 2, 3).is_err());
-        let p = PackedBf16::pack(&[1.0; 6], 2, 3).unwrap();
-        assert!(p.matmul(&[1.0; 3], 1).is_err());
-    }
-}
-
-
 /// `x @ w` for f32 tensors `x` `[m, k]` and `w` `[k, n]` with both inputs rounded to bf16 and
 /// f32 sums, differentiable in both: the backward's products `g @ wᵀ` and `xᵀ @ g` are
 /// computed the same way (what PyTorch's bf16 autocast does to a linear layer). The right-hand
@@ -789,5 +698,191 @@ impl candle_core::CustomOp2 for Bf16Linear {
         let gx = product_tensors(g, &w.t()?)?;
         let gw = product_tensors(&x.t()?, g)?;
         Ok((Some(gx), Some(gw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::rng::SplitMix(seed);
+        (0..n)
+            .map(|_| (r.next_u64() % 20_001) as f32 / 10_000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        // 1 + 2^-8 is halfway between bf16 1.0 and 1 + 2^-7: ties go to the even mantissa 1.0;
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up.
+        assert_eq!(from_bf16(to_bf16(1.0 + 2f32.powi(-8))), 1.0);
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
+            1.0 + 2f32.powi(-6)
+        );
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20))),
+            1.0 + 2f32.powi(-7)
+        );
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+    }
+
+    #[test]
+    fn pack_then_unpack_gives_the_rounded_matrix() {
+        for (k, n) in [(1, 1), (40, 20), (64, 96), (33, 70)] {
+            let w = values(k * n, 3);
+            let p = PackedBf16::pack(&w, k, n).unwrap();
+            let back = p.unpack();
+            for (x, y) in w.iter().zip(&back) {
+                assert_eq!(from_bf16(to_bf16(*x)), *y);
+            }
+        }
+    }
+
+    /// Against an f64 product of the rounded inputs: the bf16 products are exact, so the only
+    /// error is the f32 sums', bounded by k · 2⁻²⁴ · Σ|x||w| per element (bound ×4).
+    #[test]
+    fn matmul_matches_the_f64_product_of_the_rounded_inputs() {
+        for (m, k, n) in [
+            (1, 40, 20),
+            (17, 64, 96),
+            (33, 576, 64),
+            (100, 70, 33),
+            (300, 96, 160),
+        ] {
+            let x = values(m * k, 1);
+            let w = values(k * n, 2);
+            let p = PackedBf16::pack(&w, k, n).unwrap();
+            // Both paths: the f32 one everywhere, the tile one where this CPU has it.
+            let mut paths = vec![("f32", p.matmul_f32(View::row_major(&x, m, k)).unwrap())];
+            if amx_available() {
+                paths.push(("amx", p.matmul_amx(View::row_major(&x, m, k))));
+            }
+            let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+            for (path, y) in paths {
+                assert_eq!(y.len(), m * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut s, mut abs) = (0f64, 0f64);
+                        for t in 0..k {
+                            s += r(x[i * k + t]) * r(w[t * n + j]);
+                            abs += (r(x[i * k + t]) * r(w[t * n + j])).abs();
+                        }
+                        let bound = 4.0 * k as f64 * 2f64.powi(-24) * abs + 1e-30;
+                        let got = y[i * n + j] as f64;
+                        assert!(
+                            (got - s).abs() <= bound,
+                            "{path} [{m},{k},{n}] ({i},{j}): {got} vs {s} (bound {bound:e})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused() {
+        assert!(PackedBf16::pack(&[1.0; 5], 2, 3).is_err());
+        let p = PackedBf16::pack(&[1.0; 6], 2, 3).unwrap();
+        assert!(p.matmul(&[1.0; 3], 1).is_err());
+    }
+
+    /// `a` `[r, c]` transposed, row-major `[c, r]`.
+    fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
+        (0..r * c).map(|i| a[(i % r) * c + i / r]).collect()
+    }
+
+    #[test]
+    fn transposed_views_pack_and_multiply_as_their_copies() {
+        for (m, k, n) in [(1, 1, 1), (17, 40, 20), (33, 64, 96), (40, 70, 33)] {
+            let x = values(m * k, 4);
+            let w = values(k * n, 5);
+            // The same matrices held transposed: xt `[k, m]`, wt `[n, k]`.
+            let (xt, wt) = (transpose(&x, m, k), transpose(&w, k, n));
+            let tv = |data, rows, cols| View {
+                data,
+                rows,
+                cols,
+                transposed: true,
+            };
+            let p = PackedBf16::pack(&w, k, n).unwrap();
+            let pt = PackedBf16::pack_view(tv(&wt, k, n)).unwrap();
+            assert_eq!(p.data, pt.data, "[{k}, {n}] packed from its transpose");
+            let y = p.matmul(&x, m).unwrap();
+            let yt = pt.matmul_view(tv(&xt, m, k)).unwrap();
+            assert_eq!(y, yt, "[{m}, {k}] @ [{k}, {n}] from transposed inputs");
+        }
+    }
+
+    /// f64 `round(a) @ round(b)` for row-major `a` `[m, k]`, `b` `[k, n]`, with the f32-sum
+    /// error bound 4 · k · 2⁻²⁴ · Σ|a||b| of each element.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<(f64, f64)> {
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        let mut out = Vec::with_capacity(m * n);
+        for i in 0..m {
+            for j in 0..n {
+                let (mut s, mut abs) = (0f64, 0f64);
+                for t in 0..k {
+                    let p = r(a[i * k + t]) * r(b[t * n + j]);
+                    s += p;
+                    abs += p.abs();
+                }
+                out.push((s, 4.0 * k as f64 * 2f64.powi(-24) * abs + 1e-30));
+            }
+        }
+        out
+    }
+
+    fn check(name: &str, got: &[f32], want: &[(f64, f64)]) {
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (&g, &(w, bound))) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= bound,
+                "{name}[{i}]: {g} vs {w} (bound {bound:e})"
+            );
+        }
+    }
+
+    #[test]
+    fn linear_values_and_gradients_are_products_of_rounded_inputs() {
+        use candle_core::{Device, Tensor, Var};
+        let dev = Device::Cpu;
+        for (m, k, n) in [(3, 5, 7), (40, 70, 33), (64, 96, 128)] {
+            let x = values(m * k, 6);
+            let w = values(k * n, 7);
+            let g = values(m * n, 8);
+            // The loss Σ y·g makes g the output gradient.
+            let gt = Tensor::from_vec(g.clone(), (m, n), &dev).unwrap();
+            // W as itself and as the transpose of a `[n, k]` parameter (a tied unembedding).
+            for transposed in [false, true] {
+                let xv = Var::from_vec(x.clone(), (m, k), &dev).unwrap();
+                let wv = if transposed {
+                    Var::from_vec(transpose(&w, k, n), (n, k), &dev).unwrap()
+                } else {
+                    Var::from_vec(w.clone(), (k, n), &dev).unwrap()
+                };
+                let wt = if transposed {
+                    wv.as_tensor().t().unwrap()
+                } else {
+                    wv.as_tensor().clone()
+                };
+                let y = linear(xv.as_tensor(), &wt).unwrap();
+                let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+                check("y", &flat(&y), &reference(&x, &w, m, k, n));
+                let grads = (y * &gt).unwrap().sum_all().unwrap().backward().unwrap();
+                // dL/dx = g @ Wᵀ, dL/dW = xᵀ @ g.
+                let gx = flat(grads.get(xv.as_tensor()).unwrap());
+                check("dx", &gx, &reference(&g, &transpose(&w, k, n), m, n, k));
+                let gw = grads.get(wv.as_tensor()).unwrap();
+                let gw = if transposed { flat(&gw.t().unwrap()) } else { flat(gw) };
+                check("dW", &gw, &reference(&transpose(&x, m, k), &g, k, m, n));
+            }
+        }
+        // Mismatched shapes are an error.
+        let a = Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap();
+        assert!(linear(&a, &a).is_err());
     }
 }
