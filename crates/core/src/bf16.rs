@@ -140,8 +140,11 @@ impl PackedBf16 {
         let (k, n) = (w.rows, w.cols);
         let (kp, np) = (round_up(k, BLOCK), round_up(n, BLOCK));
         let panel = kp * BLOCK;
-        let mut data = vec![0u16; kp * np];
-        data.par_chunks_mut(panel).enumerate().for_each(|(p, out)| {
+        // Every value, padding included, is written below: the buffer is not zero-filled first
+        // (packing runs on every product of a bf16 fine-tuning step).
+        let mut data: Vec<u16> = Vec::with_capacity(kp * np);
+        let spare = &mut data.spare_capacity_mut()[..kp * np];
+        spare.par_chunks_mut(panel).enumerate().for_each(|(p, out)| {
             for kb in 0..kp / BLOCK {
                 for half in 0..2 {
                     let tile = &mut out[(kb * 2 + half) * 512..][..512];
@@ -172,13 +175,16 @@ impl PackedBf16 {
                         }
                         let dst = &mut tile[r * 32..][..32];
                         for c in 0..16 {
-                            dst[2 * c] = to_bf16(pair[0][c]);
-                            dst[2 * c + 1] = to_bf16(pair[1][c]);
+                            dst[2 * c].write(to_bf16(pair[0][c]));
+                            dst[2 * c + 1].write(to_bf16(pair[1][c]));
                         }
                     }
                 }
             }
         });
+        // SAFETY: the loops above wrote all 32 values of each of the 16 rows of both tiles of
+        // every 32-row block of every panel: `kp * np` values.
+        unsafe { data.set_len(kp * np) };
         Ok(PackedBf16 { k, n, kp, np, data })
     }
 
