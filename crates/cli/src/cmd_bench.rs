@@ -31,7 +31,10 @@ pub struct BenchArgs {
     /// --dtype bf16), patch (IOI resid_pre sweep), heads (head
     /// detector), generate and generate-q (batch 1, 16 prompt + 128 new tokens, greedy),
     /// generate-batch and generate-batch-q (the same for --batch rows), probe (fitting probes
-    /// on every layer for 10,000 token positions).
+    /// on every layer for 10,000 token positions), finetune and finetune-bf16 (one full
+    /// fine-tuning step of --batch × --seq tokens, f32 or with bf16 products), sae-topk,
+    /// sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu (one SAE training step), harvest
+    /// and harvest-last (collecting SAE training activations).
     #[arg(long, default_value = "load,forward,cache,forward-q,cache-q")]
     what: String,
     /// Also write the results as a JSON array here.
