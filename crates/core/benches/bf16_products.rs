@@ -35,12 +35,15 @@ fn products(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter("bf16_pack"), |bench| {
             bench.iter(|| black_box(PackedBf16::pack(&b, k, n).unwrap()))
         });
-        g.bench_function(BenchmarkId::from_parameter("bf16_pack_and_product"), |bench| {
-            bench.iter(|| {
-                let p = PackedBf16::pack(&b, k, n).unwrap();
-                black_box(p.matmul(&a, m).unwrap())
-            })
-        });
+        g.bench_function(
+            BenchmarkId::from_parameter("bf16_pack_and_product"),
+            |bench| {
+                bench.iter(|| {
+                    let p = PackedBf16::pack(&b, k, n).unwrap();
+                    black_box(p.matmul(&a, m).unwrap())
+                })
+            },
+        );
         let at = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu).unwrap();
         let bt = Tensor::from_vec(b.clone(), (k, n), &Device::Cpu).unwrap();
         g.bench_function(BenchmarkId::from_parameter("f32_gemm"), |bench| {

@@ -144,44 +144,47 @@ impl PackedBf16 {
         // (packing runs on every product of a bf16 fine-tuning step).
         let mut data: Vec<u16> = Vec::with_capacity(kp * np);
         let spare = &mut data.spare_capacity_mut()[..kp * np];
-        spare.par_chunks_mut(panel).enumerate().for_each(|(p, out)| {
-            for kb in 0..kp / BLOCK {
-                for half in 0..2 {
-                    let tile = &mut out[(kb * 2 + half) * 512..][..512];
-                    let col0 = p * BLOCK + half * 16;
-                    for r in 0..16 {
-                        let row0 = kb * BLOCK + 2 * r;
-                        // Rows row0 and row0 + 1 of the tile's 16 columns, interleaved.
-                        let mut pair = [[0f32; 16]; 2];
-                        let full = row0 + 1 < k && col0 + 16 <= n;
-                        if full && !w.transposed {
-                            for (t, dst) in pair.iter_mut().enumerate() {
-                                dst.copy_from_slice(&w.data[(row0 + t) * n + col0..][..16]);
-                            }
-                        } else if full {
-                            for c in 0..16 {
-                                let src = &w.data[(col0 + c) * k + row0..][..2];
-                                pair[0][c] = src[0];
-                                pair[1][c] = src[1];
-                            }
-                        } else {
-                            for (t, dst) in pair.iter_mut().enumerate() {
-                                for (c, d) in dst.iter_mut().enumerate() {
-                                    if row0 + t < k && col0 + c < n {
-                                        *d = w.at(row0 + t, col0 + c);
+        spare
+            .par_chunks_mut(panel)
+            .enumerate()
+            .for_each(|(p, out)| {
+                for kb in 0..kp / BLOCK {
+                    for half in 0..2 {
+                        let tile = &mut out[(kb * 2 + half) * 512..][..512];
+                        let col0 = p * BLOCK + half * 16;
+                        for r in 0..16 {
+                            let row0 = kb * BLOCK + 2 * r;
+                            // Rows row0 and row0 + 1 of the tile's 16 columns, interleaved.
+                            let mut pair = [[0f32; 16]; 2];
+                            let full = row0 + 1 < k && col0 + 16 <= n;
+                            if full && !w.transposed {
+                                for (t, dst) in pair.iter_mut().enumerate() {
+                                    dst.copy_from_slice(&w.data[(row0 + t) * n + col0..][..16]);
+                                }
+                            } else if full {
+                                for c in 0..16 {
+                                    let src = &w.data[(col0 + c) * k + row0..][..2];
+                                    pair[0][c] = src[0];
+                                    pair[1][c] = src[1];
+                                }
+                            } else {
+                                for (t, dst) in pair.iter_mut().enumerate() {
+                                    for (c, d) in dst.iter_mut().enumerate() {
+                                        if row0 + t < k && col0 + c < n {
+                                            *d = w.at(row0 + t, col0 + c);
+                                        }
                                     }
                                 }
                             }
-                        }
-                        let dst = &mut tile[r * 32..][..32];
-                        for c in 0..16 {
-                            dst[2 * c].write(to_bf16(pair[0][c]));
-                            dst[2 * c + 1].write(to_bf16(pair[1][c]));
+                            let dst = &mut tile[r * 32..][..32];
+                            for c in 0..16 {
+                                dst[2 * c].write(to_bf16(pair[0][c]));
+                                dst[2 * c + 1].write(to_bf16(pair[1][c]));
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
         // SAFETY: the loops above wrote all 32 values of each of the 16 rows of both tiles of
         // every 32-row block of every panel: `kp * np` values.
         unsafe { data.set_len(kp * np) };
@@ -594,7 +597,9 @@ pub fn linear(x: &candle_core::Tensor, w: &candle_core::Tensor) -> Result<candle
     let (m, k) = x.dims2()?;
     let (k2, n) = w.dims2()?;
     if k != k2 {
-        return Err(Error::Input(format!("bf16 product: [{m}, {k}] @ [{k2}, {n}]")));
+        return Err(Error::Input(format!(
+            "bf16 product: [{m}, {k}] @ [{k2}, {n}]"
+        )));
     }
     let cpu_f32 =
         |t: &candle_core::Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
@@ -681,9 +686,7 @@ impl candle_core::CustomOp2 for Bf16Linear {
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (Some(x), Some(w)) = (view_of(s1, l1), view_of(s2, l2)) else {
-            candle_core::bail!(
-                "interplab-bf16-linear: expects f32 inputs, row-major or transposed"
-            )
+            candle_core::bail!("interplab-bf16-linear: expects f32 inputs, row-major or transposed")
         };
         let y = PackedBf16::pack_view(w)
             .and_then(|p| p.matmul_view(x))
@@ -883,7 +886,11 @@ mod tests {
                 let gx = flat(grads.get(xv.as_tensor()).unwrap());
                 check("dx", &gx, &reference(&g, &transpose(&w, k, n), m, n, k));
                 let gw = grads.get(wv.as_tensor()).unwrap();
-                let gw = if transposed { flat(&gw.t().unwrap()) } else { flat(gw) };
+                let gw = if transposed {
+                    flat(&gw.t().unwrap())
+                } else {
+                    flat(gw)
+                };
                 check("dW", &gw, &reference(&transpose(&x, m, k), &g, k, m, n));
             }
         }

@@ -91,15 +91,24 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (n, v) = logits.dims2()?;
     if targets.dims1()? != n {
-        bail!("cross-entropy: {n} rows of logits but {} targets", targets.elem_count());
+        bail!(
+            "cross-entropy: {n} rows of logits but {} targets",
+            targets.elem_count()
+        );
     }
     let targets = targets.to_dtype(DType::U32)?;
     if fast(&[logits]) && v > 0 && targets.device().is_cpu() {
         return logits.apply_op2(&targets.contiguous()?, CrossEntropy);
     }
     let t: Vec<u32> = targets.to_vec1()?;
-    let keep: Vec<f32> = t.iter().map(|&t| f32::from(u8::from(t != NO_TARGET))).collect();
-    let safe: Vec<u32> = t.iter().map(|&t| if t == NO_TARGET { 0 } else { t }).collect();
+    let keep: Vec<f32> = t
+        .iter()
+        .map(|&t| f32::from(u8::from(t != NO_TARGET)))
+        .collect();
+    let safe: Vec<u32> = t
+        .iter()
+        .map(|&t| if t == NO_TARGET { 0 } else { t })
+        .collect();
     let safe = Tensor::from_vec(safe, n, logits.device())?;
     let keep = Tensor::from_vec(keep, n, logits.device())?.to_dtype(logits.dtype())?;
     let lp = candle_nn::ops::log_softmax(logits, D::Minus1)?;

@@ -259,7 +259,12 @@ fn bf16_products_train_like_f32_products() {
     // Step 0 sees the same weights and batch: the products' inputs differ by bf16 rounding
     // only (at most 2⁻⁹ relative each), so the losses agree to well under 1%.
     let rel = (f32_run[0] - bf16_run[0]).abs() / f32_run[0];
-    assert!(rel < 0.01, "first losses {} and {}", f32_run[0], bf16_run[0]);
+    assert!(
+        rel < 0.01,
+        "first losses {} and {}",
+        f32_run[0],
+        bf16_run[0]
+    );
     assert_ne!(f32_run[0], bf16_run[0], "the bf16 products were not used");
     // Both runs learn, and the bf16 one at least half as much as the f32 one.
     let mean = |h: &[f64]| h.iter().sum::<f64>() / h.len() as f64;
