@@ -162,10 +162,12 @@ impl PackedBf16 {
                                     dst.copy_from_slice(&w.data[(row0 + t) * n + col0..][..16]);
                                 }
                             } else if full {
-                                for c in 0..16 {
+                                // Column col0 + c of the transposed source holds rows row0 and
+                                // row0 + 1 side by side.
+                                let [lo, hi] = &mut pair;
+                                for (c, (lo, hi)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
                                     let src = &w.data[(col0 + c) * k + row0..][..2];
-                                    pair[0][c] = src[0];
-                                    pair[1][c] = src[1];
+                                    (*lo, *hi) = (src[0], src[1]);
                                 }
                             } else {
                                 for (t, dst) in pair.iter_mut().enumerate() {
