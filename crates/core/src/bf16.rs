@@ -611,43 +611,52 @@ pub fn linear(x: &candle_core::Tensor, w: &candle_core::Tensor) -> Result<candle
         };
         return Ok(round(x)?.matmul(&round(w)?)?);
     }
-    // Row-major and transposed operands are read in place; others are copied first.
-    let readable = |t: &candle_core::Tensor| -> Result<candle_core::Tensor> {
-        let transposed = t.stride() == [1, t.dims()[0]];
-        Ok(if t.is_contiguous() || transposed {
-            t.clone()
-        } else {
-            t.contiguous()?
-        })
-    };
     Ok(readable(x)?.apply_op2(&readable(w)?, Bf16Linear)?)
 }
 
-/// The `[rows, cols]` f32 matrix behind a CPU storage and 2-D layout, if it is row-major or
-/// a transposed row-major matrix.
+/// How a 2-D layout can be read in place: `Some(false)` row-major, `Some(true)` the transpose
+/// of a row-major matrix, `None` neither.
+fn in_place(l: &candle_core::Layout) -> Option<bool> {
+    let (rows, _) = l.shape().dims2().ok()?;
+    if l.is_contiguous() {
+        Some(false)
+    } else {
+        (l.stride() == [1, rows]).then_some(true)
+    }
+}
+
+/// `t` itself when it can be read in place, else a contiguous copy.
+fn readable(t: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    match in_place(t.layout()) {
+        Some(_) => Ok(t.clone()),
+        None => t.contiguous(),
+    }
+}
+
+/// The `[rows, cols]` f32 matrix behind a CPU storage and a 2-D layout [`in_place`] accepts.
 fn view_of<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout) -> Option<View<'a>> {
     let candle_core::CpuStorage::F32(v) = s else {
         return None;
     };
+    let transposed = in_place(l)?;
     let (rows, cols) = l.shape().dims2().ok()?;
-    let start = l.start_offset();
-    let data = v.get(start..start + rows * cols)?;
-    let stride = l.stride();
-    if l.is_contiguous() {
-        Some(View::row_major(data, rows, cols))
-    } else if stride == [1, rows] {
-        Some(View {
-            data,
-            rows,
-            cols,
-            transposed: true,
-        })
-    } else {
-        None
-    }
+    let data = v.get(l.start_offset()..l.start_offset() + rows * cols)?;
+    Some(View {
+        data,
+        rows,
+        cols,
+        transposed,
+    })
 }
 
-/// `bf16(a) @ bf16(b)` for 2-D f32 CPU tensors, read in place when row-major or transposed.
+/// `bf16(a) @ bf16(b)` for two views: `b` packed, then multiplied.
+fn product(a: View<'_>, b: View<'_>) -> candle_core::Result<Vec<f32>> {
+    PackedBf16::pack_view(b)
+        .and_then(|p| p.matmul_view(a))
+        .map_err(candle_core::Error::wrap)
+}
+
+/// [`product`] of two 2-D f32 CPU tensors, as a tensor outside the graph.
 fn product_tensors(
     a: &candle_core::Tensor,
     b: &candle_core::Tensor,
@@ -655,20 +664,15 @@ fn product_tensors(
     use candle_core::Storage;
     let (m, _) = a.dims2()?;
     let (_, n) = b.dims2()?;
+    let (a, b) = (readable(a)?, readable(b)?);
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
-    let views = match (&*sa, &*sb) {
-        (Storage::Cpu(ca), Storage::Cpu(cb)) => view_of(ca, la).zip(view_of(cb, lb)),
-        _ => None,
-    };
-    let y = match views {
-        Some((va, vb)) => PackedBf16::pack_view(vb)
-            .and_then(|p| p.matmul_view(va))
-            .map_err(candle_core::Error::wrap)?,
-        None => {
-            drop((sa, sb));
-            return product_tensors(&a.contiguous()?, &b.contiguous()?);
-        }
+    let y = match (&*sa, &*sb) {
+        (Storage::Cpu(ca), Storage::Cpu(cb)) => match (view_of(ca, la), view_of(cb, lb)) {
+            (Some(va), Some(vb)) => product(va, vb)?,
+            _ => candle_core::bail!("interplab-bf16-linear: expects f32 gradients"),
+        },
+        _ => candle_core::bail!("interplab-bf16-linear: expects tensors on the CPU"),
     };
     candle_core::Tensor::from_vec(y, (m, n), a.device())
 }
@@ -690,9 +694,7 @@ impl candle_core::CustomOp2 for Bf16Linear {
         let (Some(x), Some(w)) = (view_of(s1, l1), view_of(s2, l2)) else {
             candle_core::bail!("interplab-bf16-linear: expects f32 inputs, row-major or transposed")
         };
-        let y = PackedBf16::pack_view(w)
-            .and_then(|p| p.matmul_view(x))
-            .map_err(candle_core::Error::wrap)?;
+        let y = product(x, w)?;
         Ok((
             candle_core::CpuStorage::F32(y),
             candle_core::Shape::from((x.rows, w.cols)),
@@ -772,24 +774,9 @@ mod tests {
             if amx_available() {
                 paths.push(("amx", p.matmul_amx(View::row_major(&x, m, k))));
             }
-            let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+            let want = reference(&x, &w, m, k, n);
             for (path, y) in paths {
-                assert_eq!(y.len(), m * n);
-                for i in 0..m {
-                    for j in 0..n {
-                        let (mut s, mut abs) = (0f64, 0f64);
-                        for t in 0..k {
-                            s += r(x[i * k + t]) * r(w[t * n + j]);
-                            abs += (r(x[i * k + t]) * r(w[t * n + j])).abs();
-                        }
-                        let bound = 4.0 * k as f64 * 2f64.powi(-24) * abs + 1e-30;
-                        let got = y[i * n + j] as f64;
-                        assert!(
-                            (got - s).abs() <= bound,
-                            "{path} [{m},{k},{n}] ({i},{j}): {got} vs {s} (bound {bound:e})"
-                        );
-                    }
-                }
+                check(&format!("{path} [{m},{k},{n}]"), &y, &want);
             }
         }
     }
