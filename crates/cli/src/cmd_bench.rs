@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// on every layer for 10,000 token positions), finetune and finetune-bf16 (one full
     /// fine-tuning step of --batch × --seq tokens, f32 or with bf16 products), sae-topk,
     /// sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu (one SAE training step), harvest
-    /// and harvest-last (collecting SAE training activations).
+    /// harvest-last and harvest-bf16 (collecting SAE training activations; bf16: with --dtype bf16
+    /// weights).
     #[arg(long, default_value = "load,forward,cache,forward-q,cache-q")]
     what: String,
     /// Also write the results as a JSON array here.

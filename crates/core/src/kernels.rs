@@ -1,5 +1,6 @@
 //! Fast CPU kernels for the transformer's element-wise hot spots: activations, gated
-//! activations, RMSNorm/LayerNorm (with TransformerLens' `hook_scale`) and softmax.
+//! activations, RMSNorm/LayerNorm (with TransformerLens' `hook_scale`), rotary embeddings,
+//! softmax and the next-token cross-entropy.
 //!
 //! Candle's CPU unary ops are scalar and single-threaded. Each function here runs as a candle
 //! custom op whose CPU forward splits the work over rayon's global pool (sized by
@@ -1226,6 +1227,154 @@ impl CustomOp2 for ColumnSum {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rotary embedding (rotate-half), one pass. Its backward is the inverse rotation.
+// ---------------------------------------------------------------------------------------------
+
+/// Rotate-half rotary embedding of the first `dim` features of each head of `x`
+/// `[b, p, n, d_head]` by the angles whose `cos` and `sin` are given `[b, p, 1, dim / 2]`:
+/// `(x₁ cos − x₂ sin, x₂ cos + x₁ sin, rest)`, the two halves `x₁`, `x₂` of the first `dim`
+/// features. One pass instead of the composed chain's six products and sums, two narrows and a
+/// concatenation; the same f32 operations in the same order, so the same bits. The gradient is
+/// the rotation by the negated angles. Inputs off the fast path go through the composed ops.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize) -> Result<Tensor> {
+    let (b, p, _, d_head) = x.dims4()?;
+    let half = dim / 2;
+    if dim % 2 != 0 || dim > d_head || cos.dims() != [b, p, 1, half] || sin.dims() != cos.dims() {
+        bail!(
+            "rope: x {:?}, cos {:?}, sin {:?}, rotary dim {dim}",
+            x.dims(),
+            cos.dims(),
+            sin.dims()
+        );
+    }
+    if fast(&[x, cos, sin]) && half > 0 {
+        return x.apply_op3(
+            cos,
+            sin,
+            Rope {
+                dim,
+                inverse: false,
+            },
+        );
+    }
+    rope_composed(x, cos, sin, dim)
+}
+
+/// [`rope`] as composed candle ops.
+fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize) -> Result<Tensor> {
+    let (half, d_head) = (dim / 2, x.dim(D::Minus1)?);
+    let x1 = x.narrow(3, 0, half)?;
+    let x2 = x.narrow(3, half, half)?;
+    let o1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let o2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    if dim == d_head {
+        Tensor::cat(&[o1, o2], 3)
+    } else {
+        Tensor::cat(&[o1, o2, x.narrow(3, dim, d_head - dim)?], 3)
+    }
+}
+
+/// `rope` forward, or (`inverse`) the rotation by the negated angles (its gradient).
+struct Rope {
+    dim: usize,
+    inverse: bool,
+}
+
+struct RopeJob<'a> {
+    x: &'a [f32],
+    cos: &'a [f32],
+    sin: &'a [f32],
+    d_head: usize,
+    heads: usize,
+    dim: usize,
+    inverse: bool,
+}
+impl Job for RopeJob<'_> {
+    #[inline(always)]
+    fn run<F: Fma>(&self, start: usize, out: &mut [MaybeUninit<f32>]) {
+        let (dh, half) = (self.d_head, self.dim / 2);
+        let first_row = start / dh;
+        let x = &self.x[start..start + out.len()];
+        for (i, (o, x)) in out.chunks_exact_mut(dh).zip(x.chunks_exact(dh)).enumerate() {
+            let t = (first_row + i) / self.heads;
+            let c = &self.cos[t * half..][..half];
+            let s = &self.sin[t * half..][..half];
+            let (x1, rest) = x.split_at(half);
+            let (x2, pass) = rest.split_at(half);
+            let (o1, rest) = o.split_at_mut(half);
+            let (o2, o_pass) = rest.split_at_mut(half);
+            if self.inverse {
+                for j in 0..half {
+                    o1[j].write(x1[j] * c[j] + x2[j] * s[j]);
+                    o2[j].write(x2[j] * c[j] - x1[j] * s[j]);
+                }
+            } else {
+                for j in 0..half {
+                    o1[j].write(x1[j] * c[j] - x2[j] * s[j]);
+                    o2[j].write(x2[j] * c[j] + x1[j] * s[j]);
+                }
+            }
+            for (o, &v) in o_pass.iter_mut().zip(pass) {
+                o.write(v);
+            }
+        }
+    }
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "interplab-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, p, n, dh) = l1.shape().dims4()?;
+        if l2.shape().dims() != [b, p, 1, self.dim / 2] || l3.shape() != l2.shape() {
+            bail!(
+                "{}: tables {:?} for x {:?}",
+                self.name(),
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let job = RopeJob {
+            x: f32_slice(s1, l1, self.name())?,
+            cos: f32_slice(s2, l2, self.name())?,
+            sin: f32_slice(s3, l3, self.name())?,
+            d_head: dh,
+            heads: n,
+            dim: self.dim,
+            inverse: self.inverse,
+        };
+        let out = par_rows(&job, b * p * n, dh, dh);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let inverse = Rope {
+            dim: self.dim,
+            inverse: !self.inverse,
+        };
+        Ok((Some(g.apply_op3_no_bwd(cos, sin, &inverse)?), None, None))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Softmax over the last dim.
 // ---------------------------------------------------------------------------------------------
 
@@ -1277,6 +1426,12 @@ impl Job for SoftmaxGradJob<'_> {
             }
         }
     }
+}
+
+/// Softmax of each row of `d` values of `x` into `out` (the rows of [`softmax_last_dim`], the
+/// same bits), on the calling thread.
+pub(crate) fn softmax_rows(x: &[f32], d: usize, out: &mut [MaybeUninit<f32>]) {
+    run_best(&SoftmaxJob { d, x }, 0, out)
 }
 
 fn last_dim(l: &Layout, name: &str) -> Result<usize> {
@@ -2147,5 +2302,62 @@ mod tests {
         assert!(layer_norm(&x, None, Some(&w), 1e-5).is_err());
         let up = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
         assert!(silu_mul(&x, &up).is_err());
+    }
+
+    #[test]
+    fn rope_is_the_composed_rotation_bit_for_bit_and_its_gradient_the_inverse() {
+        let mut rng = Rng(0x5eed_0f_0e);
+        let (b, p, n, dh) = (2, 5, 3, 8);
+        for dim in [8, 6] {
+            let x = rng.tensor(&[b, p, n, dh], 1.0);
+            let angles: Vec<f32> = (0..b * p * dim / 2).map(|_| rng.normal() * 3.0).collect();
+            let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+            let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+            let cos = Tensor::from_vec(cos, (b, p, 1, dim / 2), &Device::Cpu).unwrap();
+            let sin = Tensor::from_vec(sin, (b, p, 1, dim / 2), &Device::Cpu).unwrap();
+            let fused = rope(&x, &cos, &sin, dim).unwrap();
+            let composed = rope_composed(&x, &cos, &sin, dim).unwrap();
+            let (f, c): (Vec<f32>, Vec<f32>) = (
+                fused.flatten_all().unwrap().to_vec1().unwrap(),
+                composed.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert!(
+                f.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "dim {dim}: fused and composed rotations differ"
+            );
+            // The gradient of Σ w·rope(x), against the composed chain's in f64.
+            let w = rng.tensor(&[b, p, n, dh], 1.0);
+            let xv = Var::from_tensor(&x).unwrap();
+            let loss = (rope(xv.as_tensor(), &cos, &sin, dim).unwrap() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let got = loss.backward().unwrap();
+            let got = vals(got.get(xv.as_tensor()).unwrap());
+            let x64 = Var::from_tensor(&f64_tensor(&x)).unwrap();
+            let loss = (rope_composed(x64.as_tensor(), &f64_tensor(&cos), &f64_tensor(&sin), dim)
+                .unwrap()
+                * f64_tensor(&w))
+            .unwrap()
+            .sum_all()
+            .unwrap();
+            let want = loss.backward().unwrap();
+            let want = vals(want.get(x64.as_tensor()).unwrap());
+            assert!(max_err("rope grad", &got, &want) < 1e-6, "dim {dim}");
+        }
+        // A known case: a quarter turn maps (x₁, x₂) to (−x₂, x₁); the unrotated tail stays.
+        let x =
+            Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6.], (1, 1, 1, 6), &Device::Cpu).unwrap();
+        let cos = Tensor::from_vec(vec![0f32, 0.], (1, 1, 1, 2), &Device::Cpu).unwrap();
+        let sin = Tensor::from_vec(vec![1f32, 1.], (1, 1, 1, 2), &Device::Cpu).unwrap();
+        let y: Vec<f32> = rope(&x, &cos, &sin, 4)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(y, vec![-3., -4., 1., 2., 5., 6.]);
+        // Tables of the wrong shape are an error.
+        assert!(rope(&x, &cos, &sin, 6).is_err());
     }
 }

@@ -233,3 +233,49 @@ fn replacing_hook_scale_changes_the_output() {
     let d = max_abs_diff(&(logits * 0.5).unwrap(), &halved);
     assert!(d < 1e-4, "{d}");
 }
+
+/// A call that looks at neither the scores nor the pattern takes the fused attention
+/// (`model::attend`); caching the patterns forces the composed ops. They must agree to the
+/// bit: over 150 positions (two query blocks of the fused path), two sequences, the second
+/// left-padded by 40 positions (a per-sequence mask).
+#[test]
+fn fused_attention_gives_the_composed_attention_bit_for_bit() {
+    let m = smollm2();
+    let text = "The sonnets of Shakespeare were first printed in 1609. ".repeat(20);
+    let ids = m.tokenizer.encode(&text, false).unwrap();
+    let n = 150;
+    assert!(ids.len() >= n);
+    let mut rows = ids[..n].to_vec();
+    rows.extend(std::iter::repeat_n(0u32, 40));
+    rows.extend_from_slice(&ids[7..n - 33]);
+    let mut mask = vec![1u32; n];
+    mask.extend(std::iter::repeat_n(0u32, 40));
+    mask.extend(std::iter::repeat_n(1u32, n - 40));
+    let t = Tensor::from_vec(rows, (2, n), &candle_core::Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (2, n), &candle_core::Device::Cpu).unwrap();
+    let opts = interplab_core::model::RunOptions {
+        attention_mask: Some(&mask),
+        ..Default::default()
+    };
+    let run = |filter: Option<&NameFilter>| {
+        m.model
+            .run(
+                interplab_core::model::Input::Tokens(&t),
+                &opts,
+                None,
+                filter,
+            )
+            .unwrap()
+    };
+    let (fused, _) = run(Some(&NameFilter::parse("blocks.*.hook_attn_out")));
+    let (composed, cache) = run(Some(&NameFilter::parse("blocks.*.attn.hook_pattern")));
+    assert_eq!(cache.len(), 30);
+    assert_eq!(max_abs_diff(&fused, &composed), 0.0);
+    // Without a mask (one bias for every sequence).
+    let fused = m.model.forward(&t).unwrap();
+    let (composed, _) = m
+        .model
+        .run_with_cache(&t, &NameFilter::parse("blocks.*.attn.hook_attn_scores"))
+        .unwrap();
+    assert_eq!(max_abs_diff(&fused, &composed), 0.0);
+}

@@ -234,13 +234,18 @@ pub fn measure(
         "sae-topk" | "sae-relu" | "sae-relu-sparse" | "sae-batchtopk" | "sae-jumprelu" => {
             sae_step(a, &what[4..])
         }
-        "harvest" | "harvest-last" => harvest(a, what == "harvest-last", load),
+        "harvest" | "harvest-last" | "harvest-bf16" => harvest(
+            a,
+            what == "harvest-last",
+            what == "harvest-bf16",
+            load,
+        ),
         "finetune" => finetune_step(a, false, load),
         "finetune-bf16" => finetune_step(a, true, load),
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, forward-bf16, cache-bf16, patch, heads, \
              generate, generate-q, generate-batch, generate-batch-q, probe, finetune, finetune-bf16, sae-topk, \
-             sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, harvest, harvest-last)"
+             sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, harvest, harvest-last, harvest-bf16)"
         ),
     }
 }
@@ -457,14 +462,21 @@ fn sparse_relu_bias(sae: &interplab_sae::Sae, x: &[f32], l0: usize) -> Vec<f32> 
 /// `harvest` / `harvest-last`: activations of `blocks.15.hook_resid_post` (the default SAE hook;
 /// the model stops after block 15) or of the last block's `hook_resid_post` (a full-depth pass
 /// without the unembedding), as `interplab sae train` harvests them, over the forward
-/// benchmark's batch × seq tokens: rows per second.
+/// benchmark's batch × seq tokens: rows per second. `harvest-bf16` is `harvest` with
+/// `--dtype bf16` weights.
 fn harvest(
     a: &Workload,
     last: bool,
+    bf16: bool,
     load: &mut dyn FnMut(&str, WeightStorage) -> anyhow::Result<LoadedModel>,
 ) -> anyhow::Result<serde_json::Value> {
     use interplab_sae::store::{HarvestSpec, Harvester};
-    let m = load(&a.model, WeightStorage::Dense)?;
+    let storage = if bf16 {
+        WeightStorage::Bf16
+    } else {
+        WeightStorage::Dense
+    };
+    let m = load(&a.model, storage)?;
     let layer = if last {
         m.model.cfg.n_layers - 1
     } else {
@@ -498,7 +510,8 @@ fn harvest(
     }
     let med = median(times);
     Ok(
-        json!({"name": format!("interplab_harvest_{}", if last { "last" } else { "l15" }),
+        json!({"name": format!("interplab_harvest_{}{}", if last { "last" } else { "l15" },
+                               if bf16 { "_bf16" } else { "" }),
               "hook": hook, "median_s": med, "tokens_per_s": (a.batch * a.seq) as f64 / med,
               "batch": a.batch, "seq": a.seq, "runs": a.runs.max(1), "peak_rss_bytes": peak_rss()}),
     )

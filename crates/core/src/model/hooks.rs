@@ -374,6 +374,21 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
         self.hooked.contains_key(&n) || self.cache_names.as_ref().is_some_and(|c| c.contains(&n))
     }
 
+    /// Whether nothing at all happens at `name` in this call (no hook, cache entry, attachment
+    /// or record of emitted points), so the model may compute through it without forming it.
+    pub(crate) fn silent(&self, name: HookName) -> bool {
+        if self.emitted.is_some() {
+            return false;
+        }
+        if !self.any {
+            return true;
+        }
+        let n = name.to_string();
+        !self.hooked.contains_key(&n)
+            && !self.cache_names.as_ref().is_some_and(|c| c.contains(&n))
+            && !self.attached.contains_key(&n)
+    }
+
     /// Whether a hook (not just the cache) is attached at `name`.
     pub(crate) fn hooked(&self, name: HookName) -> bool {
         !self.hooked.is_empty() && self.hooked.contains_key(&name.to_string())

@@ -1,6 +1,7 @@
 //! The hooked transformer: one config-driven model for GPT-2, GPT-NeoX, Llama and Gemma 3,
 //! exposing every activation under TransformerLens' hook names.
 
+mod attend;
 mod budget;
 pub mod generate;
 pub mod hook_name;
@@ -934,26 +935,6 @@ impl HookedTransformer {
             q = rt.point(HookName::AttnRotQ(l), q)?;
             k = rt.point(HookName::AttnRotK(l), k)?;
         }
-        // [b, p, n, dh] -> [b, n, p, dh]
-        let q = q.transpose(1, 2)?.contiguous()?;
-        let mut k = k.transpose(1, 2)?.contiguous()?;
-        let mut v = v.transpose(1, 2)?.contiguous()?;
-        if let Some(slot) = kv {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let kl = geo.k_len;
-        let rep = h / kvh;
-        // Grouped-query attention without copying keys: query heads of one kv group side by side.
-        let qg = q.reshape((b, kvh, rep * p, dh))?;
-        let scores = qg.matmul(&k.transpose(2, 3)?)?.reshape((b, h, p, kl))?;
-        let mut scores = (scores / c.attn_scale)?;
-        if let Some(cap) = c.attn_logit_softcap {
-            scores = ((scores / cap)?.tanh()? * cap)?;
-        }
         let bias = match window {
             Some(w) => geo
                 .bias_window
@@ -963,16 +944,18 @@ impl HookedTransformer {
                 .unwrap_or(&geo.bias_global),
             None => &geo.bias_global,
         };
-        let scores = scores.broadcast_add(bias)?;
-        let scores = rt.point(HookName::AttnScores(l), scores)?;
-        let pattern = ops::softmax_last_dim(&scores)?;
-        let pattern = rt.point(HookName::AttnPattern(l), pattern)?;
-        let z = pattern
-            .reshape((b, kvh, rep * p, kl))?
-            .matmul(&v)?
-            .reshape((b, h, p, dh))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let fused = if kv.is_none()
+            && rt.silent(HookName::AttnScores(l))
+            && rt.silent(HookName::AttnPattern(l))
+        {
+            attend::fused(&q, &k, &v, bias, c.attn_scale, c.attn_logit_softcap)?
+        } else {
+            None
+        };
+        let z = match fused {
+            Some(z) => z,
+            None => self.attention_composed(l, q, k, v, bias, geo, rt, kv)?,
+        };
         let z = rt.point(HookName::AttnZ(l), z)?;
         let out = if self.settings.use_attn_result {
             // [b, p, h, dh] x [h, dh, d] -> [b, p, h, d]
@@ -996,6 +979,57 @@ impl HookedTransformer {
             Some(bo) => out.broadcast_add(bo)?,
             None => out,
         })
+    }
+
+    /// Attention's core as composed tensor ops, forming the scores and the pattern (for their
+    /// hook points, gradients and the KV cache): `z` `[b, p, h, dh]` from q `[b, p, h, dh]` and
+    /// k, v `[b, kl, kvh, dh]` after rotation.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_composed(
+        &self,
+        l: usize,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: &Tensor,
+        geo: &Geometry,
+        rt: &mut HookRuntime,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (b, p, h, dh) = q.dims4()?;
+        let kvh = c.n_kv_heads;
+        // [b, p, n, dh] -> [b, n, p, dh]
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let mut k = k.transpose(1, 2)?.contiguous()?;
+        let mut v = v.transpose(1, 2)?.contiguous()?;
+        if let Some(slot) = kv {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let kl = geo.k_len;
+        let rep = h / kvh;
+        // Grouped-query attention without copying keys: query heads of one kv group side by side.
+        let qg = q.reshape((b, kvh, rep * p, dh))?;
+        let scores = qg.matmul(&k.transpose(2, 3)?)?.reshape((b, h, p, kl))?;
+        let mut scores = (scores / c.attn_scale)?;
+        if let Some(cap) = c.attn_logit_softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let scores = scores.broadcast_add(bias)?;
+        let scores = rt.point(HookName::AttnScores(l), scores)?;
+        let pattern = ops::softmax_last_dim(&scores)?;
+        let pattern = rt.point(HookName::AttnPattern(l), pattern)?;
+        let z = pattern
+            .reshape((b, kvh, rep * p, kl))?
+            .matmul(&v)?
+            .reshape((b, h, p, dh))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        Ok(z)
     }
 
     fn mlp(&self, l: usize, x: &Tensor, rt: &mut HookRuntime) -> Result<Tensor> {

@@ -2,7 +2,7 @@
 //! are our own kernels (with backward passes), never candle-nn's fused softmax, norms or rope,
 //! which drop gradients.
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 
 use crate::config::Activation;
 use crate::kernels;
@@ -78,18 +78,8 @@ pub fn rotary_tables(
     ))
 }
 
-/// Rotate-half rotary embedding on the first `dim` features of each head of `x` `[b, p, n, d_head]`.
+/// Rotate-half rotary embedding on the first `dim` features of each head of `x` `[b, p, n, d_head]`
+/// (one fused pass, [`kernels::rope`]).
 pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize) -> Result<Tensor> {
-    let d_head = x.dim(D::Minus1)?;
-    let half = dim / 2;
-    let x1 = x.narrow(3, 0, half)?;
-    let x2 = x.narrow(3, half, half)?;
-    let o1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let o2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    if dim == d_head {
-        Ok(Tensor::cat(&[o1, o2], 3)?)
-    } else {
-        let pass = x.narrow(3, dim, d_head - dim)?;
-        Ok(Tensor::cat(&[o1, o2, pass], 3)?)
-    }
+    Ok(kernels::rope(x, cos, sin, dim)?)
 }
