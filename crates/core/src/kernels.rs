@@ -5,8 +5,10 @@
 //! Candle's CPU unary ops are scalar and single-threaded. Each function here runs as a candle
 //! custom op whose CPU forward splits the work over rayon's global pool (sized by
 //! `RAYON_NUM_THREADS`) and whose inner loops auto-vectorise. LLVM does not vectorise calls to
-//! `f32::exp`, so `exp` here is a branch-free polynomial, and the loops are compiled twice:
-//! once with AVX2+FMA (chosen at run time) and once portable.
+//! `f32::exp`, so `exp` here is a branch-free polynomial, and the loops are compiled three
+//! times: with AVX-512, with AVX2+FMA (the best the CPU has, chosen at run time) and portable.
+//! The two x86 builds give the same bits: the same fused multiply-adds, and every reduction
+//! in [`LANES`] explicit lanes whatever the vector width.
 //!
 //! Every op has a backward pass, so `Tensor::backward` gives correct gradients (unlike candle-nn's
 //! fused softmax and norms). Inputs that are not contiguous f32 tensors on the CPU go through the
@@ -469,7 +471,18 @@ unsafe fn run_avx2_fma<J: Job>(job: &J, start: usize, out: &mut [MaybeUninit<f32
     job.run::<Fused>(start, out)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn run_avx512<J: Job>(job: &J, start: usize, out: &mut [MaybeUninit<f32>]) {
+    job.run::<Fused>(start, out)
+}
+
 fn run_best<J: Job>(job: &J, start: usize, out: &mut [MaybeUninit<f32>]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { run_avx512(job, start, out) };
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
@@ -2359,5 +2372,69 @@ mod tests {
         assert_eq!(y, vec![-3., -4., 1., 2., 5., 6.]);
         // Tables of the wrong shape are an error.
         assert!(rope(&x, &cos, &sin, 6).is_err());
+    }
+
+    /// The AVX-512 and AVX2 builds of a kernel give the same bits (where the CPU has both).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_and_avx2_builds_agree_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        fn both<J: Job>(name: &str, job: &J, len: usize) {
+            let run = |f: unsafe fn(&J, usize, &mut [MaybeUninit<f32>])| -> Vec<u32> {
+                let mut out = vec![MaybeUninit::new(f32::NAN); len];
+                // SAFETY: the CPU has AVX-512 (checked above) and AVX2 + FMA.
+                unsafe { f(job, 0, &mut out) };
+                // SAFETY: the job wrote every element.
+                unsafe { assume_init(&mut out) }
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(run(run_avx512::<J>), run(run_avx2_fma::<J>), "{name}");
+        }
+        let mut rng = Rng(0xa5a5_0517);
+        let d = 200;
+        let x: Vec<f32> = (0..7 * d).map(|_| rng.normal() * 4.0).collect();
+        let y: Vec<f32> = (0..7 * d).map(|_| rng.normal()).collect();
+        let w: Vec<f32> = (0..d).map(|_| rng.normal()).collect();
+        both("softmax", &SoftmaxJob { d, x: &x }, x.len());
+        both(
+            "silu",
+            &ActJob::<Silu> {
+                x: &x,
+                act: PhantomData,
+            },
+            x.len(),
+        );
+        both(
+            "gelu",
+            &ActJob::<GeluErf> {
+                x: &x,
+                act: PhantomData,
+            },
+            x.len(),
+        );
+        let gated = ActMulJob::<GeluTanh> {
+            gate: &x,
+            up: &y,
+            act: PhantomData,
+        };
+        both("gelu_tanh_mul", &gated, x.len());
+        for kind in [NormKind::Rms, NormKind::Layer] {
+            let job = NormJob {
+                kind,
+                eps: 1e-5,
+                d,
+                x: &x,
+                w: Some(&w),
+                b: None,
+            };
+            both("norm", &job, x.len());
+        }
     }
 }

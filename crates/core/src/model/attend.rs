@@ -88,6 +88,17 @@ pub(crate) fn fused(
         }
     }
     let (qs, ks, vs, bs) = (slices[0], slices[1], slices[2], slices[3]);
+    // Each bias row's length up to its last visible key: a causal row's masked tail needs no
+    // exponentials (its pattern entries are exactly 0, and zeros change no sum, so the visible
+    // entries come out the same as over the whole row).
+    let visible: Vec<usize> = bs
+        .chunks_exact(kl)
+        .map(|row| {
+            row.iter()
+                .rposition(|&x| x != f32::NEG_INFINITY)
+                .map_or(kl, |j| j + 1)
+        })
+        .collect();
     let inv_scale = (1.0 / scale) as f32;
     let cap = softcap.map(|c| ((1.0 / c) as f32, c as f32));
 
@@ -139,15 +150,26 @@ pub(crate) fn fused(
         }
         let bias_b = if bias_rows == 1 { 0 } else { bi };
         let bias = &bs[(bias_b * p + r0) * kl..][..rows * kl];
-        for (s, &m) in scores.iter_mut().zip(bias) {
-            let mut x = *s * inv_scale + 0.0;
-            if let Some((inv_cap, cap)) = cap {
-                x = (x * inv_cap + 0.0).tanh() * cap + 0.0;
+        let visible = &visible[bias_b * p + r0..][..rows];
+        let rows_of = scores
+            .chunks_exact_mut(kl)
+            .zip(pattern.chunks_exact_mut(kl))
+            .zip(bias.chunks_exact(kl))
+            .zip(visible);
+        for (((s, out), bias), &len) in rows_of {
+            for (s, &m) in s[..len].iter_mut().zip(bias) {
+                let mut x = *s * inv_scale + 0.0;
+                if let Some((inv_cap, cap)) = cap {
+                    x = (x * inv_cap + 0.0).tanh() * cap + 0.0;
+                }
+                *s = x + m;
             }
-            *s = x + m;
+            crate::kernels::softmax_rows(&s[..len], len, &mut out[..len]);
+            out[len..].iter_mut().for_each(|o| {
+                o.write(0.0);
+            });
         }
-        crate::kernels::softmax_rows(&scores, kl, &mut pattern);
-        // SAFETY: as above; `softmax_rows` wrote every element of `pattern`.
+        // SAFETY: as above; every element of `pattern` was written (softmax or zero).
         unsafe {
             // z rows = pattern · v: [rows, kl] · [kl, dh].
             gemm(

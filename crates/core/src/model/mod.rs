@@ -494,6 +494,24 @@ impl HookedTransformer {
         }
     }
 
+    /// [`Self::product`] of several matrices with the same rows `x` (q, k, v; gate, up): bf16
+    /// weights round the rows once for all of them.
+    fn products(&self, ws: &[&Matrix], x: &Tensor) -> Result<Vec<Tensor>> {
+        let packed: Option<Vec<&crate::bf16::PackedBf16>> = ws
+            .iter()
+            .map(|w| match w {
+                Matrix::Bf16(p) => Some(&**p),
+                _ => None,
+            })
+            .collect();
+        if let Some(packed) = packed {
+            if let Some(ys) = weights::bf16_matmul_shared(&packed, x)? {
+                return Ok(ys);
+            }
+        }
+        ws.iter().map(|w| self.product(w, x)).collect()
+    }
+
     fn check_tokens(&self, tokens: &Tensor) -> Result<(usize, usize)> {
         let (b, p) = tokens.dims2().map_err(|_| {
             Error::Input(format!(
@@ -894,17 +912,18 @@ impl HookedTransformer {
             };
             let n1 = self.norm(&self.weights.blocks[l].ln1, &attn_in, ln1, rt)?;
             let x2 = n1.reshape((b * p, d))?;
-            let lin = |w: &Matrix, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
-                let mut y = self.product(w, &x2)?;
-                if let Some(bias) = bias {
-                    y = y.broadcast_add(bias)?;
-                }
+            let ys = self.products(&[&a.w_q, &a.w_k, &a.w_v], &x2)?;
+            let shaped = |y: &Tensor, bias: &Option<Tensor>, n: usize| -> Result<Tensor> {
+                let y = match bias {
+                    Some(bias) => y.broadcast_add(bias)?,
+                    None => y.clone(),
+                };
                 Ok(y.reshape((b, p, n, dh))?)
             };
             (
-                lin(&a.w_q, &a.b_q, h)?,
-                lin(&a.w_k, &a.b_k, kvh)?,
-                lin(&a.w_v, &a.b_v, kvh)?,
+                shaped(&ys[0], &a.b_q, h)?,
+                shaped(&ys[1], &a.b_k, kvh)?,
+                shaped(&ys[2], &a.b_v, kvh)?,
             )
         };
         let q = rt.point(HookName::AttnQ(l), q)?;
@@ -1040,8 +1059,7 @@ impl HookedTransformer {
             .ok_or_else(|| Error::Unsupported(format!("block {l} has no MLP weights")))?;
         let (b, p, d) = x.dims3()?;
         let x2 = x.reshape((b * p, d))?;
-        let lin = |w: &Matrix, bias: &Option<Tensor>| -> Result<Tensor> {
-            let y = self.product(w, &x2)?;
+        let shaped = |y: Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
             let y = match bias {
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
@@ -1050,12 +1068,17 @@ impl HookedTransformer {
         };
         let post = match &m.w_gate {
             Some(wg) => {
-                let pre = rt.point(HookName::MlpPre(l), lin(wg, &m.b_gate)?)?;
-                let pre_linear = rt.point(HookName::MlpPreLinear(l), lin(&m.w_in, &m.b_in)?)?;
+                let [gate, up]: [Tensor; 2] = self
+                    .products(&[wg, &m.w_in], &x2)?
+                    .try_into()
+                    .map_err(|_| Error::Unsupported("gated MLP products".into()))?;
+                let pre = rt.point(HookName::MlpPre(l), shaped(gate, &m.b_gate)?)?;
+                let pre_linear = rt.point(HookName::MlpPreLinear(l), shaped(up, &m.b_in)?)?;
                 ops::act_mul(&pre, &pre_linear, c.act)?
             }
             None => {
-                let pre = rt.point(HookName::MlpPre(l), lin(&m.w_in, &m.b_in)?)?;
+                let pre = shaped(self.product(&m.w_in, &x2)?, &m.b_in)?;
+                let pre = rt.point(HookName::MlpPre(l), pre)?;
                 ops::act(&pre, c.act)?
             }
         };

@@ -69,6 +69,29 @@ pub(crate) fn bf16_matmul(p: &PackedBf16, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(y, (n, p.dims().1), x.device())?)
 }
 
+/// `x @ W` for each of several bf16 matrices that read the same rows (q, k and v; gate and
+/// up): the rows rounded once ([`PackedBf16::matmul_shared`]). `None` where [`bf16_matmul`]
+/// would not take the packed product (gradients, other dtypes, strided input).
+pub(crate) fn bf16_matmul_shared(ps: &[&PackedBf16], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+    let (n, k) = x.dims2()?;
+    if x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
+        return Ok(None);
+    }
+    let (storage, layout) = x.storage_and_layout();
+    let ys = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+            PackedBf16::matmul_shared(ps, crate::bf16::View::row_major(&v[a..b], n, k))?
+        }
+        _ => return Ok(None),
+    };
+    drop(storage);
+    ys.into_iter()
+        .zip(ps)
+        .map(|(y, p)| Ok(Tensor::from_vec(y, (n, p.dims().1), x.device())?))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
 /// A weight matrix in compute layout `[in, out]`.
 #[derive(Debug, Clone)]
 pub enum Matrix {
