@@ -234,9 +234,9 @@ fn replacing_hook_scale_changes_the_output() {
     assert!(d < 1e-4, "{d}");
 }
 
-/// A call that looks at neither the scores nor the pattern takes the fused attention
-/// (`model::attend`); caching the patterns forces the composed ops. They must agree to the
-/// bit: over 150 positions (two query blocks of the fused path), two sequences, the second
+/// A call that hooks neither the scores nor the pattern takes the fused attention
+/// (`model::attend`; it forms them only to cache them); a hook on the pattern forces the
+/// composed ops. Logits and every cached activation must agree to the bit: over 150 positions (two query blocks of the fused path), two sequences, the second
 /// left-padded by 40 positions (a per-sequence mask).
 #[test]
 fn fused_attention_gives_the_composed_attention_bit_for_bit() {
@@ -268,14 +268,37 @@ fn fused_attention_gives_the_composed_attention_bit_for_bit() {
             .unwrap()
     };
     let (fused, _) = run(Some(&NameFilter::parse("blocks.*.hook_attn_out")));
-    let (composed, cache) = run(Some(&NameFilter::parse("blocks.*.attn.hook_pattern")));
-    assert_eq!(cache.len(), 30);
+    // A hook on the pattern (returning it unchanged) forces the composed ops; caching every
+    // point makes the fused path keep its scores and pattern, which must equal the composed.
+    let mut hooks = interplab_core::model::Hooks::new();
+    hooks.add("blocks.*.attn.hook_pattern", |_x: &Tensor, _p| Ok(None));
+    let all = NameFilter::all();
+    let (composed, composed_cache) = m
+        .model
+        .run(
+            interplab_core::model::Input::Tokens(&t),
+            &opts,
+            Some(&mut hooks),
+            Some(&all),
+        )
+        .unwrap();
     assert_eq!(max_abs_diff(&fused, &composed), 0.0);
+    let (kept, kept_cache) = run(Some(&all));
+    assert_eq!(max_abs_diff(&kept, &composed), 0.0);
+    assert_eq!(kept_cache.len(), composed_cache.len());
+    for (name, want) in composed_cache.iter() {
+        let got = kept_cache.get(name).unwrap();
+        assert_eq!(got.dims(), want.dims(), "{name}");
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        assert!(bits(got) == bits(want), "{name} differs");
+    }
     // Without a mask (one bias for every sequence).
     let fused = m.model.forward(&t).unwrap();
-    let (composed, _) = m
-        .model
-        .run_with_cache(&t, &NameFilter::parse("blocks.*.attn.hook_attn_scores"))
-        .unwrap();
+    let mut hooks = interplab_core::model::Hooks::new();
+    hooks.add("blocks.*.attn.hook_attn_scores", |_x: &Tensor, _p| Ok(None));
+    let composed = m.model.run_with_hooks(&t, &mut hooks).unwrap();
     assert_eq!(max_abs_diff(&fused, &composed), 0.0);
 }

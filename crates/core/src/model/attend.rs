@@ -41,10 +41,19 @@ impl Out {
     }
 }
 
+/// What [`fused`] computed: `z`, and with `keep` the scores and the pattern
+/// `[b, h, p, kl]` (for a cache; the values the composed ops give).
+pub(crate) struct Attended {
+    pub z: Tensor,
+    pub kept: Option<(Tensor, Tensor)>,
+}
+
 /// `z = softmax(cap(q kᵀ / scale) + bias) v` for `q` `[b, p, h, dh]`, `k` and `v`
 /// `[b, kl, kvh, dh]` (query head `i` reads kv head `i / (h / kvh)`), `bias` `[1 or b, 1, p,
-/// kl]`: `z` `[b, p, h, dh]`. `None` when the inputs are not contiguous f32 CPU tensors or any
-/// of them needs a gradient (the caller then composes the ops).
+/// kl]`: `z` `[b, p, h, dh]`; with `keep` also the scores and the pattern, written in place
+/// of the task's buffers. `None` when the inputs are not contiguous f32 CPU tensors or any of
+/// them needs a gradient (the caller then composes the ops).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fused(
     q: &Tensor,
     k: &Tensor,
@@ -52,7 +61,8 @@ pub(crate) fn fused(
     bias: &Tensor,
     scale: f64,
     softcap: Option<f64>,
-) -> Result<Option<Tensor>> {
+    keep: bool,
+) -> Result<Option<Attended>> {
     let all = [q, k, v, bias];
     if all.iter().any(|t| {
         t.dtype() != DType::F32 || !t.device().is_cpu() || !t.is_contiguous() || t.track_op()
@@ -105,6 +115,13 @@ pub(crate) fn fused(
     let len = b * p * h * dh;
     let mut z: Vec<f32> = Vec::with_capacity(len);
     let out = Out(z.as_mut_ptr());
+    let kept_len = if keep { b * h * p * kl } else { 0 };
+    let mut kept_scores: Vec<f32> = Vec::with_capacity(kept_len);
+    let mut kept_pattern: Vec<f32> = Vec::with_capacity(kept_len);
+    let (kept_s, kept_p) = (
+        Out(kept_scores.as_mut_ptr()),
+        Out(kept_pattern.as_mut_ptr()),
+    );
     let blocks = p.div_ceil(QUERY_ROWS);
     (0..b * h * blocks).into_par_iter().for_each(|task| {
         let (bh, blk) = (task / blocks, task % blocks);
@@ -112,10 +129,24 @@ pub(crate) fn fused(
         let g = hi / rep;
         let r0 = blk * QUERY_ROWS;
         let rows = QUERY_ROWS.min(p - r0);
-        let mut scores: Vec<f32> = Vec::with_capacity(rows * kl);
-        let mut pattern: Vec<MaybeUninit<f32>> = Vec::with_capacity(rows * kl);
-        // SAFETY: MaybeUninit needs no initialisation.
-        unsafe { pattern.set_len(rows * kl) };
+        // The task's scores and pattern: its own buffers, or (keep) its rows of the kept
+        // `[b, h, p, kl]` tensors, which are contiguous.
+        let (mut own_s, mut own_p) = (Vec::new(), Vec::new());
+        let (scores, pattern): (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]) = if keep {
+            let at = (bh * p + r0) * kl;
+            // SAFETY: rows r0..r0 + rows of (sequence, head) bh lie inside the kept buffers'
+            // capacity and belong to this task alone.
+            unsafe {
+                (
+                    std::slice::from_raw_parts_mut(kept_s.at(at).cast(), rows * kl),
+                    std::slice::from_raw_parts_mut(kept_p.at(at).cast(), rows * kl),
+                )
+            }
+        } else {
+            own_s.resize(rows * kl, MaybeUninit::<f32>::uninit());
+            own_p.resize(rows * kl, MaybeUninit::<f32>::uninit());
+            (&mut own_s[..], &mut own_p[..])
+        };
         let q0 = ((bi * p + r0) * h + hi) * dh;
         let kv0 = (bi * kl * kvh + g) * dh;
         let (q_rs, kv_rs) = ((h * dh) as isize, (kvh * dh) as isize);
@@ -129,7 +160,7 @@ pub(crate) fn fused(
                 rows,
                 kl,
                 dh,
-                scores.as_mut_ptr(),
+                scores.as_mut_ptr().cast::<f32>(),
                 1,
                 kl as isize,
                 false,
@@ -146,8 +177,9 @@ pub(crate) fn fused(
                 false,
                 Parallelism::None,
             );
-            scores.set_len(rows * kl);
         }
+        // SAFETY: the product wrote every element of `scores`.
+        let scores: &mut [f32] = unsafe { &mut *(scores as *mut [MaybeUninit<f32>] as *mut [f32]) };
         let bias_b = if bias_rows == 1 { 0 } else { bi };
         let bias = &bs[(bias_b * p + r0) * kl..][..rows * kl];
         let visible = &visible[bias_b * p + r0..][..rows];
@@ -157,7 +189,9 @@ pub(crate) fn fused(
             .zip(bias.chunks_exact(kl))
             .zip(visible);
         for (((s, out), bias), &len) in rows_of {
-            for (s, &m) in s[..len].iter_mut().zip(bias) {
+            // Kept scores are whole rows (the masked tail is −∞, as composed).
+            let formed = if keep { kl } else { len };
+            for (s, &m) in s[..formed].iter_mut().zip(bias) {
                 let mut x = *s * inv_scale + 0.0;
                 if let Some((inv_cap, cap)) = cap {
                     x = (x * inv_cap + 0.0).tanh() * cap + 0.0;
@@ -197,9 +231,24 @@ pub(crate) fn fused(
     });
     drop(guards);
     // SAFETY: the tasks cover every (sequence, head, query row) once and each wrote its dh
-    // values of z.
-    unsafe { z.set_len(len) };
-    Ok(Some(Tensor::from_vec(z, (b, p, h, dh), q.device())?))
+    // values of z and (keep) its rows of scores and pattern.
+    unsafe {
+        z.set_len(len);
+        kept_scores.set_len(kept_len);
+        kept_pattern.set_len(kept_len);
+    }
+    let kept = if keep {
+        Some((
+            Tensor::from_vec(kept_scores, (b, h, p, kl), q.device())?,
+            Tensor::from_vec(kept_pattern, (b, h, p, kl), q.device())?,
+        ))
+    } else {
+        None
+    };
+    Ok(Some(Attended {
+        z: Tensor::from_vec(z, (b, p, h, dh), q.device())?,
+        kept,
+    }))
 }
 
 #[cfg(test)]
@@ -300,7 +349,10 @@ mod tests {
         for (bias_rows, cap) in [(b, None), (1, Some(0.7)), (b, Some(30.0))] {
             let bias = &bias[..bias_rows * p * kl];
             let bt = t(bias, (bias_rows, 1, p, kl));
-            let got = fused(&qt, &kt, &vt, &bt, 4.0, cap).unwrap().unwrap();
+            let got = fused(&qt, &kt, &vt, &bt, 4.0, cap, false)
+                .unwrap()
+                .unwrap()
+                .z;
             assert_eq!(got.dims(), [b, p, h, dh]);
             let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
             let want = reference(
@@ -322,13 +374,24 @@ mod tests {
         // Inputs that need gradients, or are not contiguous, are left to the composed path.
         let bt = t(&bias, (b, 1, p, kl));
         let qv = Var::from_tensor(&qt).unwrap();
-        assert!(fused(qv.as_tensor(), &kt, &vt, &bt, 4.0, None)
+        assert!(fused(qv.as_tensor(), &kt, &vt, &bt, 4.0, None, false)
             .unwrap()
             .is_none());
         let strided = t(&q, (b, h, p, dh)).transpose(1, 2).unwrap();
         assert!(!strided.is_contiguous());
-        assert!(fused(&strided, &kt, &vt, &bt, 4.0, None).unwrap().is_none());
+        assert!(fused(&strided, &kt, &vt, &bt, 4.0, None, false)
+            .unwrap()
+            .is_none());
         // Shapes that do not fit are an error.
-        assert!(fused(&qt, &kt, &vt, &t(&bias[..p * kl], (1, 1, kl, p)), 4.0, None).is_err());
+        assert!(fused(
+            &qt,
+            &kt,
+            &vt,
+            &t(&bias[..p * kl], (1, 1, kl, p)),
+            4.0,
+            None,
+            false
+        )
+        .is_err());
     }
 }

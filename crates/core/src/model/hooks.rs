@@ -389,6 +389,16 @@ impl<'h, 'a> HookRuntime<'h, 'a> {
             && !self.attached.contains_key(&n)
     }
 
+    /// Whether nothing can change the value at `name` in this call (no hook, no attachment):
+    /// at most it is cached or recorded.
+    pub(crate) fn passive(&self, name: HookName) -> bool {
+        if !self.any {
+            return true;
+        }
+        let n = name.to_string();
+        !self.hooked.contains_key(&n) && !self.attached.contains_key(&n)
+    }
+
     /// Whether a hook (not just the cache) is attached at `name`.
     pub(crate) fn hooked(&self, name: HookName) -> bool {
         !self.hooked.is_empty() && self.hooked.contains_key(&name.to_string())

@@ -963,16 +963,23 @@ impl HookedTransformer {
                 .unwrap_or(&geo.bias_global),
             None => &geo.bias_global,
         };
-        let fused = if kv.is_none()
-            && rt.silent(HookName::AttnScores(l))
-            && rt.silent(HookName::AttnPattern(l))
-        {
-            attend::fused(&q, &k, &v, bias, c.attn_scale, c.attn_logit_softcap)?
+        // Scores and pattern that nothing changes (at most cached) come from the fused
+        // attention, formed only when cached or recorded.
+        let (scores_at, pattern_at) = (HookName::AttnScores(l), HookName::AttnPattern(l));
+        let fused = if kv.is_none() && rt.passive(scores_at) && rt.passive(pattern_at) {
+            let keep = !(rt.silent(scores_at) && rt.silent(pattern_at));
+            attend::fused(&q, &k, &v, bias, c.attn_scale, c.attn_logit_softcap, keep)?
         } else {
             None
         };
         let z = match fused {
-            Some(z) => z,
+            Some(attend::Attended { z, kept }) => {
+                if let Some((scores, pattern)) = kept {
+                    rt.point(scores_at, scores)?;
+                    rt.point(pattern_at, pattern)?;
+                }
+                z
+            }
             None => self.attention_composed(l, q, k, v, bias, geo, rt, kv)?,
         };
         let z = rt.point(HookName::AttnZ(l), z)?;
