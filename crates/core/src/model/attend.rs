@@ -1,15 +1,18 @@
-//! Attention for calls that look at neither the scores nor the pattern: each head's scores,
-//! mask and softmax in a small buffer, multiplied by the values straight away.
+//! Attention for calls in which nothing can change the scores or the pattern: each group's
+//! scores, mask and softmax in a buffer of the task's own, multiplied by the values at once.
 //!
 //! The composed path forms `[batch, heads, q_len, k_len]` scores and pattern tensors and walks
 //! them six times (product, scale, bias, softmax, product, plus the transposes of q, k, v and
 //! z into and out of head-major layout); at 4,096 tokens of 128 that is ~19 MB a pass, out of
-//! every cache. Here a task takes one head of one sequence (at most [`QUERY_ROWS`] query rows
-//! of it), reads q, k and v in their `[batch, pos, head, d_head]` layout through strides, and
-//! writes its rows of z in place. The arithmetic is the composed path's, operation for
-//! operation: the same gemm for `q kᵀ` and `pattern · v` (whose rows do not depend on the
-//! other rows), `scores · (1 / scale)` as candle's affine computes it, the optional soft cap
-//! as `tanh(s · (1 / cap)) · cap`, the additive bias, and [`crate::kernels::softmax_rows`].
+//! every cache. Here a task takes one kv group of one sequence: it gathers the group's query
+//! rows head-major, reads k and v in their `[batch, pos, head, d_head]` layout through strides,
+//! and writes its rows of z in place. The arithmetic is the composed path's, operation for
+//! operation, so the results are the same bits: the two gemm products with the composed ones'
+//! shapes (`[rep · q_len, d_head] · [d_head, k_len]` and `[rep · q_len, k_len] · [k_len,
+//! d_head]`; gemm picks its kernel by shape, and a different kernel can round a row
+//! differently), `scores · (1 / scale)` as candle's affine computes it, the optional soft cap
+//! as `tanh(s · (1 / cap)) · cap`, the additive bias, and [`crate::kernels::softmax_rows`]
+//! (whose sums are unchanged by the masked tail's zeros, so the tail is skipped).
 
 use std::mem::MaybeUninit;
 
@@ -18,10 +21,6 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use crate::Result;
-
-/// Query rows per task: bounds the buffers (two of `QUERY_ROWS × k_len` f32 per task) and
-/// splits one long sequence over the threads.
-const QUERY_ROWS: usize = 128;
 
 /// A raw pointer shared by tasks that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
@@ -122,51 +121,55 @@ pub(crate) fn fused(
         Out(kept_scores.as_mut_ptr()),
         Out(kept_pattern.as_mut_ptr()),
     );
-    let blocks = p.div_ceil(QUERY_ROWS);
-    (0..b * h * blocks).into_par_iter().for_each(|task| {
-        let (bh, blk) = (task / blocks, task % blocks);
-        let (bi, hi) = (bh / h, bh % h);
-        let g = hi / rep;
-        let r0 = blk * QUERY_ROWS;
-        let rows = QUERY_ROWS.min(p - r0);
-        // The task's scores and pattern: its own buffers, or (keep) its rows of the kept
-        // `[b, h, p, kl]` tensors, which are contiguous.
+    (0..b * kvh).into_par_iter().for_each(|task| {
+        let (bi, g) = (task / kvh, task % kvh);
+        // The group's query rows, head-major (`[rep · p, dh]`), as the composed path lays them
+        // out: its products then have the composed ones' shapes exactly, and gemm's choice of
+        // kernel (which can change the rounding of a row) is the same.
+        let m = rep * p;
+        let mut qg: Vec<f32> = Vec::with_capacity(m * dh);
+        for r in 0..rep {
+            for i in 0..p {
+                qg.extend_from_slice(&qs[((bi * p + i) * h + g * rep + r) * dh..][..dh]);
+            }
+        }
+        // The group's scores and pattern: the task's own buffers, or (keep) its heads' rows of
+        // the kept `[b, h, p, kl]` tensors, which are contiguous.
         let (mut own_s, mut own_p) = (Vec::new(), Vec::new());
         let (scores, pattern): (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]) = if keep {
-            let at = (bh * p + r0) * kl;
-            // SAFETY: rows r0..r0 + rows of (sequence, head) bh lie inside the kept buffers'
-            // capacity and belong to this task alone.
+            let at = (bi * h + g * rep) * p * kl;
+            // SAFETY: the rows of heads g·rep..(g + 1)·rep of sequence bi lie inside the kept
+            // buffers' capacity and belong to this task alone.
             unsafe {
                 (
-                    std::slice::from_raw_parts_mut(kept_s.at(at).cast(), rows * kl),
-                    std::slice::from_raw_parts_mut(kept_p.at(at).cast(), rows * kl),
+                    std::slice::from_raw_parts_mut(kept_s.at(at).cast(), m * kl),
+                    std::slice::from_raw_parts_mut(kept_p.at(at).cast(), m * kl),
                 )
             }
         } else {
-            own_s.resize(rows * kl, MaybeUninit::<f32>::uninit());
-            own_p.resize(rows * kl, MaybeUninit::<f32>::uninit());
+            own_s.resize(m * kl, MaybeUninit::<f32>::uninit());
+            own_p.resize(m * kl, MaybeUninit::<f32>::uninit());
             (&mut own_s[..], &mut own_p[..])
         };
-        let q0 = ((bi * p + r0) * h + hi) * dh;
         let kv0 = (bi * kl * kvh + g) * dh;
-        let (q_rs, kv_rs) = ((h * dh) as isize, (kvh * dh) as isize);
-        // SAFETY (both products): every pointer and stride stays inside its slice — query
-        // rows r0..r0 + rows of head hi, key/value rows 0..kl of head g, `scores` and
-        // `pattern` rows × kl — and z's rows r0..r0 + rows of head hi belong to this task
-        // alone, so no two tasks write the same element.
+        let kv_rs = (kvh * dh) as isize;
+        let mut zg: Vec<f32> = Vec::with_capacity(m * dh);
+        // SAFETY (both products): every pointer and stride stays inside its buffer — `qg`
+        // m × dh, key/value rows 0..kl of kv head g, `scores` and `pattern` m × kl, `zg`
+        // m × dh (its capacity).
         unsafe {
-            // scores = q kᵀ: [rows, dh] · [dh, kl].
+            // scores = q kᵀ: [m, dh] · [dh, kl].
             gemm(
-                rows,
+                m,
                 kl,
                 dh,
                 scores.as_mut_ptr().cast::<f32>(),
                 1,
                 kl as isize,
                 false,
-                qs.as_ptr().add(q0),
+                qg.as_ptr(),
                 1,
-                q_rs,
+                dh as isize,
                 ks.as_ptr().add(kv0),
                 kv_rs,
                 1,
@@ -181,14 +184,15 @@ pub(crate) fn fused(
         // SAFETY: the product wrote every element of `scores`.
         let scores: &mut [f32] = unsafe { &mut *(scores as *mut [MaybeUninit<f32>] as *mut [f32]) };
         let bias_b = if bias_rows == 1 { 0 } else { bi };
-        let bias = &bs[(bias_b * p + r0) * kl..][..rows * kl];
-        let visible = &visible[bias_b * p + r0..][..rows];
+        let bias = &bs[bias_b * p * kl..][..p * kl];
+        let visible = &visible[bias_b * p..][..p];
         let rows_of = scores
             .chunks_exact_mut(kl)
             .zip(pattern.chunks_exact_mut(kl))
-            .zip(bias.chunks_exact(kl))
-            .zip(visible);
-        for (((s, out), bias), &len) in rows_of {
+            .enumerate();
+        for (row, (s, out)) in rows_of {
+            let i = row % p;
+            let (bias, len) = (&bias[i * kl..][..kl], visible[i]);
             // Kept scores are whole rows (the masked tail is −∞, as composed).
             let formed = if keep { kl } else { len };
             for (s, &m) in s[..formed].iter_mut().zip(bias) {
@@ -203,16 +207,17 @@ pub(crate) fn fused(
                 o.write(0.0);
             });
         }
-        // SAFETY: as above; every element of `pattern` was written (softmax or zero).
+        // SAFETY: as above; every element of `pattern` was written (softmax or zero), and the
+        // product writes all m × dh values of `zg`.
         unsafe {
-            // z rows = pattern · v: [rows, kl] · [kl, dh].
+            // z = pattern · v: [m, kl] · [kl, dh].
             gemm(
-                rows,
+                m,
                 dh,
                 kl,
-                out.at(q0),
+                zg.as_mut_ptr(),
                 1,
-                q_rs,
+                dh as isize,
                 false,
                 pattern.as_ptr().cast::<f32>(),
                 1,
@@ -227,6 +232,19 @@ pub(crate) fn fused(
                 false,
                 Parallelism::None,
             );
+            zg.set_len(m * dh);
+        }
+        // Each row of z to its place in `[b, p, h, dh]`.
+        for (row, zrow) in zg.chunks_exact(dh).enumerate() {
+            let (r, i) = (row / p, row % p);
+            // SAFETY: row i of head g·rep + r of sequence bi is this task's alone, inside z.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    zrow.as_ptr(),
+                    out.at(((bi * p + i) * h + g * rep + r) * dh),
+                    dh,
+                )
+            };
         }
     });
     drop(guards);
@@ -320,7 +338,7 @@ mod tests {
     #[test]
     fn matches_the_definition_across_query_blocks_groups_masks_and_caps() {
         let dev = Device::Cpu;
-        // 130 query rows: two blocks of QUERY_ROWS; 4 query heads over 2 kv heads; keys a
+        // 130 query rows; 4 query heads over 2 kv heads; keys a
         // prefix longer than the queries; per-sequence causal masks with padding.
         let (b, p, h, dh, kvh) = (2, 130, 4, 16, 2);
         let kl = p + 5;
