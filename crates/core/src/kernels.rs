@@ -1252,7 +1252,11 @@ impl CustomOp2 for ColumnSum {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize) -> Result<Tensor> {
     let (b, p, _, d_head) = x.dims4()?;
     let half = dim / 2;
-    if dim % 2 != 0 || dim > d_head || cos.dims() != [b, p, 1, half] || sin.dims() != cos.dims() {
+    if !dim.is_multiple_of(2)
+        || dim > d_head
+        || cos.dims() != [b, p, 1, half]
+        || sin.dims() != cos.dims()
+    {
         bail!(
             "rope: x {:?}, cos {:?}, sin {:?}, rotary dim {dim}",
             x.dims(),
@@ -2319,7 +2323,7 @@ mod tests {
 
     #[test]
     fn rope_is_the_composed_rotation_bit_for_bit_and_its_gradient_the_inverse() {
-        let mut rng = Rng(0x5eed_0f_0e);
+        let mut rng = Rng(0x5eed_0f0e);
         let (b, p, n, dh) = (2, 5, 3, 8);
         for dim in [8, 6] {
             let x = rng.tensor(&[b, p, n, dh], 1.0);

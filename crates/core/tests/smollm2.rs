@@ -305,7 +305,10 @@ fn fused_attention_gives_the_composed_attention_bit_for_bit() {
     // must have the composed ones' shapes to round the same), every cached point included.
     let ids = m
         .tokenizer
-        .encode("The Eiffel Tower is located in the city of Paris, which is in", false)
+        .encode(
+            "The Eiffel Tower is located in the city of Paris, which is in",
+            false,
+        )
         .unwrap();
     let t = tokens(&ids);
     let (kept, kept_cache) = m.model.run_with_cache(&t, &all).unwrap();
@@ -322,8 +325,14 @@ fn fused_attention_gives_the_composed_attention_bit_for_bit() {
         .unwrap();
     assert_eq!(max_abs_diff(&kept, &composed), 0.0);
     assert_eq!(max_abs_diff(&m.model.forward(&t).unwrap(), &composed), 0.0);
-    for name in ["blocks.0.attn.hook_pattern", "blocks.29.attn.hook_attn_scores"] {
-        let (a, b) = (kept_cache.get(name).unwrap(), composed_cache.get(name).unwrap());
+    for name in [
+        "blocks.0.attn.hook_pattern",
+        "blocks.29.attn.hook_attn_scores",
+    ] {
+        let (a, b) = (
+            kept_cache.get(name).unwrap(),
+            composed_cache.get(name).unwrap(),
+        );
         assert_eq!(max_abs_diff(a, b), 0.0, "{name}");
     }
 }

@@ -40,6 +40,46 @@ impl Out {
     }
 }
 
+/// `dst = a · b` for `a` `[m, k]` and `b` `[k, n]`, each given as (first element, row stride,
+/// column stride), into the row-major `dst` with row stride `ldd`; on the calling thread (the
+/// tasks are the parallelism).
+///
+/// # Safety
+/// Every element the shapes and strides address lies inside its buffer, and `dst`'s are
+/// writable.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    ldd: usize,
+    (a, a_rs, a_cs): (*const f32, isize, isize),
+    (b, b_rs, b_cs): (*const f32, isize, isize),
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ldd as isize,
+            false,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
 /// What [`fused`] computed: `z`, and with `keep` the scores and the pattern
 /// `[b, h, p, kl]` (for a cache; the values the composed ops give).
 pub(crate) struct Attended {
@@ -158,27 +198,13 @@ pub(crate) fn fused(
         // m × dh, key/value rows 0..kl of kv head g, `scores` and `pattern` m × kl, `zg`
         // m × dh (its capacity).
         unsafe {
-            // scores = q kᵀ: [m, dh] · [dh, kl].
-            gemm(
-                m,
-                kl,
-                dh,
+            // scores = q kᵀ: [m, dh] · [dh, kl] (kᵀ read through k's strides).
+            product(
+                (m, kl, dh),
                 scores.as_mut_ptr().cast::<f32>(),
-                1,
-                kl as isize,
-                false,
-                qg.as_ptr(),
-                1,
-                dh as isize,
-                ks.as_ptr().add(kv0),
-                kv_rs,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+                kl,
+                (qg.as_ptr(), dh as isize, 1),
+                (ks.as_ptr().add(kv0), 1, kv_rs),
             );
         }
         // SAFETY: the product wrote every element of `scores`.
@@ -211,26 +237,12 @@ pub(crate) fn fused(
         // product writes all m × dh values of `zg`.
         unsafe {
             // z = pattern · v: [m, kl] · [kl, dh].
-            gemm(
-                m,
-                dh,
-                kl,
+            product(
+                (m, dh, kl),
                 zg.as_mut_ptr(),
-                1,
-                dh as isize,
-                false,
-                pattern.as_ptr().cast::<f32>(),
-                1,
-                kl as isize,
-                vs.as_ptr().add(kv0),
-                1,
-                kv_rs,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+                dh,
+                (pattern.as_ptr().cast::<f32>(), kl as isize, 1),
+                (vs.as_ptr().add(kv0), kv_rs, 1),
             );
             zg.set_len(m * dh);
         }
