@@ -15,6 +15,7 @@
 //! The input rows are rounded to bf16 into a row-major buffer padded the same way, which the
 //! tile loads read in place.
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -48,6 +49,236 @@ pub fn from_bf16(h: u16) -> f32 {
 
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
+}
+
+/// Panel `p` of the `[k, n]` matrix `w` in the tile layout (see the module doc): `kp / 32`
+/// blocks of two 512-value tiles, every value (padding included) written.
+fn pack_panel(w: View<'_>, p: usize, out: &mut [MaybeUninit<u16>]) {
+    for kb in 0..out.len() / (2 * 512) {
+        for half in 0..2 {
+            pack_tile(
+                w,
+                kb,
+                p * BLOCK + half * 16,
+                &mut out[(kb * 2 + half) * 512..][..512],
+            );
+        }
+    }
+}
+
+/// One tile: rows `kb·32 ..+32` (as 16 pairs) of columns `col0 ..+16` of `w`, zero outside it.
+#[inline(always)]
+fn pack_tile(w: View<'_>, kb: usize, col0: usize, tile: &mut [MaybeUninit<u16>]) {
+    let (k, n) = (w.rows, w.cols);
+    for r in 0..16 {
+        let row0 = kb * BLOCK + 2 * r;
+        // Rows row0 and row0 + 1 of the tile's 16 columns, interleaved.
+        let mut pair = [[0f32; 16]; 2];
+        let full = row0 + 1 < k && col0 + 16 <= n;
+        if full && !w.transposed {
+            for (t, dst) in pair.iter_mut().enumerate() {
+                dst.copy_from_slice(&w.data[(row0 + t) * n + col0..][..16]);
+            }
+        } else if full {
+            // Column col0 + c of the transposed source holds rows row0 and row0 + 1 side by
+            // side.
+            let [lo, hi] = &mut pair;
+            for (c, (lo, hi)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+                let src = &w.data[(col0 + c) * k + row0..][..2];
+                (*lo, *hi) = (src[0], src[1]);
+            }
+        } else {
+            for (t, dst) in pair.iter_mut().enumerate() {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    if row0 + t < k && col0 + c < n {
+                        *d = w.at(row0 + t, col0 + c);
+                    }
+                }
+            }
+        }
+        let dst = &mut tile[r * 32..][..32];
+        for c in 0..16 {
+            dst[2 * c].write(to_bf16(pair[0][c]));
+            dst[2 * c + 1].write(to_bf16(pair[1][c]));
+        }
+    }
+}
+
+/// [`pack_panel`] with AVX-512 where the CPU has it (every AMX CPU does): whole tiles are
+/// rounded sixteen values per instruction and, from a transposed source, turned by a 16 × 16
+/// register transpose instead of pairs gathered one at a time (the portable loop ran at about
+/// one value per nanosecond, a fifth of a bf16 fine-tuning step). Same values bit for bit.
+fn pack_panel_best(w: View<'_>, p: usize, out: &mut [MaybeUninit<u16>]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { x86::pack_panel(w, p, out) };
+    }
+    pack_panel(w, p, out)
+}
+
+/// Whether the CPU has AVX-512 F and BW (asked once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    })
+}
+
+/// The AVX-512 builds of the packing and rounding loops.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{pack_tile, View, BLOCK};
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// [`super::to_bf16`] of 16 values, each in the low half of its 32-bit lane.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn round16(v: __m512) -> __m512i {
+        let b = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb);
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+        let quiet_nan = _mm512_and_si512(
+            _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40)),
+            _mm512_set1_epi32(0xFFFF),
+        );
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_mov_epi32(rounded, nan, quiet_nan)
+    }
+
+    /// 32 consecutive values rounded, as 32 bf16 in order (= 16 lanes of (even, odd) pairs).
+    ///
+    /// # Safety
+    /// 32 readable f32 at `src`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn round32(src: *const f32) -> __m512i {
+        // SAFETY: the caller's promise.
+        let (lo, hi) = unsafe { (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))) };
+        let lo = _mm512_cvtepi32_epi16(round16(lo));
+        let hi = _mm512_cvtepi32_epi16(round16(hi));
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
+    /// Transpose the 16 × 16 matrix of 32-bit values whose row `i` is `r[i]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn transpose16(r: &mut [__m512i; 16]) {
+        // a[2i], a[2i+1]: rows 2i and 2i+1 interleaved by 32 bits within each 128-bit lane.
+        let mut a = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // b[4g + j], lane L: rows 4g ..4g+4 at column 4L + j.
+        let mut b = [_mm512_setzero_si512(); 16];
+        for g in 0..4 {
+            let (a0, a1, a2, a3) = (a[4 * g], a[4 * g + 1], a[4 * g + 2], a[4 * g + 3]);
+            b[4 * g] = _mm512_unpacklo_epi64(a0, a2);
+            b[4 * g + 1] = _mm512_unpackhi_epi64(a0, a2);
+            b[4 * g + 2] = _mm512_unpacklo_epi64(a1, a3);
+            b[4 * g + 3] = _mm512_unpackhi_epi64(a1, a3);
+        }
+        // Column 4L + j is lane L of b[j], b[4 + j], b[8 + j], b[12 + j].
+        for j in 0..4 {
+            let c0 = _mm512_shuffle_i32x4::<0x44>(b[j], b[4 + j]);
+            let c1 = _mm512_shuffle_i32x4::<0xEE>(b[j], b[4 + j]);
+            let c2 = _mm512_shuffle_i32x4::<0x44>(b[8 + j], b[12 + j]);
+            let c3 = _mm512_shuffle_i32x4::<0xEE>(b[8 + j], b[12 + j]);
+            r[j] = _mm512_shuffle_i32x4::<0x88>(c0, c2);
+            r[4 + j] = _mm512_shuffle_i32x4::<0xDD>(c0, c2);
+            r[8 + j] = _mm512_shuffle_i32x4::<0x88>(c1, c3);
+            r[12 + j] = _mm512_shuffle_i32x4::<0xDD>(c1, c3);
+        }
+    }
+
+    /// [`super::pack_panel`], AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn pack_panel(w: View<'_>, p: usize, out: &mut [MaybeUninit<u16>]) {
+        let (k, n) = (w.rows, w.cols);
+        for kb in 0..out.len() / (2 * 512) {
+            for half in 0..2 {
+                let col0 = p * BLOCK + half * 16;
+                let tile = &mut out[(kb * 2 + half) * 512..][..512];
+                if (kb + 1) * BLOCK > k || col0 + 16 > n {
+                    pack_tile(w, kb, col0, tile);
+                    continue;
+                }
+                let dst = tile.as_mut_ptr().cast::<u16>();
+                if w.transposed {
+                    // Row c of the source holds the tile's column c: 32 values, 16 pairs.
+                    let mut r = [_mm512_setzero_si512(); 16];
+                    for (c, r) in r.iter_mut().enumerate() {
+                        let src = &w.data[(col0 + c) * k + kb * BLOCK..][..32];
+                        // SAFETY: `src` holds 32 values.
+                        *r = unsafe { round32(src.as_ptr()) };
+                    }
+                    transpose16(&mut r);
+                    for (i, r) in r.iter().enumerate() {
+                        // SAFETY: tile row i is 32 u16 inside the 512 of `tile`.
+                        unsafe { _mm512_storeu_si512(dst.add(i * 32).cast(), *r) };
+                    }
+                } else {
+                    for i in 0..16 {
+                        let row0 = kb * BLOCK + 2 * i;
+                        let a = &w.data[row0 * n + col0..][..16];
+                        let b = &w.data[(row0 + 1) * n + col0..][..16];
+                        // SAFETY: 16 values each; tile row i as above.
+                        unsafe {
+                            let a = round16(_mm512_loadu_ps(a.as_ptr()));
+                            let b = round16(_mm512_loadu_ps(b.as_ptr()));
+                            let v = _mm512_or_si512(a, _mm512_slli_epi32::<16>(b));
+                            _mm512_storeu_si512(dst.add(i * 32).cast(), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`View::round_rows`], AVX-512: a transposed source in 16 × 16 blocks (16 of its
+    /// contiguous columns rounded, transposed in registers, stored as 16 row pieces).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn round_rows(x: View<'_>, r0: usize, out: &mut [u16], width: usize) {
+        let rows = out.len() / width;
+        if !x.transposed || rows != 16 {
+            return x.round_rows(r0, out, width);
+        }
+        let whole = x.cols / 16 * 16;
+        for c0 in (0..whole).step_by(16) {
+            let mut r = [_mm512_setzero_si512(); 16];
+            for (j, r) in r.iter_mut().enumerate() {
+                let src = &x.data[(c0 + j) * x.rows + r0..][..16];
+                // SAFETY: 16 values.
+                *r = round16(unsafe { _mm512_loadu_ps(src.as_ptr()) });
+            }
+            transpose16(&mut r);
+            for (i, r) in r.iter().enumerate() {
+                let dst = &mut out[i * width + c0..][..16];
+                // SAFETY: 16 u16 inside `out`.
+                unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(*r)) };
+            }
+        }
+        for c in whole..x.cols {
+            let src = &x.data[c * x.rows + r0..][..16];
+            for (i, &v) in src.iter().enumerate() {
+                out[i * width + c] = super::to_bf16(v);
+            }
+        }
+        for o in out.chunks_exact_mut(width) {
+            o[x.cols..].fill(0);
+        }
+    }
 }
 
 /// A `[rows, cols]` f32 matrix read from a slice: row-major, or (`transposed`) the transpose
@@ -148,46 +379,7 @@ impl PackedBf16 {
         spare
             .par_chunks_mut(panel)
             .enumerate()
-            .for_each(|(p, out)| {
-                for kb in 0..kp / BLOCK {
-                    for half in 0..2 {
-                        let tile = &mut out[(kb * 2 + half) * 512..][..512];
-                        let col0 = p * BLOCK + half * 16;
-                        for r in 0..16 {
-                            let row0 = kb * BLOCK + 2 * r;
-                            // Rows row0 and row0 + 1 of the tile's 16 columns, interleaved.
-                            let mut pair = [[0f32; 16]; 2];
-                            let full = row0 + 1 < k && col0 + 16 <= n;
-                            if full && !w.transposed {
-                                for (t, dst) in pair.iter_mut().enumerate() {
-                                    dst.copy_from_slice(&w.data[(row0 + t) * n + col0..][..16]);
-                                }
-                            } else if full {
-                                // Column col0 + c of the transposed source holds rows row0 and
-                                // row0 + 1 side by side.
-                                let [lo, hi] = &mut pair;
-                                for (c, (lo, hi)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
-                                    let src = &w.data[(col0 + c) * k + row0..][..2];
-                                    (*lo, *hi) = (src[0], src[1]);
-                                }
-                            } else {
-                                for (t, dst) in pair.iter_mut().enumerate() {
-                                    for (c, d) in dst.iter_mut().enumerate() {
-                                        if row0 + t < k && col0 + c < n {
-                                            *d = w.at(row0 + t, col0 + c);
-                                        }
-                                    }
-                                }
-                            }
-                            let dst = &mut tile[r * 32..][..32];
-                            for c in 0..16 {
-                                dst[2 * c].write(to_bf16(pair[0][c]));
-                                dst[2 * c + 1].write(to_bf16(pair[1][c]));
-                            }
-                        }
-                    }
-                }
-            });
+            .for_each(|(p, out)| pack_panel_best(w, p, out));
         // SAFETY: the loops above wrote all 32 values of each of the 16 rows of both tiles of
         // every 32-row block of every panel: `kp * np` values.
         unsafe { data.set_len(kp * np) };
@@ -425,18 +617,13 @@ fn round_input(x: View<'_>, kp: usize) -> Vec<u16> {
 }
 
 /// [`View::round_rows`] compiled for AVX-512 where the CPU has it (every AMX CPU does): the
-/// portable build rounds four values per instruction, AVX-512 sixteen.
+/// portable build rounds four values per instruction, AVX-512 sixteen, and a transposed source
+/// is turned in 16 × 16 register blocks instead of scattered one value at a time.
 fn round_rows_best(x: View<'_>, r0: usize, out: &mut [u16], width: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
-        #[target_feature(enable = "avx512f,avx512bw")]
-        unsafe fn avx512(x: View<'_>, r0: usize, out: &mut [u16], width: usize) {
-            x.round_rows(r0, out, width)
-        }
+    if has_avx512() {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { avx512(x, r0, out, width) };
+        return unsafe { x86::round_rows(x, r0, out, width) };
     }
     x.round_rows(r0, out, width)
 }
@@ -854,6 +1041,74 @@ mod tests {
         let b = PackedBf16::pack(&values(30 * 8, 6), 30, 8).unwrap();
         assert!(PackedBf16::matmul_shared(&[&a, &b], View::row_major(&x, 8, 40)).is_err());
         assert!(PackedBf16::matmul_shared(&[&b], View::row_major(&x, 8, 40)).is_err());
+    }
+
+    /// Values that exercise the rounding: ties, NaN, infinities, subnormals, signed zeros.
+    fn awkward(n: usize, seed: u64) -> Vec<f32> {
+        let special = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            -0.0,
+            1e-40,
+            -3e-39,
+            f32::MAX,
+        ];
+        let mut r = crate::rng::SplitMix(seed);
+        (0..n)
+            .map(|i| match r.next_u64() % 8 {
+                0 => special[i % special.len()],
+                1 => f32::from_bits(r.next_u64() as u32),
+                _ => (r.next_u64() % 20_001) as f32 / 10_000.0 - 1.0,
+            })
+            .collect()
+    }
+
+    /// The AVX-512 packing and rounding give the portable loops' bits, on whole and partial
+    /// tiles of both layouts.
+    #[test]
+    fn vector_packing_and_rounding_equal_the_portable_loops() {
+        for (k, n) in [(32, 16), (64, 96), (33, 70), (96, 40), (576, 48), (5, 3)] {
+            let w = awkward(k * n, 7);
+            for transposed in [false, true] {
+                let v = View {
+                    data: &w,
+                    rows: k,
+                    cols: n,
+                    transposed,
+                };
+                let kp = round_up(k, BLOCK);
+                let panel = kp * BLOCK;
+                let panels = round_up(n, BLOCK) / BLOCK;
+                let mut portable = vec![MaybeUninit::new(1u16); panels * panel];
+                let mut best = vec![MaybeUninit::new(2u16); panels * panel];
+                for p in 0..panels {
+                    pack_panel(v, p, &mut portable[p * panel..][..panel]);
+                    pack_panel_best(v, p, &mut best[p * panel..][..panel]);
+                }
+                // SAFETY: both were initialised above and every value rewritten by the packers.
+                let bits = |x: &[MaybeUninit<u16>]| -> Vec<u16> {
+                    x.iter().map(|v| unsafe { v.assume_init() }).collect()
+                };
+                assert_eq!(
+                    bits(&portable),
+                    bits(&best),
+                    "pack [{k}, {n}] t={transposed}"
+                );
+                // Rounding rows (16 at a time, as `round_input`) of the same view.
+                let width = round_up(n, BLOCK);
+                for r0 in (0..k.saturating_sub(15)).step_by(16) {
+                    let mut a = vec![1u16; 16 * width];
+                    let mut b = vec![2u16; 16 * width];
+                    v.round_rows(r0, &mut a, width);
+                    round_rows_best(v, r0, &mut b, width);
+                    assert_eq!(a, b, "round rows {r0} of [{k}, {n}] t={transposed}");
+                }
+            }
+        }
     }
 
     #[test]
