@@ -479,7 +479,7 @@ impl PackedBf16 {
     }
 
     fn matmul_amx(&self, x: View<'_>) -> Vec<f32> {
-        self.product_amx(&round_input(x, self.kp), x.rows)
+        self.product_amx(Rows::Source(x), x.rows)
     }
 
     /// `bf16(x) @ W` for each `W` of `ws` (all `[k, n_i]`, the same `k`): the input rounded
@@ -499,18 +499,21 @@ impl PackedBf16 {
             )));
         }
         let a = round_input(x, first.kp);
-        Ok(ws.iter().map(|w| w.product_amx(&a, x.rows)).collect())
+        Ok(ws
+            .iter()
+            .map(|w| w.product_amx(Rows::Rounded(&a), x.rows))
+            .collect())
     }
 
-    /// The product on the tile unit of `m` rows already rounded by [`round_input`].
-    fn product_amx(&self, a: &[u16], m: usize) -> Vec<f32> {
+    /// The product on the tile unit of `m` rows, given rounded or to be rounded.
+    fn product_amx(&self, rows: Rows<'_>, m: usize) -> Vec<f32> {
         let (kp, np) = (self.kp, self.np);
         let mp = round_up(m, BLOCK);
-        debug_assert_eq!(a.len(), mp * kp);
         // The output is written by the kernels into the vector's spare capacity and not zeroed
         // first (a memset of every output was 6% of a bf16 forward).
         let mut c: Vec<f32> = Vec::with_capacity(mp * np);
         let spare = &mut c.spare_capacity_mut()[..mp * np];
+        let rows_in = rows;
         let panels = np / BLOCK;
         let threads = rayon::current_num_threads().max(1);
         let row_blocks = mp / BLOCK;
@@ -519,28 +522,46 @@ impl PackedBf16 {
             let chunk = (ROWS_PER_CHUNK.min(round_up(mp.div_ceil(threads), BLOCK))).max(BLOCK);
             spare
                 .par_chunks_mut(chunk * np)
-                .zip(a.par_chunks(chunk * kp))
-                .for_each(|(c, a)| {
-                    let rows = a.len() / kp;
-                    let _tiles = Tiles::configure();
-                    for p in 0..panels {
-                        for i in (0..rows).step_by(BLOCK) {
-                            // SAFETY: the tiles are configured on this thread; `a` holds `rows`
-                            // rows of `kp` bf16 and `c` `rows` rows of `np` f32, with `i + 32 ≤
-                            // rows` and the panel's 32 columns inside `np`.
-                            unsafe {
-                                self.block(
-                                    a,
-                                    i,
-                                    p,
-                                    c.as_mut_ptr().add(i * np + p * BLOCK).cast(),
-                                    np,
-                                )
+                .enumerate()
+                .for_each(|(t, c)| {
+                    let rows = c.len() / np;
+                    let r0 = t * chunk;
+                    ROUNDED.with_borrow_mut(|buf| {
+                        let a: &[u16] = match rows_in {
+                            Rows::Rounded(a) => &a[r0 * kp..][..rows * kp],
+                            Rows::Source(x) => {
+                                round_chunk(x, r0, rows, kp, buf);
+                                buf
+                            }
+                        };
+                        let _tiles = Tiles::configure();
+                        for p in 0..panels {
+                            for i in (0..rows).step_by(BLOCK) {
+                                // SAFETY: the tiles are configured on this thread; `a` holds `rows`
+                                // rows of `kp` bf16 and `c` `rows` rows of `np` f32, with `i + 32 ≤
+                                // rows` and the panel's 32 columns inside `np`.
+                                unsafe {
+                                    self.block(
+                                        a,
+                                        i,
+                                        p,
+                                        c.as_mut_ptr().add(i * np + p * BLOCK).cast(),
+                                        np,
+                                    )
+                                }
                             }
                         }
-                    }
+                    });
                 });
         } else {
+            let rounded;
+            let a = match rows_in {
+                Rows::Rounded(a) => a,
+                Rows::Source(x) => {
+                    rounded = round_input(x, kp);
+                    &rounded[..]
+                }
+            };
             // Few rows (a decode step): split the panels; each task writes its own columns of
             // a scratch block, copied into place after.
             let per = panels.div_ceil(threads * 4).max(1);
@@ -614,6 +635,34 @@ fn round_input(x: View<'_>, kp: usize) -> Vec<u16> {
         .for_each(|(i, out)| round_rows_best(x, i * ROUND_ROWS, out, kp));
     a.resize(mp * kp, 0);
     a
+}
+
+/// The left-hand rows of a product on the tile unit.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Already rounded and padded by [`round_input`] (shared by several products).
+    Rounded(&'a [u16]),
+    /// To be rounded by each task, chunk by chunk, just before its products read them: the
+    /// bf16 rows never leave the core's cache, and no separate pass over all rows runs.
+    Source(View<'a>),
+}
+
+thread_local! {
+    /// Each worker's rounded rows of its current chunk ([`Rows::Source`]), kept between
+    /// products so that it is not allocated and zeroed each time.
+    static ROUNDED: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows `r0 .. r0 + rows` of `x` rounded into `buf` (`kp` values each, as [`round_input`]),
+/// the rows past `x`'s end zero.
+fn round_chunk(x: View<'_>, r0: usize, rows: usize, kp: usize, buf: &mut Vec<u16>) {
+    buf.resize(rows * kp, 0);
+    let real = rows.min(x.rows.saturating_sub(r0));
+    for g in (0..real).step_by(16) {
+        let n = 16.min(real - g);
+        round_rows_best(x, r0 + g, &mut buf[g * kp..(g + n) * kp], kp);
+    }
+    buf[real * kp..].fill(0);
 }
 
 /// [`View::round_rows`] compiled for AVX-512 where the CPU has it (every AMX CPU does): the
@@ -1125,7 +1174,13 @@ mod tests {
 
     #[test]
     fn transposed_views_pack_and_multiply_as_their_copies() {
-        for (m, k, n) in [(1, 1, 1), (17, 40, 20), (33, 64, 96), (40, 70, 33)] {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (17, 40, 20),
+            (33, 64, 96),
+            (40, 70, 33),
+            (150, 48, 40),
+        ] {
             let x = values(m * k, 4);
             let w = values(k * n, 5);
             // The same matrices held transposed: xt `[k, m]`, wt `[n, k]`.
