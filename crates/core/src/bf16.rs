@@ -119,14 +119,11 @@ fn pack_panel_best(w: View<'_>, p: usize, out: &mut [MaybeUninit<u16>]) {
     pack_panel(w, p, out)
 }
 
-/// Whether the CPU has AVX-512 F and BW (asked once).
+/// Whether the CPU has AVX-512 F and BW (the standard macro caches the answer).
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-    })
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// The AVX-512 builds of the packing and rounding loops.
@@ -523,14 +520,13 @@ impl PackedBf16 {
     }
 
     /// The product on the tile unit of `m` rows, given rounded or to be rounded.
-    fn product_amx(&self, rows: Rows<'_>, m: usize) -> Vec<f32> {
+    fn product_amx(&self, input: Rows<'_>, m: usize) -> Vec<f32> {
         let (kp, np) = (self.kp, self.np);
         let mp = round_up(m, BLOCK);
         // The output is written by the kernels into the vector's spare capacity and not zeroed
         // first (a memset of every output was 6% of a bf16 forward).
         let mut c: Vec<f32> = Vec::with_capacity(mp * np);
         let spare = &mut c.spare_capacity_mut()[..mp * np];
-        let rows_in = rows;
         let panels = np / BLOCK;
         let threads = rayon::current_num_threads().max(1);
         let row_blocks = mp / BLOCK;
@@ -543,14 +539,7 @@ impl PackedBf16 {
                 .for_each(|(t, c)| {
                     let rows = c.len() / np;
                     let r0 = t * chunk;
-                    ROUNDED.with_borrow_mut(|buf| {
-                        let a: &[u16] = match rows_in {
-                            Rows::Rounded(a) => &a[r0 * kp..][..rows * kp],
-                            Rows::Source(x) => {
-                                round_chunk(x, r0, rows, kp, buf);
-                                buf
-                            }
-                        };
+                    let mut run = |a: &[u16]| {
                         let _tiles = Tiles::configure();
                         for p in 0..panels {
                             // Depth slices of `DEPTH`: a slice of the panel and of a row block
@@ -578,11 +567,18 @@ impl PackedBf16 {
                                 }
                             }
                         }
-                    });
+                    };
+                    match input {
+                        Rows::Rounded(a) => run(&a[r0 * kp..][..rows * kp]),
+                        Rows::Source(x) => ROUNDED.with_borrow_mut(|buf| {
+                            round_chunk(x, r0, rows, kp, buf);
+                            run(buf)
+                        }),
+                    }
                 });
         } else {
             let rounded;
-            let a = match rows_in {
+            let a = match input {
                 Rows::Rounded(a) => a,
                 Rows::Source(x) => {
                     rounded = round_input(x, kp);
