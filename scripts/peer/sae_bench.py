@@ -2,6 +2,7 @@
 """Peer benchmark for `interplab-sae` training: seconds per training step in PyTorch (CPU, f32).
 
     .venv-peer/bin/python scripts/peer/sae_bench.py --threads 2 --runs 5 [--arch topk,relu]
+        [--impl saelens,saelens_bf16,reference]
 
 Problem: d_in 576 → d_sae 4608, a batch of 4096 rows of N(0, 1) data, each row rescaled to norm
 √576, k = 32 (topk, batchtopk). One step, for each implementation:
@@ -10,6 +11,9 @@ Problem: d_in 576 → d_sae 4608, a batch of 4096 rows of N(0, 1) data, each row
              BatchTopKTrainingSAE / JumpReLUTrainingSAE with their default configs, k = 32):
              training_forward_pass (forward, MSE, sparsity / AuxK loss), backward,
              clip_grad_norm_(1.0) as SAELens' trainer does, torch.optim.Adam step, zero_grad.
+  saelens_bf16  the same under torch.autocast("cpu", bfloat16) around the forward pass, as SAELens'
+             trainer does with `autocast=True` (bf16 products, f32 weights and optimiser); the
+             peer of `interplab bench --what sae-…-bf16`.
   reference  scripts/reference/sae_train_reference.py's Trainer.step: the docs/sae.md step
              (forward, losses, backward, decoder-gradient projection, f64 global-norm clip,
              AdamW, decoder renormalisation, BatchTopK threshold).
@@ -76,7 +80,8 @@ def sparse_bias(b_enc, hidden_pre, l0):
     return b_enc - q
 
 
-def bench_saelens(arch, x, dead, warmup, runs, relu_l0=0):
+def bench_saelens(arch, x, dead, warmup, runs, relu_l0=0, autocast=False):
+    import contextlib
     import torch
     import sae_lens as sl
     from sae_lens.saes.sae import TrainStepInput
@@ -102,8 +107,12 @@ def bench_saelens(arch, x, dead, warmup, runs, relu_l0=0):
     opt = torch.optim.Adam(sae.parameters(), lr=5e-5, betas=(0.9, 0.999))
 
     def step(i):
-        out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients=coeffs, dead_neuron_mask=dead,
-                                                       n_training_steps=i, is_logging_step=False))
+        # As SAELens' trainer with autocast=True: the forward pass under bf16 autocast, the
+        # backward outside it (autograd replays each product in the dtype of its forward).
+        ctx = torch.autocast(device_type="cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with ctx:
+            out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients=coeffs, dead_neuron_mask=dead,
+                                                           n_training_steps=i, is_logging_step=False))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
@@ -183,8 +192,8 @@ def main():
                 t0 = time.time()
                 while os.getloadavg()[0] >= a.wait_quiet and time.time() - t0 < 1800:
                     time.sleep(10)
-            if impl == "saelens":
-                ts, extra = bench_saelens(arch, x, dead, a.warmup, a.runs, relu_l0)
+            if impl in ("saelens", "saelens_bf16"):
+                ts, extra = bench_saelens(arch, x, dead, a.warmup, a.runs, relu_l0, impl == "saelens_bf16")
             else:
                 ts, extra = bench_reference(arch, x, a.dead_frac, a.warmup, a.runs, relu_l0)
             med = statistics.median(ts)

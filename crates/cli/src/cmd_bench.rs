@@ -33,7 +33,8 @@ pub struct BenchArgs {
     /// generate-batch and generate-batch-q (the same for --batch rows), probe (fitting probes
     /// on every layer for 10,000 token positions), finetune and finetune-bf16 (one full
     /// fine-tuning step of --batch × --seq tokens, f32 or with bf16 products), sae-topk,
-    /// sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu (one SAE training step), harvest
+    /// sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu (one SAE training step; sae-topk-bf16,
+    /// sae-relu-bf16 and sae-relu-sparse-bf16 with bf16 products), harvest,
     /// harvest-last and harvest-bf16 (collecting SAE training activations; bf16: with --dtype bf16
     /// weights).
     #[arg(long, default_value = "load,forward,cache,forward-q,cache-q")]

@@ -102,6 +102,10 @@ pub struct TrainArgs {
     /// Stop after this many steps as if interrupted (for testing --resume).
     #[arg(long)]
     stop_after: Option<u64>,
+    /// The SAEs' dense products in bf16 with f32 sums (mixed precision; weights and
+    /// optimiser state stay f32). Fast on CPUs with AMX. `--dtype bf16` is the model's.
+    #[arg(long)]
+    bf16_products: bool,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -138,6 +142,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         checkpoint_every: a.checkpoint_every,
         stop_after: a.stop_after,
         seed: a.seed,
+        bf16_products: a.bf16_products,
         ..Default::default()
     })?;
     let (outcome, dir) = match crate::exec::execute(&cfg, &a.out, a.out.existing(a.resume)) {

@@ -232,7 +232,10 @@ pub fn measure(
         }
         "probe" => probe_fit(a, load),
         "sae-topk" | "sae-relu" | "sae-relu-sparse" | "sae-batchtopk" | "sae-jumprelu" => {
-            sae_step(a, &what[4..])
+            sae_step(a, &what[4..], false)
+        }
+        "sae-topk-bf16" | "sae-relu-bf16" | "sae-relu-sparse-bf16" => {
+            sae_step(a, &what[4..what.len() - 5], true)
         }
         "harvest" | "harvest-last" | "harvest-bf16" => harvest(
             a,
@@ -245,7 +248,8 @@ pub fn measure(
         other => bail!(
             "unknown measurement `{other}` (load, forward, cache, forward-q, cache-q, forward-bf16, cache-bf16, patch, heads, \
              generate, generate-q, generate-batch, generate-batch-q, probe, finetune, finetune-bf16, sae-topk, \
-             sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, harvest, harvest-last, harvest-bf16)"
+             sae-relu, sae-relu-sparse, sae-batchtopk, sae-jumprelu, sae-topk-bf16, sae-relu-bf16, \
+             sae-relu-sparse-bf16, harvest, harvest-last, harvest-bf16)"
         ),
     }
 }
@@ -386,8 +390,10 @@ pub const SAE_RELU_SPARSE_L0: usize = 64;
 /// `sae-relu` times the step from initialisation, where half the latents fire; `sae-relu-sparse`
 /// times it in the state training reaches, where a few dozen do: each latent's `b_enc` is set so
 /// that it fires on [`SAE_RELU_SPARSE_L0`] / 4,608 of the batch's rows (the peer script builds the
-/// same state with `--relu-l0`).
-fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
+/// same state with `--relu-l0`). With `bf16_products` (`sae-…-bf16`), the dense products take
+/// bf16 inputs (`TrainConfig::bf16_products`; the peer's `--autocast` runs SAELens under bf16
+/// autocast).
+fn sae_step(a: &Workload, arch: &str, bf16_products: bool) -> anyhow::Result<serde_json::Value> {
     let (arch, sparse) = match arch.strip_suffix("-sparse") {
         Some("relu") => ("relu", true),
         _ => (arch, false),
@@ -408,6 +414,7 @@ fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
         batch_size: b,
         steps: 1000,
         sparsity_coefficient: if arch == "jumprelu" { 1e-3 } else { 5.0 },
+        bf16_products,
         ..Default::default()
     };
     let mut tr = Trainer::new(cfg, &x)?;
@@ -426,8 +433,9 @@ fn sae_step(a: &Workload, arch: &str) -> anyhow::Result<serde_json::Value> {
         l0.push(st.l0);
     }
     let name = format!(
-        "interplab_sae_step_{arch}{}",
-        if sparse { "_sparse" } else { "" }
+        "interplab_sae_step_{arch}{}{}",
+        if sparse { "_sparse" } else { "" },
+        if bf16_products { "_bf16" } else { "" }
     );
     Ok(json!({"name": name, "median_s": median(times), "l0": l0,
               "runs": a.runs.max(1), "d_in": d, "d_sae": m, "batch": b, "k": 32,

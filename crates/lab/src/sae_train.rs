@@ -166,6 +166,9 @@ pub struct Config {
     /// Stop after this many steps as if interrupted (for testing resume).
     pub stop_after: Option<u64>,
     pub seed: u64,
+    /// The SAEs' dense products with bf16 inputs and f32 sums (mixed precision, as PyTorch's
+    /// bf16 autocast; weights, sparse products and AdamW stay f32). Off: f32 products.
+    pub bf16_products: bool,
 }
 
 impl Default for Config {
@@ -199,6 +202,7 @@ impl Default for Config {
             checkpoint_every: 200,
             stop_after: None,
             seed: 0,
+            bf16_products: false,
         }
     }
 }
@@ -825,6 +829,7 @@ fn train_config(
         sparsity_warmup_steps: (steps as f64 * cfg.sparsity_warmup_fraction) as u64,
         dead_tokens: cfg.dead_tokens,
         seed: cfg.seed,
+        bf16_products: cfg.bf16_products,
         ..Default::default()
     })
 }

@@ -11,6 +11,40 @@ use crate::sae::Codes;
 
 pub use interplab_train::linalg::matmul;
 
+/// `op(a) · op(b)` as a new row-major `m×n` buffer (`op` as in [`matmul`]): f32 products, or with
+/// `bf16` both operands rounded to bf16 and the sums kept in f32 (on AMX where the CPU has it;
+/// what PyTorch's bf16 autocast does to a matrix product). A product with an empty dimension
+/// is the f32 one.
+#[allow(clippy::too_many_arguments)]
+pub fn product(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    bf16: bool,
+) -> Vec<f32> {
+    use interplab_core::bf16::{PackedBf16, View};
+    if bf16 && m > 0 && k > 0 && n > 0 {
+        let view = |data, rows, cols, transposed| View {
+            data,
+            rows,
+            cols,
+            transposed,
+        };
+        // The views' shapes are the ones `matmul` asserts; only a caller's bug fails here.
+        let bad = "bf16 product: operands do not match m, k, n";
+        return PackedBf16::pack_view(view(b, k, n, tb))
+            .and_then(|w| w.matmul_view(view(a, m, k, ta)))
+            .expect(bad);
+    }
+    let mut c = vec![0.0f32; m * n];
+    matmul(&mut c, a, b, m, k, n, ta, tb, false);
+    c
+}
+
 /// Above this fraction of nonzeros, products with codes go through a dense matrix product.
 pub const DENSE_ABOVE: f64 = 1.0 / 24.0;
 

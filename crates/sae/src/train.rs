@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use rayon::prelude::*;
 
-use crate::kernels::{self, codes_t_times, codes_times, gather_dots, matmul};
+use crate::kernels::{self, codes_t_times, codes_times, gather_dots, product};
 use crate::sae::{Architecture, Codes, Sae};
 
 /// Hyper-parameters of a training run (the shape comes from [`TrainConfig::arch`] and sizes).
@@ -59,6 +59,10 @@ pub struct TrainConfig {
     pub adam_eps: f64,
     /// Seed of the initial weights.
     pub seed: u64,
+    /// The dense products (the encoder's, and all five of a ReLU step while its codes are
+    /// dense) with both operands rounded to bf16 and f32 sums, as PyTorch's bf16 autocast
+    /// computes them; weights, sparse products, losses and the optimiser stay f32. Off: f32.
+    pub bf16_products: bool,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +92,7 @@ impl Default for TrainConfig {
             adam_beta2: 0.999,
             adam_eps: 1e-8,
             seed: 0,
+            bf16_products: false,
         }
     }
 }
@@ -496,8 +501,8 @@ impl Trainer {
 
         // Forward.
         let xc = sae.centred(x);
-        let mut pre = vec![0.0f32; n * m];
-        kernels::matmul(&mut pre, &xc, &sae.w_enc_t, n, d_in, m, false, true, false);
+        let bf16 = self.cfg.bf16_products;
+        let mut pre = kernels::product(&xc, &sae.w_enc_t, n, d_in, m, false, true, bf16);
         kernels::add_bias_rows(&mut pre, &sae.b_enc);
         let relu_dense = self.cfg.arch == Architecture::Relu && {
             let positive = pre.par_iter().filter(|&&v| v > 0.0).count();
@@ -515,7 +520,7 @@ impl Trainer {
             n_dead,
         } = if relu_dense {
             let n_dead = self.dead_mask().iter().filter(|&&d| d).count();
-            relu_dense_pass(sae, pre, &xc, y, lam, n_dead)
+            relu_dense_pass(sae, pre, &xc, y, lam, n_dead, bf16)
         } else {
             self.sparse_pass(pre, &xc, y, lam)
         };
@@ -716,7 +721,8 @@ struct Pass {
 /// The ReLU-L1 pass on dense matrices, for batches where more than [`kernels::DENSE_ABOVE`] of
 /// the codes are active (early in training): five blocked matrix products and element-wise
 /// passes, with no sparse bookkeeping. The same sums as [`Trainer::sparse_pass`] up to f32
-/// rounding order (test: `relu_dense_and_sparse_passes_agree`).
+/// rounding order (test: `relu_dense_and_sparse_passes_agree`); with `bf16`, the five products
+/// round their operands to bf16 ([`kernels::product`]).
 fn relu_dense_pass(
     sae: &Sae,
     mut acts: Vec<f32>,
@@ -724,6 +730,7 @@ fn relu_dense_pass(
     y: &[f32],
     lam: f64,
     n_dead: usize,
+    bf16: bool,
 ) -> Pass {
     let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
     let n = xc.len() / d_in;
@@ -733,34 +740,28 @@ fn relu_dense_pass(
             *v = 0.0;
         }
     });
-    let mut y_hat = vec![0.0f32; n * d_out];
-    matmul(
-        &mut y_hat, &acts, &sae.w_dec, n, m, d_out, false, false, false,
-    );
+    let mut y_hat = product(&acts, &sae.w_dec, n, m, d_out, false, false, bf16);
     kernels::add_bias_rows(&mut y_hat, &sae.b_dec);
     let err: Vec<f32> = y_hat.iter().zip(y).map(|(a, b)| a - b).collect(); // ŷ − y
     let mse = err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / n as f64;
     let fvu = mse * n as f64 / total_variance(y, d_out).max(f64::MIN_POSITIVE);
     let g_y: Vec<f32> = err.iter().map(|e| 2.0 * e * inv_n).collect();
 
-    let mut g = Grads {
-        w_enc_t: vec![0.0; m * d_in],
-        b_enc: vec![0.0; m],
-        w_dec: vec![0.0; m * d_out],
-        b_dec: vec![0.0; d_out],
-        log_threshold: Vec::new(),
-    };
+    let mut b_dec = vec![0.0f32; d_out];
     for row in g_y.chunks_exact(d_out) {
-        for (a, b) in g.b_dec.iter_mut().zip(row) {
+        for (a, b) in b_dec.iter_mut().zip(row) {
             *a += b;
         }
     }
-    matmul(&mut g.w_dec, &acts, &g_y, m, n, d_out, true, false, false);
+    let mut g = Grads {
+        w_enc_t: Vec::new(),
+        b_enc: Vec::new(),
+        w_dec: product(&acts, &g_y, m, n, d_out, true, false, bf16),
+        b_dec,
+        log_threshold: Vec::new(),
+    };
     // ∂/∂acts = g_y · W_decᵀ, then the L1 term λ‖W_dec,i‖/n, both through the ReLU's mask.
-    let mut g_pre = vec![0.0f32; n * m];
-    matmul(
-        &mut g_pre, &g_y, &sae.w_dec, n, d_out, m, false, true, false,
-    );
+    let mut g_pre = product(&g_y, &sae.w_dec, n, d_out, m, false, true, bf16);
     let norms = sae.decoder_norms();
     let l1: Vec<f32> = norms.iter().map(|&w| lam as f32 * inv_n * w).collect();
     // Per latent: Σ_b acts (f64), active count, Σ_b ∂/∂pre; per block of rows, then summed.
@@ -808,7 +809,7 @@ fn relu_dense_pass(
             }
         }
     }
-    matmul(&mut g.w_enc_t, &g_pre, xc, m, n, d_in, true, false, false);
+    g.w_enc_t = product(&g_pre, xc, m, n, d_in, true, false, bf16);
     let batch_min = acts
         .par_iter()
         .copied()
@@ -970,12 +971,11 @@ mod tests {
         let mut tr = Trainer::new(cfg, &x).unwrap();
         tr.sae.b_enc = (0..m).map(|i| (i as f32 * 0.37).sin() * 0.05).collect();
         let xc = tr.sae.centred(&x);
-        let mut pre = vec![0.0f32; n * m];
-        matmul(&mut pre, &xc, &tr.sae.w_enc_t, n, d, m, false, true, false);
+        let mut pre = product(&xc, &tr.sae.w_enc_t, n, d, m, false, true, false);
         kernels::add_bias_rows(&mut pre, &tr.sae.b_enc);
         let positive = pre.iter().filter(|&&v| v > 0.0).count();
         assert!(positive > n * m / 4 && positive < n * m * 3 / 4);
-        let a = relu_dense_pass(&tr.sae, pre.clone(), &xc, &x, 3.0, 0);
+        let a = relu_dense_pass(&tr.sae, pre.clone(), &xc, &x, 3.0, 0, false);
         let b = tr.sparse_pass(pre, &xc, &x, 3.0);
         let close = |p: &[f32], q: &[f32], what: &str| {
             assert_eq!(p.len(), q.len(), "{what}");
@@ -1001,5 +1001,72 @@ mod tests {
         }
         assert_eq!(a.fired, b.fired);
         assert_eq!(a.batch_min, b.batch_min);
+    }
+
+    /// The dense ReLU pass with bf16 products against the same pass in f32, from the same
+    /// pre-activations: every gradient within 1% of its largest entry, the measurements within
+    /// 1%. bf16 keeps 8 significant
+    /// bits (relative rounding ≤ 2⁻⁹ per operand); a product read with the wrong transpose or
+    /// shape would be off by the size of the values themselves.
+    #[test]
+    fn relu_dense_pass_with_bf16_products_is_close_to_f32() {
+        let (d, m, n) = (64usize, 160usize, 96usize);
+        let mut rng = SplitMix::new(11);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+        let cfg = TrainConfig {
+            arch: Architecture::Relu,
+            d_in: d,
+            d_sae: m,
+            batch_size: n,
+            sparsity_coefficient: 3.0,
+            ..Default::default()
+        };
+        let tr = Trainer::new(cfg, &x).unwrap();
+        let xc = tr.sae.centred(&x);
+        let pre = |bf16| {
+            let mut p = product(&xc, &tr.sae.w_enc_t, n, d, m, false, true, bf16);
+            kernels::add_bias_rows(&mut p, &tr.sae.b_enc);
+            p
+        };
+        // The encoder product: each entry within 2⁻⁷ of Σ|x||w| (two roundings of 2⁻⁹ each).
+        let (p32, p16) = (pre(false), pre(true));
+        for r in 0..n {
+            for i in 0..m {
+                let bound: f32 = (0..d)
+                    .map(|j| (xc[r * d + j] * tr.sae.w_enc_t[i * d + j]).abs())
+                    .sum();
+                let (u, v) = (p32[r * m + i], p16[r * m + i]);
+                assert!((u - v).abs() <= bound / 128.0, "pre[{r}, {i}]: {u} vs {v}");
+            }
+        }
+        assert_ne!(p32, p16);
+        // The backward's products, from the same pre-activations (a bf16 encoder product moves
+        // a few entries across 0, and the ReLU's mask with them).
+        let a = relu_dense_pass(&tr.sae, p32.clone(), &xc, &x, 3.0, 0, false);
+        let b = relu_dense_pass(&tr.sae, p32, &xc, &x, 3.0, 0, true);
+        let close = |p: &[f32], q: &[f32], what: &str| {
+            assert_eq!(p.len(), q.len(), "{what}");
+            let scale = p.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+            assert!(scale > 0.0, "{what}: all zero");
+            let worst = p
+                .iter()
+                .zip(q)
+                .fold(0.0f32, |w, (u, v)| w.max((u - v).abs()));
+            assert!(worst <= 1e-2 * scale, "{what}: {worst} of {scale}");
+            // Rounding did happen: the passes are not bit-identical.
+            assert!(worst > 0.0, "{what}: bf16 products equal the f32 ones");
+        };
+        close(&a.g.w_enc_t, &b.g.w_enc_t, "W_enc");
+        close(&a.g.b_enc, &b.g.b_enc, "b_enc");
+        close(&a.g.w_dec, &b.g.w_dec, "W_dec");
+        close(&a.g.b_dec, &b.g.b_dec, "b_dec");
+        for (u, v, what) in [
+            (a.mse, b.mse, "mse"),
+            (a.fvu, b.fvu, "fvu"),
+            (a.sparsity, b.sparsity, "sparsity"),
+            (a.l0, b.l0, "l0"),
+        ] {
+            assert!((u - v).abs() <= 1e-2 * u.abs(), "{what}: {u} vs {v}");
+        }
     }
 }

@@ -150,7 +150,8 @@ const JUMPRELU: Hp = Hp {
 
 /// Train on fresh planted batches; returns (recovered fraction, FVU, L0) on 8,192 new rows.
 /// For sweeps, the env variables STEPS, BATCH, LR, COEF, JT, JB and SEED override the settings.
-fn train(hp: Hp) -> (f64, f64, f64) {
+/// `bf16`: the dense products with bf16 inputs (`TrainConfig::bf16_products`).
+fn train(hp: Hp, bf16: bool) -> (f64, f64, f64) {
     let ev = |k: &str, d: f64| {
         std::env::var(k)
             .ok()
@@ -177,6 +178,7 @@ fn train(hp: Hp) -> (f64, f64, f64) {
         jumprelu_init_threshold: ev("JT", hp.jt),
         jumprelu_bandwidth: ev("JB", hp.jb),
         seed: ev("SEED", 1.0) as u64,
+        bf16_products: bf16,
         ..Default::default()
     };
     let init = data.batch(4096);
@@ -195,14 +197,15 @@ fn train(hp: Hp) -> (f64, f64, f64) {
     (recovered(&data.dirs, &sae.w_dec), m.fvu, m.l0)
 }
 
-fn check(archs: &[Hp]) {
+fn check(archs: &[Hp], bf16: bool) {
     let mut report = Vec::new();
     let mut ok = true;
     for &hp in archs {
-        let (rec, fvu, l0) = train(hp);
+        let (rec, fvu, l0) = train(hp, bf16);
         report.push(format!(
-            "{:?}: recovered {rec:.3}, fvu {fvu:.4}, l0 {l0:.2}",
-            hp.arch
+            "{:?}{}: recovered {rec:.3}, fvu {fvu:.4}, l0 {l0:.2}",
+            hp.arch,
+            if bf16 { " (bf16 products)" } else { "" }
         ));
         ok &= rec >= 0.9;
     }
@@ -212,10 +215,17 @@ fn check(archs: &[Hp]) {
 
 #[test]
 fn topk_and_relu_recover_the_planted_dictionary() {
-    check(&[TOPK, RELU]);
+    check(&[TOPK, RELU], false);
 }
 
 #[test]
 fn batchtopk_and_jumprelu_recover_the_planted_dictionary() {
-    check(&[BATCHTOPK, JUMPRELU]);
+    check(&[BATCHTOPK, JUMPRELU], false);
+}
+
+/// The same settings with the dense products in bf16 (the encoder's, and all of ReLU's while
+/// its codes are dense): the same ≥ 90% of the planted directions.
+#[test]
+fn topk_and_relu_recover_the_planted_dictionary_with_bf16_products() {
+    check(&[TOPK, RELU], true);
 }
