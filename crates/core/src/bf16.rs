@@ -254,7 +254,18 @@ mod x86 {
             return x.round_rows(r0, out, width);
         }
         let whole = x.cols / 16 * 16;
+        // Each column's 16 values are one cache line, the next column's `x.rows` floats on:
+        // strides the hardware prefetcher does not follow, so each line is asked for
+        // `AHEAD` columns before it is read (without, the loads waited on memory ~70% of the
+        // time when rounding a transposed 4,608 × 4,096 matrix of an SAE's backward).
+        const AHEAD: usize = 32;
+        let base = x.data.as_ptr().wrapping_add(r0);
         for c0 in (0..whole).step_by(16) {
+            for j in 0..16 {
+                let ahead = base.wrapping_add((c0 + AHEAD + j) * x.rows);
+                // SAFETY: a prefetch is a hint; an address past the slice does not fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.cast()) };
+            }
             let mut r = [_mm512_setzero_si512(); 16];
             for (j, r) in r.iter_mut().enumerate() {
                 let src = &x.data[(c0 + j) * x.rows + r0..][..16];

@@ -505,7 +505,10 @@ impl Trainer {
         let mut pre = kernels::product(&xc, &sae.w_enc_t, n, d_in, m, false, true, bf16);
         kernels::add_bias_rows(&mut pre, &sae.b_enc);
         let relu_dense = self.cfg.arch == Architecture::Relu && {
-            let positive = pre.par_iter().filter(|&&v| v > 0.0).count();
+            let positive: usize = pre
+                .par_chunks(1 << 14)
+                .map(|c| c.iter().map(|&v| (v > 0.0) as usize).sum::<usize>())
+                .sum();
             positive as f64 / pre.len().max(1) as f64 > kernels::DENSE_ABOVE
         };
         let Pass {
@@ -735,9 +738,11 @@ fn relu_dense_pass(
     let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
     let n = xc.len() / d_in;
     let inv_n = 1.0 / n as f32;
-    acts.par_iter_mut().for_each(|v| {
-        if !(*v > 0.0) {
-            *v = 0.0;
+    // Every pass over the n × m codes is written without branches: the signs at initialisation
+    // are a coin toss, and a mispredicted branch per entry made each pass 7× slower.
+    acts.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            *v = if *v > 0.0 { *v } else { 0.0 };
         }
     });
     let mut y_hat = product(&acts, &sae.w_dec, n, m, d_out, false, false, bf16);
@@ -773,14 +778,13 @@ fn relu_dense_pass(
             let (mut s, mut c, mut gs) = zero();
             for (gr, ar) in gb.chunks_exact_mut(m).zip(ab.chunks_exact(m)) {
                 for i in 0..m {
-                    if ar[i] > 0.0 {
-                        gr[i] += l1[i];
-                        s[i] += ar[i] as f64;
-                        c[i] += 1;
-                        gs[i] += gr[i];
-                    } else {
-                        gr[i] = 0.0;
-                    }
+                    // Adding 0 where the latent is off leaves every sum as it was.
+                    let on = ar[i] > 0.0;
+                    let g = if on { gr[i] + l1[i] } else { 0.0 };
+                    gr[i] = g;
+                    s[i] += if on { ar[i] as f64 } else { 0.0 };
+                    c[i] += on as u64;
+                    gs[i] += g;
                 }
             }
             (s, c, gs)
@@ -811,9 +815,12 @@ fn relu_dense_pass(
     }
     g.w_enc_t = product(&g_pre, xc, m, n, d_in, true, false, bf16);
     let batch_min = acts
-        .par_iter()
-        .copied()
-        .filter(|&v| v > 0.0)
+        .par_chunks(1 << 14)
+        .map(|c| {
+            c.iter().fold(f32::INFINITY, |a, &v| {
+                a.min(if v > 0.0 { v } else { f32::INFINITY })
+            })
+        })
         .reduce(|| f32::INFINITY, f32::min);
     Pass {
         g,
