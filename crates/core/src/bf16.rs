@@ -263,8 +263,8 @@ mod x86 {
         for c0 in (0..whole).step_by(16) {
             for j in 0..16 {
                 let ahead = base.wrapping_add((c0 + AHEAD + j) * x.rows);
-                // SAFETY: a prefetch is a hint; an address past the slice does not fault.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.cast()) };
+                // A prefetch is a hint: an address past the slice does not fault.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             }
             let mut r = [_mm512_setzero_si512(); 16];
             for (j, r) in r.iter_mut().enumerate() {
