@@ -3,6 +3,7 @@
 //! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
 
 mod bf16_weights;
+mod candle_patches;
 mod common;
 mod corpus_docs;
 mod gemma3;

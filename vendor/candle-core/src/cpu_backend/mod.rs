@@ -973,6 +973,28 @@ fn copy2d_<T: Copy>(
 }
 
 fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
+    // Interplab: a transposed matrix (dims [r, c], strides [1, s]) is copied in 32 × 32 tiles,
+    // so each source cache line is read once rather than once per element (the generic path
+    // below gathers it one element at a time through an index vector).
+    if let ([r, c], [1, s]) = (src_l.dims(), src_l.stride()) {
+        let (r, c, s, o) = (*r, *c, *s, src_l.start_offset());
+        if r > 1 && c > 1 && s >= r {
+            const TILE: usize = 32;
+            let dst = &mut dst[dst_offset..dst_offset + r * c];
+            for i0 in (0..r).step_by(TILE) {
+                let i1 = (i0 + TILE).min(r);
+                for j0 in (0..c).step_by(TILE) {
+                    for j in j0..(j0 + TILE).min(c) {
+                        let col = &src[o + j * s + i0..o + j * s + i1];
+                        for (i, &v) in (i0..i1).zip(col) {
+                            dst[i * c + j] = v;
+                        }
+                    }
+                }
+            }
+            return;
+        }
+    }
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
             [dst_offset..dst_offset + len]
