@@ -189,6 +189,28 @@ fn gather_group(x: &[f32], d: Dims, bi: usize, g: usize) -> Vec<f32> {
     out
 }
 
+/// The inverse of [`gather_group`]: the group's head-major rows `[rep · p, dh]` written to
+/// their places in the `[b, p, h, dh]` buffer behind `out`.
+///
+/// # Safety
+/// `out` holds `b · p · h · dh` values, and no other thread writes the rows of kv group `g`'s
+/// query heads of sequence `bi` meanwhile.
+unsafe fn scatter_group(rows: &[f32], out: Out, d: Dims, bi: usize, g: usize) {
+    let (p, h, dh) = (d.p, d.h, d.dh);
+    let rep = h / d.kvh;
+    for (row, src) in rows.chunks_exact(dh).enumerate() {
+        let (r, i) = (row / p, row % p);
+        // SAFETY: the caller's promises; row i of head g·rep + r of sequence bi is inside.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                out.at(((bi * p + i) * h + g * rep + r) * dh),
+                dh,
+            )
+        };
+    }
+}
+
 /// `z = softmax(cap(q kᵀ / scale) + bias) v` for `q` `[b, p, h, dh]`, `k` and `v`
 /// `[b, kl, kvh, dh]` (query head `i` reads kv head `i / (h / kvh)`), `bias` `[1 or b, 1, p,
 /// kl]`: `z` `[b, p, h, dh]`; with `keep` also the scores and the pattern, written in place
@@ -256,6 +278,9 @@ pub(crate) fn fused(
     }))
 }
 
+/// The scores and the pattern, `[b, h, p, kl]` each, as flat buffers.
+type Kept = (Vec<f32>, Vec<f32>);
+
 /// [`fused`]'s arithmetic on contiguous slices: `z`, and with `keep` the scores and pattern.
 fn forward(
     qs: &[f32],
@@ -265,7 +290,7 @@ fn forward(
     d: Dims,
     sc: Scaling,
     keep: bool,
-) -> (Vec<f32>, Option<(Vec<f32>, Vec<f32>)>) {
+) -> (Vec<f32>, Option<Kept>) {
     let Dims {
         b,
         p,
@@ -360,18 +385,8 @@ fn forward(
             );
             zg.set_len(m * dh);
         }
-        // Each row of z to its place in `[b, p, h, dh]`.
-        for (row, zrow) in zg.chunks_exact(dh).enumerate() {
-            let (r, i) = (row / p, row % p);
-            // SAFETY: row i of head g·rep + r of sequence bi is this task's alone, inside z.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    zrow.as_ptr(),
-                    out.at(((bi * p + i) * h + g * rep + r) * dh),
-                    dh,
-                )
-            };
-        }
+        // SAFETY: the rows of the group's heads of sequence bi are this task's alone.
+        unsafe { scatter_group(&zg, out, d, bi, g) };
     });
     // SAFETY: the tasks cover every (sequence, head, query row) once and each wrote its dh
     // values of z and (keep) its rows of scores and pattern.
@@ -483,6 +498,7 @@ fn backward(
         let mut dqg = vec![0f32; m * dh];
         let mut dkg = vec![0f32; kl * dh];
         let mut dvg = vec![0f32; kl * dh];
+        // SAFETY: as above; `ds` and `pat` m × kl, the outputs m × dh and kl × dh.
         unsafe {
             // dq = dS k: [m, kl] · [kl, dh].
             product(
@@ -508,17 +524,8 @@ fn backward(
                 (dzg.as_ptr(), dh as isize, 1),
             );
         }
-        for (row, src) in dqg.chunks_exact(dh).enumerate() {
-            let (r, i) = (row / p, row % p);
-            // SAFETY: row i of head g·rep + r of sequence bi is this task's alone, inside dq.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    src.as_ptr(),
-                    oq.at(((bi * p + i) * h + g * rep + r) * dh),
-                    dh,
-                )
-            };
-        }
+        // SAFETY: the rows of the group's heads of sequence bi are this task's alone.
+        unsafe { scatter_group(&dqg, oq, d, bi, g) };
         for j in 0..kl {
             let at = ((bi * kl + j) * kvh + g) * dh;
             // SAFETY: key row j of kv head g of sequence bi is this task's alone.
