@@ -503,13 +503,14 @@ impl Trainer {
         let xc = sae.centred(x);
         let bf16 = self.cfg.bf16_products;
         let mut pre = kernels::product(&xc, &sae.w_enc_t, n, d_in, m, false, true, bf16);
-        kernels::add_bias_rows(&mut pre, &sae.b_enc);
-        let relu_dense = self.cfg.arch == Architecture::Relu && {
-            let positive: usize = pre
-                .par_chunks(1 << 14)
-                .map(|c| c.iter().map(|&v| (v > 0.0) as usize).sum::<usize>())
-                .sum();
+        let relu_dense = if self.cfg.arch == Architecture::Relu {
+            // One pass: the bias, the ReLU (both of ReLU's paths read only the positive
+            // entries), and the count that picks the path.
+            let positive = relu_with_bias(&mut pre, &sae.b_enc);
             positive as f64 / pre.len().max(1) as f64 > kernels::DENSE_ABOVE
+        } else {
+            kernels::add_bias_rows(&mut pre, &sae.b_enc);
+            false
         };
         let Pass {
             mut g,
@@ -721,14 +722,35 @@ struct Pass {
     n_dead: usize,
 }
 
+/// `m ← ReLU(m + bias)` row by row (`bias` one value per column); the positive entries counted.
+/// Without branches: at initialisation each entry's sign is a coin toss, and a mispredicted
+/// branch per entry made such a pass ~7× slower than its memory traffic.
+fn relu_with_bias(m: &mut [f32], bias: &[f32]) -> usize {
+    let w = bias.len();
+    m.par_chunks_mut(w * 16)
+        .map(|rows| {
+            let mut positive = 0usize;
+            for row in rows.chunks_exact_mut(w) {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    let x = *v + b;
+                    positive += (x > 0.0) as usize;
+                    *v = if x > 0.0 { x } else { 0.0 };
+                }
+            }
+            positive
+        })
+        .sum()
+}
+
 /// The ReLU-L1 pass on dense matrices, for batches where more than [`kernels::DENSE_ABOVE`] of
 /// the codes are active (early in training): five blocked matrix products and element-wise
 /// passes, with no sparse bookkeeping. The same sums as [`Trainer::sparse_pass`] up to f32
 /// rounding order (test: `relu_dense_and_sparse_passes_agree`); with `bf16`, the five products
-/// round their operands to bf16 ([`kernels::product`]).
+/// round their operands to bf16 ([`kernels::product`]). `acts`: the pre-activations with the
+/// bias added and the ReLU applied ([`relu_with_bias`]).
 fn relu_dense_pass(
     sae: &Sae,
-    mut acts: Vec<f32>,
+    acts: Vec<f32>,
     xc: &[f32],
     y: &[f32],
     lam: f64,
@@ -738,13 +760,7 @@ fn relu_dense_pass(
     let (d_in, m, d_out) = (sae.d_in, sae.d_sae, sae.d_out);
     let n = xc.len() / d_in;
     let inv_n = 1.0 / n as f32;
-    // Every pass over the n × m codes is written without branches: the signs at initialisation
-    // are a coin toss, and a mispredicted branch per entry made each pass 7× slower.
-    acts.par_chunks_mut(1 << 14).for_each(|c| {
-        for v in c {
-            *v = if *v > 0.0 { *v } else { 0.0 };
-        }
-    });
+    // Every pass over the n × m codes is written without branches (see `relu_with_bias`).
     let mut y_hat = product(&acts, &sae.w_dec, n, m, d_out, false, false, bf16);
     kernels::add_bias_rows(&mut y_hat, &sae.b_dec);
     let err: Vec<f32> = y_hat.iter().zip(y).map(|(a, b)| a - b).collect(); // ŷ − y
@@ -770,12 +786,20 @@ fn relu_dense_pass(
     let norms = sae.decoder_norms();
     let l1: Vec<f32> = norms.iter().map(|&w| lam as f32 * inv_n * w).collect();
     // Per latent: Σ_b acts (f64), active count, Σ_b ∂/∂pre; per block of rows, then summed.
-    let zero = || (vec![0.0f64; m], vec![0u64; m], vec![0.0f32; m]);
-    let (col_sum, col_count, g_b_enc) = g_pre
+    // ... and the smallest active value (BatchTopK's statistic, kept for every architecture).
+    let zero = || {
+        (
+            vec![0.0f64; m],
+            vec![0u64; m],
+            vec![0.0f32; m],
+            f32::INFINITY,
+        )
+    };
+    let (col_sum, col_count, g_b_enc, batch_min) = g_pre
         .par_chunks_mut(m * 64)
         .zip(acts.par_chunks(m * 64))
         .map(|(gb, ab)| {
-            let (mut s, mut c, mut gs) = zero();
+            let (mut s, mut c, mut gs, mut least) = zero();
             for (gr, ar) in gb.chunks_exact_mut(m).zip(ab.chunks_exact(m)) {
                 for i in 0..m {
                     // Adding 0 where the latent is off leaves every sum as it was.
@@ -785,18 +809,22 @@ fn relu_dense_pass(
                     s[i] += if on { ar[i] as f64 } else { 0.0 };
                     c[i] += on as u64;
                     gs[i] += g;
+                    least = least.min(if on { ar[i] } else { f32::INFINITY });
                 }
             }
-            (s, c, gs)
+            (s, c, gs, least)
         })
-        .reduce(zero, |(mut s, mut c, mut gs), (s2, c2, gs2)| {
-            for i in 0..m {
-                s[i] += s2[i];
-                c[i] += c2[i];
-                gs[i] += gs2[i];
-            }
-            (s, c, gs)
-        });
+        .reduce(
+            zero,
+            |(mut s, mut c, mut gs, least), (s2, c2, gs2, least2)| {
+                for i in 0..m {
+                    s[i] += s2[i];
+                    c[i] += c2[i];
+                    gs[i] += gs2[i];
+                }
+                (s, c, gs, least.min(least2))
+            },
+        );
     g.b_enc = g_b_enc;
     let sparsity = lam / n as f64
         * col_sum
@@ -814,14 +842,6 @@ fn relu_dense_pass(
         }
     }
     g.w_enc_t = product(&g_pre, xc, m, n, d_in, true, false, bf16);
-    let batch_min = acts
-        .par_chunks(1 << 14)
-        .map(|c| {
-            c.iter().fold(f32::INFINITY, |a, &v| {
-                a.min(if v > 0.0 { v } else { f32::INFINITY })
-            })
-        })
-        .reduce(|| f32::INFINITY, f32::min);
     Pass {
         g,
         mse,
@@ -979,8 +999,13 @@ mod tests {
         tr.sae.b_enc = (0..m).map(|i| (i as f32 * 0.37).sin() * 0.05).collect();
         let xc = tr.sae.centred(&x);
         let mut pre = product(&xc, &tr.sae.w_enc_t, n, d, m, false, true, false);
-        kernels::add_bias_rows(&mut pre, &tr.sae.b_enc);
-        let positive = pre.iter().filter(|&&v| v > 0.0).count();
+        let mut raw = pre.clone();
+        kernels::add_bias_rows(&mut raw, &tr.sae.b_enc);
+        let positive = relu_with_bias(&mut pre, &tr.sae.b_enc);
+        assert_eq!(positive, raw.iter().filter(|&&v| v > 0.0).count());
+        for (a, r) in pre.iter().zip(&raw) {
+            assert_eq!(*a, r.max(0.0));
+        }
         assert!(positive > n * m / 4 && positive < n * m * 3 / 4);
         let a = relu_dense_pass(&tr.sae, pre.clone(), &xc, &x, 3.0, 0, false);
         let b = tr.sparse_pass(pre, &xc, &x, 3.0);
@@ -1032,7 +1057,7 @@ mod tests {
         let xc = tr.sae.centred(&x);
         let pre = |bf16| {
             let mut p = product(&xc, &tr.sae.w_enc_t, n, d, m, false, true, bf16);
-            kernels::add_bias_rows(&mut p, &tr.sae.b_enc);
+            relu_with_bias(&mut p, &tr.sae.b_enc);
             p
         };
         // The encoder product: each entry within 2⁻⁷ of Σ|x||w| (two roundings of 2⁻⁹ each).
