@@ -353,7 +353,7 @@ impl Trainer {
         for ((e, a), b) in err.iter_mut().zip(&y_hat).zip(y) {
             *e = a - b;
         }
-        let mse = err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / n as f64;
+        let mse = sum_f64(&err, |e| (e as f64) * (e as f64)) / n as f64;
         let fvu = mse * n as f64 / total_variance(y, d_out).max(f64::MIN_POSITIVE);
 
         let mut g = Grads {
@@ -549,8 +549,7 @@ impl Trainer {
         }
         let grad_norm = [&g.w_enc_t, &g.b_enc, &g.w_dec, &g.b_dec, &g.log_threshold]
             .iter()
-            .flat_map(|v| v.iter())
-            .map(|&v| (v as f64) * (v as f64))
+            .map(|v| sum_f64(v, |x| (x as f64) * (x as f64)))
             .sum::<f64>()
             .sqrt();
         if cfg.clip_grad > 0.0 {
@@ -564,9 +563,11 @@ impl Trainer {
                     &mut g.b_dec,
                     &mut g.log_threshold,
                 ] {
-                    for a in v.iter_mut() {
-                        *a *= coef as f32;
-                    }
+                    v.par_chunks_mut(1 << 16).for_each(|c| {
+                        for a in c {
+                            *a *= coef as f32;
+                        }
+                    });
                 }
             }
         }
@@ -764,7 +765,7 @@ fn relu_dense_pass(
     let mut y_hat = product(&acts, &sae.w_dec, n, m, d_out, false, false, bf16);
     kernels::add_bias_rows(&mut y_hat, &sae.b_dec);
     let err: Vec<f32> = y_hat.iter().zip(y).map(|(a, b)| a - b).collect(); // ŷ − y
-    let mse = err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>() / n as f64;
+    let mse = sum_f64(&err, |e| (e as f64) * (e as f64)) / n as f64;
     let fvu = mse * n as f64 / total_variance(y, d_out).max(f64::MIN_POSITIVE);
     let g_y: Vec<f32> = err.iter().map(|e| 2.0 * e * inv_n).collect();
 
@@ -885,6 +886,30 @@ fn batch_topk(pre: &[f32], m: usize, keep: usize) -> Codes {
     Codes::from_rows(rows)
 }
 
+/// `Σ_i f(v_i)` in f64: blocks of 2¹⁶ values summed in parallel, each in eight interleaved
+/// partial sums (a single running sum waits on each add), the block sums added in order — the
+/// same bits whatever the number of threads.
+fn sum_f64(v: &[f32], f: impl Fn(f32) -> f64 + Sync) -> f64 {
+    let blocks: Vec<f64> = v
+        .par_chunks(1 << 16)
+        .map(|block| {
+            let mut acc = [0f64; 8];
+            let lanes = block.chunks_exact(8);
+            let rest = lanes.remainder();
+            for c in lanes {
+                for (a, &x) in acc.iter_mut().zip(c) {
+                    *a += f(x);
+                }
+            }
+            for (a, &x) in acc.iter_mut().zip(rest) {
+                *a += f(x);
+            }
+            acc.iter().sum::<f64>()
+        })
+        .collect();
+    blocks.iter().sum()
+}
+
 /// `Σ_b ‖y_b − ȳ‖²` in f64.
 pub fn total_variance(y: &[f32], d: usize) -> f64 {
     let n = y.len() / d;
@@ -897,14 +922,17 @@ pub fn total_variance(y: &[f32], d: usize) -> f64 {
     for m in &mut mean {
         *m /= n.max(1) as f64;
     }
-    y.chunks_exact(d)
+    let per_row: Vec<f64> = y
+        .par_chunks(d)
         .map(|row| {
-            row.iter()
-                .zip(&mean)
-                .map(|(&v, m)| (v as f64 - m).powi(2))
-                .sum::<f64>()
+            let mut acc = [0f64; 8];
+            for (j, (&v, m)) in row.iter().zip(&mean).enumerate() {
+                acc[j % 8] += (v as f64 - m).powi(2);
+            }
+            acc.iter().sum::<f64>()
         })
-        .sum()
+        .collect();
+    per_row.iter().sum()
 }
 
 /// Remove from each gradient row its component along the (unit-norm) weight row.
