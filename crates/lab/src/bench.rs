@@ -391,8 +391,8 @@ pub const SAE_RELU_SPARSE_L0: usize = 64;
 /// times it in the state training reaches, where a few dozen do: each latent's `b_enc` is set so
 /// that it fires on [`SAE_RELU_SPARSE_L0`] / 4,608 of the batch's rows (the peer script builds the
 /// same state with `--relu-l0`). With `bf16_products` (`sae-…-bf16`), the dense products take
-/// bf16 inputs (`TrainConfig::bf16_products`; the peer's `--autocast` runs SAELens under bf16
-/// autocast).
+/// bf16 inputs (`TrainConfig::bf16_products`; the peer's `--impl saelens_bf16` runs SAELens
+/// under bf16 autocast).
 fn sae_step(a: &Workload, arch: &str, bf16_products: bool) -> anyhow::Result<serde_json::Value> {
     let (arch, sparse) = match arch.strip_suffix("-sparse") {
         Some("relu") => ("relu", true),

@@ -35,10 +35,9 @@ pub fn product(
             transposed,
         };
         // The views' shapes are the ones `matmul` asserts; only a caller's bug fails here.
-        let bad = "bf16 product: operands do not match m, k, n";
         return PackedBf16::pack_view(view(b, k, n, tb))
             .and_then(|w| w.matmul_view(view(a, m, k, ta)))
-            .expect(bad);
+            .expect("bf16 product: operands do not match m, k, n");
     }
     let mut c = vec![0.0f32; m * n];
     matmul(&mut c, a, b, m, k, n, ta, tb, false);

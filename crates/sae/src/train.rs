@@ -1009,6 +1009,13 @@ pub fn geometric_median(x: &[f32], d: usize, max_iter: usize, tol: f64) -> Vec<f
 mod tests {
     use super::*;
 
+    /// The largest |p − q| and the largest |q| (the two slices of one length).
+    fn worst_and_scale(p: &[f32], q: &[f32], what: &str) -> (f32, f32) {
+        assert_eq!(p.len(), q.len(), "{what}");
+        let worst = p.iter().zip(q).fold(0f32, |w, (u, v)| w.max((u - v).abs()));
+        (worst, q.iter().fold(0f32, |s, v| s.max(v.abs())))
+    }
+
     /// The dense ReLU pass and the sparse one compute the same gradients and measurements.
     #[test]
     fn relu_dense_and_sparse_passes_agree() {
@@ -1038,11 +1045,11 @@ mod tests {
         let a = relu_dense_pass(&tr.sae, pre.clone(), &xc, &x, 3.0, 0, false);
         let b = tr.sparse_pass(pre, &xc, &x, 3.0);
         let close = |p: &[f32], q: &[f32], what: &str| {
-            assert_eq!(p.len(), q.len(), "{what}");
-            let scale = q.iter().fold(0.0f32, |s, v| s.max(v.abs())).max(1e-6);
-            for (u, v) in p.iter().zip(q) {
-                assert!((u - v).abs() <= 1e-5 * scale, "{what}: {u} vs {v}");
-            }
+            let (worst, scale) = worst_and_scale(p, q, what);
+            assert!(
+                worst <= 1e-5 * scale.max(1e-6),
+                "{what}: {worst} of {scale}"
+            );
         };
         close(&a.g.w_enc_t, &b.g.w_enc_t, "W_enc");
         close(&a.g.b_enc, &b.g.b_enc, "b_enc");
@@ -1065,9 +1072,8 @@ mod tests {
 
     /// The dense ReLU pass with bf16 products against the same pass in f32, from the same
     /// pre-activations: every gradient within 1% of its largest entry, the measurements within
-    /// 1%. bf16 keeps 8 significant
-    /// bits (relative rounding ≤ 2⁻⁹ per operand); a product read with the wrong transpose or
-    /// shape would be off by the size of the values themselves.
+    /// 1%. bf16 keeps 8 significant bits (relative rounding ≤ 2⁻⁹ per operand); a product read
+    /// with the wrong transpose or shape would be off by the size of the values themselves.
     #[test]
     fn relu_dense_pass_with_bf16_products_is_close_to_f32() {
         let (d, m, n) = (64usize, 160usize, 96usize);
@@ -1105,13 +1111,8 @@ mod tests {
         let a = relu_dense_pass(&tr.sae, p32.clone(), &xc, &x, 3.0, 0, false);
         let b = relu_dense_pass(&tr.sae, p32, &xc, &x, 3.0, 0, true);
         let close = |p: &[f32], q: &[f32], what: &str| {
-            assert_eq!(p.len(), q.len(), "{what}");
-            let scale = p.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+            let (worst, scale) = worst_and_scale(p, q, what);
             assert!(scale > 0.0, "{what}: all zero");
-            let worst = p
-                .iter()
-                .zip(q)
-                .fold(0.0f32, |w, (u, v)| w.max((u - v).abs()));
             assert!(worst <= 1e-2 * scale, "{what}: {worst} of {scale}");
             // Rounding did happen: the passes are not bit-identical.
             assert!(worst > 0.0, "{what}: bf16 products equal the f32 ones");

@@ -424,9 +424,11 @@ fn backward(
     } = d;
     let rep = h / kvh;
     let visible = visible_lengths(bs, kl);
-    let mut dq = vec![0f32; b * p * h * dh];
-    let mut dk = vec![0f32; b * kl * kvh * dh];
-    let mut dv = vec![0f32; b * kl * kvh * dh];
+    // Written by the tasks, not zero-filled first: every row of each is one task's.
+    let (q_len, kv_len) = (b * p * h * dh, b * kl * kvh * dh);
+    let mut dq: Vec<f32> = Vec::with_capacity(q_len);
+    let mut dk: Vec<f32> = Vec::with_capacity(kv_len);
+    let mut dv: Vec<f32> = Vec::with_capacity(kv_len);
     let (oq, ok, ov) = (
         Out(dq.as_mut_ptr()),
         Out(dk.as_mut_ptr()),
@@ -535,6 +537,13 @@ fn backward(
             }
         }
     });
+    // SAFETY: the tasks cover every (sequence, kv group): each wrote the rows of its query
+    // heads in dq and its key and value rows in dk and dv, so every value is written.
+    unsafe {
+        dq.set_len(q_len);
+        dk.set_len(kv_len);
+        dv.set_len(kv_len);
+    }
     (dq, dk, dv)
 }
 
